@@ -1,0 +1,42 @@
+"""parallama: run several LLM agents in parallel on local model servers, and let a reviewer merge their answers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Exports resolve on first use so `parallama --help` never imports aiohttp or pydantic.
+_EXPORTS = {
+    "run": "parallama.runner",
+    "run_sync": "parallama.runner",
+    "load_config": "parallama.config",
+    "Fleet": "parallama.config",
+    "Agent": "parallama.config",
+    "Server": "parallama.config",
+    "RunResult": "parallama.result",
+    "AgentResult": "parallama.result",
+    "ParallamaError": "parallama.errors",
+    "ConfigError": "parallama.errors",
+    "BackendError": "parallama.errors",
+}
+
+if TYPE_CHECKING:
+    from .config import Agent, Fleet, Server, load_config
+    from .errors import BackendError, ConfigError, ParallamaError
+    from .result import AgentResult, RunResult
+    from .runner import run, run_sync
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'parallama' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS)

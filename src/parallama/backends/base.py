@@ -1,0 +1,145 @@
+"""What every backend shares: the Completion it returns, and the one place transport errors become ours."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, AsyncIterator, TypedDict
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken, Unreachable
+
+if TYPE_CHECKING:
+    from ..config import Agent
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished answer with what the server reported about it."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    generation_s: float | None = None
+    "Time the server spent generating, when it says (Ollama's eval_duration)."
+
+
+def request_headers(agent: "Agent") -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson, text/event-stream"}
+    key = agent.api_key()
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+@asynccontextmanager
+async def open_stream(
+    session: aiohttp.ClientSession, agent: "Agent", body: dict
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST `body` to the agent's endpoint and yield the streaming response; every failure becomes a BackendError."""
+    try:
+        async with session.post(agent.endpoint, json=body, headers=request_headers(agent)) as response:
+            if response.status >= 400:
+                raise await status_error(agent, response)
+            yield response
+    except BackendError as exc:
+        exc.agent, exc.url = exc.agent or agent.name, exc.url or agent.endpoint
+        raise
+    except aiohttp.ClientConnectorError as exc:
+        raise Unreachable(_connect_cause(exc), agent=agent.name, url=agent.endpoint,
+                          hint=_start_hint(agent)) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise StreamBroken("stream cut off: the connection closed before the answer was complete",
+                           agent=agent.name, url=agent.endpoint) from exc
+    except aiohttp.ClientError as exc:
+        raise BackendError(_short(exc), agent=agent.name, url=agent.endpoint) from exc
+    except (ConnectionError, OSError) as exc:
+        raise Unreachable(str(exc), agent=agent.name, url=agent.endpoint) from exc
+
+
+def malformed(line: bytes) -> StreamBroken:
+    text = line.decode("utf-8", "replace").strip()
+    return StreamBroken(f"malformed line in stream: {text[:80]!r}")
+
+
+def parse_json_line(line: bytes) -> dict:
+    try:
+        chunk = json.loads(line)
+    except ValueError:
+        raise malformed(line) from None
+    if not isinstance(chunk, dict):
+        raise malformed(line)
+    return chunk
+
+
+def error_text(error: object) -> str:
+    """The server's own words from an `{"error": ...}` value (Ollama: a string; OpenAI: an object)."""
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTPStatus:
+    raw = await response.read()
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("error" in body or "detail" in body):
+        said = error_text(body.get("error") or body.get("detail"))
+    else:
+        said = text[:200] or response.reason or ""
+    code = response.status
+    kwargs = dict(status_code=code, agent=agent.name, url=agent.endpoint)
+    if code == 404 and "model" in said.lower():
+        return ModelNotFound(f"model {agent.model!r} not found on the server ({said})",
+                             hint=_pull_hint(agent), **kwargs)
+    if code == 503:
+        return ServerBusy(f"server busy (HTTP 503: {said})", **kwargs)
+    if code == 404:
+        return HTTPStatus(f"HTTP 404: {said} — is {agent.protocol} the protocol this server speaks?", **kwargs)
+    if code in (401, 403):
+        return HTTPStatus(f"HTTP {code}: {said} — check the API key variable (api_key_env)", **kwargs)
+    return HTTPStatus(f"HTTP {code}: {said}", **kwargs)
+
+
+def _pull_hint(agent: "Agent") -> str | None:
+    if agent.protocol != "ollama":
+        return None
+    parts = urlsplit(agent.endpoint)
+    if parts.hostname in ("localhost", "127.0.0.1") and (parts.port or 80) == 11434:
+        return f"run `ollama pull {agent.model}`"
+    return f"run `OLLAMA_HOST={parts.netloc} ollama pull {agent.model}`"
+
+
+def _start_hint(agent: "Agent") -> str | None:
+    parts = urlsplit(agent.endpoint)
+    if agent.protocol == "ollama" and parts.hostname in ("localhost", "127.0.0.1"):
+        return f"start it with `OLLAMA_HOST=127.0.0.1:{parts.port or 80} ollama serve`"
+    return None
+
+
+def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
+    where = f"{exc.host}:{exc.port}"
+    os_error = exc.os_error
+    if isinstance(os_error, ConnectionRefusedError) or getattr(os_error, "errno", None) == errno.ECONNREFUSED:
+        return f"connection refused: nothing listens on {where}"
+    if isinstance(os_error, asyncio.TimeoutError):
+        return f"connecting to {where} timed out"
+    reason = getattr(os_error, "strerror", None) or str(os_error)
+    return f"cannot connect to {where}: {reason}"
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,350 @@
+"""Load and validate a fleet config (the guide's config.json format) into typed agents and servers."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, ConfigErrors
+
+WORKER_TIMEOUT_S = 60.0
+REVIEWER_TIMEOUT_S = 120.0
+
+OLLAMA = "ollama"
+OPENAI = "openai"
+
+# Ollama options with an OpenAI-compatible request field; the rest have no equivalent there.
+OPENAI_OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",  # not OpenAI's own, but vLLM and llama.cpp's server accept it
+    "seed": "seed",
+    "stop": "stop",
+    "num_predict": "max_tokens",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---------------------------------------------------------------- the file's schema
+
+
+class AgentSpec(BaseModel):
+    """One agent as written in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    "Shown in the view and output; defaults to the model."
+    api_url: str
+    "Ollama `/api/chat` (or bare host:port) or OpenAI-compatible `/v1`, `/v1/chat/completions`."
+    model: str = Field(min_length=1)
+    "Model name as the server knows it (`llama3:8b`)."
+    timeout: float | None = Field(default=None, gt=0, strict=True)
+    "Seconds from sending the request to its last token."
+    system: str | None = None
+    "System prompt."
+    options: dict[str, Any] = Field(default_factory=dict)
+    "Ollama `options` (temperature, num_ctx, num_gpu...); mapped to OpenAI fields where they exist."
+    api_key_env: str | None = None
+    "Name of the environment variable holding an API key, sent as a Bearer token."
+
+    @field_validator("api_url")
+    @classmethod
+    def _url_has_protocol(cls, value: str) -> str:
+        parse_api_url(value)
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (the key itself never goes in the file)")
+        return value
+
+
+class ServerSpec(BaseModel):
+    """Per-server settings under the top-level `servers` key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parallel: int = Field(default=1, ge=1, strict=True)
+    "Requests the server takes at once (OLLAMA_NUM_PARALLEL); more wait on the client side."
+
+
+class ReviewSpec(BaseModel):
+    """How the reviewer combines the workers' answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["synthesize"] = "synthesize"
+
+
+class ConfigFile(BaseModel):
+    """The whole config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer_agent: AgentSpec | None = None
+    worker_agents: list[AgentSpec] = Field(min_length=1)
+    servers: dict[str, ServerSpec] = Field(default_factory=dict)
+    review: ReviewSpec = Field(default_factory=ReviewSpec)
+
+    @field_validator("servers")
+    @classmethod
+    def _server_keys(cls, value: dict[str, ServerSpec]) -> dict[str, ServerSpec]:
+        for url in value:
+            server_of(url)
+        return value
+
+
+# ---------------------------------------------------------------- the resolved fleet
+
+
+@dataclass(frozen=True)
+class Server:
+    """A model server, `scheme://host:port`, and how many requests it takes at once."""
+
+    url: str
+    parallel: int = 1
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One worker or reviewer, resolved: protocol, endpoint and server known, defaults applied."""
+
+    name: str
+    role: Literal["worker", "reviewer"]
+    model: str
+    api_url: str
+    protocol: Literal["ollama", "openai"]
+    endpoint: str
+    server: str
+    timeout: float
+    system: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    api_key_env: str | None = None
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read when a request is made; never stored or shown."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.name!r}, model={self.model!r}, api_url={self.api_url!r})"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The validated config: workers in config order, an optional reviewer, and the servers they use."""
+
+    workers: tuple[Agent, ...]
+    reviewer: Agent | None
+    servers: Mapping[str, Server]
+    strategy: str = "synthesize"
+    source: str = "config"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def agents(self) -> tuple[Agent, ...]:
+        return self.workers + ((self.reviewer,) if self.reviewer else ())
+
+
+def parse_api_url(url: str) -> tuple[str, str]:
+    """Return (protocol, chat endpoint) for an agent's api_url, or raise ValueError saying why not."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has a bad port") from None
+    path = parts.path.rstrip("/")
+    base = f"{parts.scheme}://{parts.netloc}"
+    if path == "" or path.endswith("/api/chat"):
+        return OLLAMA, base + (path or "/api/chat")
+    if path.endswith("/v1"):
+        return OPENAI, base + path + "/chat/completions"
+    if path.endswith("/v1/chat/completions"):
+        return OPENAI, base + path
+    raise ValueError(
+        f"cannot tell the protocol from the path {parts.path!r}: use .../api/chat (Ollama) "
+        "or .../v1 (OpenAI-compatible)"
+    )
+
+
+def server_of(url: str) -> str:
+    """The server an URL belongs to, as `scheme://host:port`; loopback names count as one host."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a server URL like http://localhost:11434")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"{url!r} has a bad port") from None
+    host = parts.hostname.lower()
+    if host in _LOOPBACK_HOSTS:
+        host = "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str]) -> Fleet:
+    """Read, parse and validate a config file; raise ConfigError naming file:line:col or the JSON path."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=source) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(exc.msg, source=source, line=exc.lineno, column=exc.colno) from exc
+    return fleet_from_dict(data, source=source)
+
+
+def fleet_from_dict(data: Any, *, source: str = "config") -> Fleet:
+    """Validate a config already parsed from JSON."""
+    if not isinstance(data, dict):
+        raise ConfigError("must be a JSON object with a \"worker_agents\" list", source=source)
+    try:
+        spec = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigErrors([_config_error(err, source) for err in exc.errors()]) from exc
+    return _resolve(spec, source)
+
+
+def _resolve(spec: ConfigFile, source: str) -> Fleet:
+    servers = {server_of(url): Server(url=server_of(url), parallel=s.parallel) for url, s in spec.servers.items()}
+    warnings: list[str] = []
+    taken: set[str] = set()
+    errors: list[ConfigError] = []
+
+    def agent(a: AgentSpec, role: str, where: str, default_timeout: float) -> Agent:
+        protocol, endpoint = parse_api_url(a.api_url)
+        server = server_of(a.api_url)
+        servers.setdefault(server, Server(url=server))
+        name = _unique(a.name or a.model, taken)
+        if a.api_key_env and a.api_key_env not in os.environ:
+            errors.append(ConfigError(
+                f"environment variable {a.api_key_env} is not set", source=source, path=f"{where}.api_key_env"))
+        if protocol == OPENAI:
+            dropped = sorted(k for k in a.options if k not in OPENAI_OPTION_FIELDS)
+            if dropped:
+                warnings.append(f"{where}.options: {', '.join(dropped)} has no OpenAI-compatible field; not sent")
+        return Agent(
+            name=name, role=role, model=a.model, api_url=a.api_url, protocol=protocol, endpoint=endpoint,
+            server=server, timeout=a.timeout or default_timeout, system=a.system, options=dict(a.options),
+            api_key_env=a.api_key_env,
+        )
+
+    workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))
+    reviewer = agent(spec.reviewer_agent, "reviewer", "reviewer_agent", REVIEWER_TIMEOUT_S) if spec.reviewer_agent else None
+    if errors:
+        raise ConfigErrors(errors)
+    used = {a.server for a in workers + ((reviewer,) if reviewer else ())}
+    for url in spec.servers:
+        if server_of(url) not in used:
+            warnings.append(f"servers[{url!r}]: no agent uses this server")
+    return Fleet(workers=workers, reviewer=reviewer, servers=servers, strategy=spec.review.strategy,
+                 source=source, warnings=tuple(warnings))
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name} ({n})"
+    taken.add(candidate)
+    return candidate
+
+
+# ---------------------------------------------------------------- error messages
+
+_FIELDS_AT = {
+    "": ConfigFile,
+    "agent": AgentSpec,
+    "servers": ServerSpec,
+    "review": ReviewSpec,
+}
+
+
+def json_path(loc: tuple[Any, ...]) -> str:
+    """`('worker_agents', 1, 'timeout')` → `worker_agents[1].timeout`."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i > 0 and loc[0] == "servers" and i == 1:
+            out += f"[{json.dumps(part)}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _schema_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
+    if not parent:
+        return ConfigFile
+    head = parent[0]
+    if head in ("worker_agents", "reviewer_agent"):
+        return AgentSpec
+    if head == "servers" and len(parent) == 2:
+        return ServerSpec
+    if head == "review" and len(parent) == 1:
+        return ReviewSpec
+    return None
+
+
+def _config_error(err: Mapping[str, Any], source: str) -> ConfigError:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        schema = _schema_at(loc[:-1])
+        known = list(schema.model_fields) if schema else []
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else (f" (known keys: {', '.join(known)})" if known else "")
+        return ConfigError(f"unknown key {key!r}{hint}", source=source, path=json_path(loc[:-1]) or None)
+    messages = {
+        "missing": "is required",
+        "string_type": "must be a string",
+        "dict_type": "must be an object",
+        "model_type": "must be an object",
+        "model_attributes_type": "must be an object",
+        "list_type": "must be a list",
+        "float_type": "must be a positive number",
+        "int_type": "must be a whole number",
+        "literal_error": f"must be one of {ctx.get('expected', '')}",
+    }
+    if kind == "greater_than" and ctx.get("gt") == 0:
+        message = "must be a positive number"
+    elif kind == "greater_than_equal":
+        message = f"must be at least {ctx.get('ge')}"
+    elif kind == "too_short" and loc == ("worker_agents",):
+        message = "needs at least one worker agent"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    elif kind == "value_error":
+        message = str(ctx.get("error") or err["msg"])
+    else:
+        message = messages.get(kind, err["msg"])
+    return ConfigError(message, source=source, path=json_path(loc) or None)

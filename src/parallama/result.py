@@ -1,0 +1,61 @@
+"""Typed results of a run: one AgentResult per agent, one RunResult for the whole."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Status = Literal["ok", "error", "timeout"]
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What one agent produced, or why it did not."""
+
+    name: str
+    model: str
+    api_url: str
+    protocol: str
+    status: Status
+    content: str
+    "The answer; for a failed agent, whatever arrived before the failure."
+    error: str | None = None
+    error_kind: str | None = None
+    queued_s: float = 0.0
+    "Seconds spent waiting for a free slot on the server."
+    elapsed_s: float = 0.0
+    "Seconds from sending the request to its last token (or failure)."
+    ttft_s: float | None = None
+    "Seconds from sending the request to the first piece of text."
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_per_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The whole run: every worker, the review, and the final answer with where it came from."""
+
+    prompt: str
+    workers: list[AgentResult]
+    review: AgentResult | None
+    final: str | None
+    final_source: str | None
+    "`review`, `worker:<name>` when the reviewer failed, or None."
+    wall_s: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def answered(self) -> bool:
+        """A final answer, or (with no review) at least one worker answer, was produced."""
+        if self.final is not None:
+            return True
+        return self.review is None and any(w.ok for w in self.workers)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return data

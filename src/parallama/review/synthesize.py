@@ -1,0 +1,40 @@
+"""Aggregate-and-synthesize (after Mixture-of-Agents): critically read every answer, write one better answer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..backends import Message
+    from ..result import AgentResult
+
+INSTRUCTIONS = """\
+You are the reviewer of a team of assistants. Several of them answered the same task independently; their \
+answers are below, each labelled with its author. Critically evaluate them: some may be wrong, incomplete or \
+biased. Keep what is correct and useful, fix or drop what is not, and resolve disagreements with your own \
+judgement. Then write one final answer to the task — complete, accurate and well organized. Do not list or \
+summarize the individual answers and do not mention the assistants: answer the task directly."""
+
+USER_TEMPLATE = """\
+Task:
+{task}
+
+Answers from the assistants:
+
+{answers}
+
+Write the single best final answer to the task."""
+
+ANSWER_TEMPLATE = """\
+### Answer from {name}
+{content}"""
+
+
+def messages(task: str, answers: list["AgentResult"], system: str | None) -> list["Message"]:
+    """System instructions plus one user message with the task and every labelled answer."""
+    labelled = "\n\n".join(ANSWER_TEMPLATE.format(name=a.name, content=a.content.strip()) for a in answers)
+    instructions = f"{system}\n\n{INSTRUCTIONS}" if system else INSTRUCTIONS
+    return [
+        {"role": "system", "content": instructions},
+        {"role": "user", "content": USER_TEMPLATE.format(task=task, answers=labelled)},
+    ]

@@ -1,0 +1,196 @@
+"""The orchestrator: workers fan out under each server's slot limit, then the reviewer merges their answers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from typing import Any, Mapping
+
+import aiohttp
+
+from .backends import Message, backend_for
+from .backends.base import Completion
+from .config import Agent, Fleet, fleet_from_dict, load_config
+from .errors import AgentTimeout, BackendError
+from .events import Delta, EventSink, Failed, Finished, Queued, Started
+from .result import AgentResult, RunResult
+from .review import review_messages
+
+ConfigLike = Fleet | str | os.PathLike | Mapping[str, Any]
+
+
+async def run(
+    prompt: str,
+    config: ConfigLike,
+    *,
+    deadline: float | None = None,
+    review: bool = True,
+    on_event: EventSink | None = None,
+) -> RunResult:
+    """Run every worker on `prompt` in parallel (within server slots), then the reviewer; return the result."""
+    fleet = as_fleet(config)
+    started = time.perf_counter()
+    until = started + deadline if deadline is not None else None
+    connector = aiohttp.TCPConnector(limit=0)  # the slots cap each server; no global cap on top
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+        stage = _Stage(fleet, session, on_event)
+        worker_jobs = [(agent, worker_messages(agent, prompt)) for agent in fleet.workers]
+        workers = await stage.run(worker_jobs, until)
+        answers = [w for w in workers if w.ok]
+        reviewed: AgentResult | None = None
+        final = final_source = None
+        warnings = list(fleet.warnings)
+        if review and fleet.reviewer and answers:
+            messages = review_messages(fleet.strategy, prompt, answers, fleet.reviewer.system)
+            [reviewed] = await stage.run([(fleet.reviewer, messages)], until)
+            if reviewed.ok:
+                final, final_source = reviewed.content, "review"
+            else:
+                fallback = answers[0]
+                final, final_source = fallback.content, f"worker:{fallback.name}"
+                warnings.append(f"the reviewer failed ({reviewed.error}); the final answer is {fallback.name}'s")
+    return RunResult(
+        prompt=prompt, workers=workers, review=reviewed, final=final, final_source=final_source,
+        wall_s=round(time.perf_counter() - started, 3), warnings=warnings,
+    )
+
+
+def run_sync(prompt: str, config: ConfigLike, **kwargs: Any) -> RunResult:
+    """Blocking twin of `run` for scripts."""
+    return asyncio.run(run(prompt, config, **kwargs))
+
+
+def as_fleet(config: ConfigLike) -> Fleet:
+    if isinstance(config, Fleet):
+        return config
+    if isinstance(config, Mapping):
+        return fleet_from_dict(dict(config))
+    return load_config(config)
+
+
+def worker_messages(agent: Agent, prompt: str) -> list[Message]:
+    messages: list[Message] = []
+    if agent.system:
+        messages.append({"role": "system", "content": agent.system})
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+class _Call:
+    """One agent's request while it is queued or in flight."""
+
+    __slots__ = ("agent", "messages", "queued_at", "sent_at", "first_at", "parts", "result")
+
+    def __init__(self, agent: Agent, messages: list[Message], queued_at: float) -> None:
+        self.agent = agent
+        self.messages = messages
+        self.queued_at = queued_at
+        self.sent_at: float | None = None
+        self.first_at: float | None = None
+        self.parts: list[str] = []
+        self.result: AgentResult | None = None
+
+
+class _Stage:
+    """Runs a batch of agent requests: per server, `parallel` lanes take requests in config order."""
+
+    def __init__(self, fleet: Fleet, session: aiohttp.ClientSession, on_event: EventSink | None) -> None:
+        self.fleet = fleet
+        self.session = session
+        self.emit = on_event or _ignore
+
+    async def run(self, jobs: list[tuple[Agent, list[Message]]], until: float | None) -> list[AgentResult]:
+        now = time.perf_counter()
+        calls = [_Call(agent, messages, now) for agent, messages in jobs]
+        queues: dict[str, deque[_Call]] = {}
+        for call in calls:
+            queues.setdefault(call.agent.server, deque()).append(call)
+            self.emit(Queued(call.agent))
+        lanes = [
+            asyncio.create_task(self._lane(queue))
+            for server, queue in queues.items()
+            for _ in range(min(self.fleet.servers[server].parallel, len(queue)))
+        ]
+        try:
+            timeout = None if until is None else max(0.0, until - time.perf_counter())
+            done, _ = await asyncio.wait(lanes, timeout=timeout)
+            for task in done:
+                task.result()  # a lane only raises on a bug: let it show
+        finally:
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        for call in calls:
+            if call.result is None:
+                self._fail(call, AgentTimeout("the run's deadline was reached before the answer was complete"))
+        return [call.result for call in calls]  # type: ignore[misc]
+
+    async def _lane(self, queue: deque[_Call]) -> None:
+        while queue:
+            await self._send(queue.popleft())
+
+    async def _send(self, call: _Call) -> None:
+        agent = call.agent
+        call.sent_at = sent = time.perf_counter()
+        self.emit(Started(agent, round(sent - call.queued_at, 3)))
+        parts, emit = call.parts, self.emit
+        listening = emit is not _ignore
+
+        def on_delta(text: str) -> None:
+            if call.first_at is None:
+                call.first_at = time.perf_counter()
+            parts.append(text)
+            if listening:
+                emit(Delta(agent, text))
+
+        backend = backend_for(agent.protocol)
+        try:
+            completion = await asyncio.wait_for(backend.chat(self.session, agent, call.messages, on_delta), agent.timeout)
+        except asyncio.TimeoutError:
+            self._fail(call, AgentTimeout(f"no complete answer within its timeout of {agent.timeout:g} s"))
+            return
+        except BackendError as exc:
+            self._fail(call, exc)
+            return
+        if not completion.text.strip():
+            self._fail(call, BackendError("the model returned an empty answer"))
+            return
+        call.result = self._result(call, "ok", completion=completion)
+        self.emit(Finished(agent, call.result))
+
+    def _fail(self, call: _Call, error: BackendError) -> None:
+        error.agent, error.url = error.agent or call.agent.name, error.url or call.agent.endpoint
+        call.result = self._result(call, error.status, error=error)
+        self.emit(Failed(call.agent, call.result))
+
+    @staticmethod
+    def _result(
+        call: _Call, status: str, *, completion: Completion | None = None, error: BackendError | None = None
+    ) -> AgentResult:
+        agent = call.agent
+        ended = time.perf_counter()
+        sent = call.sent_at
+        text = completion.text if completion else "".join(call.parts)
+        tokens = completion.completion_tokens if completion else (len(call.parts) or None)
+        tokens_per_s = None
+        if completion and completion.generation_s and tokens:
+            tokens_per_s = tokens / completion.generation_s
+        elif tokens and call.first_at is not None and ended > call.first_at:
+            tokens_per_s = tokens / (ended - call.first_at)
+        return AgentResult(
+            name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
+            status=status, content=text,  # type: ignore[arg-type]
+            error=str(error) if error else None, error_kind=error.kind if error else None,
+            queued_s=round((sent if sent is not None else ended) - call.queued_at, 3),
+            elapsed_s=round(ended - sent, 3) if sent is not None else 0.0,
+            ttft_s=round(call.first_at - sent, 3) if call.first_at is not None and sent is not None else None,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=tokens,
+            tokens_per_s=round(tokens_per_s, 2) if tokens_per_s else None,
+        )
+
+
+def _ignore(event: object) -> None:
+    return None

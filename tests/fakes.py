@@ -1,0 +1,320 @@
+"""Protocol-faithful fake model servers for the tests and benchmarks.
+
+A FakeServer is a real aiohttp.web server on 127.0.0.1 (random port), running its own event loop in a
+background thread, that speaks Ollama's `/api/chat` (NDJSON) and the OpenAI-compatible
+`/v1/chat/completions` (SSE) the way the real servers do: same chunk shapes, same final-chunk fields,
+same error bodies and status codes. Per model it has a latency, a token count and a fault; it records
+every request it got and how many were in flight at once.
+
+    with FakeServer(slots=1) as server:
+        server.model("llama3:8b", latency=1.0, tokens=20)
+        server.model("broken", fault="cut")
+        ... point agents at server.url + "/api/chat" ...
+        server.max_in_flight, server.requests
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+FAULTS = {"404", "500", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty"}
+
+
+@dataclass
+class Behaviour:
+    latency: float = 0.1
+    "Seconds from the request's arrival (once it has a slot) to its last token."
+    tokens: int = 10
+    text: str | None = None
+    "Answer text; split into `tokens` pieces. Default: words naming the model."
+    fault: str | None = None
+    ttft: float | None = None
+    "Seconds before the first token; default latency / tokens."
+
+    def pieces(self, model: str) -> list[str]:
+        if self.text is not None:
+            words = self.text.split(" ")
+            n = max(1, min(self.tokens, len(words)))
+            size = -(-len(words) // n)
+            return [" ".join(words[i:i + size]) + (" " if i + size < len(words) else "")
+                    for i in range(0, len(words), size)]
+        return [f"{model}-{i} " for i in range(self.tokens)]
+
+
+@dataclass
+class Recorded:
+    """One request the fake received."""
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    arrived: float
+    started: float | None = None
+    "When it got a server slot (time.perf_counter())."
+    ended: float | None = None
+
+    @property
+    def model(self) -> str:
+        return self.body.get("model", "")
+
+    @property
+    def messages(self) -> list[dict]:
+        return self.body.get("messages", [])
+
+
+class FakeServer:
+    """An Ollama/OpenAI-compatible server with controllable latency, slots and faults."""
+
+    def __init__(self, *, slots: int | None = None, version: str = "0.12.6") -> None:
+        self.slots = slots
+        "Requests served at once; the rest wait inside the server (as Ollama queues). None: no limit."
+        self.version = version
+        self.models: dict[str, Behaviour] = {}
+        self.requests: list[Recorded] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._slots_sem: asyncio.Semaphore | None = None
+
+    # ---------------------------------------------------------------- control
+
+    def model(self, name: str, **behaviour: Any) -> "FakeServer":
+        fault = behaviour.get("fault")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        self.models[name] = Behaviour(**behaviour)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.max_in_flight = 0
+
+    def overlapped(self) -> bool:
+        """Whether any two recorded requests were being served at the same time."""
+        spans = sorted((r.arrived, r.ended or time.perf_counter()) for r in self.requests)
+        return any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+    def __enter__(self) -> "FakeServer":
+        self._thread = threading.Thread(target=self._serve, name=f"fake-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop and self._thread:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    # ---------------------------------------------------------------- server
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._slots_sem = asyncio.Semaphore(self.slots) if self.slots else None
+        app = web.Application()
+        app.router.add_post("/api/chat", self._ollama_chat)
+        app.router.add_post("/v1/chat/completions", self._openai_chat)
+        app.router.add_get("/api/version", self._version)
+        app.router.add_get("/api/tags", self._tags)
+        app.router.add_get("/v1/models", self._v1_models)
+        app.router.add_get("/", self._root)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": self.version})
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [
+            {"name": m, "model": m, "modified_at": _now(), "size": 1_000_000, "digest": "0" * 64,
+             "details": {"format": "gguf", "family": "llama", "parameter_size": "8B", "quantization_level": "Q4_0"}}
+            for m in self.models]})
+
+    async def _v1_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "library"} for m in self.models]})
+
+    # ---------------------------------------------------------------- chat
+
+    async def _admit(self, request: web.Request) -> tuple[Recorded, Behaviour | None]:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        record = Recorded(request.path, body, dict(request.headers), time.perf_counter())
+        self.requests.append(record)
+        return record, self.models.get(body.get("model", ""))
+
+    async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        record, behaviour = await self._admit(request)
+        model = record.model
+        if behaviour is None or behaviour.fault == "404":
+            record.ended = time.perf_counter()
+            return web.json_response({"error": f'model "{model}" not found, try pulling it first'}, status=404)
+        if behaviour.fault == "500":
+            record.ended = time.perf_counter()
+            return web.json_response({"error": "llama runner process has terminated: signal: killed"}, status=500)
+        if behaviour.fault == "503":
+            record.ended = time.perf_counter()
+            return web.json_response({"error": "server busy, please try again.  maximum pending requests exceeded"},
+                                     status=503)
+
+        async def frame(piece: str) -> bytes:
+            return (json.dumps({"model": model, "created_at": _now(),
+                                "message": {"role": "assistant", "content": piece}, "done": False}) + "\n").encode()
+
+        def final(count: int, started: float) -> bytes:
+            total = int((time.perf_counter() - record.arrived) * 1e9)
+            gen = int((time.perf_counter() - started) * 1e9)
+            prompt_tokens = sum(len(m.get("content", "").split()) for m in record.messages)
+            return (json.dumps({
+                "model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+                "done_reason": "stop", "done": True, "total_duration": total, "load_duration": 1_000_000,
+                "prompt_eval_count": prompt_tokens, "prompt_eval_duration": 2_000_000,
+                "eval_count": count, "eval_duration": max(gen, 1)}) + "\n").encode()
+
+        error_line = b'{"error":"an error was encountered while running the model: unexpected EOF"}\n'
+        return await self._stream(request, record, behaviour, "application/x-ndjson", frame, final,
+                                  error_line=error_line, done_line=None)
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        record, behaviour = await self._admit(request)
+        model = record.model
+        if behaviour is None or behaviour.fault == "404":
+            record.ended = time.perf_counter()
+            return web.json_response({"error": {"message": f"The model `{model}` does not exist.",
+                                                "type": "NotFoundError", "param": None, "code": 404}}, status=404)
+        if behaviour.fault in ("500", "503"):
+            record.ended = time.perf_counter()
+            status = int(behaviour.fault)
+            message = "Internal server error" if status == 500 else "Server is busy, please try again later"
+            return web.json_response({"error": {"message": message, "type": "server_error", "param": None,
+                                                "code": status}}, status=status)
+        ident = f"chatcmpl-{len(self.requests)}"
+        created = int(time.time())
+        include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
+        first = [True]
+
+        async def frame(piece: str) -> bytes:
+            delta = {"role": "assistant", "content": piece} if first[0] else {"content": piece}
+            first[0] = False
+            return _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                         "system_fingerprint": "fp_fake",
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+        def final(count: int, started: float) -> bytes:
+            out = _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "system_fingerprint": "fp_fake",
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            if include_usage:
+                prompt_tokens = sum(len(m.get("content", "").split()) for m in record.messages)
+                out += _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                             "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count,
+                                                      "total_tokens": prompt_tokens + count}})
+            return out
+
+        error_line = _sse({"error": {"message": "model runner crashed", "type": "server_error"}})
+        return await self._stream(request, record, behaviour, "text/event-stream", frame, final,
+                                  error_line=error_line, done_line=b"data: [DONE]\n\n")
+
+    async def _stream(self, request, record, behaviour, content_type, frame, final, *, error_line, done_line):
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self._slots_sem:
+                async with self._slots_sem:
+                    return await self._generate(request, record, behaviour, content_type, frame, final,
+                                                error_line, done_line)
+            return await self._generate(request, record, behaviour, content_type, frame, final,
+                                        error_line, done_line)
+        finally:
+            self.in_flight -= 1
+            record.ended = time.perf_counter()
+
+    async def _generate(self, request, record, behaviour, content_type, frame, final, error_line, done_line):
+        record.started = started = time.perf_counter()
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        pieces = [] if behaviour.fault == "empty" else behaviour.pieces(record.model)
+        steps = max(1, len(pieces))
+        gap = behaviour.latency / steps
+        fault = behaviour.fault
+        for i, piece in enumerate(pieces):
+            await asyncio.sleep(behaviour.ttft if (i == 0 and behaviour.ttft is not None) else gap)
+            if i == steps // 2 and fault in ("cut", "truncated", "garbage", "hang", "error_line"):
+                if fault == "hang":
+                    await asyncio.sleep(3600)
+                if fault == "cut":
+                    request.transport.close()  # abrupt: the chunked body never terminates
+                    return response
+                if fault == "truncated":
+                    await response.write_eof()  # clean end, but no final chunk
+                    return response
+                if fault == "garbage":
+                    await response.write(b"<html><body>502 Bad Gateway</body></html>\n")
+                if fault == "error_line":
+                    await response.write(error_line)
+                    await response.write_eof()
+                    return response
+            await response.write(await frame(piece))
+        if not pieces:
+            await asyncio.sleep(behaviour.latency)
+        await response.write(final(len(pieces), started))
+        if done_line:
+            await response.write(done_line)
+        await response.write_eof()
+        return response
+
+
+def _sse(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (for 'connection refused')."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
