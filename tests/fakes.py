@@ -147,7 +147,8 @@ class FakeServer:
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/v1/models", self._v1_models)
         app.router.add_get("/", self._root)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        # Like Ollama, stop generating (and free the slot) when the client goes away.
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -156,6 +157,10 @@ class FakeServer:
     async def _stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _root(self, request: web.Request) -> web.Response:
         return web.Response(text="Ollama is running")

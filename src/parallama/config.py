@@ -120,7 +120,7 @@ class Server:
     parallel: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Agent:
     """One worker or reviewer, resolved: protocol, endpoint and server known, defaults applied."""
 

@@ -1,0 +1,109 @@
+"""The `parallama` command line: parses arguments and calls the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+CONFIG_ENV = "PARALLAMA_CONFIG"
+DEFAULT_CONFIG = "parallama.json"
+
+EXAMPLE_CONFIG = """\
+{
+  "reviewer_agent": {"api_url": "http://localhost:11434/api/chat", "model": "llama3:8b"},
+  "worker_agents": [
+    {"api_url": "http://localhost:11434/api/chat", "model": "llama3.2:3b"},
+    {"api_url": "http://localhost:11435/api/chat", "model": "mistral"}
+  ]
+}"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="parallama")
+def cli() -> None:
+    """Run several LLM agents in parallel on local model servers; a reviewer merges their answers."""
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help=f"Fleet config (the guide's config.json). Default: ${CONFIG_ENV}, then ./{DEFAULT_CONFIG}.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every agent's result on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No live view or progress on stderr; failures are still shown.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Bound the whole run; whatever is unfinished then counts as timed out.")
+@click.option("--no-review", is_flag=True, help="Skip the reviewer; print every worker's answer under its name.")
+def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool, deadline: float | None,
+        no_review: bool) -> None:
+    """Send PROMPT to every worker at once, then let the reviewer write the final answer.
+
+    PROMPT `-`, or no PROMPT with piped input, reads the prompt from stdin.
+    """
+    with _user_errors():
+        text = _read_prompt(prompt)
+        path = _find_config(config_path)
+        from .config import load_config
+        from .report.output import run_and_report
+
+        fleet = load_config(path)
+        code = run_and_report(text, fleet, as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review)
+    sys.exit(code)
+
+
+def _read_prompt(prompt: str | None) -> str:
+    from .errors import UsageError
+
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        prompt = sys.stdin.read()
+    if prompt is None:
+        raise UsageError('give a prompt: parallama run "your question" (or pipe it on stdin)')
+    if not prompt.strip():
+        raise UsageError("the prompt is empty")
+    return prompt.strip()
+
+
+def _find_config(given: str | None) -> Path:
+    from .errors import UsageError
+
+    if given:
+        return Path(given)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if Path(DEFAULT_CONFIG).is_file():
+        return Path(DEFAULT_CONFIG)
+    raise UsageError(
+        f"no config found: pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n"
+        + EXAMPLE_CONFIG
+    )
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn parallama's own errors into `error: ...` lines and exit codes; Ctrl-C into exit 130."""
+    from .errors import ConfigErrors, ParallamaError
+
+    try:
+        yield
+    except ParallamaError as exc:
+        if isinstance(exc, ConfigErrors):
+            text = "\n".join(f"error: {e}" for e in exc.errors)
+        else:
+            text = f"error: {exc}"
+        click.echo(text, err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The live table on stderr: one row per agent with state, queued/elapsed seconds, tokens, tok/s and its stream."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..config import Fleet
+from .progress import AgentRow, Progress, tail_text
+
+_STATE_STYLE = {"waiting": "dim", "queued": "yellow", "running": "cyan", "done": "green",
+                "failed": "red", "timeout": "red"}
+
+
+class LiveView(Progress):
+    """A Progress that redraws a rich table several times a second while the run goes on."""
+
+    def __init__(self, fleet: Fleet, console: Console, *, review: bool = True) -> None:
+        super().__init__(fleet, review=review)
+        self.console = console
+        self._live = Live(console=console, refresh_per_second=8, get_renderable=self.render, transient=False)
+
+    def __enter__(self) -> "LiveView":
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(*exc)
+
+    def render(self) -> Table:
+        now = time.perf_counter()
+        table = Table(box=None, pad_edge=False, expand=False, header_style="bold")
+        table.add_column("agent", no_wrap=True, max_width=28)
+        table.add_column("state", no_wrap=True)
+        table.add_column("queued", justify="right", no_wrap=True)
+        table.add_column("elapsed", justify="right", no_wrap=True)
+        table.add_column("tokens", justify="right", no_wrap=True)
+        table.add_column("tok/s", justify="right", no_wrap=True)
+        table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=50)
+        for row in self.rows.values():
+            table.add_row(*self._cells(row, now))
+        return table
+
+    def _cells(self, row: AgentRow, now: float) -> list:
+        name = row.agent.name + (" (reviewer)" if row.agent.role == "reviewer" else "")
+        queued, elapsed, rate = row.queued_s(now), row.elapsed_s(now), row.tokens_per_s(now)
+        if row.result and not row.result.ok:
+            stream = Text(row.result.error_kind or row.result.status, style="red")
+        else:
+            stream = Text(tail_text(row.tail), style="dim")
+        return [
+            name,
+            Text(row.state, style=_STATE_STYLE.get(row.state, "")),
+            f"{queued:.1f}s" if queued is not None else "",
+            f"{elapsed:.1f}s" if elapsed is not None else "",
+            str(row.tokens()) if row.state != "waiting" else "",
+            f"{rate:.1f}" if rate else "",
+            stream,
+        ]

@@ -1,0 +1,101 @@
+"""Per-agent state kept from the event stream, shared by the live table and the plain progress lines."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..config import Agent, Fleet
+from ..events import Delta, Event, Failed, Finished, Queued, Started
+from ..result import AgentResult
+
+TAIL_CHARS = 48
+
+
+@dataclass
+class AgentRow:
+    """What the view knows of one agent right now."""
+
+    agent: Agent
+    state: str = "waiting"
+    queued_at: float | None = None
+    started_at: float | None = None
+    pieces: int = 0
+    tail: str = ""
+    result: AgentResult | None = None
+    _first_at: float | None = field(default=None, repr=False)
+
+    def queued_s(self, now: float) -> float | None:
+        if self.result:
+            return self.result.queued_s
+        if self.queued_at is None:
+            return None
+        return (self.started_at or now) - self.queued_at
+
+    def elapsed_s(self, now: float) -> float | None:
+        if self.result:
+            return self.result.elapsed_s if self.started_at else None
+        return now - self.started_at if self.started_at else None
+
+    def tokens(self) -> int:
+        if self.result and self.result.completion_tokens is not None:
+            return self.result.completion_tokens
+        return self.pieces
+
+    def tokens_per_s(self, now: float) -> float | None:
+        if self.result:
+            return self.result.tokens_per_s
+        if self._first_at and now > self._first_at and self.pieces > 1:
+            return self.pieces / (now - self._first_at)
+        return None
+
+
+class Progress:
+    """Folds events into one row per agent (workers in config order, then the reviewer)."""
+
+    def __init__(self, fleet: Fleet, *, review: bool = True) -> None:
+        agents = fleet.workers + ((fleet.reviewer,) if fleet.reviewer and review else ())
+        self.rows = {agent: AgentRow(agent) for agent in agents}
+        self.ended: list[AgentRow] = []
+
+    def __call__(self, event: Event) -> None:
+        row = self.rows.get(event.agent)
+        if row is None:
+            return
+        if isinstance(event, Delta):
+            row.pieces += 1
+            if row._first_at is None:
+                row._first_at = time.perf_counter()
+            row.tail = (row.tail + event.text)[-TAIL_CHARS * 2:]
+        elif isinstance(event, Queued):
+            row.state, row.queued_at = "queued", time.perf_counter()
+        elif isinstance(event, Started):
+            row.state, row.started_at = "running", time.perf_counter()
+        elif isinstance(event, (Finished, Failed)):
+            row.result = event.result
+            row.state = "done" if isinstance(event, Finished) else event.result.status.replace("error", "failed")
+            self.ended.append(row)
+            self.on_end(row)
+
+    def on_end(self, row: AgentRow) -> None:
+        """Called once per agent when it finishes or fails."""
+
+
+def tail_text(text: str, width: int = TAIL_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat[-width:]
+
+
+def summary_line(result: AgentResult) -> str:
+    """One line for a finished agent: `✓ name  3.2 s  120 tok  37.5 tok/s` or `✗ name (url): cause`."""
+    if result.ok:
+        parts = [f"✓ {result.name}", f"{result.elapsed_s:.1f} s"]
+        if result.queued_s >= 0.05:
+            parts.append(f"queued {result.queued_s:.1f} s")
+        if result.completion_tokens is not None:
+            parts.append(f"{result.completion_tokens} tok")
+        if result.tokens_per_s:
+            parts.append(f"{result.tokens_per_s:.1f} tok/s")
+        return "  ".join(parts)
+    mark = "⏱" if result.status == "timeout" else "✗"
+    return f"{mark} {result.error}"
