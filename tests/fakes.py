@@ -323,3 +323,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class ReplayServer(FakeServer):
+    """Answers every chat POST with recorded raw bytes (status, content type, body), for parser tests."""
+
+    def __init__(self, body: bytes, *, status: int = 200, content_type: str = "application/x-ndjson") -> None:
+        super().__init__()
+        self.body, self.status, self.content_type = body, status, content_type
+
+    async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        await self._admit(request)
+        response = web.StreamResponse(status=self.status, headers={"Content-Type": self.content_type})
+        await response.prepare(request)
+        await response.write(self.body)
+        await response.write_eof()
+        return response
+
+    _openai_chat = _ollama_chat

@@ -1,0 +1,65 @@
+"""Fixtures: every test gets its own working directory and environment, and fake model servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from fakes import FakeServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run each test in its own empty directory with no parallama settings from the environment."""
+    for name in list(os.environ):
+        if name.startswith("PARALLAMA_"):
+            monkeypatch.delenv(name)
+    for name in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    with FakeServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def servers() -> Iterator[list[FakeServer]]:
+    """Three independent 1-slot fake servers, like the guide's ports 11434/11435/11436."""
+    with FakeServer(slots=1) as a, FakeServer(slots=1) as b, FakeServer(slots=1) as c:
+        yield [a, b, c]
+
+
+def write_config(path: Path, data: dict[str, Any] | str) -> Path:
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2), encoding="utf-8")
+    return path
+
+
+def worker(fake: FakeServer, model: str, **extra: Any) -> dict[str, Any]:
+    return {"api_url": fake.url + "/api/chat", "model": model, **extra}
+
+
+def invoke(*args: str, input: str | None = None) -> Any:
+    """Run the real CLI in-process; exceptions that escape it fail the test."""
+    from parallama.cli import cli
+
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def run_process(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m parallama ...` as a real process (real stdin/stdout/stderr, real exit code)."""
+    return subprocess.run([sys.executable, "-m", "parallama", *args], input=input, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})

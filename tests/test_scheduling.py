@@ -1,0 +1,107 @@
+"""Scheduling: different servers run at once; a server never gets more requests than its slots; timeouts
+count from sending, not from queueing; a deadline bounds the whole run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import worker
+from fakes import FakeServer
+from parallama import run
+
+
+async def test_three_servers_run_together_not_one_after_another(servers):
+    for fake in servers:
+        fake.model("m", latency=1.0, tokens=10)
+    parallel = {"worker_agents": [worker(fake, "m") for fake in servers]}
+    started = time.perf_counter()
+    result = await run("hi", parallel)
+    wall = time.perf_counter() - started
+    assert [w.status for w in result.workers] == ["ok"] * 3
+    # Sequential sum is 3 s; in parallel the run takes about one latency.
+    assert wall < 0.6 * 3.0
+    # And every server really had its request at the same time as the others.
+    spans = [fake.requests[0] for fake in servers]
+    assert max(r.arrived for r in spans) < min(r.ended for r in spans)
+
+
+async def test_one_slot_server_serializes_without_spurious_timeouts():
+    with FakeServer(slots=1) as fake:
+        fake.model("m", latency=1.0, tokens=10)
+        fleet = {"worker_agents": [worker(fake, "m", name=f"w{i}", timeout=1.5) for i in range(3)]}
+        result = await run("hi", fleet)
+    # 3 × 1 s on one slot would kill the third worker if its 1.5 s timeout counted from queueing.
+    assert [w.status for w in result.workers] == ["ok"] * 3
+    queued = [w.queued_s for w in result.workers]
+    assert queued == pytest.approx([0, 1, 2], abs=0.3)
+    assert all(w.elapsed_s < 1.5 for w in result.workers)
+    assert fake.max_in_flight == 1
+    assert not fake.overlapped()
+    # They ran in config order.
+    assert [r.arrived for r in fake.requests] == sorted(r.arrived for r in fake.requests)
+    assert [m["content"] for r in fake.requests for m in r.messages] == ["hi"] * 3
+
+
+async def test_slots_from_config_are_used_and_never_exceeded():
+    with FakeServer() as fake:  # the fake itself does not limit: only the client's slots do
+        fake.model("m", latency=0.5, tokens=5)
+        fleet = {"worker_agents": [worker(fake, "m") for _ in range(5)],
+                 "servers": {fake.url: {"parallel": 2}}}
+        started = time.perf_counter()
+        result = await run("hi", fleet)
+        wall = time.perf_counter() - started
+    assert all(w.ok for w in result.workers)
+    assert fake.max_in_flight == 2
+    # 5 requests over 2 slots: 3 waves of 0.5 s — not 1 wave (no cap) and not 5 (no parallelism).
+    assert 1.3 < wall < 2.2
+
+
+async def test_reviewer_waits_for_its_slot_behind_nothing_and_runs_after_workers(servers):
+    a, b, c = servers
+    for fake in servers:
+        fake.model("m", latency=0.3)
+    a.model("big", latency=0.3)
+    fleet = {"reviewer_agent": worker(a, "big"), "worker_agents": [worker(f, "m") for f in servers]}
+    result = await run("hi", fleet)
+    review_request = next(r for r in a.requests if r.model == "big")
+    assert review_request.arrived >= max(f.requests[0].ended for f in servers)
+    assert result.final_source == "review"
+
+
+async def test_deadline_bounds_the_run_and_marks_unfinished_as_timeout():
+    with FakeServer(slots=1) as fake:
+        fake.model("quick", latency=0.2)
+        fake.model("slow", latency=5.0)
+        fleet = {"worker_agents": [worker(fake, "quick"), worker(fake, "slow"), worker(fake, "quick", name="never")]}
+        started = time.perf_counter()
+        result = await run("hi", fleet, deadline=1.0)
+        wall = time.perf_counter() - started
+    assert wall < 2.0
+    quick, slow, never = result.workers
+    assert quick.status == "ok"
+    assert slow.status == "timeout" and "deadline" in slow.error and slow.content  # partial text is kept
+    assert never.status == "timeout" and never.elapsed_s == 0 and never.queued_s == pytest.approx(1.0, abs=0.3)
+
+
+async def test_agent_timeout_counts_from_send():
+    with FakeServer() as fake:
+        fake.model("slow", latency=3.0, tokens=30)
+        result = await run("hi", {"worker_agents": [worker(fake, "slow", timeout=0.5)]})
+    [w] = result.workers
+    assert w.status == "timeout"
+    assert "timeout of 0.5 s" in w.error
+    assert 0.4 < w.elapsed_s < 1.0
+    assert w.content  # what arrived before the timeout is kept
+
+
+async def test_events_arrive_in_order_per_agent(server):
+    from parallama.events import Delta, Finished, Queued, Started
+
+    server.model("m", latency=0.2, tokens=4)
+    seen: list[str] = []
+    await run("hi", {"worker_agents": [worker(server, "m")]},
+              on_event=lambda e: seen.append(type(e).__name__))
+    assert seen[0] == Queued.__name__ and seen[1] == Started.__name__
+    assert seen[2:-1] == [Delta.__name__] * 4 and seen[-1] == Finished.__name__
