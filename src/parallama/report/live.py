@@ -34,7 +34,7 @@ class LiveView(Progress):
     def render(self) -> Table:
         now = time.perf_counter()
         table = Table(box=None, pad_edge=False, expand=False, header_style="bold")
-        table.add_column("agent", no_wrap=True, max_width=28)
+        table.add_column("agent", no_wrap=True, max_width=36)
         table.add_column("state", no_wrap=True)
         table.add_column("queued", justify="right", no_wrap=True)
         table.add_column("elapsed", justify="right", no_wrap=True)
@@ -46,7 +46,7 @@ class LiveView(Progress):
         return table
 
     def _cells(self, row: AgentRow, now: float) -> list:
-        name = row.agent.name + (" (reviewer)" if row.agent.role == "reviewer" else "")
+        name = ("↳ " if row.agent.role == "reviewer" else "") + row.agent.name
         queued, elapsed, rate = row.queued_s(now), row.elapsed_s(now), row.tokens_per_s(now)
         if row.result and not row.result.ok:
             stream = Text(row.result.error_kind or row.result.status, style="red")
