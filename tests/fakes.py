@@ -74,15 +74,17 @@ class Recorded:
 class FakeServer:
     """An Ollama/OpenAI-compatible server with controllable latency, slots and faults."""
 
-    def __init__(self, *, slots: int | None = None, version: str = "0.12.6") -> None:
+    def __init__(self, *, slots: int | None = None, version: str = "0.12.6", host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.slots = slots
+        self.host = host
         "Requests served at once; the rest wait inside the server (as Ollama queues). None: no limit."
         self.version = version
         self.models: dict[str, Behaviour] = {}
         self.requests: list[Recorded] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.port = 0
+        self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -147,10 +149,11 @@ class FakeServer:
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/v1/models", self._v1_models)
         app.router.add_get("/", self._root)
+        app.router.add_post("/api/pull", self._pull)
         # Like Ollama, stop generating (and free the slot) when the client goes away.
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -161,6 +164,26 @@ class FakeServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pull(self, request: web.Request) -> web.StreamResponse:
+        """Ollama's pull stream; a model name containing "missing" does not exist in the registry."""
+        record, _ = await self._admit(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"status":"pulling manifest"}\n')
+        if "missing" in record.model:
+            await response.write(b'{"error":"pull model manifest: file does not exist"}\n')
+        else:
+            total = 4_000_000
+            for done in range(0, total + 1, 1_000_000):
+                await asyncio.sleep(0.01)
+                await response.write(json.dumps({"status": "pulling 6a0746a1ec1a", "digest": "sha256:6a0746a1ec1a",
+                                                 "total": total, "completed": done}).encode() + b"\n")
+            for status in ("verifying sha256 digest", "writing manifest", "success"):
+                await response.write(json.dumps({"status": status}).encode() + b"\n")
+            self.model(record.model)
+        await response.write_eof()
+        return response
 
     async def _root(self, request: web.Request) -> web.Response:
         return web.Response(text="Ollama is running")

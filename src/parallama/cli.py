@@ -44,7 +44,7 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
 
     PROMPT `-`, or no PROMPT with piped input, reads the prompt from stdin.
     """
-    with _user_errors():
+    with user_errors():
         text = _read_prompt(prompt)
         path = _find_config(config_path)
         from .config import load_config
@@ -83,7 +83,7 @@ def _find_config(given: str | None) -> Path:
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def user_errors() -> Iterator[None]:
     """Turn parallama's own errors into `error: ...` lines and exit codes; Ctrl-C into exit 130."""
     from .errors import ConfigErrors, ParallamaError
 
@@ -103,6 +103,9 @@ def _user_errors() -> Iterator[None]:
 
 def main() -> None:
     cli()
+
+
+from . import cli_servers  # noqa: E402,F401  (registers up/down/status/pull/compose on `cli`)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,156 @@
+"""`parallama up / status / down / pull / compose`: start and stop local server instances."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import cli, user_errors
+
+ENGINE_CHOICE = click.Choice(["llama-cpp", "ollama"])
+DEFAULT_BASE_PORT = {"ollama": 11434, "llama-cpp": 8080}
+
+
+def _default_engine() -> str:
+    import shutil
+
+    return "ollama" if shutil.which("ollama") else "llama-cpp"
+
+
+@cli.command()
+@click.option("--engine", type=ENGINE_CHOICE, help="Server to start. Default: ollama when installed, else llama-cpp.")
+@click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True, help="Instances to start.")
+@click.option("--base-port", type=click.IntRange(1, 65535), help="First port to try (ollama 11434, llama-cpp 8080).")
+@click.option("--model", help="llama-cpp: a GGUF file (default: the embedded demo model); ollama: recorded for --write-config.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads per instance (default: cores ÷ N).")
+@click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Slots per instance (OLLAMA_NUM_PARALLEL); llama-cpp has 1.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything else is exposed.")
+@click.option("--strict-ports", is_flag=True, help="Fail (exit 2) on a busy port instead of moving on.")
+@click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for each instance to answer.")
+@click.option("--write-config", type=click.Path(dir_okay=False), help="Write a config whose workers use the instances.")
+def up(engine: str | None, count: int, base_port: int | None, model: str | None, threads: int | None,
+       parallel: int, host: str, strict_ports: bool, ready_timeout: float, write_config: str | None) -> None:
+    """Start N server instances on free ports and wait until each answers."""
+    with user_errors():
+        from .engines import engine_named
+        from .engines.instances import exposure_warning, start_instances
+        from .errors import UsageError
+
+        name = engine or _default_engine()
+        if name == "llama-cpp" and parallel != 1:
+            raise UsageError("llama.cpp's server takes one request at a time: use -n for more instances")
+        if write_config and name == "ollama" and not model:
+            raise UsageError("--write-config needs --model with the ollama engine (the model the workers use)")
+        warning = exposure_warning(host)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+
+        def ready(instance, seconds: float) -> None:
+            click.echo(f"✓ {instance.engine} ready on {instance.url} (pid {instance.pid}, {seconds:.1f} s)", err=True)
+
+        click.echo(f"starting {count} {name} instance(s)…", err=True)
+        report = start_instances(engine_named(name), count, base_port=base_port or DEFAULT_BASE_PORT[name],
+                                 host=host, model=model, threads=threads, parallel=parallel,
+                                 strict_ports=strict_ports, ready_timeout=ready_timeout, on_ready=ready)
+        for line in report.skipped:
+            click.echo(f"note: {line}; took the next free port", err=True)
+        for instance in report.instances:
+            click.echo(instance.api_url)
+        if write_config:
+            from .engines.fleet_config import fleet_config
+
+            Path(write_config).write_text(json.dumps(fleet_config(report.instances), indent=2) + "\n",
+                                          encoding="utf-8")
+            click.echo(f"wrote {write_config}", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
+def status(as_json: bool) -> None:
+    """List the instances parallama started: alive or dead, URL, model, memory."""
+    with user_errors():
+        from .engines.instances import instance_status
+
+        live, stale = instance_status()
+        if as_json:
+            rows = [{"engine": s.instance.engine, "pid": s.instance.pid, "url": s.instance.url,
+                     "api_url": s.instance.api_url, "model": s.instance.model, "alive": True,
+                     "rss_bytes": s.rss_bytes, "log": s.instance.log} for s in live]
+            rows += [{"engine": i.engine, "pid": i.pid, "url": i.url, "api_url": i.api_url, "model": i.model,
+                      "alive": False, "rss_bytes": None, "log": i.log} for i in stale]
+            click.echo(json.dumps({"instances": rows}, indent=2))
+            return
+        if not live and not stale:
+            click.echo("no instances (start some with `parallama up -n 3`)", err=True)
+        for s in live:
+            rss = f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "?"
+            click.echo(f"alive  {s.instance.url}  {s.instance.engine}  pid {s.instance.pid}  {rss}  "
+                       f"{Path(s.instance.model).name if s.instance.model else '-'}")
+        for i in stale:
+            click.echo(f"dead   {i.url}  {i.engine}  pid {i.pid} is gone; removed from the record")
+
+
+@cli.command()
+@click.argument("ports", nargs=-1, type=click.IntRange(1, 65535))
+@click.option("--all", "everything", is_flag=True, help="Stop every instance parallama started.")
+def down(ports: tuple[int, ...], everything: bool) -> None:
+    """Stop instances (SIGTERM, then SIGKILL after a grace period) and forget them."""
+    with user_errors():
+        from .engines.instances import stop_instances
+        from .engines.state import InstanceStore
+        from .errors import UsageError
+
+        if not ports and not everything:
+            raise UsageError("say which instances to stop: `parallama down --all` or `parallama down PORT...`")
+        store = InstanceStore()
+        known = store.load()
+        chosen = known if everything else [i for i in known if i.port in ports]
+        unknown = sorted(set(ports) - {i.port for i in known})
+        for port in unknown:
+            click.echo(f"note: no instance of parallama's on port {port}", err=True)
+        for instance in stop_instances(chosen, store=store):
+            click.echo(f"stopped {instance.url} (pid {instance.pid})", err=True)
+        if unknown and not chosen:
+            sys.exit(1)
+
+
+@cli.command()
+@click.option("-n", "count", type=click.IntRange(min=1), default=3, show_default=True, help="Ollama containers.")
+@click.option("--base-port", type=click.IntRange(1, 65535), default=11434, show_default=True)
+@click.option("--gpu", is_flag=True, help="Reserve the NVIDIA GPUs for every container.")
+@click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="OLLAMA_NUM_PARALLEL.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Host address the ports are published on.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="docker-compose.yml", show_default=True)
+def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, output: str) -> None:
+    """Write a docker compose file: one ollama/ollama container per port, one shared models volume."""
+    with user_errors():
+        from .engines.compose import compose_yaml
+        from .engines.instances import exposure_warning
+
+        warning = exposure_warning(host)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+        Path(output).write_text(compose_yaml(count, base_port=base_port, gpu=gpu, host=host, num_parallel=parallel),
+                                encoding="utf-8")
+        click.echo(f"wrote {output}: `docker compose -f {output} up -d`, then ports "
+                   f"{base_port}–{base_port + count - 1}", err=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--url", help="Ollama server to pull through (default: the first ollama instance, else localhost:11434).")
+def pull(model: str, url: str | None) -> None:
+    """Download MODEL once into the models directory every ollama instance shares."""
+    with user_errors():
+        from .engines.pull import pull_model
+        from .engines.state import InstanceStore
+
+        if not url:
+            ours = [i for i in InstanceStore().load() if i.engine == "ollama" and i.process()]
+            url = ours[0].url if ours else "http://127.0.0.1:11434"
+        pull_model(url, model)

@@ -1,0 +1,203 @@
+"""Start, watch and stop server instances: free ports, real processes, health checks, a state record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from ..errors import ParallamaError, UsageError
+from . import Engine, LaunchSpec
+from .ports import port_holder, port_is_free
+from .state import Instance, InstanceStore
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STOP_GRACE_S = 5.0
+
+
+class StartError(ParallamaError):
+    """An instance did not come up; names its log file."""
+
+
+@dataclass
+class StartReport:
+    """What `start_instances` did: the instances up, and the busy ports it skipped."""
+
+    instances: list[Instance]
+    skipped: list[str]
+
+
+def default_threads(n: int) -> int:
+    """CPU threads per instance when they share this machine: cores ÷ N, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, n))
+
+
+def exposure_warning(host: str) -> str | None:
+    if host in LOOPBACK:
+        return None
+    return (f"binding to {host}: anyone who can reach this machine can use the server "
+            "(Ollama and llama.cpp's server have no authentication)")
+
+
+def pick_ports(n: int, base_port: int, host: str, *, strict: bool) -> tuple[list[int], list[str]]:
+    """N free ports from `base_port` up; busy ones are skipped (and said why) or, when strict, an error."""
+    ports: list[int] = []
+    skipped: list[str] = []
+    port = base_port
+    while len(ports) < n:
+        if port > 65535:
+            raise UsageError(f"no free port left above {base_port}")
+        if port_is_free(port, host):
+            ports.append(port)
+        else:
+            why = f"port {port} is in use by {port_holder(port)}"
+            if strict:
+                raise UsageError(why + " (--strict-ports)")
+            skipped.append(why)
+        port += 1
+    return ports, skipped
+
+
+def start_instances(
+    engine: Engine,
+    n: int,
+    *,
+    base_port: int,
+    host: str = "127.0.0.1",
+    model: str | None = None,
+    threads: int | None = None,
+    parallel: int = 1,
+    strict_ports: bool = False,
+    ready_timeout: float = 120.0,
+    store: InstanceStore | None = None,
+    on_ready: Callable[[Instance, float], None] | None = None,
+) -> StartReport:
+    """Start N instances on free ports, wait until each answers its health URL, and record them."""
+    engine.check()
+    store = store or InstanceStore()
+    threads = threads or default_threads(n)
+    ports, skipped = pick_ports(n, base_port, host, strict=strict_ports)
+    started: list[tuple[Instance, subprocess.Popen, LaunchSpec]] = []
+    try:
+        for port in ports:
+            spec = engine.launch(host=host, port=port, model=model, threads=threads, parallel=parallel)
+            log = store.log_dir() / f"{engine.name}-{port}.log"
+            proc = spawn(spec, log)
+            instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
+                                log=str(log), parallel=spec.parallel, threads=threads,
+                                create_time=psutil.Process(proc.pid).create_time(),
+                                extra={"health_path": spec.health_path})
+            store.add(instance)
+            started.append((instance, proc, spec))
+        t0 = time.monotonic()
+        for instance, proc, spec in started:
+            wait_ready(instance, proc, spec.health_path, deadline=t0 + ready_timeout)
+            if on_ready:
+                on_ready(instance, time.monotonic() - t0)
+    except BaseException:
+        stop_instances([i for i, _, _ in started], store=store)
+        raise
+    return StartReport([i for i, _, _ in started], skipped)
+
+
+def spawn(spec: LaunchSpec, log: Path) -> subprocess.Popen:
+    """Start the server in its own session (a terminal's Ctrl-C for `up` must not reach it), output to `log`."""
+    with open(log, "ab") as fh:
+        try:
+            return subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **spec.env}, start_new_session=True)
+        except OSError as exc:
+            raise StartError(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from exc
+
+
+def wait_ready(instance: Instance, proc: subprocess.Popen, health_path: str, *, deadline: float) -> None:
+    """Poll the health URL until it answers 200; fail naming the log when the process dies or time runs out."""
+    url = instance.url + health_path
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise StartError(f"{instance.engine} on port {instance.port} exited with code {code} before it was "
+                             f"ready; see {instance.log}{_log_tail(instance.log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise StartError(f"{instance.engine} on port {instance.port} did not answer {url} in time; "
+                             f"see {instance.log}{_log_tail(instance.log)}")
+        time.sleep(0.2)
+
+
+def _log_tail(path: str, lines: int = 3) -> str:
+    try:
+        tail = Path(path).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return ("\n  " + "\n  ".join(tail)) if tail else ""
+
+
+def stop_instances(instances: list[Instance], *, store: InstanceStore | None = None,
+                   grace: float = STOP_GRACE_S) -> list[Instance]:
+    """SIGTERM each instance and its children, SIGKILL what is left after `grace` seconds; forget them."""
+    store = store or InstanceStore()
+    procs: list[psutil.Process] = []
+    for instance in instances:
+        proc = instance.process()
+        if proc is None:
+            continue
+        try:
+            family = [proc] + proc.children(recursive=True)
+        except psutil.Error:
+            family = [proc]
+        for member in family:
+            try:
+                member.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        procs.extend(family)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    store.remove({i.port for i in instances})
+    return instances
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    instance: Instance
+    alive: bool
+    rss_bytes: int | None
+
+
+def instance_status(store: InstanceStore | None = None) -> tuple[list[InstanceStatus], list[Instance]]:
+    """Every recorded instance with whether it is alive and its memory; dead ones are removed from the record."""
+    store = store or InstanceStore()
+    live: list[InstanceStatus] = []
+    stale: list[Instance] = []
+    for instance in store.load():
+        proc = instance.process()
+        if proc is None:
+            stale.append(instance)
+            continue
+        try:
+            rss = sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True))
+        except psutil.Error:
+            rss = None
+        live.append(InstanceStatus(instance, True, rss))
+    if stale:
+        store.remove({i.port for i in stale})
+    return live, stale

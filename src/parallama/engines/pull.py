@@ -1,0 +1,56 @@
+"""`parallama pull`: Ollama's `/api/pull` stream shown as a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from ..errors import BackendError, Unreachable
+
+
+async def pull_stream(url: str, model: str, on_status) -> None:
+    """POST /api/pull and call `on_status(status, completed, total)` per line; raise on an error line."""
+    import aiohttp
+
+    endpoint = url.rstrip("/") + "/api/pull"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:
+            async with session.post(endpoint, json={"model": model, "stream": True}) as response:
+                if response.status >= 400:
+                    body = (await response.text()).strip()
+                    raise BackendError(f"HTTP {response.status}: {body[:200]}", url=endpoint)
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except ValueError:
+                        raise BackendError(f"malformed line: {line[:80]!r}", url=endpoint) from None
+                    if "error" in item:
+                        raise BackendError(f"pull failed: {item['error']}", url=endpoint)
+                    on_status(item.get("status", ""), item.get("completed"), item.get("total"))
+    except aiohttp.ClientConnectorError as exc:
+        raise Unreachable(f"nothing listens on {exc.host}:{exc.port} — start one with `parallama up --engine ollama`",
+                          url=endpoint) from exc
+
+
+def pull_model(url: str, model: str) -> None:
+    """Pull `model` through the server at `url`, with a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_status(status: str, completed: int | None, total: int | None) -> None:
+            if total:
+                task = tasks.get(status)
+                if task is None:
+                    task = tasks[status] = progress.add_task(status[:40], total=total)
+                progress.update(task, completed=completed or 0)
+            else:
+                progress.console.print(status)
+
+        asyncio.run(pull_stream(url, model, on_status))

@@ -1,0 +1,175 @@
+"""`up`/`status`/`down`/`pull`/`compose` with real processes: a stand-in `ollama` executable first on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from conftest import invoke, write_config
+from fakes import free_port
+from parallama.engines.state import Instance, InstanceStore
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """Put a stand-in `ollama` first on PATH; return the folder where each instance records its env/args."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    launcher = bin_dir / "ollama"
+    launcher.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(TESTS / 'stand_in_ollama.py')!r}\n"
+                        f"runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    launcher.chmod(launcher.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    record = tmp_path / "records"
+    monkeypatch.setenv("STAND_IN_RECORD_DIR", str(record))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "shared-models"))
+    yield record
+    invoke("down", "--all")
+
+
+def base_port() -> int:
+    """A port with a few free ones after it."""
+    while True:
+        port = free_port()
+        if port < 60000 and all(_free(p) for p in range(port, port + 4)):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_up_status_down_ollama_instances(stand_in, tmp_path):
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "2", "--base-port", str(port), "--parallel", "3",
+                    "--model", "llama3.2:1b", "--write-config", "fleet.json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split() == [f"http://127.0.0.1:{port}/api/chat", f"http://127.0.0.1:{port + 1}/api/chat"]
+
+    records = [json.loads((stand_in / f"{p}.json").read_text()) for p in (port, port + 1)]
+    assert [r["argv"] for r in records] == [["serve"], ["serve"]]
+    assert [r["env"]["OLLAMA_HOST"] for r in records] == [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
+    assert {r["env"]["OLLAMA_NUM_PARALLEL"] for r in records} == {"3"}
+    # One models directory for every instance: a model is downloaded once.
+    assert {r["env"]["OLLAMA_MODELS"] for r in records} == {str(tmp_path / "shared-models")}
+
+    status = json.loads(invoke("status", "--json").stdout)["instances"]
+    assert [(i["url"], i["alive"]) for i in status] == [(f"http://127.0.0.1:{port}", True),
+                                                        (f"http://127.0.0.1:{port + 1}", True)]
+    assert all(i["rss_bytes"] > 0 for i in status)
+
+    # The written config is one `run` accepts, and it runs against the instances.
+    config = json.loads((tmp_path / "fleet.json").read_text())
+    assert config["servers"] == {f"http://127.0.0.1:{port}": {"parallel": 3},
+                                 f"http://127.0.0.1:{port + 1}": {"parallel": 3}}
+    ran = invoke("run", "hi", "-c", "fleet.json", "--json")
+    assert ran.exit_code == 0, ran.stderr
+    assert json.loads(ran.stdout)["final_source"] == "review"
+
+    pids = [r["pid"] for r in records]
+    result = invoke("down", "--all")
+    assert result.exit_code == 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    assert json.loads(invoke("status", "--json").stdout)["instances"] == []
+
+
+def test_busy_port_is_named_and_skipped(stand_in):
+    port = base_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port))
+        assert result.exit_code == 0, result.stderr
+        assert f"port {port} is in use by" in result.stderr and f"pid {os.getpid()}" in result.stderr
+        assert result.stdout.strip() == f"http://127.0.0.1:{port + 1}/api/chat"
+
+        strict = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--strict-ports")
+        assert strict.exit_code == 2
+        assert f"port {port} is in use" in strict.stderr
+
+
+def test_missing_ollama_binary_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    result = invoke("up", "--engine", "ollama", "-n", "1")
+    assert result.exit_code == 2
+    assert "`ollama` command was not found" in result.stderr and "ollama.com" in result.stderr
+
+
+def test_health_timeout_names_the_log_and_leaves_nothing_running(stand_in, monkeypatch):
+    monkeypatch.setenv("STAND_IN_MODE", "mute")
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--ready-timeout", "1.5")
+    assert result.exit_code == 1
+    assert "did not answer" in result.stderr and f"ollama-{port}.log" in result.stderr
+    assert "never finishing" in result.stderr  # the log's last lines are shown
+    pid = json.loads((stand_in / f"{port}.json").read_text())["pid"]
+    time.sleep(0.2)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert json.loads(invoke("status", "--json").stdout)["instances"] == []
+
+
+def test_stale_pid_is_detected_and_cleaned():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    InstanceStore().add(Instance(engine="ollama", pid=dead.pid, host="127.0.0.1", port=11999, model="x",
+                                 log="/dev/null", create_time=time.time() - 100))
+    result = invoke("status")
+    assert "dead" in result.stdout and "11999" in result.stdout and "removed" in result.stdout
+    assert InstanceStore().load() == []
+
+
+def test_down_needs_a_target():
+    result = invoke("down")
+    assert result.exit_code == 2 and "--all" in result.stderr
+
+
+def test_binding_elsewhere_warns(stand_in):
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--host", "0.0.0.0")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: binding to 0.0.0.0" in result.stderr and "no authentication" in result.stderr
+
+
+def test_pull_through_an_instance_with_progress(stand_in):
+    port = base_port()
+    assert invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port)).exit_code == 0
+    result = invoke("pull", "qwen2.5:0.5b")
+    assert result.exit_code == 0, result.stderr
+    assert "success" in result.stderr
+    failed = invoke("pull", "missing-model")
+    assert failed.exit_code == 1 and "file does not exist" in failed.stderr
+
+
+def test_compose_file(tmp_path):
+    result = invoke("compose", "-n", "3", "--gpu", "-o", "dc.yml")
+    assert result.exit_code == 0
+    doc = yaml.safe_load((tmp_path / "dc.yml").read_text())
+    services = doc["services"]
+    assert len(services) == 3
+    assert [s["ports"] for s in services.values()] == [["127.0.0.1:11434:11434"], ["127.0.0.1:11435:11434"],
+                                                       ["127.0.0.1:11436:11434"]]
+    assert all(s["image"] == "ollama/ollama" and s["restart"] == "unless-stopped" for s in services.values())
+    assert {v for s in services.values() for v in s["volumes"]} == {"ollama-models:/root/.ollama"}
+    assert "ollama-models" in doc["volumes"]
+    assert all(s["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+               for s in services.values())
+    plain = invoke("compose", "-n", "1", "-o", "plain.yml")
+    assert plain.exit_code == 0
+    assert "deploy" not in yaml.safe_load((tmp_path / "plain.yml").read_text())["services"]["ollama1"]
