@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,14 +14,14 @@ import click
 CONFIG_ENV = "PARALLAMA_CONFIG"
 DEFAULT_CONFIG = "parallama.json"
 
-EXAMPLE_CONFIG = """\
+HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n" + """\
 {
   "reviewer_agent": {"api_url": "http://localhost:11434/api/chat", "model": "llama3:8b"},
   "worker_agents": [
     {"api_url": "http://localhost:11434/api/chat", "model": "llama3.2:3b"},
     {"api_url": "http://localhost:11435/api/chat", "model": "mistral"}
   ]
-}"""
+}""")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,12 +48,47 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
     with user_errors():
         text = _read_prompt(prompt)
         path = _find_config(config_path)
-        from .config import load_config
         from .report.output import run_and_report
 
-        fleet = load_config(path)
-        code = run_and_report(text, fleet, as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review)
+        if path is None:
+            code = _run_embedded(text, as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review)
+        else:
+            from .config import load_config
+
+            code = run_and_report(text, load_config(path), as_json=as_json, quiet=quiet, deadline=deadline,
+                                  review=not no_review)
     sys.exit(code)
+
+
+def _run_embedded(text: str, **options) -> int:
+    """No config anywhere: run the embedded demo fleet (llama.cpp instances of a tiny model), then stop it."""
+    from .embedded import WORKERS, demo_instances, embedded_fleet
+    from .engines.llama_cpp import llama_cpp_available
+    from .errors import UsageError
+    from .report.output import run_and_report
+
+    if not llama_cpp_available():
+        raise UsageError(f"no config found, and the embedded demo fleet is not installed. Either "
+                         f"pip install 'parallama[embedded]', or {HOW_TO_CONFIGURE}")
+    quiet = options["quiet"]
+    if not quiet:
+        click.echo(f"no config found: running the embedded demo fleet — {WORKERS} llama.cpp instances of a tiny "
+                   "270M model (it proves the pipeline; its answers are poor). Make a config for real models: "
+                   "parallama run --help", err=True)
+
+    def ready(instance, seconds: float) -> None:
+        if not quiet:
+            click.echo(f"  llama.cpp ready on {instance.url} ({seconds:.1f} s)", err=True)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    with demo_instances(on_ready=ready) as (instances, started):
+        if not quiet and started < len(instances):
+            click.echo(f"  reusing {len(instances) - started} instance(s) already up", err=True)
+        return run_and_report(text, embedded_fleet(instances), **options)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: in-flight requests cancelled, started instances stopped
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -67,19 +103,15 @@ def _read_prompt(prompt: str | None) -> str:
     return prompt.strip()
 
 
-def _find_config(given: str | None) -> Path:
-    from .errors import UsageError
-
+def _find_config(given: str | None) -> Path | None:
+    """--config, then $PARALLAMA_CONFIG, then ./parallama.json; None means: use the embedded demo fleet."""
     if given:
         return Path(given)
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
     if Path(DEFAULT_CONFIG).is_file():
         return Path(DEFAULT_CONFIG)
-    raise UsageError(
-        f"no config found: pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n"
-        + EXAMPLE_CONFIG
-    )
+    return None
 
 
 @contextmanager

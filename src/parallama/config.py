@@ -6,7 +6,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
@@ -135,6 +135,8 @@ class Agent:
     system: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     api_key_env: str | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    "Raw request fields merged into the body (set by code, such as the embedded fleet; not from the file)."
 
     def api_key(self) -> str | None:
         """The key from the environment, read when a request is made; never stored or shown."""
@@ -158,6 +160,14 @@ class Fleet:
     @property
     def agents(self) -> tuple[Agent, ...]:
         return self.workers + ((self.reviewer,) if self.reviewer else ())
+
+    def with_extra_body(self, extra: Mapping[str, Any]) -> "Fleet":
+        """The same fleet with `extra` merged into every agent's request body."""
+        def add(agent: Agent) -> Agent:
+            return replace(agent, extra_body={**agent.extra_body, **extra})
+
+        return replace(self, workers=tuple(add(w) for w in self.workers),
+                       reviewer=add(self.reviewer) if self.reviewer else None)
 
 
 def parse_api_url(url: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ def request_body(agent: "Agent", messages: list[Message]) -> dict:
     body: dict = {"model": agent.model, "messages": messages, "stream": True}
     if agent.options:
         body["options"] = dict(agent.options)
+    body.update(agent.extra_body)
     return body
 
 

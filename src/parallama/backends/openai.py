@@ -28,6 +28,7 @@ def request_body(agent: "Agent", messages: list[Message]) -> dict:
         field = OPENAI_OPTION_FIELDS.get(option)
         if field:
             body[field] = value
+    body.update(agent.extra_body)
     return body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -77,6 +78,7 @@ def start_instances(
     parallel: int = 1,
     strict_ports: bool = False,
     ready_timeout: float = 120.0,
+    ephemeral: bool = False,
     store: InstanceStore | None = None,
     on_ready: Callable[[Instance, float], None] | None = None,
 ) -> StartReport:
@@ -90,11 +92,11 @@ def start_instances(
         for port in ports:
             spec = engine.launch(host=host, port=port, model=model, threads=threads, parallel=parallel)
             log = store.log_dir() / f"{engine.name}-{port}.log"
-            proc = spawn(spec, log)
+            proc = spawn(spec, log, die_with_parent=ephemeral)
             instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
                                 log=str(log), parallel=spec.parallel, threads=threads,
                                 create_time=psutil.Process(proc.pid).create_time(),
-                                extra={"health_path": spec.health_path})
+                                extra={"health_path": spec.health_path, "ephemeral": ephemeral})
             store.add(instance)
             started.append((instance, proc, spec))
         t0 = time.monotonic()
@@ -108,14 +110,27 @@ def start_instances(
     return StartReport([i for i, _, _ in started], skipped)
 
 
-def spawn(spec: LaunchSpec, log: Path) -> subprocess.Popen:
-    """Start the server in its own session (a terminal's Ctrl-C for `up` must not reach it), output to `log`."""
+def spawn(spec: LaunchSpec, log: Path, *, die_with_parent: bool = False) -> subprocess.Popen:
+    """Start the server in its own session (a terminal's Ctrl-C must not reach it), output to `log`.
+
+    `die_with_parent`: the kernel sends it SIGTERM if parallama itself is killed (Linux), so instances started
+    for one run cannot outlive it even on SIGKILL.
+    """
     with open(log, "ab") as fh:
         try:
             return subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **spec.env}, start_new_session=True)
+                                    env={**os.environ, **spec.env}, start_new_session=True,
+                                    preexec_fn=_die_with_parent if die_with_parent else None)
         except OSError as exc:
             raise StartError(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from exc
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_ready(instance: Instance, proc: subprocess.Popen, health_path: str, *, deadline: float) -> None:
