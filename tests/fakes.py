@@ -306,8 +306,11 @@ class FakeServer:
         steps = max(1, len(pieces))
         gap = behaviour.latency / steps
         fault = behaviour.fault
+        first = behaviour.ttft if behaviour.ttft is not None else gap
         for i, piece in enumerate(pieces):
-            await asyncio.sleep(behaviour.ttft if (i == 0 and behaviour.ttft is not None) else gap)
+            # Against absolute times, so sleep overshoot does not pile up over many tokens.
+            due = started + first + i * (behaviour.latency - first) / max(1, steps - 1) if steps > 1 else started + first
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             if i == steps // 2 and fault in ("cut", "truncated", "garbage", "hang", "error_line"):
                 if fault == "hang":
                     await asyncio.sleep(3600)
