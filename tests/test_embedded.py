@@ -66,6 +66,15 @@ def test_up_status_run_down_on_the_real_model(tmp_path):
         assert [w["status"] for w in data["workers"]] == ["ok", "ok"], data
         assert data["review"]["status"] == "ok"
         assert all(w["protocol"] == "openai" and w["completion_tokens"] for w in data["workers"])
+
+        # With no config, the demo fleet reuses the two instances already up and starts only the third.
+        before = {p.pid for p in llama_servers()}
+        demo = invoke("run", "Name a primary colour.", "--json")
+        assert demo.exit_code == 0, demo.stderr
+        assert "reusing 2 instance(s)" in demo.stderr
+        assert len(json.loads(demo.stdout)["workers"]) == 3
+        assert {p.pid for p in llama_servers()} == before  # its own third instance is gone, ours still run
+        assert all(not gone(pid) for pid in pids)
     finally:
         down = invoke("down", "--all")
     assert down.exit_code == 0
