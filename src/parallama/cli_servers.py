@@ -50,13 +50,21 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
         if warning:
             click.echo(f"warning: {warning}", err=True)
 
-        def ready(instance, seconds: float) -> None:
-            click.echo(f"✓ {instance.engine} ready on {instance.url} (pid {instance.pid}, {seconds:.1f} s)", err=True)
+        from contextlib import nullcontext
 
-        click.echo(f"starting {count} {name} instance(s)…", err=True)
-        report = start_instances(engine_named(name), count, base_port=base_port or DEFAULT_BASE_PORT[name],
-                                 host=host, model=model, threads=threads, parallel=parallel,
-                                 strict_ports=strict_ports, ready_timeout=ready_timeout, on_ready=ready)
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False)
+
+        def ready(instance, seconds: float) -> None:
+            console.print(f"✓ {instance.engine} ready on {instance.url} (pid {instance.pid}, {seconds:.1f} s)",
+                          markup=False)
+
+        waiting = console.status(f"starting {count} {name} instance(s) and waiting until they answer…")
+        with waiting if console.is_terminal else nullcontext():
+            report = start_instances(engine_named(name), count, base_port=base_port or DEFAULT_BASE_PORT[name],
+                                     host=host, model=model, threads=threads, parallel=parallel,
+                                     strict_ports=strict_ports, ready_timeout=ready_timeout, on_ready=ready)
         for line in report.skipped:
             click.echo(f"note: {line}; took the next free port", err=True)
         for instance in report.instances:
