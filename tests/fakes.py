@@ -39,6 +39,12 @@ class Behaviour:
     fault: str | None = None
     ttft: float | None = None
     "Seconds before the first token; default latency / tokens."
+    parameter_size: str = "8.0B"
+    quantization: str = "Q4_0"
+    layers: int = 32
+    kv_heads: int = 8
+    loaded_bytes: int | None = None
+    "When set, /api/ps lists the model as loaded with this size."
 
     def pieces(self, model: str) -> list[str]:
         if self.text is not None:
@@ -148,6 +154,8 @@ class FakeServer:
         app.router.add_get("/api/version", self._version)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/v1/models", self._v1_models)
+        app.router.add_post("/api/show", self._show)
+        app.router.add_get("/api/ps", self._ps)
         app.router.add_get("/", self._root)
         app.router.add_post("/api/pull", self._pull)
         # Like Ollama, stop generating (and free the slot) when the client goes away.
@@ -196,6 +204,30 @@ class FakeServer:
             {"name": m, "model": m, "modified_at": _now(), "size": 1_000_000, "digest": "0" * 64,
              "details": {"format": "gguf", "family": "llama", "parameter_size": "8B", "quantization_level": "Q4_0"}}
             for m in self.models]})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        record, behaviour = await self._admit(request)
+        if behaviour is None:
+            return web.json_response({"error": f"model '{record.model}' not found"}, status=404)
+        params = float(behaviour.parameter_size.rstrip("BbMm")) * (1e6 if behaviour.parameter_size[-1] in "Mm" else 1e9)
+        return web.json_response({
+            "license": "", "modelfile": f"FROM {record.model}\n", "parameters": "stop \"<|eot_id|>\"",
+            "template": "{{ .Prompt }}",
+            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                        "parameter_size": behaviour.parameter_size, "quantization_level": behaviour.quantization},
+            "model_info": {"general.architecture": "llama", "general.parameter_count": int(params),
+                           "llama.block_count": behaviour.layers, "llama.attention.head_count": 32,
+                           "llama.attention.head_count_kv": behaviour.kv_heads, "llama.embedding_length": 4096,
+                           "llama.context_length": 8192},
+            "capabilities": ["completion"], "modified_at": _now()})
+
+    async def _ps(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [
+            {"name": name, "model": name, "size": b.loaded_bytes, "digest": "0" * 64,
+             "details": {"format": "gguf", "family": "llama", "parameter_size": b.parameter_size,
+                         "quantization_level": b.quantization},
+             "expires_at": "2099-01-01T00:00:00Z", "size_vram": 0}
+            for name, b in self.models.items() if b.loaded_bytes]})
 
     async def _v1_models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [

@@ -47,7 +47,7 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
     """
     with user_errors():
         text = _read_prompt(prompt)
-        path = _find_config(config_path)
+        path = find_config(config_path)
         from .report.output import run_and_report
 
         if path is None:
@@ -103,7 +103,7 @@ def _read_prompt(prompt: str | None) -> str:
     return prompt.strip()
 
 
-def _find_config(given: str | None) -> Path | None:
+def find_config(given: str | None) -> Path | None:
     """--config, then $PARALLAMA_CONFIG, then ./parallama.json; None means: use the embedded demo fleet."""
     if given:
         return Path(given)
@@ -137,7 +137,7 @@ def main() -> None:
     cli()
 
 
-from . import cli_servers  # noqa: E402,F401  (registers up/down/status/pull/compose on `cli`)
+from . import cli_fleet, cli_servers  # noqa: E402,F401  (register the other commands on `cli`)
 
 
 if __name__ == "__main__":

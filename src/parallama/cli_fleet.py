@@ -1,0 +1,108 @@
+"""`parallama plan / doctor / recommend`: know before a run whether the fleet fits and runs in parallel."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import cli, find_config, user_errors
+
+RAM = click.option("--ram", type=click.FloatRange(min=0, min_open=True), metavar="GB",
+                   help="Plan for this much RAM instead of this machine's.")
+VRAM = click.option("--vram", type=click.FloatRange(min=0), metavar="GB",
+                    help="Plan for this much VRAM instead of what nvidia-smi reports (0: no GPU).")
+CONFIG = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+                      help="Fleet config. Default: $PARALLAMA_CONFIG, then ./parallama.json.")
+
+
+def _fleet(config_path: str | None):
+    from .config import load_config
+    from .errors import UsageError
+
+    path = find_config(config_path)
+    if path is None:
+        raise UsageError("no config to look at: pass --config FILE (or write one with `parallama recommend --write`)")
+    return load_config(path)
+
+
+@cli.command()
+@CONFIG
+@RAM
+@VRAM
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(config_path: str | None, ram: float | None, vram: float | None, as_json: bool) -> None:
+    """Which workers share a server (and will wait for each other), and whether the fleet fits in memory."""
+    with user_errors():
+        from .memory import this_machine
+        from .plan import make_plan
+
+        result = make_plan(_fleet(config_path), machine=this_machine(ram, vram))
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+            return
+        click.echo("Parallelism")
+        for finding in result.parallel:
+            click.echo(f"  {finding}")
+        for server in result.servers:
+            who = ", ".join(server.workers + ([f"{server.reviewer} (reviewer)"] if server.reviewer else []))
+            click.echo(f"    {server.url}  {server.parallel} slot(s): {who}")
+        click.echo("Memory")
+        for line in result.memory_lines:
+            click.echo(f"  {line}")
+        click.echo(f"  {result.memory}")
+
+
+@cli.command()
+@CONFIG
+@RAM
+@VRAM
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(config_path: str | None, ram: float | None, vram: float | None, as_json: bool) -> None:
+    """Check servers, models, memory and settings; exit 1 when something fails."""
+    with user_errors():
+        from .doctor import diagnose
+        from .memory import this_machine
+
+        diagnosis = diagnose(_fleet(config_path), machine=this_machine(ram, vram))
+        if as_json:
+            click.echo(json.dumps(diagnosis.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            for check in diagnosis.checks:
+                click.echo(check.line())
+    sys.exit(0 if diagnosis.ok else 1)
+
+
+@cli.command()
+@RAM
+@VRAM
+@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="How many workers.")
+@click.option("--write", "write_path", type=click.Path(dir_okay=False), help="Write the recommended config here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recommendation as JSON.")
+def recommend(ram: float | None, vram: float | None, workers: int, write_path: str | None, as_json: bool) -> None:
+    """Models and a layout (instances or slots) for this machine's memory, with the reasons."""
+    with user_errors():
+        from .errors import UsageError
+        from .memory import this_machine
+        from .recommend import NothingFits, recommend as pick
+
+        try:
+            choice = pick(this_machine(ram, vram), workers)
+        except NothingFits as exc:
+            raise UsageError(str(exc)) from exc
+        if as_json:
+            click.echo(json.dumps(choice.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            click.echo(f"workers:  {', '.join(m.tag for m in choice.workers)}  ({choice.layout})")
+            click.echo(f"reviewer: {choice.reviewer.tag}")
+            click.echo("why:")
+            for reason in choice.reasons:
+                click.echo(f"  - {reason}")
+            click.echo("to start:")
+            for command in choice.commands():
+                click.echo(f"  {command}")
+        if write_path:
+            Path(write_path).write_text(json.dumps(choice.config(), indent=2) + "\n", encoding="utf-8")
+            click.echo(f"wrote {write_path}: parallama run \"…\" --config {write_path}", err=True)

@@ -1,0 +1,103 @@
+"""`parallama doctor`: one check per line — servers reachable, models present, memory, settings that mislead."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .config import Fleet
+from .memory import Machine
+from .plan import FleetPlan, make_plan
+
+Status = Literal["pass", "warn", "fail"]
+MARKS = {"pass": "✓", "warn": "⚠", "fail": "✗"}
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str
+    status: Status
+    message: str
+    fix: str | None = None
+
+    def line(self) -> str:
+        return f"{MARKS[self.status]} {self.message}" + (f"\n    fix: {self.fix}" if self.fix else "")
+
+
+@dataclass
+class Diagnosis:
+    checks: list[Check]
+    plan: FleetPlan
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis:
+    """Run every check on the fleet and this machine."""
+    plan = make_plan(fleet, machine=machine)
+    checks: list[Check] = []
+    for server in plan.servers:
+        checks.append(_server_check(server))
+    for agent in fleet.agents:
+        server = next(s for s in plan.servers if s.url == agent.server)
+        probe = server.probe
+        if not probe or not probe.reachable or probe.error:
+            continue
+        if probe.has_model(agent.model):
+            checks.append(Check("model", "pass", f"{agent.name}: {agent.model} is on {server.url}"))
+        else:
+            checks.append(Check("model", "fail", f"{agent.name}: {agent.model} is not on {server.url}",
+                                _pull_fix(server.url, agent.model) if agent.protocol == "ollama"
+                                else f"serve {agent.model} on that server, or fix the model name "
+                                     f"(it has: {', '.join(probe.models[:5]) or 'none'})"))
+    status = {True: "pass", False: "fail", None: "warn"}[plan.fits]
+    checks.append(Check("memory", status, plan.memory.text, plan.memory.fix))
+    layers = os.environ.get("OLLAMA_NUM_GPU_LAYERS")
+    if layers is not None:
+        checks.append(Check(
+            "gpu_layers", "warn",
+            f"OLLAMA_NUM_GPU_LAYERS={layers} is set, but Ollama does not read it: it limits nothing",
+            f"limit GPU layers per model with the num_gpu option: \"options\": {{\"num_gpu\": {layers}}} on the agent "
+            "(or PARAMETER num_gpu in a Modelfile)"))
+    for finding in plan.parallel:
+        checks.append(Check("parallel", "pass" if plan.truly_parallel and not finding.fix else "warn",
+                            finding.text, finding.fix))
+    return Diagnosis(checks, plan)
+
+
+def _server_check(server) -> Check:
+    probe = server.probe
+    parts = urlsplit(server.url)
+    if probe is None or not probe.reachable:
+        port = parts.port
+        fix = (f"`parallama up` or `OLLAMA_HOST=127.0.0.1:{port} ollama serve`" if server.local and
+               server.protocol == "ollama" else "check the URL, and that the server runs and is reachable")
+        cause = probe.error if probe else "not probed"
+        if server.local and probe and probe.error and "refused" in probe.error:
+            cause = f"nothing listens on {port}"
+        return Check("server", "fail", f"{server.url}: {cause}", fix)
+    if probe.error:
+        return Check("server", "fail", f"{server.url}: {probe.error}",
+                     f"is this an {server.protocol} server? check the api_url path")
+    held = ""
+    if server.local and parts.port:
+        from .engines.ports import port_holder
+
+        holder = port_holder(parts.port)
+        if holder.pid is not None:
+            held = f"; served by {holder}"
+    return Check("server", "pass", f"{server.url}: {probe.version} answers in {probe.latency_ms:.0f} ms{held}")
+
+
+def _pull_fix(url: str, model: str) -> str:
+    parts = urlsplit(url)
+    if parts.port == 11434 and parts.hostname in ("localhost", "127.0.0.1"):
+        return f"`ollama pull {model}`"
+    return f"`OLLAMA_HOST={parts.hostname}:{parts.port} ollama pull {model}` or `parallama pull {model} --url {url}`"
