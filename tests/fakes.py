@@ -327,8 +327,14 @@ class FakeServer:
             return await self._generate(request, record, behaviour, content_type, frame, final,
                                         error_line, done_line)
         finally:
-            self.in_flight -= 1
+            self._finish(record)
+
+    def _finish(self, record: Recorded) -> None:
+        """The request no longer holds the server: called before its last bytes go out, so a client that has
+        read the end of a stream never sees the request still counted in flight."""
+        if record.ended is None:
             record.ended = time.perf_counter()
+            self.in_flight -= 1
 
     async def _generate(self, request, record, behaviour, content_type, frame, final, error_line, done_line):
         record.started = started = time.perf_counter()
@@ -361,7 +367,9 @@ class FakeServer:
             await response.write(await frame(piece))
         if not pieces:
             await asyncio.sleep(behaviour.latency)
-        await response.write(final(len(pieces), started))
+        last = final(len(pieces), started)
+        self._finish(record)
+        await response.write(last)
         if done_line:
             await response.write(done_line)
         await response.write_eof()

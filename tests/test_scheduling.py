@@ -22,9 +22,9 @@ async def test_three_servers_run_together_not_one_after_another(servers):
     assert [w.status for w in result.workers] == ["ok"] * 3
     # Sequential sum is 3 s; in parallel the run takes about one latency.
     assert wall < 0.6 * 3.0
-    # And every server really had its request at the same time as the others.
-    spans = [fake.requests[0] for fake in servers]
-    assert max(r.arrived for r in spans) < min(r.ended for r in spans)
+    # And every server got its request at once, not after another's 1 s answer.
+    arrivals = [fake.requests[0].arrived for fake in servers]
+    assert max(arrivals) - min(arrivals) < 0.5
 
 
 async def test_one_slot_server_serializes_without_spurious_timeouts():
