@@ -106,3 +106,42 @@ def recommend(ram: float | None, vram: float | None, workers: int, write_path: s
         if write_path:
             Path(write_path).write_text(json.dumps(choice.config(), indent=2) + "\n", encoding="utf-8")
             click.echo(f"wrote {write_path}: parallama run \"…\" --config {write_path}", err=True)
+
+
+@cli.command()
+@CONFIG
+@click.option("--prompt", "prompt_text", help="The prompt to send (default: a short fixed question).")
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False),
+              help="A file with one prompt per line.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per mode and prompt.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the timelines as a PNG.")
+def bench(config_path: str | None, prompt_text: str | None, prompts_file: str | None, repeat: int, as_json: bool,
+          plot_path: str | None) -> None:
+    """Run the workers one at a time and all at once, and compare (after one warm-up request per model)."""
+    with user_errors():
+        from .bench import run_bench
+        from .errors import UsageError
+        from .report.bench_view import print_bench, progress_for
+
+        if prompt_text and prompts_file:
+            raise UsageError("give --prompt or --prompts, not both")
+        if prompts_file:
+            prompts = [line.strip() for line in Path(prompts_file).read_text(encoding="utf-8").splitlines()
+                       if line.strip()]
+            if not prompts:
+                raise UsageError(f"{prompts_file}: no prompts in it (one per line)")
+        else:
+            prompts = [prompt_text or "Explain in three sentences why the sky is blue."]
+        fleet = _fleet(config_path)
+        with progress_for() as on_progress:
+            result = run_bench(fleet, prompts, repeat, on_progress)
+        if plot_path:
+            from .report.timeline import plot_timelines
+
+            plot_timelines(result, plot_path)
+            click.echo(f"wrote {plot_path}", err=True)
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            print_bench(result)

@@ -33,8 +33,7 @@ async def run(
     fleet = as_fleet(config)
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
-    connector = aiohttp.TCPConnector(limit=0)  # the slots cap each server; no global cap on top
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+    async with client_session() as session:
         stage = _Stage(fleet, session, on_event)
         worker_jobs = [(agent, worker_messages(agent, prompt)) for agent in fleet.workers]
         workers = await stage.run(worker_jobs, until)
@@ -55,6 +54,28 @@ async def run(
         prompt=prompt, workers=workers, review=reviewed, final=final, final_source=final_source,
         wall_s=round(time.perf_counter() - started, 3), warnings=warnings,
     )
+
+
+def client_session() -> aiohttp.ClientSession:
+    """One HTTP client for a run: no timeouts of its own (each agent has its own) and no global connection cap
+    (each server's slots are the cap)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def run_workers(
+    prompt: str, config: ConfigLike, *, sequential: bool = False, on_event: EventSink | None = None
+) -> list[AgentResult]:
+    """Only the workers: all at once within each server's slots (as `run` does), or strictly one at a time."""
+    fleet = as_fleet(config)
+    async with client_session() as session:
+        stage = _Stage(fleet, session, on_event)
+        jobs = [(agent, worker_messages(agent, prompt)) for agent in fleet.workers]
+        if not sequential:
+            return await stage.run(jobs, None)
+        results: list[AgentResult] = []
+        for job in jobs:
+            results += await stage.run([job], None)
+        return results
 
 
 def run_sync(prompt: str, config: ConfigLike, **kwargs: Any) -> RunResult:

@@ -1,0 +1,120 @@
+"""`parallama bench`: sequential never overlaps, parallel does, and the speedup is computed right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import invoke, worker, write_config
+from fakes import FakeServer
+from parallama.bench import WARMUP_PROMPT, bench, ideal_makespan
+from parallama.config import load_config
+
+LATENCIES = {"A": 0.6, "B": 0.4, "C": 0.5}
+
+
+def three_server_config(tmp_path, servers):
+    for fake, latency in zip(servers, LATENCIES.values()):
+        fake.model("m", latency=latency, tokens=10)
+    return write_config(tmp_path / "c.json", {"worker_agents": [
+        worker(fake, "m", name=name) for fake, name in zip(servers, LATENCIES)]})
+
+
+def chat_records(servers):
+    return sorted((r for s in servers for r in s.requests if r.messages[-1]["content"] != WARMUP_PROMPT),
+                  key=lambda r: r.arrived)
+
+
+async def test_sequential_never_overlaps_and_parallel_does(tmp_path, servers):
+    fleet = load_config(three_server_config(tmp_path, servers))
+    result = await bench(fleet, ["hi"], repeat=1)
+    warmups = [r for s in servers for r in s.requests if r.messages[-1]["content"] == WARMUP_PROMPT]
+    assert len(warmups) == 3  # one per model and server, before the measured runs
+    records = chat_records(servers)
+    assert len(records) == 6
+    sequential, parallel = records[:3], records[3:]
+    for before, after in zip(sequential, sequential[1:]):
+        assert after.arrived >= before.ended  # one at a time
+    assert max(r.arrived for r in parallel) < min(r.ended for r in parallel)  # all at once
+    assert result.sequential.makespan_s == pytest.approx(sum(LATENCIES.values()), abs=0.25)
+    assert result.parallel.makespan_s == pytest.approx(max(LATENCIES.values()), abs=0.2)
+
+
+async def test_speedup_on_known_latencies(tmp_path, servers):
+    fleet = load_config(three_server_config(tmp_path, servers))
+    result = await bench(fleet, ["hi"], repeat=2)
+    assert result.ideal_speedup == pytest.approx(1.5 / 0.6, rel=0.08)
+    assert result.speedup == pytest.approx(result.sequential.makespan_s / result.parallel.makespan_s, rel=0.01)
+    assert result.speedup == pytest.approx(2.5, rel=0.15)
+    assert [a.latency_s for a in result.sequential.agents] == pytest.approx(list(LATENCIES.values()), abs=0.1)
+    assert result.flags == []
+
+
+def test_ideal_makespan_follows_the_slots(tmp_path):
+    data = {"worker_agents": [{"name": n, "api_url": f"http://localhost:{p}", "model": "m"}
+                              for n, p in (("A", 1), ("B", 1), ("C", 1), ("D", 2))],
+            "servers": {"http://localhost:1": {"parallel": 2}}}
+    fleet = load_config(write_config(tmp_path / "c.json", data))
+    # Server 1, two lanes in config order: A (3) | B (1) then C (2) → 3; server 2: D (1).
+    assert ideal_makespan({"A": 3, "B": 1, "C": 2, "D": 1}, fleet) == 3
+    assert ideal_makespan({"A": 1, "B": 1, "C": 1, "D": 5}, fleet) == 5
+
+
+async def test_a_server_with_fewer_real_slots_is_flagged(tmp_path):
+    with FakeServer(slots=1) as fake:  # the server takes one request at a time …
+        fake.model("m", latency=0.4, tokens=8)
+        fleet = load_config(write_config(tmp_path / "c.json", {
+            "worker_agents": [worker(fake, "m", name=n) for n in "ABC"],
+            "servers": {fake.url: {"parallel": 3}}}))  # … but the config says three
+        result = await bench(fleet, ["hi"], repeat=1)
+    assert result.ideal_speedup == pytest.approx(3.0, rel=0.1)
+    assert result.speedup < 1.3
+    assert any("slower than it should be" in f for f in result.flags)
+    assert any("queued requests" in f and "OLLAMA_NUM_PARALLEL" in f for f in result.flags)
+
+
+async def test_a_single_one_slot_server_allows_no_speedup(tmp_path, server):
+    server.model("m", latency=0.2)
+    fleet = load_config(write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")] * 2}))
+    result = await bench(fleet, ["hi"], repeat=1)
+    assert result.ideal_speedup == pytest.approx(1.0, abs=0.05)
+    assert any("allows no speedup" in f for f in result.flags)
+
+
+def test_bench_cli_json_and_plot(tmp_path, servers):
+    three_server_config(tmp_path, servers)
+    (tmp_path / "prompts.txt").write_text("first prompt\n\nsecond prompt\n")
+    result = invoke("bench", "-c", "c.json", "--prompts", "prompts.txt", "--repeat", "1", "--json",
+                    "--plot", "t.png")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"prompts", "repeat", "warmup", "sequential", "parallel", "speedup", "ideal_speedup", "flags",
+            "timelines"} <= set(data)
+    assert data["prompts"] == ["first prompt", "second prompt"]
+    for mode in ("sequential", "parallel"):
+        assert {"makespan_s", "makespan_min_s", "makespan_max_s", "agents"} <= set(data[mode])
+        assert {"name", "latency_s", "ttft_s", "tokens_per_s", "failures"} <= set(data[mode]["agents"][0])
+        assert [s["agent"] for s in data["timelines"][mode]] == ["A", "B", "C"]
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "t.png").stat().st_size > 5000
+    assert "[" in result.stderr and "done" in result.stderr  # progress lines on a non-terminal stderr
+    sent = [r.messages[-1]["content"] for s in servers for r in s.requests]
+    assert sent.count("first prompt") == 6 and sent.count("second prompt") == 6  # 3 workers × 2 modes
+
+
+def test_bench_table(tmp_path, servers):
+    three_server_config(tmp_path, servers)
+    result = invoke("bench", "-c", "c.json", "--repeat", "1")
+    assert result.exit_code == 0
+    assert "speedup" in result.stdout and "sequential" in result.stdout and "parallel" in result.stdout
+    assert "warm-up" in result.stdout
+
+
+def test_bench_bad_usage(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    both = invoke("bench", "--prompt", "a", "--prompts", "empty.txt")
+    assert both.exit_code == 2 and "not both" in both.stderr
+    write_config(tmp_path / "c.json", {"worker_agents": [{"api_url": "http://localhost:1", "model": "m"}]})
+    result = invoke("bench", "-c", "c.json", "--prompts", "empty.txt")
+    assert result.exit_code == 2 and "no prompts" in result.stderr
