@@ -45,10 +45,13 @@ class Behaviour:
     kv_heads: int = 8
     loaded_bytes: int | None = None
     "When set, /api/ps lists the model as loaded with this size."
+    respond: Any = None
+    "A function of the request's messages returning the answer text (overrides `text`), for reviewers and rankers."
 
-    def pieces(self, model: str) -> list[str]:
-        if self.text is not None:
-            words = self.text.split(" ")
+    def pieces(self, model: str, messages: list[dict] | None = None) -> list[str]:
+        text = self.respond(messages or []) if self.respond else self.text
+        if text is not None:
+            words = text.split(" ")
             n = max(1, min(self.tokens, len(words)))
             size = -(-len(words) // n)
             return [" ".join(words[i:i + size]) + (" " if i + size < len(words) else "")
@@ -340,7 +343,7 @@ class FakeServer:
         record.started = started = time.perf_counter()
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
-        pieces = [] if behaviour.fault == "empty" else behaviour.pieces(record.model)
+        pieces = [] if behaviour.fault == "empty" else behaviour.pieces(record.model, record.messages)
         steps = max(1, len(pieces))
         gap = behaviour.latency / steps
         fault = behaviour.fault

@@ -113,7 +113,7 @@ async def _warm_up(fleet: Fleet, on_progress: Progress | None) -> dict[str, floa
         if on_progress:
             on_progress(i, len(seen), f"warm-up {model} on {server}")
         t0 = time.perf_counter()
-        await run_workers(WARMUP_PROMPT, replace(fleet, workers=(agent,), reviewer=None))
+        await run_workers(WARMUP_PROMPT, replace(fleet, workers=(agent,), reviewers=()))
         times[f"{model} on {server}"] = round(time.perf_counter() - t0, 3)
     return times
 

@@ -39,8 +39,11 @@ def cli() -> None:
 @click.option("--deadline", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Bound the whole run; whatever is unfinished then counts as timed out.")
 @click.option("--no-review", is_flag=True, help="Skip the reviewer; print every worker's answer under its name.")
+@click.option("--strategy", type=click.Choice(["synthesize", "judge", "council"]),
+              help="How the answers are reviewed (default: the config's review.strategy, else synthesize).")
+@click.option("--no-history", is_flag=True, help=f"Do not keep this run in the history (or set {'PARALLAMA_NO_HISTORY'}=1).")
 def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool, deadline: float | None,
-        no_review: bool) -> None:
+        no_review: bool, strategy: str | None, no_history: bool) -> None:
     """Send PROMPT to every worker at once, then let the reviewer write the final answer.
 
     PROMPT `-`, or no PROMPT with piped input, reads the prompt from stdin.
@@ -50,13 +53,16 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
         path = find_config(config_path)
         from .report.output import run_and_report
 
+        from .history import history_disabled
+
+        options = dict(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review, strategy=strategy,
+                       history=not (no_history or history_disabled()))
         if path is None:
-            code = _run_embedded(text, as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review)
+            code = _run_embedded(text, **options)
         else:
             from .config import load_config
 
-            code = run_and_report(text, load_config(path), as_json=as_json, quiet=quiet, deadline=deadline,
-                                  review=not no_review)
+            code = run_and_report(text, load_config(path), **options)
     sys.exit(code)
 
 
@@ -137,7 +143,7 @@ def main() -> None:
     cli()
 
 
-from . import cli_fleet, cli_servers  # noqa: E402,F401  (register the other commands on `cli`)
+from . import cli_fleet, cli_history, cli_servers  # noqa: E402,F401  (register the other commands on `cli`)
 
 
 if __name__ == "__main__":

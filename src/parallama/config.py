@@ -83,12 +83,39 @@ class ServerSpec(BaseModel):
     "Requests the server takes at once (OLLAMA_NUM_PARALLEL); more wait on the client side."
 
 
+STRATEGIES = ("synthesize", "judge", "council")
+PROMPT_FIELDS = ("task", "answers")
+
+
 class ReviewSpec(BaseModel):
     """How the reviewer combines the workers' answers."""
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["synthesize"] = "synthesize"
+    strategy: Literal["synthesize", "judge", "council"] = "synthesize"
+    "synthesize: one best answer from all; judge: score each, keep the best; council: workers rank each other first."
+    prompt: str | None = None
+    "Reviewer prompt template with {task} and {answers}; replaces the strategy's own."
+    rounds: int = Field(default=1, ge=1, le=10, strict=True)
+    "Mixture-of-Agents layers: in round k+1 every worker sees the round-k answers and refines."
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import string
+
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"broken template: {exc} (write {{{{ and }}}} for literal braces)") from None
+        unknown = sorted({f for f in fields if f not in PROMPT_FIELDS})
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}}: use {{task}} and {{answers}}")
+        if "answers" not in fields:
+            raise ValueError("must contain {answers}, or the reviewer never sees the workers' answers")
+        return value
 
 
 class ConfigFile(BaseModel):
@@ -96,10 +123,16 @@ class ConfigFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reviewer_agent: AgentSpec | None = None
+    reviewer_agent: list[AgentSpec] | None = Field(default=None, min_length=1)
+    "One reviewer, or a list tried in order when one fails."
     worker_agents: list[AgentSpec] = Field(min_length=1)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     review: ReviewSpec = Field(default_factory=ReviewSpec)
+
+    @field_validator("reviewer_agent", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("servers")
     @classmethod
@@ -151,15 +184,23 @@ class Fleet:
     """The validated config: workers in config order, an optional reviewer, and the servers they use."""
 
     workers: tuple[Agent, ...]
-    reviewer: Agent | None
+    reviewers: tuple[Agent, ...]
+    "Tried in order until one succeeds; empty when there is no review."
     servers: Mapping[str, Server]
     strategy: str = "synthesize"
+    review_prompt: str | None = None
+    rounds: int = 1
     source: str = "config"
     warnings: tuple[str, ...] = ()
 
     @property
+    def reviewer(self) -> Agent | None:
+        """The first reviewer (the others are its fallbacks)."""
+        return self.reviewers[0] if self.reviewers else None
+
+    @property
     def agents(self) -> tuple[Agent, ...]:
-        return self.workers + ((self.reviewer,) if self.reviewer else ())
+        return self.workers + self.reviewers
 
     def with_extra_body(self, extra: Mapping[str, Any]) -> "Fleet":
         """The same fleet with `extra` merged into every agent's request body."""
@@ -167,7 +208,7 @@ class Fleet:
             return replace(agent, extra_body={**agent.extra_body, **extra})
 
         return replace(self, workers=tuple(add(w) for w in self.workers),
-                       reviewer=add(self.reviewer) if self.reviewer else None)
+                       reviewers=tuple(add(r) for r in self.reviewers))
 
 
 def parse_api_url(url: str) -> tuple[str, str]:
@@ -238,7 +279,14 @@ def fleet_from_dict(data: Any, *, source: str = "config") -> Fleet:
     try:
         spec = ConfigFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigErrors([_config_error(err, source) for err in exc.errors()]) from exc
+        single_reviewer = isinstance(data.get("reviewer_agent"), dict)
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if single_reviewer and loc[:2] == ("reviewer_agent", 0):
+                err = {**err, "loc": ("reviewer_agent",) + loc[2:]}  # report it as the user wrote it
+            errors.append(_config_error(err, source))
+        raise ConfigErrors(errors) from exc
     return _resolve(spec, source)
 
 
@@ -267,15 +315,18 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
         )
 
     workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))
-    reviewer = agent(spec.reviewer_agent, "reviewer", "reviewer_agent", REVIEWER_TIMEOUT_S) if spec.reviewer_agent else None
+    listed = len(spec.reviewer_agent or []) > 1
+    reviewers = tuple(agent(r, "reviewer", f"reviewer_agent[{i}]" if listed else "reviewer_agent", REVIEWER_TIMEOUT_S)
+                      for i, r in enumerate(spec.reviewer_agent or []))
     if errors:
         raise ConfigErrors(errors)
-    used = {a.server for a in workers + ((reviewer,) if reviewer else ())}
+    used = {a.server for a in workers + reviewers}
     for url in spec.servers:
         if server_of(url) not in used:
             warnings.append(f"servers[{url!r}]: no agent uses this server")
-    return Fleet(workers=workers, reviewer=reviewer, servers=servers, strategy=spec.review.strategy,
-                 source=source, warnings=tuple(warnings))
+    return Fleet(workers=workers, reviewers=reviewers, servers=servers, strategy=spec.review.strategy,
+                 review_prompt=spec.review.prompt, rounds=spec.review.rounds, source=source,
+                 warnings=tuple(warnings))
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -48,6 +48,19 @@ class RunResult:
     "`review`, `worker:<name>` when the reviewer failed, or None."
     wall_s: float
     warnings: list[str] = field(default_factory=list)
+    strategy: str | None = None
+    "How the answers were reviewed: synthesize, judge or council (None: no review)."
+    earlier_rounds: list[list[AgentResult]] = field(default_factory=list)
+    "With `rounds: N`, the workers' results of rounds 1 … N−1 (`workers` is the last round)."
+    review_attempts: list[AgentResult] = field(default_factory=list)
+    "Reviewers that failed before one answered (or all of them)."
+    scores: list[dict] | None = None
+    "judge: each worker's score (1–10) and one-line reason."
+    rankings: list[dict] | None = None
+    "council: each worker's ranking of the others (what it was shown, its order, or why it was left out)."
+    ranking: list[dict] | None = None
+    "council: the aggregate (Borda count), best first."
+    history_id: str | None = None
 
     @property
     def answered(self) -> bool:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections import deque
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import aiohttp
 
 from .backends import Message, backend_for
 from .backends.base import Completion
 from .config import Agent, Fleet, fleet_from_dict, load_config
-from .errors import AgentTimeout, BackendError
-from .events import Delta, EventSink, Failed, Finished, Queued, Started
+from .config import STRATEGIES
+from .errors import AgentTimeout, BackendError, UsageError
+from .events import Delta, Event, EventSink, Failed, Finished, Queued, Started
 from .result import AgentResult, RunResult
-from .review import review_messages
+from .review import ReviewOutcome
+from .review import review as review_answers
+from .review.synthesize import refine_messages
+
+if TYPE_CHECKING:
+    from .history import History
 
 ConfigLike = Fleet | str | os.PathLike | Mapping[str, Any]
 
@@ -27,33 +34,75 @@ async def run(
     *,
     deadline: float | None = None,
     review: bool = True,
+    strategy: str | None = None,
     on_event: EventSink | None = None,
+    history: "bool | History" = False,
+    seed: int | None = None,
 ) -> RunResult:
-    """Run every worker on `prompt` in parallel (within server slots), then the reviewer; return the result."""
+    """Run every worker on `prompt` in parallel (within server slots), `rounds` times when the config asks, then
+    review the answers with the strategy; return the result. `history=True` keeps the run in the history db."""
     fleet = as_fleet(config)
+    strategy = strategy or fleet.strategy
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
-    async with client_session() as session:
-        stage = _Stage(fleet, session, on_event)
-        worker_jobs = [(agent, worker_messages(agent, prompt)) for agent in fleet.workers]
-        workers = await stage.run(worker_jobs, until)
-        answers = [w for w in workers if w.ok]
-        reviewed: AgentResult | None = None
-        final = final_source = None
-        warnings = list(fleet.warnings)
-        if review and fleet.reviewer and answers:
-            messages = review_messages(fleet.strategy, prompt, answers, fleet.reviewer.system)
-            [reviewed] = await stage.run([(fleet.reviewer, messages)], until)
-            if reviewed.ok:
-                final, final_source = reviewed.content, "review"
-            else:
-                fallback = answers[0]
-                final, final_source = fallback.content, f"worker:{fallback.name}"
-                warnings.append(f"the reviewer failed ({reviewed.error}); the final answer is {fallback.name}'s")
-    return RunResult(
-        prompt=prompt, workers=workers, review=reviewed, final=final, final_source=final_source,
-        wall_s=round(time.perf_counter() - started, 3), warnings=warnings,
-    )
+    recorder, store = _recorder(history, prompt, fleet, strategy)
+    sink = on_event
+    if recorder is not None:
+        def sink(event: Event) -> None:
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, (Finished, Failed)):
+                recorder.agent_done(event.result, event.agent.role)
+    try:
+        async with client_session() as session:
+            stage = _Stage(fleet, session, sink)
+            workers = await stage.run([(a, worker_messages(a, prompt)) for a in fleet.workers], until)
+            rounds = [workers]
+            for k in range(2, fleet.rounds + 1):
+                previous = [w for w in rounds[-1] if w.ok]
+                if not previous:
+                    break
+                if recorder:
+                    recorder.stage = f"round {k}"
+                rounds.append(await stage.run(
+                    [(a, refine_messages(prompt, previous, a.system)) for a in fleet.workers], until))
+            workers = rounds[-1]
+            answers = [w for w in workers if w.ok]
+            if not answers and len(rounds) > 1:
+                answers = [w for w in rounds[-2] if w.ok]  # the last round failed entirely: review the one before
+            outcome = ReviewOutcome()
+            if review and fleet.reviewers and answers:
+                if recorder:
+                    recorder.stage = "review"
+                outcome = await review_answers(strategy, stage, fleet, prompt, answers, until,
+                                               random.Random(seed))
+        result = RunResult(
+            prompt=prompt, workers=workers, review=outcome.review, final=outcome.final,
+            final_source=outcome.final_source, wall_s=round(time.perf_counter() - started, 3),
+            warnings=list(fleet.warnings) + outcome.warnings, strategy=strategy if review and fleet.reviewers else None,
+            earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
+            rankings=outcome.rankings, ranking=outcome.ranking, history_id=recorder.id if recorder else None)
+        if recorder:
+            recorder.finish(result)
+        return result
+    except BaseException:
+        if recorder:
+            recorder.interrupted()
+        raise
+    finally:
+        if store is not None and history is True:
+            store.close()
+
+
+def _recorder(history: "bool | History", prompt: str, fleet: Fleet, strategy: str):
+    if history is False:
+        return None, None
+    from .history import History
+
+    store = History() if history is True else history
+    return store.start(prompt, fleet, strategy), store
 
 
 def client_session() -> aiohttp.ClientSession:

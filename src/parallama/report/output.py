@@ -31,7 +31,8 @@ class _Lines(Progress):
 
 
 def run_and_report(
-    prompt: str, fleet: Fleet, *, as_json: bool, quiet: bool, deadline: float | None, review: bool
+    prompt: str, fleet: Fleet, *, as_json: bool, quiet: bool, deadline: float | None, review: bool,
+    strategy: str | None = None, history: bool = False,
 ) -> int:
     """Run with a live view or progress lines on stderr; print the result on stdout; return the exit code."""
     console = Console(stderr=True)
@@ -43,11 +44,15 @@ def run_and_report(
     else:
         view = _Lines(fleet, review=review, failures_only=quiet)
     with view if live else nullcontext():  # type: ignore[attr-defined]
-        result = asyncio.run(run(prompt, fleet, deadline=deadline, review=review, on_event=view))
+        result = asyncio.run(run(prompt, fleet, deadline=deadline, review=review, strategy=strategy, on_event=view,
+                                 history=history))
     if live:
         for row in view.ended:
             if row.result and not row.result.ok:
                 sys.stderr.write(summary_line(row.result) + "\n")
+    if not quiet:
+        for line in review_summary(result):
+            sys.stderr.write(line + "\n")
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     print_result(result, as_json=as_json, rule=console if live else None)
@@ -55,6 +60,18 @@ def run_and_report(
         sys.stderr.write("error: no answer: every worker failed\n")
         return 1
     return 0
+
+
+def review_summary(result: RunResult) -> list[str]:
+    """The judge's scores or the council's aggregate ranking, one line each."""
+    lines = []
+    if result.scores:
+        lines.append("judge's scores:")
+        lines += [f"  {s['score']:>2}/10  {s['name']}: {s['reason']}" for s in result.scores]
+    if result.ranking:
+        lines.append("council ranking (Borda count):")
+        lines += [f"  {i + 1}. {r['name']} ({r['points']} points)" for i, r in enumerate(result.ranking)]
+    return lines
 
 
 def print_result(result: RunResult, *, as_json: bool, rule: Console | None = None) -> None:
@@ -66,6 +83,7 @@ def print_result(result: RunResult, *, as_json: bool, rule: Console | None = Non
     if result.final is not None:
         if rule is not None:
             source = "reviewer" if result.final_source == "review" else result.final_source
+            source = f"{source}, {result.strategy}" if result.strategy else source
             rule.rule(f"final answer ({source})", style="dim")
         out.write(result.final.rstrip() + "\n")
         return

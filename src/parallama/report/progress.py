@@ -54,7 +54,7 @@ class Progress:
     """Folds events into one row per agent (workers in config order, then the reviewer)."""
 
     def __init__(self, fleet: Fleet, *, review: bool = True) -> None:
-        agents = fleet.workers + ((fleet.reviewer,) if fleet.reviewer and review else ())
+        agents = fleet.workers + (fleet.reviewers if review else ())
         self.rows = {agent: AgentRow(agent) for agent in agents}
         self.ended: list[AgentRow] = []
 

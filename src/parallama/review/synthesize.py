@@ -29,12 +29,40 @@ ANSWER_TEMPLATE = """\
 ### Answer from {name}
 {content}"""
 
+REFINE_TEMPLATE = """\
+Task:
+{task}
 
-def messages(task: str, answers: list["AgentResult"], system: str | None) -> list["Message"]:
-    """System instructions plus one user message with the task and every labelled answer."""
-    labelled = "\n\n".join(ANSWER_TEMPLATE.format(name=a.name, content=a.content.strip()) for a in answers)
+Answers from the previous round, by several assistants:
+
+{answers}
+
+Use them as references: keep what is right, fix what is wrong, and write your own improved, complete answer to \
+the task."""
+
+
+def labelled(answers: list["AgentResult"]) -> str:
+    return "\n\n".join(ANSWER_TEMPLATE.format(name=a.name, content=a.content.strip()) for a in answers)
+
+
+def messages(task: str, answers: list["AgentResult"], system: str | None, *, template: str | None = None,
+             note: str | None = None) -> list["Message"]:
+    """System instructions plus one user message with the task and every labelled answer.
+
+    `template` (the config's review.prompt) replaces both; `note` (such as a peer ranking) is added after the answers.
+    """
+    answers_text = labelled(answers) + (f"\n\n{note}" if note else "")
+    if template is not None:
+        out: list[Message] = [{"role": "system", "content": system}] if system else []
+        return out + [{"role": "user", "content": template.format(task=task, answers=answers_text)}]
     instructions = f"{system}\n\n{INSTRUCTIONS}" if system else INSTRUCTIONS
     return [
         {"role": "system", "content": instructions},
-        {"role": "user", "content": USER_TEMPLATE.format(task=task, answers=labelled)},
+        {"role": "user", "content": USER_TEMPLATE.format(task=task, answers=answers_text)},
     ]
+
+
+def refine_messages(task: str, answers: list["AgentResult"], system: str | None) -> list["Message"]:
+    """A worker's request in round k+1: the task and the round-k answers (Mixture-of-Agents layer)."""
+    out: list[Message] = [{"role": "system", "content": system}] if system else []
+    return out + [{"role": "user", "content": REFINE_TEMPLATE.format(task=task, answers=labelled(answers))}]

@@ -1,0 +1,88 @@
+"""`parallama history`: the runs kept in SQLite — list, show one whole, export as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from .cli import cli, user_errors
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.pass_context
+def history(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List past runs (newest first). `history show ID`, `history export`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with user_errors():
+        from .history import History, history_path
+
+        if not history_path().exists():
+            runs = []
+        else:
+            with History() as store:
+                runs = store.runs(limit)
+        if as_json:
+            click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+            return
+        if not runs:
+            click.echo("no runs yet", err=True)
+        for run in runs:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started_at"]))
+            status = "" if run["status"] == "complete" else f"  [{run['status']}]"
+            prompt = " ".join(run["prompt"].split())[:60]
+            wall = f"{run['wall_s']:.1f} s" if run["wall_s"] is not None else "—"
+            click.echo(f"{run['id']}  {when}  {run['workers_ok']}/{run['workers']} workers  {run['strategy']:<10}"
+                       f"  {wall:>7}  {prompt}{status}")
+
+
+@history.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def show(run_id: str, as_json: bool) -> None:
+    """Show one run whole: every agent's settings, answer, timings, and the final answer."""
+    with user_errors():
+        from .errors import UsageError
+        from .history import History
+
+        with History() as store:
+            run = store.run(run_id)
+        if run is None:
+            raise UsageError(f"no run {run_id!r} (or the prefix matches several): see `parallama history`")
+        if as_json:
+            click.echo(json.dumps(run, indent=2, ensure_ascii=False))
+            return
+        click.echo(f"run {run['id']}  {run['status']}  strategy {run['strategy']}  "
+                   f"{run['wall_s'] if run['wall_s'] is not None else '—'} s")
+        click.echo(f"prompt: {run['prompt']}\n")
+        for agent in run["agents"]:
+            head = f"[{agent['stage']}] {agent['name']} ({agent['model']} @ {agent['api_url']}) — {agent['status']}"
+            timing = f"queued {agent['queued_s']} s, elapsed {agent['elapsed_s']} s, {agent['completion_tokens']} tok"
+            click.echo(f"{head}; {timing}")
+            if agent["error"]:
+                click.echo(f"  error: {agent['error']}")
+            if agent["content"]:
+                click.echo("  " + agent["content"].strip().replace("\n", "\n  "))
+            click.echo("")
+        for warning in run["warnings"]:
+            click.echo(f"warning: {warning}")
+        click.echo(f"final ({run['final_source']}):\n{run['final'] if run['final'] is not None else '—'}")
+
+
+@history.command()
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+def export(fmt: str) -> None:
+    """Every run, oldest first, one JSON object per line on stdout."""
+    with user_errors():
+        from .history import History, history_path
+
+        if not history_path().exists():
+            return
+        with History() as store:
+            for run in store.export():
+                sys.stdout.write(json.dumps(run, ensure_ascii=False) + "\n")

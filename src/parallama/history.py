@@ -1,0 +1,211 @@
+"""Every run kept in SQLite (the user's data dir, file mode 0600): prompt, config, strategy, each agent's request
+settings, answer, status, error, timings and tokens, and the final answer. API keys never reach it.
+
+The schema grows through numbered migration functions applied in order and recorded in `_migrations`, as
+simonw/llm does. A run's row is written when it starts (status `incomplete`) and each agent's row as it ends, so a
+crash or Ctrl-C leaves a row marked incomplete or interrupted, never a corrupt database (SQLite's journal sees
+to that)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .config import Agent, Fleet
+from .result import AgentResult, RunResult
+
+HISTORY_ENV = "PARALLAMA_NO_HISTORY"
+DB_ENV = "PARALLAMA_HISTORY_DB"
+
+
+def history_path() -> Path:
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("parallama", appauthor=False)) / "history.db"
+
+
+def history_disabled() -> bool:
+    return os.environ.get(HISTORY_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# ---------------------------------------------------------------- migrations
+
+def _m001_runs_and_agents(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            status TEXT NOT NULL,          -- incomplete, complete, interrupted
+            prompt TEXT NOT NULL,
+            config TEXT NOT NULL,          -- the fleet as JSON (api_key_env names, never keys)
+            strategy TEXT NOT NULL,
+            final TEXT,
+            final_source TEXT,
+            wall_s REAL,
+            warnings TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE agent_results (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            seq INTEGER NOT NULL,
+            stage TEXT NOT NULL,           -- workers, round 2, …, ranking, review
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            api_url TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            settings TEXT NOT NULL,        -- system, options, timeout as sent
+            status TEXT NOT NULL,
+            content TEXT,
+            error TEXT,
+            error_kind TEXT,
+            queued_s REAL, elapsed_s REAL, ttft_s REAL,
+            prompt_tokens INTEGER, completion_tokens INTEGER, tokens_per_s REAL,
+            PRIMARY KEY (run_id, seq)
+        )""")
+    db.execute("CREATE INDEX runs_started ON runs(started_at)")
+
+
+def _m002_review_details(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE runs ADD COLUMN details TEXT")  # scores, rankings, aggregate ranking (JSON)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents, _m002_review_details]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations not yet recorded, in order, each in its own transaction."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    for step in MIGRATIONS:
+        if step.__name__ in done:
+            continue
+        with db:
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (step.__name__, time.time()))
+
+
+# ---------------------------------------------------------------- the store
+
+class History:
+    """The run history database."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or history_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(self.path, 0o600)
+        self.db = sqlite3.connect(self.path)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # writing
+    def start(self, prompt: str, fleet: Fleet, strategy: str) -> "RunRecorder":
+        return RunRecorder(self, prompt, fleet, strategy)
+
+    # reading
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT r.*, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers') "
+            "AS workers, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers' "
+            "AND a.status = 'ok') AS workers_ok FROM runs r ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [dict(row) for row in rows]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ? OR id LIKE ?", (run_id, run_id + "%")).fetchall()
+        if len(row) != 1:
+            return None
+        run = dict(row[0])
+        run["config"] = json.loads(run["config"])
+        run["warnings"] = json.loads(run["warnings"] or "[]")
+        run["details"] = json.loads(run["details"] or "{}")
+        agents = self.db.execute("SELECT * FROM agent_results WHERE run_id = ? ORDER BY seq", (run["id"],))
+        run["agents"] = [dict(a, settings=json.loads(a["settings"])) for a in agents]
+        return run
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        for (run_id,) in self.db.execute("SELECT id FROM runs ORDER BY started_at").fetchall():
+            yield self.run(run_id)  # type: ignore[misc]
+
+
+def fleet_record(fleet: Fleet) -> dict[str, Any]:
+    """The fleet as stored: what was asked of each agent; an API key is only ever named, never read here."""
+    def agent(a: Agent) -> dict[str, Any]:
+        return {"name": a.name, "model": a.model, "api_url": a.api_url, "timeout": a.timeout, "system": a.system,
+                "options": dict(a.options), "api_key_env": a.api_key_env}
+
+    return {"worker_agents": [agent(a) for a in fleet.workers], "reviewer_agent": [agent(a) for a in fleet.reviewers],
+            "servers": {url: {"parallel": s.parallel} for url, s in fleet.servers.items()},
+            "review": {"strategy": fleet.strategy, "prompt": fleet.review_prompt, "rounds": fleet.rounds}}
+
+
+class RunRecorder:
+    """Writes one run as it happens: the run row first, then each agent's row as it ends, then the outcome."""
+
+    def __init__(self, history: History, prompt: str, fleet: Fleet, strategy: str) -> None:
+        self.db = history.db
+        self.id = uuid.uuid4().hex[:12]
+        self.agents = {a.name: a for a in fleet.agents}
+        self.secrets = [k for k in (a.api_key() for a in fleet.agents) if k]
+        self.seq = 0
+        self.stage = "workers"
+        with self.db:
+            self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy) "
+                            "VALUES (?, ?, 'incomplete', ?, ?, ?)",
+                            (self.id, time.time(), self._clean(prompt),
+                             self._clean(json.dumps(fleet_record(fleet))), strategy))
+
+    def _clean(self, text: str | None) -> str | None:
+        """Belt and braces: a key that found its way into text (say, pasted into a prompt) is masked."""
+        if text is None:
+            return None
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def agent_done(self, result: AgentResult, role: str) -> None:
+        agent = self.agents.get(result.name)
+        settings = {"system": agent.system, "options": dict(agent.options), "timeout": agent.timeout} if agent else {}
+        self.seq += 1
+        data = asdict(result)
+        with self.db:
+            self.db.execute(
+                "INSERT INTO agent_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.id, self.seq, self.stage, result.name, role, result.model, result.api_url, result.protocol,
+                 self._clean(json.dumps(settings)), result.status, self._clean(result.content),
+                 self._clean(result.error), result.error_kind, data["queued_s"], data["elapsed_s"], data["ttft_s"],
+                 result.prompt_tokens, result.completion_tokens, result.tokens_per_s))
+
+    def finish(self, result: RunResult) -> None:
+        details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking") if getattr(result, k, None)}
+        with self.db:
+            self.db.execute(
+                "UPDATE runs SET status = 'complete', ended_at = ?, final = ?, final_source = ?, wall_s = ?, "
+                "warnings = ?, details = ? WHERE id = ?",
+                (time.time(), self._clean(result.final), result.final_source, result.wall_s,
+                 self._clean(json.dumps(result.warnings)), self._clean(json.dumps(details)), self.id))
+
+    def interrupted(self) -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ? AND status = "
+                            "'incomplete'", (time.time(), self.id))

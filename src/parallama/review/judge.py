@@ -1,0 +1,117 @@
+"""`judge`: the reviewer scores every answer 1–10 with a one-line reason, as structured output; the best one wins."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..backends import Message
+    from ..config import Agent
+    from ..result import AgentResult
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "scores": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "response": {"type": "string"},
+                    "score": {"type": "integer", "minimum": 1, "maximum": 10},
+                    "reason": {"type": "string"},
+                },
+                "required": ["response", "score", "reason"],
+            },
+        }
+    },
+    "required": ["scores"],
+}
+
+INSTRUCTIONS = """\
+You are a strict judge. Several assistants answered the same task; their answers are below as Response A, \
+Response B, and so on. Score every response from 1 (useless or wrong) to 10 (correct, complete and clear), \
+with a one-line reason. Reply with JSON only, in this shape:
+{"scores": [{"response": "A", "score": 7, "reason": "..."}, ...]}"""
+
+STRICTER = """\
+Your previous reply could not be read. Reply with ONLY a JSON object, no other text, exactly in this shape, \
+with one entry for each of {labels}:
+{{"scores": [{{"response": "A", "score": 7, "reason": "one line"}}]}}"""
+
+
+class ScoresUnreadable(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str
+    score: int
+    reason: str
+
+
+def labels(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
+
+
+def messages(task: str, answers: list["AgentResult"], system: str | None) -> list["Message"]:
+    shown = "\n\n".join(f"### Response {label}\n{a.content.strip()}" for label, a in zip(labels(len(answers)), answers))
+    instructions = f"{system}\n\n{INSTRUCTIONS}" if system else INSTRUCTIONS
+    return [{"role": "system", "content": instructions},
+            {"role": "user", "content": f"Task:\n{task}\n\nResponses:\n\n{shown}"}]
+
+
+def stricter(previous: list["Message"], reply: str, n: int) -> list["Message"]:
+    """The retry: the same conversation, the unreadable reply, and a stricter instruction."""
+    return previous + [{"role": "assistant", "content": reply},
+                       {"role": "user", "content": STRICTER.format(labels=", ".join(labels(n)))}]
+
+
+def with_structured_output(agent: "Agent") -> "Agent":
+    """The judge asks the server for JSON of SCHEMA: Ollama's `format`, OpenAI's `response_format`."""
+    from dataclasses import replace
+
+    if agent.protocol == "ollama":
+        extra = {"format": SCHEMA}
+    else:
+        extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "scores", "schema": SCHEMA}}}
+    return replace(agent, extra_body={**agent.extra_body, **extra})
+
+
+def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
+    """The scores in answer order; raise ScoresUnreadable when the reply is not the promised shape."""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    if not match:
+        raise ScoresUnreadable("no JSON object in the reply")
+    try:
+        data = json.loads(match.group(0))
+    except ValueError as exc:
+        raise ScoresUnreadable(f"not JSON: {exc}") from None
+    items = data.get("scores") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ScoresUnreadable('no "scores" list')
+    by_label: dict[str, Score] = {}
+    names = dict(zip(labels(len(answers)), answers))
+    for item in items:
+        if not isinstance(item, dict):
+            raise ScoresUnreadable("a score is not an object")
+        label = str(item.get("response", "")).strip().removeprefix("Response ").strip().upper()
+        score = item.get("score")
+        if label not in names:
+            raise ScoresUnreadable(f"unknown response {item.get('response')!r}")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
+            raise ScoresUnreadable(f"score for {label} is not a number from 1 to 10: {score!r}")
+        by_label[label] = Score(names[label].name, int(round(score)), str(item.get("reason", "")).strip())
+    missing = [label for label in names if label not in by_label]
+    if missing:
+        raise ScoresUnreadable(f"no score for response {', '.join(missing)}")
+    return [by_label[label] for label in names]
+
+
+def best(scores: list[Score]) -> Score:
+    """The highest score; ties go to the earlier worker in config order."""
+    return max(scores, key=lambda s: s.score)

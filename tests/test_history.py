@@ -1,0 +1,147 @@
+"""Every run is kept in SQLite: success, failure and interrupted runs, no API key ever stored, migrations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+
+from conftest import invoke, worker, write_config
+from fakes import FakeServer, free_port
+from parallama.history import MIGRATIONS, History, history_path
+
+
+def test_a_successful_run_is_kept_whole(tmp_path, servers, monkeypatch):
+    a, b, c = servers
+    monkeypatch.setenv("SECRET_KEY_VAR", "sk-very-secret-value")
+    a.model("m", latency=0.05, text="alpha")
+    b.model("m", latency=0.05, text="beta")
+    c.model("rev", latency=0.05, text="merged")
+    write_config(tmp_path / "c.json", {
+        "reviewer_agent": {"name": "Rev", "api_url": c.url + "/v1", "model": "rev", "api_key_env": "SECRET_KEY_VAR"},
+        "worker_agents": [worker(a, "m", name="A", system="Be brief.", options={"temperature": 0.2}),
+                          worker(b, "m", name="B")]})
+    # A key pasted into a prompt is masked too.
+    result = invoke("run", "question with sk-very-secret-value inside", "-c", "c.json")
+    assert result.exit_code == 0
+    runs = json.loads(invoke("history", "--json").stdout)
+    assert len(runs) == 1 and runs[0]["status"] == "complete" and runs[0]["final"] == "merged"
+    assert runs[0]["workers"] == 2 and runs[0]["workers_ok"] == 2
+    shown = json.loads(invoke("history", "show", runs[0]["id"][:6], "--json").stdout)
+    # Rows in the order the agents ended: workers (either first), then the reviewer.
+    assert sorted((x["stage"], x["name"], x["status"]) for x in shown["agents"]) == [
+        ("review", "Rev", "ok"), ("workers", "A", "ok"), ("workers", "B", "ok")]
+    assert shown["agents"][-1]["stage"] == "review"
+    a_row = next(x for x in shown["agents"] if x["name"] == "A")
+    assert a_row["settings"] == {"system": "Be brief.", "options": {"temperature": 0.2}, "timeout": 60.0}
+    assert a_row["content"] == "alpha" and a_row["elapsed_s"] > 0 and a_row["completion_tokens"]
+    assert shown["config"]["reviewer_agent"][0]["api_key_env"] == "SECRET_KEY_VAR"
+    assert "***" in shown["prompt"]
+    # The key is nowhere in the database file.
+    path = history_path()
+    assert b"sk-very-secret-value" not in path.read_bytes()
+    for extra in path.parent.glob(path.name + "-*"):
+        assert b"sk-very-secret-value" not in extra.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_failed_run_is_kept_with_its_errors(tmp_path):
+    port = free_port()
+    write_config(tmp_path / "c.json", {"worker_agents": [{"name": "dead", "api_url": f"http://127.0.0.1:{port}",
+                                                          "model": "m"}]})
+    assert invoke("run", "hi", "-c", "c.json").exit_code == 1
+    [run] = json.loads(invoke("history", "--json").stdout)
+    assert run["status"] == "complete" and run["final"] is None and run["workers_ok"] == 0
+    shown = json.loads(invoke("history", "show", run["id"], "--json").stdout)
+    assert shown["agents"][0]["error_kind"] == "unreachable" and "connection refused" in shown["agents"][0]["error"]
+
+
+def test_an_interrupted_run_is_marked_and_the_database_stays_sound(tmp_path):
+    with FakeServer() as fake:
+        fake.model("quick", latency=0.05)
+        fake.model("slow", latency=30)
+        write_config(tmp_path / "c.json", {"worker_agents": [worker(fake, "quick"), worker(fake, "slow")],
+                                           "servers": {fake.url: {"parallel": 2}}})
+        env = {**os.environ}
+        proc = subprocess.Popen([sys.executable, "-m", "parallama", "run", "hi", "-c", "c.json", "-q"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while fake.in_flight < 1 or len(fake.requests) < 2:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    [run] = json.loads(invoke("history", "--json").stdout)
+    assert run["status"] == "interrupted"
+    shown = json.loads(invoke("history", "show", run["id"], "--json").stdout)
+    assert [a["name"] for a in shown["agents"]] == ["quick"]  # what had finished is kept
+    db = sqlite3.connect(history_path())
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_killed_run_stays_incomplete(tmp_path):
+    with FakeServer() as fake:
+        fake.model("slow", latency=30)
+        write_config(tmp_path / "c.json", {"worker_agents": [worker(fake, "slow")]})
+        proc = subprocess.Popen([sys.executable, "-m", "parallama", "run", "hi", "-c", "c.json", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 20
+        while fake.in_flight < 1:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    [run] = json.loads(invoke("history", "--json").stdout)
+    assert run["status"] == "incomplete"
+    assert "[incomplete]" in invoke("history").stdout
+
+
+def test_history_can_be_turned_off(tmp_path, server, monkeypatch):
+    server.model("m", latency=0.05)
+    write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
+    assert invoke("run", "hi", "-c", "c.json", "--no-history").exit_code == 0
+    monkeypatch.setenv("PARALLAMA_NO_HISTORY", "1")
+    assert invoke("run", "hi", "-c", "c.json").exit_code == 0
+    assert not history_path().exists()
+    monkeypatch.delenv("PARALLAMA_NO_HISTORY")
+    assert invoke("run", "hi", "-c", "c.json").exit_code == 0
+    assert len(json.loads(invoke("history", "--json").stdout)) == 1
+
+
+def test_list_limit_and_export(tmp_path, server):
+    server.model("m", latency=0.02)
+    write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
+    for i in range(3):
+        invoke("run", f"prompt {i}", "-c", "c.json")
+    listed = invoke("history", "--limit", "2")
+    assert listed.stdout.count("\n") == 2 and "prompt 2" in listed.stdout and "prompt 0" not in listed.stdout
+    lines = invoke("history", "export", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == ["prompt 0", "prompt 1", "prompt 2"]
+    assert invoke("history", "show", "nope").exit_code == 2
+
+
+def test_migrations_are_recorded_and_applied_once(tmp_path):
+    path = tmp_path / "h.db"
+    with History(path):
+        pass
+    with History(path) as store:
+        names = [row[0] for row in store.db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+    assert names == [m.__name__ for m in MIGRATIONS]
+    # An old database (first migration only) is brought up to date.
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    MIGRATIONS[0](db)
+    db.execute("INSERT INTO _migrations VALUES (?, 0)", (MIGRATIONS[0].__name__,))
+    db.commit()
+    db.close()
+    with History(old) as store:
+        columns = [row[1] for row in store.db.execute("PRAGMA table_info(runs)")]
+    assert "details" in columns
