@@ -45,6 +45,8 @@ class Behaviour:
     kv_heads: int = 8
     loaded_bytes: int | None = None
     "When set, /api/ps lists the model as loaded with this size."
+    reject_structured_output: bool = False
+    "Answer 400 to a request with `format` / `response_format`, as a server without structured output may."
     respond: Any = None
     "A function of the request's messages returning the answer text (overrides `text`), for reviewers and rankers."
 
@@ -256,6 +258,9 @@ class FakeServer:
         if behaviour.fault == "500":
             record.ended = time.perf_counter()
             return web.json_response({"error": "llama runner process has terminated: signal: killed"}, status=500)
+        if behaviour.reject_structured_output and "format" in record.body:
+            record.ended = time.perf_counter()
+            return web.json_response({"error": "invalid format: structured outputs are not supported"}, status=400)
         if behaviour.fault == "503":
             record.ended = time.perf_counter()
             return web.json_response({"error": "server busy, please try again.  maximum pending requests exceeded"},
@@ -286,6 +291,11 @@ class FakeServer:
             record.ended = time.perf_counter()
             return web.json_response({"error": {"message": f"The model `{model}` does not exist.",
                                                 "type": "NotFoundError", "param": None, "code": 404}}, status=404)
+        if behaviour.reject_structured_output and "response_format" in record.body:
+            record.ended = time.perf_counter()
+            return web.json_response({"error": {"message": "response_format is not supported", "type":
+                                                "invalid_request_error", "param": "response_format", "code": None}},
+                                     status=400)
         if behaviour.fault in ("500", "503"):
             record.ended = time.perf_counter()
             status = int(behaviour.fault)

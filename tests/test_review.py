@@ -180,6 +180,22 @@ async def test_judge_retries_once_with_a_stricter_prompt(servers):
     assert "could not be read" in retry.messages[-1]["content"]
 
 
+@pytest.mark.parametrize("path", ["/api/chat", "/v1"])
+async def test_judge_on_a_server_without_structured_output(servers, path):
+    a, b, c = servers
+    a.model("m", latency=0.05, text="one")
+    b.model("m", latency=0.05, text="two")
+    c.model("judge", latency=0.05, reject_structured_output=True,
+            text='{"scores": [{"response": "A", "score": 9, "reason": "r"}, {"response": "B", "score": 4, "reason": "s"}]}')
+    config = {"reviewer_agent": {"api_url": c.url + path, "model": "judge"},
+              "worker_agents": [worker(a, "m", name="first"), worker(b, "m")]}
+    result = await run("task", config, strategy="judge")
+    assert result.final_source == "judge:first" and result.review_attempts == []
+    refused, plain = c.requests
+    assert ("format" in refused.body) or ("response_format" in refused.body)
+    assert "format" not in plain.body and "response_format" not in plain.body
+
+
 async def test_judge_unreadable_twice_falls_back(servers):
     a, b, c = servers
     a.model("m", latency=0.05, text="first answer")
@@ -275,4 +291,5 @@ def test_strategy_on_the_command_line_and_in_json(tmp_path, servers):
     assert data["scores"][1] == {"name": "B", "score": 8, "reason": "fine"}
     text = invoke("run", "task", "-c", "c.json", "--strategy", "judge")
     assert "judge's scores:" in text.stderr and " 8/10  B: fine" in text.stderr
+    assert "✓ judge " in text.stderr  # the judge's own progress line, though its request carried extra fields
     assert invoke("run", "task", "-c", "c.json", "--strategy", "vote").exit_code == 2

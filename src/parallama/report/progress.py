@@ -55,11 +55,12 @@ class Progress:
 
     def __init__(self, fleet: Fleet, *, review: bool = True) -> None:
         agents = fleet.workers + (fleet.reviewers if review else ())
-        self.rows = {agent: AgentRow(agent) for agent in agents}
+        # By name, not by object: a strategy may send a reviewer's request with extra fields (a copy of the agent).
+        self.rows = {agent.name: AgentRow(agent) for agent in agents}
         self.ended: list[AgentRow] = []
 
     def __call__(self, event: Event) -> None:
-        row = self.rows.get(event.agent)
+        row = self.rows.get(event.agent.name)
         if row is None:
             return
         if isinstance(event, Delta):

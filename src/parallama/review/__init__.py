@@ -59,17 +59,21 @@ async def _ask_reviewers(stage: Stage, fleet: "Fleet", build: Callable[["Agent"]
         agent = prepare(reviewer) if prepare else reviewer
         messages = build(reviewer)
         [result] = await stage.run([(agent, messages)], until)
+        if agent is not reviewer and not result.ok and result.error_kind == "http_status":
+            # The server refused what `prepare` added (say, a structured-output field it does not know):
+            # ask again plainly.
+            [result] = await stage.run([(reviewer, messages)], until)
         if result.ok and read is not None:
             try:
                 read(result)
             except ValueError as first:
                 # Retry once with a stricter prompt and without the structured-output field, in case the
                 # server ignored or mishandled it.
-                [result] = await stage.run([(reviewer, retry(messages, result))], until) if retry else [result]
+                if retry:
+                    [result] = await stage.run([(reviewer, retry(messages, result))], until)
                 try:
-                    if not result.ok:
-                        raise ValueError(result.error or "failed")
-                    read(result)
+                    if result.ok:  # a retry that failed outright keeps its own error
+                        read(result)
                 except ValueError as second:
                     result = replace(result, status="error", error_kind="unreadable",
                                      error=f"{reviewer.name} ({reviewer.endpoint}): unreadable answer, twice: "
