@@ -20,7 +20,7 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -125,7 +125,7 @@ class FakeServer:
         return any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
 
     def __enter__(self) -> "FakeServer":
-        self._thread = threading.Thread(target=self._serve, name=f"fake-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="fake-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("fake server did not start")

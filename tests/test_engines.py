@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import invoke, write_config
+from conftest import invoke
 from fakes import free_port
 from parallama.engines.state import Instance, InstanceStore
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import invoke, worker, write_config
-from fakes import FakeServer, free_port
+from fakes import free_port
 from parallama import run
 
 FAULTS = [

@@ -210,11 +210,12 @@ def _same_process(fleet: Fleet) -> list[str]:
     from urllib.parse import urlsplit
 
     from .engines.ports import port_holder
+    from .hints import is_local
 
     owners: dict[int, list[str]] = {}
     for url in fleet.servers:
         parts = urlsplit(url)
-        if parts.hostname in ("localhost", "127.0.0.1") and parts.port:
+        if is_local(url) and parts.port:
             holder = port_holder(parts.port)
             if holder.pid is not None:
                 owners.setdefault(holder.pid, []).append(url)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, ConfigErrors
+from .hints import LOOPBACK_HOSTS
 
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
@@ -33,7 +34,6 @@ OPENAI_OPTION_FIELDS = {
     "frequency_penalty": "frequency_penalty",
 }
 
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -246,7 +246,7 @@ def server_of(url: str) -> str:
     except ValueError:
         raise ValueError(f"{url!r} has a bad port") from None
     host = parts.hostname.lower()
-    if host in _LOOPBACK_HOSTS:
+    if host in LOOPBACK_HOSTS:
         host = "localhost"
     if ":" in host:
         host = f"[{host}]"

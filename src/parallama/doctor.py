@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from .config import Fleet
 from .memory import Machine
+from .hints import pull_command, serve_command
 from .plan import FleetPlan, make_plan
 
 Status = Literal["pass", "warn", "fail"]
@@ -54,7 +55,8 @@ def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis:
             checks.append(Check("model", "pass", f"{agent.name}: {agent.model} is on {server.url}"))
         else:
             checks.append(Check("model", "fail", f"{agent.name}: {agent.model} is not on {server.url}",
-                                _pull_fix(server.url, agent.model) if agent.protocol == "ollama"
+                                f"{pull_command(server.url, agent.model)} or `parallama pull {agent.model} "
+                                f"--url {server.url}`" if agent.protocol == "ollama"
                                 else f"serve {agent.model} on that server, or fix the model name "
                                      f"(it has: {', '.join(probe.models[:5]) or 'none'})"))
     status = {True: "pass", False: "fail", None: "warn"}[plan.fits]
@@ -77,7 +79,7 @@ def _server_check(server) -> Check:
     parts = urlsplit(server.url)
     if probe is None or not probe.reachable:
         port = parts.port
-        fix = (f"`parallama up` or `OLLAMA_HOST=127.0.0.1:{port} ollama serve`" if server.local and
+        fix = (f"`parallama up` or {serve_command(port)}" if server.local and
                server.protocol == "ollama" else "check the URL, and that the server runs and is reachable")
         cause = probe.error if probe else "not probed"
         if server.local and probe and probe.error and "refused" in probe.error:
@@ -94,10 +96,3 @@ def _server_check(server) -> Check:
         if holder.pid is not None:
             held = f"; served by {holder}"
     return Check("server", "pass", f"{server.url}: {probe.version} answers in {probe.latency_ms:.0f} ms{held}")
-
-
-def _pull_fix(url: str, model: str) -> str:
-    parts = urlsplit(url)
-    if parts.port == 11434 and parts.hostname in ("localhost", "127.0.0.1"):
-        return f"`ollama pull {model}`"
-    return f"`OLLAMA_HOST={parts.hostname}:{parts.port} ollama pull {model}` or `parallama pull {model} --url {url}`"

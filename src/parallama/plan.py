@@ -7,14 +7,13 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .config import Agent, Fleet
 from .memory import (INSTANCE_OVERHEAD_GB, Machine, ModelEstimate, catalogue_entry, estimate_from_catalogue,
                      estimate_from_gguf, estimate_from_show, this_machine)
+from .hints import is_local
 from .probe import ServerProbe, probe_servers, same_model
 
-LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 DEFAULT_CONTEXT = {"ollama": 4096, "openai": 4096}
 
 
@@ -102,10 +101,9 @@ def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool = Tru
     for agent in fleet.agents:
         plan = servers.get(agent.server)
         if plan is None:
-            host = urlsplit(agent.server).hostname or ""
             plan = servers[agent.server] = ServerPlan(
                 url=agent.server, protocol=agent.protocol, parallel=fleet.servers[agent.server].parallel,
-                workers=[], reviewer=None, local=host in LOOPBACK)
+                workers=[], reviewer=None, local=is_local(agent.server))
             bases[agent.server] = probe_base(agent)
         if agent.role == "worker":
             plan.workers.append(agent.name)

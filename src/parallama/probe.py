@@ -88,16 +88,15 @@ async def probe_servers(targets: list[tuple[str, str, list[str]]]) -> list[Serve
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> dict:
-    async with session.get(url) as response:
-        response.raise_for_status()
-        data = await response.json(content_type=None)
-    if not isinstance(data, dict):
-        raise ValueError(f"{url} did not answer with a JSON object")
-    return data
+    return await _json(session.get(url), url)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
-    async with session.post(url, json=body) as response:
+    return await _json(session.post(url, json=body), url)
+
+
+async def _json(request, url: str) -> dict:
+    async with request as response:
         response.raise_for_status()
         data = await response.json(content_type=None)
     if not isinstance(data, dict):

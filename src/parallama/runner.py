@@ -48,13 +48,13 @@ async def run(
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
     recorder, store = _recorder(history, prompt, fleet, strategy)
-    sink = on_event
-    if recorder is not None:
-        def sink(event: Event) -> None:
-            if on_event is not None:
-                on_event(event)
-            if isinstance(event, (Finished, Failed)):
-                recorder.agent_done(event.result, event.agent.role)
+    def recording(event: Event) -> None:
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, (Finished, Failed)):
+            recorder.agent_done(event.result, event.agent.role)
+
+    sink = recording if recorder is not None else on_event
     try:
         async with client_session() as session:
             stage = _Stage(fleet, session, sink)

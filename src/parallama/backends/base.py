@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..hints import is_local, pull_command, serve_command
 from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken, Unreachable
 
 if TYPE_CHECKING:
@@ -115,18 +116,12 @@ async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTP
 
 
 def _pull_hint(agent: "Agent") -> str | None:
-    if agent.protocol != "ollama":
-        return None
-    parts = urlsplit(agent.endpoint)
-    if parts.hostname in ("localhost", "127.0.0.1") and (parts.port or 80) == 11434:
-        return f"run `ollama pull {agent.model}`"
-    return f"run `OLLAMA_HOST={parts.netloc} ollama pull {agent.model}`"
+    return f"run {pull_command(agent.endpoint, agent.model)}" if agent.protocol == "ollama" else None
 
 
 def _start_hint(agent: "Agent") -> str | None:
-    parts = urlsplit(agent.endpoint)
-    if agent.protocol == "ollama" and parts.hostname in ("localhost", "127.0.0.1"):
-        return f"start it with `OLLAMA_HOST=127.0.0.1:{parts.port or 80} ollama serve`"
+    if agent.protocol == "ollama" and is_local(agent.endpoint):
+        return f"start it with {serve_command(urlsplit(agent.endpoint).port or 80)}"
     return None
 
 
