@@ -74,6 +74,16 @@ def review_summary(result: RunResult) -> list[str]:
     return lines
 
 
+def source_label(result: RunResult) -> str:
+    """Where the final answer came from, for people: `reviewer, council`, `judged best: B`, `fallback: A's`."""
+    kind, _, name = (result.final_source or "").partition(":")
+    if kind == "judge":
+        return f"judged best: {name}"
+    if kind == "worker":
+        return f"fallback: {name}'s answer"
+    return f"reviewer, {result.strategy}" if result.strategy else "reviewer"
+
+
 def print_result(result: RunResult, *, as_json: bool, rule: Console | None = None) -> None:
     """The final answer alone on stdout; with no review, every worker's answer under its name; or the JSON."""
     out = sys.stdout
@@ -82,9 +92,7 @@ def print_result(result: RunResult, *, as_json: bool, rule: Console | None = Non
         return
     if result.final is not None:
         if rule is not None:
-            source = "reviewer" if result.final_source == "review" else result.final_source
-            source = f"{source}, {result.strategy}" if result.strategy else source
-            rule.rule(f"final answer ({source})", style="dim")
+            rule.rule(f"final answer ({source_label(result)})", style="dim")
         out.write(result.final.rstrip() + "\n")
         return
     answers = [w for w in result.workers if w.ok]
