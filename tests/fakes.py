@@ -86,8 +86,11 @@ class FakeServer:
     """An Ollama/OpenAI-compatible server with controllable latency, slots and faults."""
 
     def __init__(self, *, slots: int | None = None, version: str = "0.12.6", host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, extra_ports: int = 0) -> None:
         self.slots = slots
+        self.extra_ports = extra_ports
+        "More ports served by this same server (same slots): one process that looks like several servers."
+        self.other_urls: list[str] = []
         self.host = host
         "Requests served at once; the rest wait inside the server (as Ollama queues). None: no limit."
         self.version = version
@@ -169,6 +172,10 @@ class FakeServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        for _ in range(self.extra_ports):
+            extra = web.TCPSite(self._runner, self.host, 0)
+            await extra.start()
+            self.other_urls.append(f"http://127.0.0.1:{extra._server.sockets[0].getsockname()[1]}")  # type: ignore
 
     async def _stop(self) -> None:
         if self._runner:

@@ -74,6 +74,20 @@ async def test_a_server_with_fewer_real_slots_is_flagged(tmp_path):
     assert any("queued requests" in f and "OLLAMA_NUM_PARALLEL" in f for f in result.flags)
 
 
+async def test_two_servers_that_are_one_process_are_flagged(tmp_path):
+    with FakeServer(slots=1, extra_ports=1) as fake:  # one server, one slot, listening on two ports
+        fake.model("m", latency=0.4, tokens=8)
+        urls = [fake.url, fake.other_urls[0]]
+        fleet = load_config(write_config(tmp_path / "c.json", {
+            "worker_agents": [{"name": f"w{i}", "api_url": url, "model": "m"} for i, url in enumerate(urls)]}))
+        result = await bench(fleet, ["hi"], repeat=1)
+    assert result.ideal_speedup == pytest.approx(2.0, rel=0.1)
+    assert result.speedup < 1.3
+    same = [f for f in result.flags if "are the same process" in f]
+    assert len(same) == 1
+    assert all(url.replace("127.0.0.1", "localhost") in same[0] for url in urls)
+
+
 async def test_a_single_one_slot_server_allows_no_speedup(tmp_path, server):
     server.model("m", latency=0.2)
     fleet = load_config(write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")] * 2}))
