@@ -13,7 +13,8 @@ import time
 
 from conftest import invoke, worker, write_config
 from fakes import FakeServer, free_port
-from parallama.history import MIGRATIONS, History, history_path
+from parallama.history import MIGRATIONS, History
+from parallama.paths import history_db
 
 
 def test_a_successful_run_is_kept_whole(tmp_path, servers, monkeypatch):
@@ -43,7 +44,7 @@ def test_a_successful_run_is_kept_whole(tmp_path, servers, monkeypatch):
     assert shown["config"]["reviewer_agent"][0]["api_key_env"] == "SECRET_KEY_VAR"
     assert "***" in shown["prompt"]
     # The key is nowhere in the database file.
-    path = history_path()
+    path = history_db()
     assert b"sk-very-secret-value" not in path.read_bytes()
     for extra in path.parent.glob(path.name + "-*"):
         assert b"sk-very-secret-value" not in extra.read_bytes()
@@ -82,7 +83,7 @@ def test_an_interrupted_run_is_marked_and_the_database_stays_sound(tmp_path):
     assert run["status"] == "interrupted"
     shown = json.loads(invoke("history", "show", run["id"], "--json").stdout)
     assert [a["name"] for a in shown["agents"]] == ["quick"]  # what had finished is kept
-    db = sqlite3.connect(history_path())
+    db = sqlite3.connect(history_db())
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -109,7 +110,7 @@ def test_history_can_be_turned_off(tmp_path, server, monkeypatch):
     assert invoke("run", "hi", "-c", "c.json", "--no-history").exit_code == 0
     monkeypatch.setenv("PARALLAMA_NO_HISTORY", "1")
     assert invoke("run", "hi", "-c", "c.json").exit_code == 0
-    assert not history_path().exists()
+    assert not history_db().exists()
     monkeypatch.delenv("PARALLAMA_NO_HISTORY")
     assert invoke("run", "hi", "-c", "c.json").exit_code == 0
     assert len(json.loads(invoke("history", "--json").stdout)) == 1

@@ -44,14 +44,14 @@ def test_slots_in_config_make_a_shared_server_parallel(tmp_path, server):
     assert data["truly_parallel"] is True
 
 
-def test_memory_from_the_servers_own_answers(tmp_path, servers):
+async def test_memory_from_the_servers_own_answers(tmp_path, servers):
     a, b, c = servers
     a.model("llama3:8b", parameter_size="8.0B", quantization="Q4_0", layers=32, kv_heads=8)
     b.model("custom-model", parameter_size="13B", quantization="Q8_0", layers=40, kv_heads=40)
     c.model("mistral", loaded_bytes=6_000_000_000)
     fleet = load_config(write_config(tmp_path / "c.json", {"worker_agents": [
         worker(a, "llama3:8b"), worker(b, "custom-model", options={"num_ctx": 2048}), worker(c, "mistral")]}))
-    plan = make_plan(fleet, machine=Machine(ram_gb=64, ram_available_gb=60))
+    plan = await make_plan(fleet, machine=Machine(ram_gb=64, ram_available_gb=60))
     models = {m.model: m for s in plan.servers for m in s.models}
     # /api/show: 8.0B at Q4_0 (4.55 bits per weight) → 4.55 GB; KV 2 × 32 layers × 8 heads × 128 × 2 B × 4096.
     assert models["llama3:8b"].source == "server (/api/show)"

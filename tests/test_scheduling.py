@@ -97,11 +97,16 @@ async def test_agent_timeout_counts_from_send():
 
 
 async def test_events_arrive_in_order_per_agent(server):
-    from parallama.events import Delta, Finished, Queued, Started
+    from parallama.events import Delta, Finished, Queued, RunEnded, RunStarted, Started
 
     server.model("m", latency=0.2, tokens=4)
-    seen: list[str] = []
-    await run("hi", {"worker_agents": [worker(server, "m")]},
-              on_event=lambda e: seen.append(type(e).__name__))
-    assert seen[0] == Queued.__name__ and seen[1] == Started.__name__
-    assert seen[2:-1] == [Delta.__name__] * 4 and seen[-1] == Finished.__name__
+    seen: list = []
+    result = await run("hi", {"worker_agents": [worker(server, "m")]}, on_event=seen.append)
+    names = [type(e).__name__ for e in seen]
+    assert names[0] == RunStarted.__name__ and names[-1] == RunEnded.__name__
+    assert names[1] == Queued.__name__ and names[2] == Started.__name__
+    assert names[3:-2] == [Delta.__name__] * 4 and names[-2] == Finished.__name__
+    # Every event names its run; the agent events name their stage.
+    assert {e.run_id for e in seen} == {result.run_id}
+    assert {e.stage for e in seen[1:-1]} == {"workers"}
+    assert seen[-1].result is result

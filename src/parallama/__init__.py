@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "run": "parallama.runner",
     "run_sync": "parallama.runner",
+    "FleetClient": "parallama.client",
     "load_config": "parallama.config",
     "Fleet": "parallama.config",
     "Agent": "parallama.config",
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .config import Agent, Fleet, Server, load_config
     from .errors import BackendError, ConfigError, ParallamaError
     from .result import AgentResult, RunResult
+    from .client import FleetClient
     from .runner import run, run_sync
 
 

@@ -3,16 +3,15 @@ the slot layout allows and the likely cause when parallel falls short of it."""
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .client import FleetClient
 from .config import Agent, Fleet
 from .events import Delta, Event, Failed, Finished, Started
 from .result import AgentResult
-from .runner import run_workers
 
 WARMUP_PROMPT = "Reply with the single word: ready."
 SLOWER_THAN_IDEAL = 0.85
@@ -79,7 +78,8 @@ class _ModeRun:
     spans: list[Span]
 
 
-async def _measure(fleet: Fleet, prompt: str, sequential: bool) -> _ModeRun:
+async def _measure(client: FleetClient, prompt: str, sequential: bool) -> _ModeRun:
+    fleet = client.fleet
     sent: dict[str, float] = {}
     first: dict[str, float] = {}
     ended: dict[str, float] = {}
@@ -95,7 +95,7 @@ async def _measure(fleet: Fleet, prompt: str, sequential: bool) -> _ModeRun:
             ended[name] = now
 
     t0 = time.perf_counter()
-    results = await run_workers(prompt, fleet, sequential=sequential, on_event=on_event)
+    results = await client.run_workers(prompt, sequential=sequential, on_event=on_event)
     makespan = time.perf_counter() - t0
     spans = [Span(a.name, a.server, sent.get(a.name, t0) - t0,
                   (first[a.name] - t0) if a.name in first else None, ended.get(a.name, t0) - t0, r.ok)
@@ -103,8 +103,9 @@ async def _measure(fleet: Fleet, prompt: str, sequential: bool) -> _ModeRun:
     return _ModeRun(makespan, results, spans)
 
 
-async def _warm_up(fleet: Fleet, on_progress: Progress | None) -> dict[str, float]:
+async def _warm_up(client: FleetClient, on_progress: Progress | None) -> dict[str, float]:
     """One request per model and server, one at a time, so loading a model is not counted in either mode."""
+    fleet = client.fleet
     seen: dict[tuple[str, str], Agent] = {}
     for agent in fleet.workers:
         seen.setdefault((agent.server, agent.model), agent)
@@ -113,7 +114,7 @@ async def _warm_up(fleet: Fleet, on_progress: Progress | None) -> dict[str, floa
         if on_progress:
             on_progress(i, len(seen), f"warm-up {model} on {server}")
         t0 = time.perf_counter()
-        await run_workers(WARMUP_PROMPT, replace(fleet, workers=(agent,), reviewers=()))
+        await client.run_workers(WARMUP_PROMPT, agents=(agent,))
         times[f"{model} on {server}"] = round(time.perf_counter() - t0, 3)
     return times
 
@@ -133,7 +134,13 @@ def ideal_makespan(latencies: dict[str, float], fleet: Fleet) -> float:
 
 async def bench(fleet: Fleet, prompts: list[str], repeat: int = 3, on_progress: Progress | None = None) -> BenchResult:
     """Warm up, then per prompt and repeat run the workers sequentially and in parallel (alternating)."""
-    warmup = await _warm_up(fleet, on_progress)
+    async with FleetClient(fleet) as client:
+        return await _bench(client, prompts, repeat, on_progress)
+
+
+async def _bench(client: FleetClient, prompts: list[str], repeat: int, on_progress: Progress | None) -> BenchResult:
+    fleet = client.fleet
+    warmup = await _warm_up(client, on_progress)
     runs: dict[str, list[_ModeRun]] = {"sequential": [], "parallel": []}
     total = len(prompts) * repeat * 2
     step = 0
@@ -142,7 +149,7 @@ async def bench(fleet: Fleet, prompts: list[str], repeat: int = 3, on_progress: 
             for mode in ("sequential", "parallel"):
                 if on_progress:
                     on_progress(step, total, f"{mode} run {step // 2 + 1} of {total // 2}")
-                runs[mode].append(await _measure(fleet, prompt, mode == "sequential"))
+                runs[mode].append(await _measure(client, prompt, mode == "sequential"))
                 step += 1
     if on_progress:
         on_progress(total, total, "done")
@@ -221,7 +228,3 @@ def _same_process(fleet: Fleet) -> list[str]:
                 owners.setdefault(holder.pid, []).append(url)
     return [f"{' and '.join(urls)} are the same process (pid {pid}): their requests queue together"
             for pid, urls in owners.items() if len(urls) > 1]
-
-
-def run_bench(fleet: Fleet, prompts: list[str], repeat: int, on_progress: Progress | None = None) -> BenchResult:
-    return asyncio.run(bench(fleet, prompts, repeat, on_progress))

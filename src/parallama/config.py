@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Union
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -254,6 +254,19 @@ def server_of(url: str) -> str:
 
 
 # ---------------------------------------------------------------- loading
+
+
+ConfigLike = Union[Fleet, str, "os.PathLike[str]", Mapping[str, Any]]
+"A Fleet, a config file's path, or the config as a dict."
+
+
+def as_fleet(config: ConfigLike) -> Fleet:
+    """The validated fleet, from whatever the caller holds."""
+    if isinstance(config, Fleet):
+        return config
+    if isinstance(config, Mapping):
+        return fleet_from_dict(dict(config))
+    return load_config(config)
 
 
 def load_config(path: str | os.PathLike[str]) -> Fleet:

@@ -40,9 +40,9 @@ class Diagnosis:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
-def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis:
+async def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis:
     """Run every check on the fleet and this machine."""
-    plan = make_plan(fleet, machine=machine)
+    plan = await make_plan(fleet, machine=machine)
     checks: list[Check] = []
     for server in plan.servers:
         checks.append(_server_check(server))

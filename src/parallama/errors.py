@@ -1,4 +1,22 @@
-"""The one error tree of parallama: what the CLI turns into a one-line message and an exit code."""
+"""The one error tree of parallama: what the CLI turns into a one-line message and an exit code.
+
+    ParallamaError                 anything meant for a user; any other exception is a bug
+    ├── UsageError            (2)  the command line is wrong; raised by the CLI only, never by the library
+    ├── ConfigError           (2)  file:line:col or the JSON path, and what is wrong there
+    │   └── ConfigErrors      (2)  several at once, one line each
+    ├── SetupError            (2)  this machine lacks something: an engine, a free port, a model file, an extra
+    │   └── NothingFits       (2)  no fleet fits the memory `recommend` was given
+    ├── StartError            (1)  an instance did not come up; names its log
+    └── BackendError          (1)  one agent's request failed; names the agent, the URL and the cause
+        ├── Unreachable            nothing answers at the server's address
+        ├── HTTPStatus             a 4xx/5xx answer (`status_code`)
+        │   ├── ModelNotFound      the server lacks the model; the hint is the `ollama pull` to run
+        │   └── ServerBusy         503
+        ├── StreamBroken           the stream was cut, or carried what is not the protocol
+        └── AgentTimeout           the agent's timeout or the run's deadline ran out
+
+Every error is complete when raised: the agent, URL and hint are given to the constructor, never patched on later.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +28,23 @@ class ParallamaError(Exception):
 
 
 class UsageError(ParallamaError):
-    """The command line or its environment is wrong (exit 2)."""
+    """The command line is wrong (exit 2). Raised by the CLI only: the library raises the errors below."""
 
     exit_code = 2
+
+
+class SetupError(ParallamaError):
+    """This machine lacks what the command needs (an engine, a free port, a model file, an optional library)."""
+
+    exit_code = 2
+
+
+class NothingFits(SetupError):
+    """No fleet fits the memory budget `recommend` was given."""
+
+
+class StartError(ParallamaError):
+    """An instance did not come up; names its log file."""
 
 
 class ConfigError(ParallamaError):

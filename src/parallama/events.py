@@ -1,4 +1,9 @@
-"""What the orchestrator publishes as a run goes on; views, JSON and history consume the same stream."""
+"""What a run publishes as it goes on, each event with its run id and stage; views, JSON, history and `serve`
+consume the same stream.
+
+A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → `Delta`… → `Finished` or
+`Failed`, then `RunEnded`. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,35 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Union
 
 if TYPE_CHECKING:
-    from .config import Agent
-    from .result import AgentResult
+    from .config import Agent, Fleet
+    from .result import AgentResult, RunResult
+
+WORKERS = "workers"
+RANKING = "ranking"
+REVIEW = "review"
+
+
+def round_stage(k: int) -> str:
+    """The stage name of the workers' k-th round (k ≥ 2; round 1 is `workers`)."""
+    return f"round {k}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run began: its prompt, the fleet it runs on and how it will be reviewed (None: no review)."""
+
+    run_id: str
+    prompt: str
+    fleet: "Fleet"
+    strategy: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Queued:
     """The agent waits for a free slot on its server."""
 
+    run_id: str
+    stage: str
     agent: "Agent"
 
 
@@ -21,6 +47,8 @@ class Queued:
 class Started:
     """The agent's request was sent; its timeout runs from now."""
 
+    run_id: str
+    stage: str
     agent: "Agent"
     queued_s: float
 
@@ -29,6 +57,8 @@ class Started:
 class Delta:
     """A piece of the agent's answer arrived."""
 
+    run_id: str
+    stage: str
     agent: "Agent"
     text: str
 
@@ -37,6 +67,8 @@ class Delta:
 class Finished:
     """The agent's answer is complete."""
 
+    run_id: str
+    stage: str
     agent: "Agent"
     result: "AgentResult"
 
@@ -45,9 +77,20 @@ class Finished:
 class Failed:
     """The agent failed or timed out; `result.error` says why."""
 
+    run_id: str
+    stage: str
     agent: "Agent"
     result: "AgentResult"
 
 
-Event = Union[Queued, Started, Delta, Finished, Failed]
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """The run is over: its result, or None when it was interrupted (cancelled, Ctrl-C)."""
+
+    run_id: str
+    result: "RunResult | None"
+
+
+AgentEvent = Union[Queued, Started, Delta, Finished, Failed]
+Event = Union[RunStarted, Queued, Started, Delta, Finished, Failed, RunEnded]
 EventSink = Callable[[Event], None]

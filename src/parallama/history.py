@@ -18,18 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import Agent, Fleet
+from .events import Event, Failed, Finished, RunEnded, RunStarted
+from .paths import history_db
 from .result import AgentResult, RunResult
 
 HISTORY_ENV = "PARALLAMA_NO_HISTORY"
-DB_ENV = "PARALLAMA_HISTORY_DB"
-
-
-def history_path() -> Path:
-    if os.environ.get(DB_ENV):
-        return Path(os.environ[DB_ENV])
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("parallama", appauthor=False)) / "history.db"
 
 
 def history_disabled() -> bool:
@@ -100,7 +93,7 @@ class History:
     """The run history database."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or history_path()
+        self.path = path or history_db()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -118,10 +111,6 @@ class History:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # writing
-    def start(self, prompt: str, fleet: Fleet, strategy: str) -> "RunRecorder":
-        return RunRecorder(self, prompt, fleet, strategy)
 
     # reading
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -162,13 +151,13 @@ def fleet_record(fleet: Fleet) -> dict[str, Any]:
 class RunRecorder:
     """Writes one run as it happens: the run row first, then each agent's row as it ends, then the outcome."""
 
-    def __init__(self, history: History, prompt: str, fleet: Fleet, strategy: str) -> None:
+    def __init__(self, history: History, prompt: str, fleet: Fleet, strategy: str, *,
+                 run_id: str | None = None) -> None:
         self.db = history.db
-        self.id = uuid.uuid4().hex[:12]
+        self.id = run_id or uuid.uuid4().hex[:12]
         self.agents = {a.name: a for a in fleet.agents}
         self.secrets = [k for k in (a.api_key() for a in fleet.agents) if k]
         self.seq = 0
-        self.stage = "workers"
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy) "
                             "VALUES (?, ?, 'incomplete', ?, ?, ?)",
@@ -184,6 +173,7 @@ class RunRecorder:
         return text
 
     def agent_done(self, result: AgentResult, role: str) -> None:
+        """One agent's row, in the stage `result.stage` (workers, round k, ranking, review)."""
         agent = self.agents.get(result.name)
         settings = {"system": agent.system, "options": dict(agent.options), "timeout": agent.timeout} if agent else {}
         self.seq += 1
@@ -191,7 +181,7 @@ class RunRecorder:
         with self.db:
             self.db.execute(
                 "INSERT INTO agent_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.id, self.seq, self.stage, result.name, role, result.model, result.api_url, result.protocol,
+                (self.id, self.seq, result.stage, result.name, role, result.model, result.api_url, result.protocol,
                  self._clean(json.dumps(settings)), result.status, self._clean(result.content),
                  self._clean(result.error), result.error_kind, data["queued_s"], data["elapsed_s"], data["ttft_s"],
                  result.prompt_tokens, result.completion_tokens, result.tokens_per_s))
@@ -209,3 +199,28 @@ class RunRecorder:
         with self.db:
             self.db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ? AND status = "
                             "'incomplete'", (time.time(), self.id))
+
+
+class HistoryWriter:
+    """An event subscriber that keeps every run it sees: `FleetClient.subscribe(HistoryWriter(History()))`."""
+
+    def __init__(self, store: History) -> None:
+        self.store = store
+        self._runs: dict[str, RunRecorder] = {}
+
+    def __call__(self, event: "Event") -> None:
+        if isinstance(event, (Finished, Failed)):
+            recorder = self._runs.get(event.run_id)
+            if recorder is not None:
+                recorder.agent_done(event.result, event.agent.role)
+        elif isinstance(event, RunStarted):
+            self._runs[event.run_id] = RunRecorder(self.store, event.prompt, event.fleet,
+                                                   event.strategy or event.fleet.strategy, run_id=event.run_id)
+        elif isinstance(event, RunEnded):
+            recorder = self._runs.pop(event.run_id, None)
+            if recorder is None:
+                return
+            if event.result is None:
+                recorder.interrupted()
+            else:
+                recorder.finish(event.result)

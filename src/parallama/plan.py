@@ -93,7 +93,7 @@ class FleetPlan:
         }
 
 
-def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool = True) -> FleetPlan:
+async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool = True) -> FleetPlan:
     """Group the fleet by server, probe the servers (unless told not to), estimate memory, and judge it."""
     machine = machine or this_machine()
     servers: dict[str, ServerPlan] = {}
@@ -111,7 +111,7 @@ def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool = Tru
             plan.reviewer = agent.name
     if probe:
         targets = [(bases[url], plan.protocol, _models_on(fleet, url)) for url, plan in servers.items()]
-        for plan, result in zip(servers.values(), asyncio.run(probe_servers(targets))):
+        for plan, result in zip(servers.values(), await probe_servers(targets)):
             plan.probe = result
     for url, plan in servers.items():
         _estimate_models(fleet, plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import NothingFits
 from .memory import CATALOGUE, INSTANCE_OVERHEAD_GB, CatalogueModel, Machine
 
 CONTEXT = 4096
@@ -69,10 +70,6 @@ class Recommendation:
                 "workers": [m.tag for m in self.workers], "reviewer": self.reviewer.tag,
                 "memory_gb": round(self.memory_gb, 1), "reasons": self.reasons, "commands": self.commands(),
                 "config": self.config()}
-
-
-class NothingFits(Exception):
-    pass
 
 
 CPU_WORKER_MAX_B = 8.5

@@ -30,6 +30,8 @@ class AgentResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_per_s: float | None = None
+    stage: str = "workers"
+    "`workers`, `round 2` … `round N`, `ranking` (council) or `review`."
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,9 @@ class RunResult:
     "council: each worker's ranking of the others (what it was shown, its order, or why it was left out)."
     ranking: list[dict] | None = None
     "council: the aggregate (Borda count), best first."
+    run_id: str | None = None
     history_id: str | None = None
+    "The run's id in the history database, when the run was kept there (the same as `run_id`)."
 
     @property
     def answered(self) -> bool:

@@ -53,9 +53,6 @@ async def open_stream(
             if response.status >= 400:
                 raise await status_error(agent, response)
             yield response
-    except BackendError as exc:
-        exc.agent, exc.url = exc.agent or agent.name, exc.url or agent.endpoint
-        raise
     except aiohttp.ClientConnectorError as exc:
         raise Unreachable(_connect_cause(exc), agent=agent.name, url=agent.endpoint,
                           hint=_start_hint(agent)) from exc
@@ -68,19 +65,24 @@ async def open_stream(
         raise Unreachable(str(exc), agent=agent.name, url=agent.endpoint) from exc
 
 
-def malformed(line: bytes) -> StreamBroken:
+def malformed(agent: "Agent", line: bytes) -> StreamBroken:
     text = line.decode("utf-8", "replace").strip()
-    return StreamBroken(f"malformed line in stream: {text[:80]!r}")
+    return StreamBroken(f"malformed line in stream: {text[:80]!r}", agent=agent.name, url=agent.endpoint)
 
 
-def parse_json_line(line: bytes) -> dict:
+def parse_json_line(agent: "Agent", line: bytes) -> dict:
     try:
         chunk = json.loads(line)
     except ValueError:
-        raise malformed(line) from None
+        raise malformed(agent, line) from None
     if not isinstance(chunk, dict):
-        raise malformed(line)
+        raise malformed(agent, line)
     return chunk
+
+
+def mid_stream_error(agent: "Agent", error: object) -> BackendError:
+    """An `{"error": ...}` line after the stream began, in the server's own words."""
+    return BackendError(f"server error mid-stream: {error_text(error)}", agent=agent.name, url=agent.endpoint)
 
 
 def error_text(error: object) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import BackendError, StreamBroken
-from .base import Completion, Message, error_text, open_stream, parse_json_line
+from ..errors import StreamBroken
+from .base import Completion, Message, mid_stream_error, open_stream, parse_json_line
 
 if TYPE_CHECKING:
     import aiohttp
@@ -31,9 +31,9 @@ async def chat(
         async for line in response.content:
             if not line.strip():
                 continue
-            chunk = parse_json_line(line)
+            chunk = parse_json_line(agent, line)
             if "error" in chunk:
-                raise BackendError(f"server error mid-stream: {error_text(chunk['error'])}")
+                raise mid_stream_error(agent, chunk["error"])
             message = chunk.get("message")
             if message:
                 text = message.get("content")
@@ -42,7 +42,7 @@ async def chat(
                     on_delta(text)
             if chunk.get("done"):
                 return final_completion("".join(parts), chunk)
-        raise StreamBroken("stream ended before the final chunk (done: true)")
+        raise StreamBroken("stream ended before the final chunk (done: true)", agent=agent.name, url=agent.endpoint)
 
 
 def final_completion(text: str, final: dict) -> Completion:

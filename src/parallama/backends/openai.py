@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..config import OPENAI_OPTION_FIELDS
-from ..errors import BackendError, StreamBroken
-from .base import Completion, Message, error_text, malformed, open_stream, parse_json_line
+from ..errors import StreamBroken
+from .base import Completion, Message, malformed, mid_stream_error, open_stream, parse_json_line
 
 if TYPE_CHECKING:
     import aiohttp
@@ -46,15 +46,15 @@ async def chat(
             if not line.startswith(b"data:"):
                 if line.startswith(_SSE_OTHER_FIELDS):
                     continue
-                raise malformed(line)
+                raise malformed(agent, line)
             data = line[5:].strip()
             if data == b"[DONE]":
                 prompt_tokens = usage.get("prompt_tokens") if usage else None
                 completion_tokens = usage.get("completion_tokens") if usage else len(parts)
                 return Completion(text="".join(parts), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-            chunk = parse_json_line(data)
+            chunk = parse_json_line(agent, data)
             if "error" in chunk:
-                raise BackendError(f"server error mid-stream: {error_text(chunk['error'])}")
+                raise mid_stream_error(agent, chunk["error"])
             choices = chunk.get("choices")
             if choices:
                 delta = choices[0].get("delta")
@@ -64,4 +64,4 @@ async def chat(
                     on_delta(text)
             if chunk.get("usage"):
                 usage = chunk["usage"]
-        raise StreamBroken("stream ended before `data: [DONE]`")
+        raise StreamBroken("stream ended before `data: [DONE]`", agent=agent.name, url=agent.endpoint)

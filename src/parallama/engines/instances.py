@@ -15,17 +15,13 @@ from typing import Callable
 
 import psutil
 
-from ..errors import ParallamaError, UsageError
+from ..errors import SetupError, StartError
 from . import Engine, LaunchSpec
 from .ports import port_holder, port_is_free
 from .state import Instance, InstanceStore
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 5.0
-
-
-class StartError(ParallamaError):
-    """An instance did not come up; names its log file."""
 
 
 @dataclass
@@ -55,13 +51,13 @@ def pick_ports(n: int, base_port: int, host: str, *, strict: bool) -> tuple[list
     port = base_port
     while len(ports) < n:
         if port > 65535:
-            raise UsageError(f"no free port left above {base_port}")
+            raise SetupError(f"no free port left above {base_port}")
         if port_is_free(port, host):
             ports.append(port)
         else:
             why = f"port {port} is in use by {port_holder(port)}"
             if strict:
-                raise UsageError(why + " (--strict-ports)")
+                raise SetupError(why + " (--strict-ports)")
             skipped.append(why)
         port += 1
     return ports, skipped

@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import SetupError
 from . import LaunchSpec
 
 EXTRA_HINT = "pip install 'parallama[embedded]'"
@@ -31,7 +31,7 @@ class LlamaCppEngine:
 
     def check(self) -> None:
         if not llama_cpp_available():
-            raise UsageError(f"llama.cpp's server is not installed: {EXTRA_HINT} (builds llama-cpp-python, "
+            raise SetupError(f"llama.cpp's server is not installed: {EXTRA_HINT} (builds llama-cpp-python, "
                              "about 5 minutes on 2 cores)")
 
     def launch(self, *, host: str, port: int, model: str | None, threads: int, parallel: int) -> LaunchSpec:
@@ -43,7 +43,7 @@ class LlamaCppEngine:
         else:
             path = Path(model).expanduser()
             if not path.is_file():
-                raise UsageError(f"--model {model}: no such GGUF file")
+                raise SetupError(f"model file {model}: no such GGUF file")
         argv = [
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(path),

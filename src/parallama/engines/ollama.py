@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import SetupError
 from . import LaunchSpec
 
 INSTALL_HINT = "install it from https://ollama.com/download (Linux: `curl -fsSL https://ollama.com/install.sh | sh`)"
@@ -23,7 +23,7 @@ class OllamaEngine:
     def binary(self) -> str:
         path = shutil.which("ollama")
         if not path:
-            raise UsageError(f"the `ollama` command was not found on PATH: {INSTALL_HINT}, "
+            raise SetupError(f"the `ollama` command was not found on PATH: {INSTALL_HINT}, "
                              "or use `--engine llama-cpp`")
         return path
 

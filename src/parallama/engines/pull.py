@@ -32,25 +32,3 @@ async def pull_stream(url: str, model: str, on_status) -> None:
     except aiohttp.ClientConnectorError as exc:
         raise Unreachable(f"nothing listens on {exc.host}:{exc.port} — start one with `parallama up --engine ollama`",
                           url=endpoint) from exc
-
-
-def pull_model(url: str, model: str) -> None:
-    """Pull `model` through the server at `url`, with a progress bar on stderr."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=False) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_status(status: str, completed: int | None, total: int | None) -> None:
-            if total:
-                task = tasks.get(status)
-                if task is None:
-                    task = tasks[status] = progress.add_task(status[:40], total=total)
-                progress.update(task, completed=completed or 0)
-            else:
-                progress.console.print(status)
-
-        asyncio.run(pull_stream(url, model, on_status))

@@ -8,19 +8,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..paths import state_dir
+
 import psutil
-
-STATE_ENV = "PARALLAMA_STATE_DIR"
-
-
-def state_dir() -> Path:
-    """Where instances and their logs are recorded (`$PARALLAMA_STATE_DIR` or the platform's state dir)."""
-    if os.environ.get(STATE_ENV):
-        return Path(os.environ[STATE_ENV])
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("parallama", appauthor=False))
-
 
 @dataclass
 class Instance:

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import Fleet
+from ..events import REVIEW, WORKERS
 from .progress import AgentRow, Progress, tail_text
 
 _STATE_STYLE = {"waiting": "dim", "queued": "yellow", "running": "cyan", "done": "green",
@@ -46,7 +47,9 @@ class LiveView(Progress):
         return table
 
     def _cells(self, row: AgentRow, now: float) -> list:
-        name = ("↳ " if row.agent.role == "reviewer" else "") + row.agent.name
+        name = row.agent.name if row.stage == WORKERS else f"↳ {row.agent.name}"
+        if row.stage not in (WORKERS, REVIEW):
+            name += f" ({row.stage})"
         queued, elapsed, rate = row.queued_s(now), row.elapsed_s(now), row.tokens_per_s(now)
         if row.result and not row.result.ok:
             stream = Text(row.result.error_kind or row.result.status, style="red")

@@ -1,21 +1,18 @@
-"""Runs a fleet for the CLI: picks the view for the terminal, then prints the answer, JSON and warnings."""
+"""How a run is shown on the terminal: plain progress lines, the final answer, the JSON, the review summary."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from contextlib import nullcontext
 
 from rich.console import Console
 
 from ..config import Fleet
 from ..result import RunResult
-from ..runner import run
 from .progress import AgentRow, Progress, summary_line
 
 
-class _Lines(Progress):
+class ProgressLines(Progress):
     """Plain progress for a non-terminal stderr: one line per agent as it ends (only failures when quiet)."""
 
     def __init__(self, fleet: Fleet, *, review: bool, failures_only: bool) -> None:
@@ -28,38 +25,6 @@ class _Lines(Progress):
             return
         sys.stderr.write(summary_line(row.result) + "\n")
         sys.stderr.flush()
-
-
-def run_and_report(
-    prompt: str, fleet: Fleet, *, as_json: bool, quiet: bool, deadline: float | None, review: bool,
-    strategy: str | None = None, history: bool = False,
-) -> int:
-    """Run with a live view or progress lines on stderr; print the result on stdout; return the exit code."""
-    console = Console(stderr=True)
-    live = console.is_terminal and not quiet
-    if live:
-        from .live import LiveView
-
-        view: Progress = LiveView(fleet, console, review=review)
-    else:
-        view = _Lines(fleet, review=review, failures_only=quiet)
-    with view if live else nullcontext():  # type: ignore[attr-defined]
-        result = asyncio.run(run(prompt, fleet, deadline=deadline, review=review, strategy=strategy, on_event=view,
-                                 history=history))
-    if live:
-        for row in view.ended:
-            if row.result and not row.result.ok:
-                sys.stderr.write(summary_line(row.result) + "\n")
-    if not quiet:
-        for line in review_summary(result):
-            sys.stderr.write(line + "\n")
-    for warning in result.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
-    print_result(result, as_json=as_json, rule=console if live else None)
-    if not result.answered:
-        sys.stderr.write("error: no answer: every worker failed\n")
-        return 1
-    return 0
 
 
 def review_summary(result: RunResult) -> list[str]:

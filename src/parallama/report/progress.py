@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import Agent, Fleet
-from ..events import Delta, Event, Failed, Finished, Queued, Started
+from ..events import REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RunEnded, RunStarted, Started
 from ..result import AgentResult
 
 TAIL_CHARS = 48
@@ -17,6 +17,7 @@ class AgentRow:
     """What the view knows of one agent right now."""
 
     agent: Agent
+    stage: str = WORKERS
     state: str = "waiting"
     queued_at: float | None = None
     started_at: float | None = None
@@ -51,18 +52,25 @@ class AgentRow:
 
 
 class Progress:
-    """Folds events into one row per agent (workers in config order, then the reviewer)."""
+    """Folds one run's events into one row per (stage, agent): the workers in config order and the first reviewer
+    from the start, then rows for later rounds, council rankings and fallback reviewers as they are queued."""
 
     def __init__(self, fleet: Fleet, *, review: bool = True) -> None:
-        agents = fleet.workers + (fleet.reviewers if review else ())
         # By name, not by object: a strategy may send a reviewer's request with extra fields (a copy of the agent).
-        self.rows = {agent.name: AgentRow(agent) for agent in agents}
+        self.rows: dict[tuple[str, str], AgentRow] = {(WORKERS, a.name): AgentRow(a) for a in fleet.workers}
+        if review and fleet.reviewer is not None:
+            self.rows[(REVIEW, fleet.reviewer.name)] = AgentRow(fleet.reviewer, REVIEW)
         self.ended: list[AgentRow] = []
 
     def __call__(self, event: Event) -> None:
-        row = self.rows.get(event.agent.name)
-        if row is None:
+        if isinstance(event, (RunStarted, RunEnded)):
             return
+        key = (event.stage, event.agent.name)
+        row = self.rows.get(key)
+        if row is None:
+            if not isinstance(event, Queued):
+                return
+            row = self._add_row(key, AgentRow(event.agent, event.stage))
         if isinstance(event, Delta):
             row.pieces += 1
             if row._first_at is None:
@@ -77,6 +85,17 @@ class Progress:
             row.state = "done" if isinstance(event, Finished) else event.result.status.replace("error", "failed")
             self.ended.append(row)
             self.on_end(row)
+
+    def _add_row(self, key: tuple[str, str], row: AgentRow) -> AgentRow:
+        """A new stage's row goes before the review rows (rounds and rankings happen before the review)."""
+        if row.stage == REVIEW:
+            self.rows[key] = row
+            return row
+        rows = list(self.rows.items())
+        at = next((i for i, (k, _) in enumerate(rows) if k[0] == REVIEW), len(rows))
+        rows.insert(at, (key, row))
+        self.rows = dict(rows)
+        return row
 
     def on_end(self, row: AgentRow) -> None:
         """Called once per agent when it finishes or fails."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bench import BenchResult
-from ..errors import UsageError
+from ..errors import SetupError
 
 
 def plot_timelines(result: BenchResult, path: str | Path) -> None:
@@ -16,7 +16,7 @@ def plot_timelines(result: BenchResult, path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'parallama[plot]'") from None
+        raise SetupError("--plot needs matplotlib: pip install 'parallama[plot]'") from None
     modes = [("sequential", result.sequential.makespan_s), ("parallel", result.parallel.makespan_s)]
     agents = [a.name for a in result.sequential.agents]
     right = max(max((s.end_s for s in result.timelines[m]), default=0) for m, _ in modes) * 1.05 or 1

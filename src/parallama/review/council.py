@@ -8,8 +8,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..events import RANKING
+from . import synthesize
+from .chain import ReviewOutcome, ask_reviewers, finish
+
 if TYPE_CHECKING:
     from ..backends import Message
+    from ..client import Run
+    from ..config import Agent, Fleet
     from ..result import AgentResult
 
 INSTRUCTIONS = """\
@@ -89,3 +95,42 @@ def ranking_note(ranking: list[tuple[str, int]], counted: int) -> str:
     lines = "\n".join(f"{i + 1}. {name} ({pts} points)" for i, (name, pts) in enumerate(ranking))
     return (f"The assistants also ranked each other's answers anonymously. Aggregate ranking (Borda count over "
             f"{counted} rankings, best first):\n{lines}")
+
+
+class Council:
+    """Each worker ranks the others' answers (stage `ranking`); the reviewer synthesizes with the ranking in view."""
+
+    name = "council"
+
+    async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
+                     until: float | None, rng: random.Random) -> ReviewOutcome:
+        outcome = ReviewOutcome()
+        agents = {a.name: a for a in fleet.workers}
+        note = None
+        if len(answers) >= 2:
+            plan = ballots(answers, rng)
+            jobs = [(agents[ranker.name], messages(task, others, agents[ranker.name].system))
+                    for ranker, _, others in plan]
+            replies = await run.ask(RANKING, jobs, until)
+            cast = []
+            for (_, ballot, _), reply in zip(plan, replies):
+                if reply.ok:
+                    read_ranking(reply.content, ballot)
+                else:
+                    ballot.error = f"no ranking: {reply.error}"
+                if ballot.error:
+                    outcome.warnings.append(f"the ranking by {ballot.ranker} was left out: {ballot.error}")
+                cast.append(ballot)
+            readable = [b for b in cast if not b.error]
+            outcome.rankings = [b.to_dict() for b in cast]
+            if readable:
+                ranking = borda(readable, [a.name for a in answers])
+                outcome.ranking = [{"name": name, "points": pts} for name, pts in ranking]
+                note = ranking_note(ranking, len(readable))
+
+        def build(agent: "Agent") -> list["Message"]:
+            return synthesize.messages(task, answers, agent.system, template=fleet.review_prompt, note=note)
+
+        await ask_reviewers(run, fleet, build, until, outcome)
+        finish(outcome, answers, best=outcome.ranking[0]["name"] if outcome.ranking else None)
+        return outcome

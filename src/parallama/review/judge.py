@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .chain import ReviewOutcome, ask_reviewers, finish
+
 if TYPE_CHECKING:
     from ..backends import Message
-    from ..config import Agent
+    from ..client import Run
+    from ..config import Agent, Fleet
     from ..result import AgentResult
 
 SCHEMA = {
@@ -115,3 +119,30 @@ def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
 def best(scores: list[Score]) -> Score:
     """The highest score; ties go to the earlier worker in config order."""
     return max(scores, key=lambda s: s.score)
+
+
+class Judge:
+    """The reviewer scores every answer; the best-scored answer is the final one."""
+
+    name = "judge"
+
+    async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
+                     until: float | None, rng: random.Random) -> ReviewOutcome:
+        outcome = ReviewOutcome()
+        scored: list[Score] = []
+
+        def read(result: "AgentResult") -> None:
+            scored[:] = parse(result.content, answers)
+
+        def retry(previous: list["Message"], result: "AgentResult") -> list["Message"]:
+            return stricter(previous, result.content if result.ok else "", len(answers))
+
+        await ask_reviewers(run, fleet, lambda agent: messages(task, answers, agent.system), until, outcome,
+                            read=read, prepare=with_structured_output, retry=retry)
+        if outcome.final is not None and scored:
+            winner = best(scored)
+            chosen = next(a for a in answers if a.name == winner.name)
+            outcome.final, outcome.final_source = chosen.content, f"judge:{chosen.name}"
+            outcome.scores = [{"name": s.name, "score": s.score, "reason": s.reason} for s in scored]
+        finish(outcome, answers, best=None)
+        return outcome

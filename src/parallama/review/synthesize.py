@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
+
+from .chain import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
     from ..backends import Message
+    from ..client import Run
+    from ..config import Agent, Fleet
     from ..result import AgentResult
 
 INSTRUCTIONS = """\
@@ -66,3 +71,19 @@ def refine_messages(task: str, answers: list["AgentResult"], system: str | None)
     """A worker's request in round k+1: the task and the round-k answers (Mixture-of-Agents layer)."""
     out: list[Message] = [{"role": "system", "content": system}] if system else []
     return out + [{"role": "user", "content": REFINE_TEMPLATE.format(task=task, answers=labelled(answers))}]
+
+
+class Synthesize:
+    """The reviewer reads every answer and writes one better answer."""
+
+    name = "synthesize"
+
+    async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
+                     until: float | None, rng: random.Random) -> ReviewOutcome:
+        def build(agent: "Agent") -> list["Message"]:
+            return messages(task, answers, agent.system, template=fleet.review_prompt)
+
+        outcome = ReviewOutcome()
+        await ask_reviewers(run, fleet, build, until, outcome)
+        finish(outcome, answers, best=None)
+        return outcome

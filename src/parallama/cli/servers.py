@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import cli, user_errors
+from .common import echo_json, user_errors
 
 ENGINE_CHOICE = click.Choice(["llama-cpp", "ollama"])
 DEFAULT_BASE_PORT = {"ollama": 11434, "llama-cpp": 8080}
@@ -20,7 +20,7 @@ def _default_engine() -> str:
     return "ollama" if shutil.which("ollama") else "llama-cpp"
 
 
-@cli.command()
+@click.command()
 @click.option("--engine", type=ENGINE_CHOICE, help="Server to start. Default: ollama when installed, else llama-cpp.")
 @click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True, help="Instances to start.")
 @click.option("--base-port", type=click.IntRange(1, 65535), help="First port to try (ollama 11434, llama-cpp 8080).")
@@ -37,9 +37,9 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
        parallel: int, host: str, strict_ports: bool, ready_timeout: float, write_config: str | None) -> None:
     """Start N server instances on free ports and wait until each answers."""
     with user_errors():
-        from .engines import engine_named
-        from .engines.instances import exposure_warning, start_instances
-        from .errors import UsageError
+        from ..engines import engine_named
+        from ..engines.instances import exposure_warning, start_instances
+        from ..errors import UsageError
 
         name = engine or _default_engine()
         if name == "llama-cpp" and parallel != 1:
@@ -70,19 +70,19 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
         for instance in report.instances:
             click.echo(instance.api_url)
         if write_config:
-            from .engines.fleet_config import fleet_config
+            from ..engines.fleet_config import fleet_config
 
             Path(write_config).write_text(json.dumps(fleet_config(report.instances), indent=2) + "\n",
                                           encoding="utf-8")
             click.echo(f"wrote {write_config}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
 def status(as_json: bool) -> None:
     """List the instances parallama started: alive or dead, URL, model, memory."""
     with user_errors():
-        from .engines.instances import instance_status
+        from ..engines.instances import instance_status
 
         live, stale = instance_status()
         if as_json:
@@ -91,7 +91,7 @@ def status(as_json: bool) -> None:
                      "rss_bytes": s.rss_bytes, "log": s.instance.log} for s in live]
             rows += [{"engine": i.engine, "pid": i.pid, "url": i.url, "api_url": i.api_url, "model": i.model,
                       "alive": False, "rss_bytes": None, "log": i.log} for i in stale]
-            click.echo(json.dumps({"instances": rows}, indent=2))
+            echo_json({"instances": rows})
             return
         if not live and not stale:
             click.echo("no instances (start some with `parallama up -n 3`)", err=True)
@@ -103,15 +103,15 @@ def status(as_json: bool) -> None:
             click.echo(f"dead   {i.url}  {i.engine}  pid {i.pid} is gone; removed from the record")
 
 
-@cli.command()
+@click.command()
 @click.argument("ports", nargs=-1, type=click.IntRange(1, 65535))
 @click.option("--all", "everything", is_flag=True, help="Stop every instance parallama started.")
 def down(ports: tuple[int, ...], everything: bool) -> None:
     """Stop instances (SIGTERM, then SIGKILL after a grace period) and forget them."""
     with user_errors():
-        from .engines.instances import stop_instances
-        from .engines.state import InstanceStore
-        from .errors import UsageError
+        from ..engines.instances import stop_instances
+        from ..engines.state import InstanceStore
+        from ..errors import UsageError
 
         if not ports and not everything:
             raise UsageError("say which instances to stop: `parallama down --all` or `parallama down PORT...`")
@@ -127,7 +127,7 @@ def down(ports: tuple[int, ...], everything: bool) -> None:
             sys.exit(1)
 
 
-@cli.command()
+@click.command()
 @click.option("-n", "count", type=click.IntRange(min=1), default=3, show_default=True, help="Ollama containers.")
 @click.option("--base-port", type=click.IntRange(1, 65535), default=11434, show_default=True)
 @click.option("--gpu", is_flag=True, help="Reserve the NVIDIA GPUs for every container.")
@@ -137,8 +137,8 @@ def down(ports: tuple[int, ...], everything: bool) -> None:
 def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, output: str) -> None:
     """Write a docker compose file: one ollama/ollama container per port, one shared models volume."""
     with user_errors():
-        from .engines.compose import compose_yaml
-        from .engines.instances import exposure_warning
+        from ..engines.compose import compose_yaml
+        from ..engines.instances import exposure_warning
 
         warning = exposure_warning(host)
         if warning:
@@ -149,16 +149,35 @@ def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, out
                    f"{base_port}–{base_port + count - 1}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("model")
 @click.option("--url", help="Ollama server to pull through (default: the first ollama instance, else localhost:11434).")
 def pull(model: str, url: str | None) -> None:
     """Download MODEL once into the models directory every ollama instance shares."""
     with user_errors():
-        from .engines.pull import pull_model
-        from .engines.state import InstanceStore
+        import asyncio
+
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+
+        from ..engines.pull import pull_stream
+        from ..engines.state import InstanceStore
 
         if not url:
             ours = [i for i in InstanceStore().load() if i.engine == "ollama" and i.process()]
             url = ours[0].url if ours else "http://127.0.0.1:11434"
-        pull_model(url, model)
+        console = Console(stderr=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console, transient=False) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def on_status(status: str, completed: int | None, total: int | None) -> None:
+                if total:
+                    task = tasks.get(status)
+                    if task is None:
+                        task = tasks[status] = progress.add_task(status[:40], total=total)
+                    progress.update(task, completed=completed or 0)
+                else:
+                    progress.console.print(status)
+
+            asyncio.run(pull_stream(url, model, on_status))

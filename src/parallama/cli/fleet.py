@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from .cli import cli, find_config, user_errors
+from .common import echo_json, load_fleet, user_errors
 
 RAM = click.option("--ram", type=click.FloatRange(min=0, min_open=True), metavar="GB",
                    help="Plan for this much RAM instead of this machine's.")
@@ -18,17 +19,7 @@ CONFIG = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=
                       help="Fleet config. Default: $PARALLAMA_CONFIG, then ./parallama.json.")
 
 
-def _fleet(config_path: str | None):
-    from .config import load_config
-    from .errors import UsageError
-
-    path = find_config(config_path)
-    if path is None:
-        raise UsageError("no config to look at: pass --config FILE (or write one with `parallama recommend --write`)")
-    return load_config(path)
-
-
-@cli.command()
+@click.command()
 @CONFIG
 @RAM
 @VRAM
@@ -36,12 +27,12 @@ def _fleet(config_path: str | None):
 def plan(config_path: str | None, ram: float | None, vram: float | None, as_json: bool) -> None:
     """Which workers share a server (and will wait for each other), and whether the fleet fits in memory."""
     with user_errors():
-        from .memory import this_machine
-        from .plan import make_plan
+        from ..memory import this_machine
+        from ..plan import make_plan
 
-        result = make_plan(_fleet(config_path), machine=this_machine(ram, vram))
+        result = asyncio.run(make_plan(load_fleet(config_path), machine=this_machine(ram, vram)))
         if as_json:
-            click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+            echo_json(result.to_dict())
             return
         click.echo("Parallelism")
         for finding in result.parallel:
@@ -55,7 +46,7 @@ def plan(config_path: str | None, ram: float | None, vram: float | None, as_json
         click.echo(f"  {result.memory}")
 
 
-@cli.command()
+@click.command()
 @CONFIG
 @RAM
 @VRAM
@@ -63,19 +54,19 @@ def plan(config_path: str | None, ram: float | None, vram: float | None, as_json
 def doctor(config_path: str | None, ram: float | None, vram: float | None, as_json: bool) -> None:
     """Check servers, models, memory and settings; exit 1 when something fails."""
     with user_errors():
-        from .doctor import diagnose
-        from .memory import this_machine
+        from ..doctor import diagnose
+        from ..memory import this_machine
 
-        diagnosis = diagnose(_fleet(config_path), machine=this_machine(ram, vram))
+        diagnosis = asyncio.run(diagnose(load_fleet(config_path), machine=this_machine(ram, vram)))
         if as_json:
-            click.echo(json.dumps(diagnosis.to_dict(), indent=2, ensure_ascii=False))
+            echo_json(diagnosis.to_dict())
         else:
             for check in diagnosis.checks:
                 click.echo(check.line())
     sys.exit(0 if diagnosis.ok else 1)
 
 
-@cli.command()
+@click.command()
 @RAM
 @VRAM
 @click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="How many workers.")
@@ -84,16 +75,12 @@ def doctor(config_path: str | None, ram: float | None, vram: float | None, as_js
 def recommend(ram: float | None, vram: float | None, workers: int, write_path: str | None, as_json: bool) -> None:
     """Models and a layout (instances or slots) for this machine's memory, with the reasons."""
     with user_errors():
-        from .errors import UsageError
-        from .memory import this_machine
-        from .recommend import NothingFits, recommend as pick
+        from ..memory import this_machine
+        from ..recommend import recommend as pick
 
-        try:
-            choice = pick(this_machine(ram, vram), workers)
-        except NothingFits as exc:
-            raise UsageError(str(exc)) from exc
+        choice = pick(this_machine(ram, vram), workers)
         if as_json:
-            click.echo(json.dumps(choice.to_dict(), indent=2, ensure_ascii=False))
+            echo_json(choice.to_dict())
         else:
             click.echo(f"workers:  {', '.join(m.tag for m in choice.workers)}  ({choice.layout})")
             click.echo(f"reviewer: {choice.reviewer.tag}")
@@ -108,7 +95,7 @@ def recommend(ram: float | None, vram: float | None, workers: int, write_path: s
             click.echo(f"wrote {write_path}: parallama run \"…\" --config {write_path}", err=True)
 
 
-@cli.command()
+@click.command()
 @CONFIG
 @click.option("--prompt", "prompt_text", help="The prompt to send (default: a short fixed question).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False),
@@ -120,9 +107,9 @@ def bench(config_path: str | None, prompt_text: str | None, prompts_file: str | 
           plot_path: str | None) -> None:
     """Run the workers one at a time and all at once, and compare (after one warm-up request per model)."""
     with user_errors():
-        from .bench import run_bench
-        from .errors import UsageError
-        from .report.bench_view import print_bench, progress_for
+        from ..bench import bench as run_bench
+        from ..errors import UsageError
+        from ..report.bench_view import print_bench, progress_for
 
         if prompt_text and prompts_file:
             raise UsageError("give --prompt or --prompts, not both")
@@ -133,15 +120,15 @@ def bench(config_path: str | None, prompt_text: str | None, prompts_file: str | 
                 raise UsageError(f"{prompts_file}: no prompts in it (one per line)")
         else:
             prompts = [prompt_text or "Explain in three sentences why the sky is blue."]
-        fleet = _fleet(config_path)
+        fleet = load_fleet(config_path)
         with progress_for() as on_progress:
-            result = run_bench(fleet, prompts, repeat, on_progress)
+            result = asyncio.run(run_bench(fleet, prompts, repeat, on_progress))
         if plot_path:
-            from .report.timeline import plot_timelines
+            from ..report.timeline import plot_timelines
 
             plot_timelines(result, plot_path)
             click.echo(f"wrote {plot_path}", err=True)
         if as_json:
-            click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+            echo_json(result.to_dict())
         else:
             print_bench(result)

@@ -1,18 +1,17 @@
-"""The `parallama` command line: parses arguments and calls the library; nothing else lives here."""
+"""`parallama run`: one prompt through the fleet (or the embedded demo fleet when there is no config)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
-CONFIG_ENV = "PARALLAMA_CONFIG"
-DEFAULT_CONFIG = "parallama.json"
+from .common import CONFIG_ENV, DEFAULT_CONFIG, find_config, user_errors
+
+if TYPE_CHECKING:
+    from ..config import Fleet
 
 HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n" + """\
 {
@@ -24,13 +23,7 @@ HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT
 }""")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="parallama")
-def cli() -> None:
-    """Run several LLM agents in parallel on local model servers; a reviewer merges their answers."""
-
-
-@cli.command()
+@click.command()
 @click.argument("prompt", required=False)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help=f"Fleet config (the guide's config.json). Default: ${CONFIG_ENV}, then ./{DEFAULT_CONFIG}.")
@@ -51,16 +44,14 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
     with user_errors():
         text = _read_prompt(prompt)
         path = find_config(config_path)
-        from .report.output import run_and_report
-
-        from .history import history_disabled
+        from ..history import history_disabled
 
         options = dict(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review, strategy=strategy,
                        history=not (no_history or history_disabled()))
         if path is None:
             code = _run_embedded(text, **options)
         else:
-            from .config import load_config
+            from ..config import load_config
 
             code = run_and_report(text, load_config(path), **options)
     sys.exit(code)
@@ -68,10 +59,9 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
 
 def _run_embedded(text: str, **options) -> int:
     """No config anywhere: run the embedded demo fleet (llama.cpp instances of a tiny model), then stop it."""
-    from .embedded import WORKERS, demo_instances, embedded_fleet
-    from .engines.llama_cpp import llama_cpp_available
-    from .errors import UsageError
-    from .report.output import run_and_report
+    from ..embedded import WORKERS, demo_instances, embedded_fleet
+    from ..engines.llama_cpp import llama_cpp_available
+    from ..errors import UsageError
 
     if not llama_cpp_available():
         raise UsageError(f"no config found, and the embedded demo fleet is not installed. Either "
@@ -98,7 +88,7 @@ def _terminate(signum, frame) -> None:
 
 
 def _read_prompt(prompt: str | None) -> str:
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
         prompt = sys.stdin.read()
@@ -109,42 +99,42 @@ def _read_prompt(prompt: str | None) -> str:
     return prompt.strip()
 
 
-def find_config(given: str | None) -> Path | None:
-    """--config, then $PARALLAMA_CONFIG, then ./parallama.json; None means: use the embedded demo fleet."""
-    if given:
-        return Path(given)
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV])
-    if Path(DEFAULT_CONFIG).is_file():
-        return Path(DEFAULT_CONFIG)
-    return None
+def run_and_report(
+    prompt: str, fleet: "Fleet", *, as_json: bool, quiet: bool, deadline: float | None, review: bool,
+    strategy: str | None = None, history: bool = False,
+) -> int:
+    """Run with a live view or progress lines on stderr; print the result on stdout; return the exit code."""
+    import asyncio
+    from contextlib import nullcontext
 
+    from rich.console import Console
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn parallama's own errors into `error: ...` lines and exit codes; Ctrl-C into exit 130."""
-    from .errors import ConfigErrors, ParallamaError
+    from ..report.output import ProgressLines, print_result, review_summary
+    from ..report.progress import Progress, summary_line
+    from ..runner import run
 
-    try:
-        yield
-    except ParallamaError as exc:
-        if isinstance(exc, ConfigErrors):
-            text = "\n".join(f"error: {e}" for e in exc.errors)
-        else:
-            text = f"error: {exc}"
-        click.echo(text, err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    console = Console(stderr=True)
+    live = console.is_terminal and not quiet
+    if live:
+        from ..report.live import LiveView
 
-
-def main() -> None:
-    cli()
-
-
-from . import cli_fleet, cli_history, cli_servers  # noqa: E402,F401  (register the other commands on `cli`)
-
-
-if __name__ == "__main__":
-    main()
+        view: Progress = LiveView(fleet, console, review=review)
+    else:
+        view = ProgressLines(fleet, review=review, failures_only=quiet)
+    with view if live else nullcontext():  # type: ignore[attr-defined]
+        result = asyncio.run(run(prompt, fleet, deadline=deadline, review=review, strategy=strategy, on_event=view,
+                                 history=history))
+    if live:
+        for row in view.ended:
+            if row.result and not row.result.ok:
+                sys.stderr.write(summary_line(row.result) + "\n")
+    if not quiet:
+        for line in review_summary(result):
+            sys.stderr.write(line + "\n")
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    print_result(result, as_json=as_json, rule=console if live else None)
+    if not result.answered:
+        sys.stderr.write("error: no answer: every worker failed\n")
+        return 1
+    return 0

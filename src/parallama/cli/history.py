@@ -8,10 +8,10 @@ import time
 
 import click
 
-from .cli import cli, user_errors
+from .common import echo_json, user_errors
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @click.pass_context
@@ -20,15 +20,16 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     with user_errors():
-        from .history import History, history_path
+        from ..history import History
+        from ..paths import history_db
 
-        if not history_path().exists():
+        if not history_db().exists():
             runs = []
         else:
             with History() as store:
                 runs = store.runs(limit)
         if as_json:
-            click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+            echo_json(runs)
             return
         if not runs:
             click.echo("no runs yet", err=True)
@@ -47,15 +48,15 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
 def show(run_id: str, as_json: bool) -> None:
     """Show one run whole: every agent's settings, answer, timings, and the final answer."""
     with user_errors():
-        from .errors import UsageError
-        from .history import History
+        from ..errors import UsageError
+        from ..history import History
 
         with History() as store:
             run = store.run(run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r} (or the prefix matches several): see `parallama history`")
         if as_json:
-            click.echo(json.dumps(run, indent=2, ensure_ascii=False))
+            echo_json(run)
             return
         click.echo(f"run {run['id']}  {run['status']}  strategy {run['strategy']}  "
                    f"{run['wall_s'] if run['wall_s'] is not None else '—'} s")
@@ -79,9 +80,10 @@ def show(run_id: str, as_json: bool) -> None:
 def export(fmt: str) -> None:
     """Every run, oldest first, one JSON object per line on stdout."""
     with user_errors():
-        from .history import History, history_path
+        from ..history import History
+        from ..paths import history_db
 
-        if not history_path().exists():
+        if not history_db().exists():
             return
         with History() as store:
             for run in store.export():

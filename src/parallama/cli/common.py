@@ -1,0 +1,64 @@
+"""What every command shares: the error handler, where the config is found, and JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import click
+
+if TYPE_CHECKING:
+    from ..config import Fleet
+
+CONFIG_ENV = "PARALLAMA_CONFIG"
+DEFAULT_CONFIG = "parallama.json"
+
+
+def find_config(given: str | None) -> Path | None:
+    """--config, then $PARALLAMA_CONFIG, then ./parallama.json; None means: use the embedded demo fleet."""
+    if given:
+        return Path(given)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if Path(DEFAULT_CONFIG).is_file():
+        return Path(DEFAULT_CONFIG)
+    return None
+
+
+def load_fleet(config_path: str | None) -> "Fleet":
+    """The fleet a command looks at; without any config that is a usage error (only `run` has a default)."""
+    from ..config import load_config
+    from ..errors import UsageError
+
+    path = find_config(config_path)
+    if path is None:
+        raise UsageError("no config to look at: pass --config FILE (or write one with `parallama recommend --write`)")
+    return load_config(path)
+
+
+def echo_json(data: Any) -> None:
+    """Data for programs: indented JSON on stdout, non-ASCII kept as is."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn parallama's own errors into `error: ...` lines and exit codes; Ctrl-C into exit 130."""
+    from ..errors import ConfigErrors, ParallamaError
+
+    try:
+        yield
+    except ParallamaError as exc:
+        if isinstance(exc, ConfigErrors):
+            text = "\n".join(f"error: {e}" for e in exc.errors)
+        else:
+            text = f"error: {exc}"
+        click.echo(text, err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

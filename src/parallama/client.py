@@ -1,0 +1,282 @@
+"""`FleetClient`: one long-lived client for a fleet — its HTTP session, one gate per server, and every request of
+every run sent through those gates.
+
+    async with FleetClient("config.json") as client:
+        result = await client.run("Why is the sky blue?")
+
+Runs share the gates (with every other client in the event loop), so concurrent runs never put more requests on a
+server than its slots. A request waits at its server's gate (`queued_s`), then its timeout starts as it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable
+
+import aiohttp
+
+from .backends import Message, backend_for
+from .config import STRATEGIES, ConfigLike, as_fleet
+from .errors import AgentTimeout, BackendError
+from .events import Delta, Event, EventSink, Failed, Finished, Queued, RunEnded, RunStarted, Started, WORKERS
+from .gates import Gate, Priority, ServerLoad, gate_for
+from .result import AgentResult, RunResult
+
+if TYPE_CHECKING:
+    from .backends.base import Completion
+    from .config import Agent, Fleet
+    from .history import History
+
+Job = tuple["Agent", list[Message]]
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The HTTP client: no timeouts of its own (each agent has its own) and no global connection cap (each
+    server's slots are the cap)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None))
+
+
+class FleetClient:
+    """The fleet's connections and slots, for as many runs as you like (concurrent or one after another)."""
+
+    def __init__(self, config: ConfigLike, *, history: "bool | History" = False) -> None:
+        self.fleet = as_fleet(config)
+        self._history = history
+        self._owned_store: "History | None" = None
+        self._session: aiohttp.ClientSession | None = None
+        self._gates: dict[str, Gate] = {}
+        self._subscribers: list[EventSink] = []
+        self._run_numbers = itertools.count()
+        self.running: dict[str, RunStarted] = {}
+        "The runs in progress, by run id."
+
+    async def __aenter__(self) -> "FleetClient":
+        self._session = client_session()
+        self._gates = {url: gate_for(url, server.parallel) for url, server in self.fleet.servers.items()}
+        if self._history is not False:
+            from .history import History, HistoryWriter
+
+            store = self._owned_store = History() if self._history is True else None
+            self.subscribe(HistoryWriter(store or self._history))  # type: ignore[arg-type]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._owned_store is not None:
+            self._owned_store.close()
+            self._owned_store = None
+
+    def subscribe(self, sink: EventSink) -> Callable[[], None]:
+        """Send every run's events to `sink` from now on; call the returned function to stop."""
+        self._subscribers.append(sink)
+        return lambda: self._subscribers.remove(sink)
+
+    def load(self) -> dict[str, ServerLoad]:
+        """Per server: slots, requests in flight and requests waiting (across every client in this loop)."""
+        return {url: gate.load() for url, gate in self._gates.items()}
+
+    async def run(self, prompt: str, *, deadline: float | None = None, review: bool = True,
+                  strategy: str | None = None, on_event: EventSink | None = None, seed: int | None = None,
+                  run_id: str | None = None) -> RunResult:
+        """Run every worker on `prompt` (within the servers' slots), `rounds` times when the config asks, then
+        review the answers with the strategy. `deadline` bounds the whole run, in seconds."""
+        from .flow import orchestrate
+
+        strategy = strategy or self.fleet.strategy
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        run = self._open_run(on_event, run_id)
+        started = RunStarted(run.id, prompt, self.fleet, strategy if review and self.fleet.reviewers else None)
+        self.running[run.id] = started
+        run.emit(started)
+        try:
+            result = await orchestrate(run, self.fleet, prompt, deadline=deadline, review=review, strategy=strategy,
+                                       rng=random.Random(seed))
+        except BaseException:
+            run.emit(RunEnded(run.id, None))
+            raise
+        finally:
+            del self.running[run.id]
+        if self._history is not False:
+            result = replace(result, history_id=run.id)
+        run.emit(RunEnded(run.id, result))
+        return result
+
+    async def run_workers(self, prompt: str, *, sequential: bool = False, on_event: EventSink | None = None,
+                          agents: "tuple[Agent, ...] | None" = None) -> list[AgentResult]:
+        """Only the workers (or `agents`): all at once within each server's slots (as `run` does), or strictly one
+        at a time."""
+        from .flow import worker_messages
+
+        run = self._open_run(on_event, None)
+        jobs = [(agent, worker_messages(agent, prompt)) for agent in (agents or self.fleet.workers)]
+        if not sequential:
+            return await run.ask(WORKERS, jobs, None)
+        results: list[AgentResult] = []
+        for job in jobs:
+            results += await run.ask(WORKERS, [job], None)
+        return results
+
+    # ------------------------------------------------------------ inside a run
+
+    def _open_run(self, on_event: EventSink | None, run_id: str | None) -> "Run":
+        if self._session is None:
+            raise RuntimeError("use the client as `async with FleetClient(...) as client:`")
+        sinks = [s for s in (on_event, *self._subscribers) if s is not None]
+        if not sinks:
+            emit: EventSink | None = None
+        elif len(sinks) == 1:
+            emit = sinks[0]
+        else:
+            def emit(event: Event) -> None:
+                for sink in sinks:
+                    sink(event)
+        return Run(self, run_id or uuid.uuid4().hex[:12], next(self._run_numbers), emit)
+
+    def _gate(self, server: str) -> Gate:
+        gate = self._gates.get(server)
+        if gate is None:  # an agent on a server the fleet did not list (built by code): one slot
+            gate = self._gates[server] = gate_for(server, 1)
+        return gate
+
+    async def _ask(self, run: "Run", stage: str, jobs: list[Job], until: float | None) -> list[AgentResult]:
+        now = time.perf_counter()
+        calls = [_Call(run, stage, agent, messages, now) for agent, messages in jobs]
+        if run.listening:
+            for call in calls:
+                run.emit(Queued(run.id, stage, call.agent))
+        tasks = [asyncio.create_task(self._send(call)) for call in calls]
+        try:
+            timeout = None if until is None else max(0.0, until - time.perf_counter())
+            done, _ = await asyncio.wait(tasks, timeout=timeout)
+            for task in done:
+                task.result()  # a request only raises on a bug: let it show
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for call in calls:
+            if call.result is None:
+                call.fail(AgentTimeout("the run's deadline was reached before the answer was complete",
+                                       agent=call.agent.name, url=call.agent.endpoint))
+        return [call.result for call in calls]  # type: ignore[misc]
+
+    async def _send(self, call: "_Call") -> None:
+        gate = self._gate(call.agent.server)
+        await gate.acquire(call.priority)
+        try:
+            await call.send(self._session)  # type: ignore[arg-type]
+        finally:
+            gate.release()
+
+
+class Run:
+    """One run's handle on its client: its id, its place in the gates' order, and where its events go."""
+
+    __slots__ = ("client", "id", "number", "emit", "listening", "_order")
+
+    def __init__(self, client: FleetClient, run_id: str, number: int, emit: EventSink | None) -> None:
+        self.client = client
+        self.id = run_id
+        self.number = number
+        self.emit: EventSink = emit or _ignore
+        self.listening = emit is not None
+        self._order = itertools.count()
+
+    def priority(self) -> Priority:
+        """The next request's place: after every request of earlier runs and earlier in this run."""
+        return (self.number, next(self._order))
+
+    async def ask(self, stage: str, jobs: list[Job], until: float | None) -> list[AgentResult]:
+        """Send `jobs` (agent, messages) through the gates, all at once; each result in job order. Never raises
+        for a failed request: it becomes a failed result (and a `Failed` event)."""
+        return await self.client._ask(self, stage, jobs, until)
+
+
+class _Call:
+    """One agent's request while it is queued or in flight."""
+
+    __slots__ = ("run", "stage", "agent", "messages", "priority", "queued_at", "sent_at", "first_at", "parts",
+                 "result")
+
+    def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float) -> None:
+        self.run = run
+        self.stage = stage
+        self.agent = agent
+        self.messages = messages
+        self.priority = run.priority()
+        self.queued_at = queued_at
+        self.sent_at: float | None = None
+        self.first_at: float | None = None
+        self.parts: list[str] = []
+        self.result: AgentResult | None = None
+
+    async def send(self, session: aiohttp.ClientSession) -> None:
+        agent, run = self.agent, self.run
+        self.sent_at = sent = time.perf_counter()
+        emit, listening, parts = run.emit, run.listening, self.parts
+        if listening:
+            emit(Started(run.id, self.stage, agent, round(sent - self.queued_at, 3)))
+
+        def on_delta(text: str) -> None:  # the hot loop: one call per streamed chunk
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            parts.append(text)
+            if listening:
+                emit(Delta(run.id, self.stage, agent, text))
+
+        backend = backend_for(agent.protocol)
+        try:
+            completion = await asyncio.wait_for(backend.chat(session, agent, self.messages, on_delta), agent.timeout)
+        except asyncio.TimeoutError:
+            self.fail(AgentTimeout(f"no complete answer within its timeout of {agent.timeout:g} s",
+                                   agent=agent.name, url=agent.endpoint))
+            return
+        except BackendError as exc:
+            self.fail(exc)
+            return
+        if not completion.text.strip():
+            self.fail(BackendError("the model returned an empty answer", agent=agent.name, url=agent.endpoint))
+            return
+        self.result = self._result("ok", completion=completion)
+        emit(Finished(run.id, self.stage, agent, self.result))
+
+    def fail(self, error: BackendError) -> None:
+        self.result = self._result(error.status, error=error)  # type: ignore[arg-type]
+        self.run.emit(Failed(self.run.id, self.stage, self.agent, self.result))
+
+    def _result(self, status: str, *, completion: "Completion | None" = None,
+                error: BackendError | None = None) -> AgentResult:
+        agent = self.agent
+        ended = time.perf_counter()
+        sent = self.sent_at
+        text = completion.text if completion else "".join(self.parts)
+        tokens = completion.completion_tokens if completion else (len(self.parts) or None)
+        tokens_per_s = None
+        if completion and completion.generation_s and tokens:
+            tokens_per_s = tokens / completion.generation_s
+        elif tokens and self.first_at is not None and ended > self.first_at:
+            tokens_per_s = tokens / (ended - self.first_at)
+        return AgentResult(
+            name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
+            status=status, content=text,  # type: ignore[arg-type]
+            error=str(error) if error else None, error_kind=error.kind if error else None,
+            queued_s=round((sent if sent is not None else ended) - self.queued_at, 3),
+            elapsed_s=round(ended - sent, 3) if sent is not None else 0.0,
+            ttft_s=round(self.first_at - sent, 3) if self.first_at is not None and sent is not None else None,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=tokens,
+            tokens_per_s=round(tokens_per_s, 2) if tokens_per_s else None,
+            stage=self.stage,
+        )
+
+
+def _ignore(event: Any) -> None:
+    return None

@@ -1,0 +1,77 @@
+"""What every review strategy shares: the reviewers tried in order (the fallback chain), and a worker's answer as
+the final one when every reviewer fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable
+
+from ..events import REVIEW
+
+if TYPE_CHECKING:
+    from ..client import Run
+    from ..backends import Message
+    from ..config import Agent, Fleet
+    from ..result import AgentResult
+
+
+@dataclass
+class ReviewOutcome:
+    final: str | None = None
+    final_source: str | None = None
+    review: "AgentResult | None" = None
+    "The reviewer result that produced the final answer, or the last one tried."
+    attempts: list["AgentResult"] = field(default_factory=list)
+    "Reviewers that failed, in the order tried."
+    scores: list[dict] | None = None
+    rankings: list[dict] | None = None
+    ranking: list[dict] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], list["Message"]],
+                         until: float | None, outcome: ReviewOutcome,
+                         read: Callable[["AgentResult"], None] | None = None,
+                         prepare: Callable[["Agent"], "Agent"] | None = None,
+                         retry: Callable[[list["Message"], "AgentResult"], list["Message"]] | None = None) -> None:
+    """Try each reviewer in order until one answers (and, when `read` is given, answers readably)."""
+    for reviewer in fleet.reviewers:
+        agent = prepare(reviewer) if prepare else reviewer
+        messages = build(reviewer)
+        [result] = await run.ask(REVIEW, [(agent, messages)], until)
+        if agent is not reviewer and not result.ok and result.error_kind == "http_status":
+            # The server refused what `prepare` added (say, a structured-output field it does not know):
+            # ask again plainly.
+            [result] = await run.ask(REVIEW, [(reviewer, messages)], until)
+        if result.ok and read is not None:
+            try:
+                read(result)
+            except ValueError as first:
+                # Retry once with a stricter prompt and without the structured-output field, in case the
+                # server ignored or mishandled it.
+                if retry:
+                    [result] = await run.ask(REVIEW, [(reviewer, retry(messages, result))], until)
+                try:
+                    if result.ok:  # a retry that failed outright keeps its own error
+                        read(result)
+                except ValueError as second:
+                    result = replace(result, status="error", error_kind="unreadable",
+                                     error=f"{reviewer.name} ({reviewer.endpoint}): unreadable answer, twice: "
+                                           f"{first}; then {second}")
+        if result.ok:
+            outcome.review, outcome.final, outcome.final_source = result, result.content, "review"
+            return
+        outcome.attempts.append(result)
+        outcome.review = result
+
+
+def finish(outcome: ReviewOutcome, answers: list["AgentResult"], best: str | None) -> None:
+    """When every reviewer failed: the best-scored or best-ranked answer, else the first in config order."""
+    if outcome.final is not None or not outcome.attempts:
+        return
+    chosen = next((a for a in answers if a.name == best), answers[0])
+    outcome.final, outcome.final_source = chosen.content, f"worker:{chosen.name}"
+    why = "the best-scored" if best else "the first successful"
+    failed = "; ".join(a.error or a.status for a in outcome.attempts)
+    who = "the reviewer" if len(outcome.attempts) == 1 else f"every reviewer ({len(outcome.attempts)})"
+    outcome.warnings.append(f"{who} failed ({failed}); the final answer is {why} worker answer, {chosen.name}'s")
