@@ -72,6 +72,8 @@ class Recorded:
     started: float | None = None
     "When it got a server slot (time.perf_counter())."
     ended: float | None = None
+    disconnected: bool = False
+    "The client closed the connection before the answer was complete."
 
     @property
     def model(self) -> str:
@@ -346,6 +348,9 @@ class FakeServer:
                                                 error_line, done_line)
             return await self._generate(request, record, behaviour, content_type, frame, final,
                                         error_line, done_line)
+        except asyncio.CancelledError:
+            record.disconnected = True  # aiohttp cancels the handler when the client goes away
+            raise
         finally:
             self._finish(record)
 

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 Job = tuple["Agent", list[Message]]
 
+_run_numbers = itertools.count()
+"Runs are numbered in the order they start, across every client in the process: the gates serve earlier runs first."
+
 
 def client_session() -> aiohttp.ClientSession:
     """The HTTP client: no timeouts of its own (each agent has its own) and no global connection cap (each
@@ -51,7 +54,6 @@ class FleetClient:
         self._session: aiohttp.ClientSession | None = None
         self._gates: dict[str, Gate] = {}
         self._subscribers: list[EventSink] = []
-        self._run_numbers = itertools.count()
         self.running: dict[str, RunStarted] = {}
         "The runs in progress, by run id."
 
@@ -138,7 +140,7 @@ class FleetClient:
             def emit(event: Event) -> None:
                 for sink in sinks:
                     sink(event)
-        return Run(self, run_id or uuid.uuid4().hex[:12], next(self._run_numbers), emit)
+        return Run(self, run_id or uuid.uuid4().hex[:12], next(_run_numbers), emit)
 
     def _gate(self, server: str) -> Gate:
         gate = self._gates.get(server)
