@@ -251,7 +251,7 @@ class _Call:
         emit(Finished(run.id, self.stage, agent, self.result))
 
     def fail(self, error: BackendError) -> None:
-        self.result = self._result(error.status, error=error)  # type: ignore[arg-type]
+        self.result = self._result(error.status, error=error)
         self.run.emit(Failed(self.run.id, self.stage, self.agent, self.result))
 
     def _result(self, status: str, *, completion: "Completion | None" = None,

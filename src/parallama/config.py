@@ -19,8 +19,10 @@ from .hints import LOOPBACK_HOSTS
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
 
-OLLAMA = "ollama"
-OPENAI = "openai"
+Protocol = Literal["ollama", "openai"]
+Role = Literal["worker", "reviewer"]
+OLLAMA: Protocol = "ollama"
+OPENAI: Protocol = "openai"
 
 # Ollama options with an OpenAI-compatible request field; the rest have no equivalent there.
 OPENAI_OPTION_FIELDS = {
@@ -158,10 +160,10 @@ class Agent:
     """One worker or reviewer, resolved: protocol, endpoint and server known, defaults applied."""
 
     name: str
-    role: Literal["worker", "reviewer"]
+    role: Role
     model: str
     api_url: str
-    protocol: Literal["ollama", "openai"]
+    protocol: Protocol
     endpoint: str
     server: str
     timeout: float
@@ -211,7 +213,7 @@ class Fleet:
                        reviewers=tuple(add(r) for r in self.reviewers))
 
 
-def parse_api_url(url: str) -> tuple[str, str]:
+def parse_api_url(url: str) -> tuple[Protocol, str]:
     """Return (protocol, chat endpoint) for an agent's api_url, or raise ValueError saying why not."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
@@ -309,7 +311,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     taken: set[str] = set()
     errors: list[ConfigError] = []
 
-    def agent(a: AgentSpec, role: str, where: str, default_timeout: float) -> Agent:
+    def agent(a: AgentSpec, role: Role, where: str, default_timeout: float) -> Agent:
         protocol, endpoint = parse_api_url(a.api_url)
         server = server_of(a.api_url)
         servers.setdefault(server, Server(url=server))

@@ -59,7 +59,8 @@ async def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis
                                 f"--url {server.url}`" if agent.protocol == "ollama"
                                 else f"serve {agent.model} on that server, or fix the model name "
                                      f"(it has: {', '.join(probe.models[:5]) or 'none'})"))
-    status = {True: "pass", False: "fail", None: "warn"}[plan.fits]
+    verdicts: dict[bool | None, Status] = {True: "pass", False: "fail", None: "warn"}
+    status = verdicts[plan.fits]
     checks.append(Check("memory", status, plan.memory.text, plan.memory.fix))
     layers = os.environ.get("OLLAMA_NUM_GPU_LAYERS")
     if layers is not None:

@@ -231,14 +231,14 @@ def _advice(local: list[ServerPlan], short_gb: float) -> list[str]:
                           f"{weights * (len(holders) - 1):.1f} GB)")
     biggest = max(((m, s) for s in local for m in s.models), key=lambda p: p[0].total_gb(p[1].parallel), default=None)
     if biggest:
-        model, server = biggest
-        smaller = _smaller_than(model)
+        heaviest, server = biggest
+        smaller = _smaller_than(heaviest)
         if smaller:
-            advice.append(f"a smaller model instead of {model.model}: {smaller.tag} "
+            advice.append(f"a smaller model instead of {heaviest.model}: {smaller.tag} "
                           f"(≈ {smaller.weights_gb:.1f} GB of weights)")
         if server.parallel > 1:
-            advice.append(f"fewer slots on {server.url}: each holds {model.kv_gb_per_slot:.2f} GB of context "
-                          f"cache for {model.model} (or a lower num_ctx)")
+            advice.append(f"fewer slots on {server.url}: each holds {heaviest.kv_gb_per_slot:.2f} GB of context "
+                          f"cache for {heaviest.model} (or a lower num_ctx)")
     if len(local) > 1:
         advice.append(f"fewer instances: each of the {len(local)} local servers adds its runtime and models")
     advice.append(f"{short_gb:.1f} GB short")

