@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypedDict
 
 from .config import Agent, Fleet
 from .events import Event, Failed, Finished, RunEnded, RunStarted
@@ -113,14 +113,14 @@ class History:
         self.close()
 
     # reading
-    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+    def runs(self, limit: int = 20) -> list["RunSummary"]:
         rows = self.db.execute(
             "SELECT r.*, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers') "
             "AS workers, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers' "
             "AND a.status = 'ok') AS workers_ok FROM runs r ORDER BY started_at DESC LIMIT ?", (limit,))
-        return [dict(row) for row in rows]
+        return [RunSummary(**dict(row)) for row in rows]  # type: ignore[typeddict-item]
 
-    def run(self, run_id: str) -> dict[str, Any] | None:
+    def run(self, run_id: str) -> "RunRecord | None":
         row = self.db.execute("SELECT * FROM runs WHERE id = ? OR id LIKE ?", (run_id, run_id + "%")).fetchall()
         if len(row) != 1:
             return None
@@ -130,11 +130,75 @@ class History:
         run["details"] = json.loads(run["details"] or "{}")
         agents = self.db.execute("SELECT * FROM agent_results WHERE run_id = ? ORDER BY seq", (run["id"],))
         run["agents"] = [dict(a, settings=json.loads(a["settings"])) for a in agents]
-        return run
+        return run  # type: ignore[return-value]
 
-    def export(self) -> Iterator[dict[str, Any]]:
+    def export(self) -> Iterator["RunRecord"]:
         for (run_id,) in self.db.execute("SELECT id FROM runs ORDER BY started_at").fetchall():
             yield self.run(run_id)  # type: ignore[misc]
+
+
+class RunSummary(TypedDict):
+    """One row of `history`: a run, with how many workers it had and how many answered."""
+
+    id: str
+    started_at: float
+    ended_at: float | None
+    status: str
+    "incomplete (running, or killed), complete, interrupted"
+    prompt: str
+    config: str
+    "The fleet as JSON (see `fleet_record`)."
+    strategy: str
+    final: str | None
+    final_source: str | None
+    wall_s: float | None
+    warnings: str | None
+    details: str | None
+    workers: int
+    workers_ok: int
+
+
+class AgentRecord(TypedDict):
+    """One agent's request in a run, as stored: stage, settings sent, outcome, timings and tokens."""
+
+    run_id: str
+    seq: int
+    stage: str
+    name: str
+    role: str
+    model: str
+    api_url: str
+    protocol: str
+    settings: dict[str, Any]
+    status: str
+    content: str | None
+    error: str | None
+    error_kind: str | None
+    queued_s: float | None
+    elapsed_s: float | None
+    ttft_s: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tokens_per_s: float | None
+
+
+class RunRecord(TypedDict):
+    """One run whole, as `history show` and `history export` give it."""
+
+    id: str
+    started_at: float
+    ended_at: float | None
+    status: str
+    prompt: str
+    config: dict[str, Any]
+    strategy: str
+    final: str | None
+    final_source: str | None
+    wall_s: float | None
+    warnings: list[str]
+    details: dict[str, Any]
+    "judge scores, council rankings and the aggregate ranking"
+    agents: list[AgentRecord]
 
 
 def fleet_record(fleet: Fleet) -> dict[str, Any]:

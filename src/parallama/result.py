@@ -3,9 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 Status = Literal["ok", "error", "timeout"]
+
+
+class JudgeScore(TypedDict):
+    """judge: one worker's score and the judge's one-line reason."""
+
+    name: str
+    score: int
+    reason: str
+
+
+class CouncilBallot(TypedDict):
+    """council: what one worker was shown (label → worker), its order (best first), or why it was left out."""
+
+    ranker: str
+    shown: dict[str, str]
+    ranking: list[str]
+    error: str | None
+
+
+class CouncilRank(TypedDict):
+    """council: one place in the aggregate ranking (Borda points)."""
+
+    name: str
+    points: int
 
 
 @dataclass(frozen=True)
@@ -56,11 +80,11 @@ class RunResult:
     "With `rounds: N`, the workers' results of rounds 1 … N−1 (`workers` is the last round)."
     review_attempts: list[AgentResult] = field(default_factory=list)
     "Reviewers that failed before one answered (or all of them)."
-    scores: list[dict] | None = None
+    scores: list[JudgeScore] | None = None
     "judge: each worker's score (1–10) and one-line reason."
-    rankings: list[dict] | None = None
+    rankings: list[CouncilBallot] | None = None
     "council: each worker's ranking of the others (what it was shown, its order, or why it was left out)."
-    ranking: list[dict] | None = None
+    ranking: list[CouncilRank] | None = None
     "council: the aggregate (Borda count), best first."
     run_id: str | None = None
     history_id: str | None = None

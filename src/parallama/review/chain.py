@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..client import Run
     from ..backends import Message
     from ..config import Agent, Fleet
-    from ..result import AgentResult
+    from ..result import AgentResult, CouncilBallot, CouncilRank, JudgeScore
 
 
 @dataclass
@@ -23,9 +23,9 @@ class ReviewOutcome:
     "The reviewer result that produced the final answer, or the last one tried."
     attempts: list["AgentResult"] = field(default_factory=list)
     "Reviewers that failed, in the order tried."
-    scores: list[dict] | None = None
-    rankings: list[dict] | None = None
-    ranking: list[dict] | None = None
+    scores: list["JudgeScore"] | None = None
+    rankings: list["CouncilBallot"] | None = None
+    ranking: list["CouncilRank"] | None = None
     warnings: list[str] = field(default_factory=list)
 
 

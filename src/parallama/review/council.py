@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..backends import Message
     from ..client import Run
     from ..config import Agent, Fleet
-    from ..result import AgentResult
+    from ..result import AgentResult, CouncilBallot
 
 INSTRUCTIONS = """\
 You are evaluating answers that other assistants gave to a task. They are anonymized as Response A, Response B, \
@@ -38,7 +38,7 @@ class Ballot:
     "Worker names, best first, when the ranking could be read."
     error: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> "CouncilBallot":
         return {"ranker": self.ranker, "shown": self.shown, "ranking": self.order, "error": self.error}
 
 
