@@ -193,3 +193,11 @@ def _rendered(console, out, view) -> list[str]:
     out.truncate()
     console.print(view.render())
     return [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
+
+
+def test_the_servers_line_shows_slots_in_use_and_the_queue():
+    from parallama.gates import ServerLoad
+    from parallama.report.live import servers_line
+
+    line = servers_line({"http://localhost:11434": ServerLoad(1, 1, 2), "http://localhost:11435": ServerLoad(2, 0, 0)})
+    assert line == "servers  localhost:11434 1/1 busy, 2 waiting · localhost:11435 0/2 busy"

@@ -13,6 +13,7 @@ from .common import CONFIG_ENV, DEFAULT_CONFIG, find_config, user_errors
 
 if TYPE_CHECKING:
     from ..config import Fleet
+    from ..result import RunResult
 
 HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n" + """\
 {
@@ -122,7 +123,7 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
     from ..report.live import LiveView
     from ..report.output import ProgressLines, print_result, review_summary
     from ..report.progress import Progress, summary_line
-    from ..runner import run
+    from ..client import FleetClient
 
     as_json, quiet, review = options.as_json, options.quiet, options.review
     console = Console(stderr=True)
@@ -132,8 +133,14 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
     else:
         view = ProgressLines(fleet, review=review, failures_only=quiet)
     with view if isinstance(view, LiveView) else nullcontext():
-        result = asyncio.run(run(prompt, fleet, deadline=options.deadline, review=review,
-                                 strategy=options.strategy, on_event=view, history=options.history))
+        async def go() -> "RunResult":
+            async with FleetClient(fleet, history=options.history) as client:
+                if isinstance(view, LiveView):
+                    view.server_load = client.load
+                return await client.run(prompt, deadline=options.deadline, review=review,
+                                        strategy=options.strategy, on_event=view)
+
+        result = asyncio.run(go())
     if live:
         for row in view.ended:
             if row.result and not row.result.ok:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from ..config import Fleet
 from ..events import REVIEW, WORKERS
+from ..gates import ServerLoad
 from .progress import AgentRow, Progress, tail_text
 
 _STATE_STYLE = {"waiting": "dim", "queued": "yellow", "running": "cyan", "done": "green",
@@ -24,6 +25,8 @@ class LiveView(Progress):
     def __init__(self, fleet: Fleet, console: Console, *, review: bool = True) -> None:
         super().__init__(fleet, review=review)
         self.console = console
+        self.server_load: Callable[[], dict[str, ServerLoad]] | None = None
+        "When set (to `FleetClient.load`), a line under the table shows each server's slots in use and queue."
         self._live = Live(console=console, refresh_per_second=8, get_renderable=self.render, transient=False)
 
     def __enter__(self) -> "LiveView":
@@ -33,7 +36,13 @@ class LiveView(Progress):
     def __exit__(self, *exc: Any) -> None:
         self._live.__exit__(*exc)
 
-    def render(self) -> Table:
+    def render(self) -> RenderableType:
+        table = self._table()
+        if self.server_load is None:
+            return table
+        return Group(table, Text(servers_line(self.server_load()), style="dim"))
+
+    def _table(self) -> Table:
         now = time.perf_counter()
         table = Table(box=None, pad_edge=False, expand=False, header_style="bold")
         table.add_column("agent", no_wrap=True, max_width=36)
@@ -65,3 +74,14 @@ class LiveView(Progress):
             f"{rate:.1f}" if rate else "",
             stream,
         ]
+
+
+def servers_line(load: dict[str, ServerLoad]) -> str:
+    """`servers  localhost:11434 1/1 busy, 2 waiting · localhost:11435 0/1 busy`"""
+    parts = []
+    for url, gate in load.items():
+        text = f"{url.split('://', 1)[-1]} {gate.in_flight}/{gate.slots} busy"
+        if gate.waiting:
+            text += f", {gate.waiting} waiting"
+        parts.append(text)
+    return "servers  " + " · ".join(parts)
