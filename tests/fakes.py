@@ -49,6 +49,15 @@ class Behaviour:
     "Answer 400 to a request with `format` / `response_format`, as a server without structured output may."
     respond: Any = None
     "A function of the request's messages returning the answer text (overrides `text`), for reviewers and rankers."
+    thinking: str | None = None
+    "A reasoning model: this thought streams before the answer (unless the request says `think: false`)."
+    thinking_style: str = "field"
+    "`field`: Ollama `message.thinking` / OpenAI `delta.<reasoning_field>`; `inline`: `<think>…</think>` in the"
+    " content, cut into 5-character chunks so the tags are split across chunks."
+    reasoning_field: str = "reasoning_content"
+    "OpenAI-compatible: `reasoning_content` (vLLM, llama.cpp) or `reasoning` (newer vLLM, OpenRouter)."
+    reject_think: bool = False
+    "Answer 400 to a request that asks for thinking settings, as Ollama does for a model without thinking."
 
     def pieces(self, model: str, messages: list[dict] | None = None) -> list[str]:
         text = self.respond(messages or []) if self.respond else self.text
@@ -59,6 +68,19 @@ class Behaviour:
             return [" ".join(words[i:i + size]) + (" " if i + size < len(words) else "")
                     for i in range(0, len(words), size)]
         return [f"{model}-{i} " for i in range(self.tokens)]
+
+    def stream(self, model: str, body: dict) -> list[tuple[str, str]]:
+        """What to stream, as (kind, text) pieces: kind `thinking` or `content`."""
+        answer = [("content", p) for p in self.pieces(model, body.get("messages"))]
+        wants = body.get("think", (body.get("chat_template_kwargs") or {}).get("enable_thinking", True))
+        if not self.thinking or wants is False:
+            return answer
+        if self.thinking_style == "inline":
+            text = f"<think>{self.thinking}</think>\n\n" + "".join(p for _, p in answer)
+            return [("content", text[i:i + 5]) for i in range(0, len(text), 5)]
+        words = self.thinking.split(" ")
+        return [("thinking", w + (" " if i < len(words) - 1 else "")) for i, w in enumerate(words)] + answer
+
 
 
 @dataclass
@@ -233,7 +255,8 @@ class FakeServer:
                            "llama.block_count": behaviour.layers, "llama.attention.head_count": 32,
                            "llama.attention.head_count_kv": behaviour.kv_heads, "llama.embedding_length": 4096,
                            "llama.context_length": 8192},
-            "capabilities": ["completion"], "modified_at": _now()})
+            "capabilities": ["completion", "thinking"] if behaviour.thinking else ["completion"],
+            "modified_at": _now()})
 
     async def _ps(self, request: web.Request) -> web.Response:
         return web.json_response({"models": [
@@ -270,14 +293,19 @@ class FakeServer:
         if behaviour.reject_structured_output and "format" in record.body:
             record.ended = time.perf_counter()
             return web.json_response({"error": "invalid format: structured outputs are not supported"}, status=400)
+        if behaviour.reject_think and "think" in record.body:
+            record.ended = time.perf_counter()
+            return web.json_response({"error": f'"{model}" does not support thinking'}, status=400)
         if behaviour.fault == "503":
             record.ended = time.perf_counter()
             return web.json_response({"error": "server busy, please try again.  maximum pending requests exceeded"},
                                      status=503)
 
-        async def frame(piece: str) -> bytes:
-            return (json.dumps({"model": model, "created_at": _now(),
-                                "message": {"role": "assistant", "content": piece}, "done": False}) + "\n").encode()
+        async def frame(piece: str, kind: str = "content") -> bytes:
+            message = ({"role": "assistant", "content": piece} if kind == "content"
+                       else {"role": "assistant", "content": "", "thinking": piece})
+            return (json.dumps({"model": model, "created_at": _now(), "message": message, "done": False})
+                    + "\n").encode()
 
         def final(count: int, started: float) -> bytes:
             total = int((time.perf_counter() - record.arrived) * 1e9)
@@ -300,6 +328,12 @@ class FakeServer:
             record.ended = time.perf_counter()
             return web.json_response({"error": {"message": f"The model `{model}` does not exist.",
                                                 "type": "NotFoundError", "param": None, "code": 404}}, status=404)
+        refused = next((f for f in ("reasoning_effort", "chat_template_kwargs") if f in record.body), None)
+        if behaviour.reject_think and refused:
+            record.ended = time.perf_counter()
+            return web.json_response({"error": {"message": f"Unrecognized request argument supplied: {refused}",
+                                                "type": "invalid_request_error", "param": refused, "code": None}},
+                                     status=400)
         if behaviour.reject_structured_output and "response_format" in record.body:
             record.ended = time.perf_counter()
             return web.json_response({"error": {"message": "response_format is not supported", "type":
@@ -316,8 +350,9 @@ class FakeServer:
         include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
         first = [True]
 
-        async def frame(piece: str) -> bytes:
-            delta = {"role": "assistant", "content": piece} if first[0] else {"content": piece}
+        async def frame(piece: str, kind: str = "content") -> bytes:
+            key = "content" if kind == "content" else behaviour.reasoning_field
+            delta = {"role": "assistant", key: piece} if first[0] else {key: piece}
             first[0] = False
             return _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                          "system_fingerprint": "fp_fake",
@@ -365,12 +400,12 @@ class FakeServer:
         record.started = started = time.perf_counter()
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
-        pieces = [] if behaviour.fault == "empty" else behaviour.pieces(record.model, record.messages)
+        pieces = [] if behaviour.fault == "empty" else behaviour.stream(record.model, record.body)
         steps = max(1, len(pieces))
         gap = behaviour.latency / steps
         fault = behaviour.fault
         first = behaviour.ttft if behaviour.ttft is not None else gap
-        for i, piece in enumerate(pieces):
+        for i, (kind, piece) in enumerate(pieces):
             # Against absolute times, so sleep overshoot does not pile up over many tokens.
             due = started + first + i * (behaviour.latency - first) / max(1, steps - 1) if steps > 1 else started + first
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
@@ -389,7 +424,7 @@ class FakeServer:
                     await response.write(error_line)
                     await response.write_eof()
                     return response
-            await response.write(await frame(piece))
+            await response.write(await frame(piece, kind))
         if not pieces:
             await asyncio.sleep(behaviour.latency)
         last = final(len(pieces), started)

@@ -22,8 +22,9 @@ import aiohttp
 
 from .backends import Message, backend_for
 from .config import STRATEGIES, ConfigLike, as_fleet
-from .errors import AgentTimeout, BackendError
-from .events import Delta, Event, EventSink, Failed, Finished, Queued, RunEnded, RunStarted, Started, WORKERS
+from .errors import AgentTimeout, BackendError, HTTPStatus
+from .events import (
+    WORKERS, Delta, Event, EventSink, Failed, Finished, Queued, RunEnded, RunStarted, Started, Thinking)
 from .gates import Gate, Priority, ServerLoad, gate_for
 from .result import AgentResult, RunResult
 
@@ -56,6 +57,8 @@ class FleetClient:
         self._subscribers: list[EventSink] = []
         self.running: dict[str, RunStarted] = {}
         "The runs in progress, by run id."
+        self.think_refused: set[tuple[str, str]] = set()
+        "(endpoint, model) pairs whose server refused the `think` field: sent without it from then on."
 
     async def __aenter__(self) -> "FleetClient":
         self._session = client_session()
@@ -182,7 +185,7 @@ class FleetClient:
 class Run:
     """One run's handle on its client: its id, its place in the gates' order, and where its events go."""
 
-    __slots__ = ("client", "id", "number", "emit", "listening", "_order")
+    __slots__ = ("client", "id", "number", "emit", "listening", "warnings", "_order")
 
     def __init__(self, client: FleetClient, run_id: str, number: int, emit: EventSink | None) -> None:
         self.client = client
@@ -190,6 +193,8 @@ class Run:
         self.number = number
         self.emit: EventSink = emit or _ignore
         self.listening = emit is not None
+        self.warnings: list[str] = []
+        "What went wrong but was worked around during the run (say, a setting a server refused)."
         self._order = itertools.count()
 
     def priority(self) -> Priority:
@@ -206,7 +211,7 @@ class _Call:
     """One agent's request while it is queued or in flight."""
 
     __slots__ = ("run", "stage", "agent", "messages", "priority", "queued_at", "sent_at", "first_at", "parts",
-                 "result")
+                 "thoughts", "result")
 
     def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float) -> None:
         self.run = run
@@ -218,6 +223,7 @@ class _Call:
         self.sent_at: float | None = None
         self.first_at: float | None = None
         self.parts: list[str] = []
+        self.thoughts: list[str] = []
         self.result: AgentResult | None = None
 
     async def send(self, session: aiohttp.ClientSession) -> None:
@@ -234,9 +240,15 @@ class _Call:
             if listening:
                 emit(Delta(run.id, self.stage, agent, text))
 
-        backend = backend_for(agent.protocol)
+        def on_thinking(text: str) -> None:
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            self.thoughts.append(text)
+            if listening:
+                emit(Thinking(run.id, self.stage, agent, text))
+
         try:
-            completion = await asyncio.wait_for(backend.chat(session, agent, self.messages, on_delta), agent.timeout)
+            completion = await asyncio.wait_for(self._chat(session, on_delta, on_thinking), agent.timeout)
         except asyncio.TimeoutError:
             self.fail(AgentTimeout(f"no complete answer within its timeout of {agent.timeout:g} s",
                                    agent=agent.name, url=agent.endpoint))
@@ -250,6 +262,24 @@ class _Call:
         self.result = self._result("ok", completion=completion)
         emit(Finished(run.id, self.stage, agent, self.result))
 
+    async def _chat(self, session: aiohttp.ClientSession, on_delta: Callable[[str], None],
+                    on_thinking: Callable[[str], None]) -> "Completion":
+        """The request; a server that refuses the `think` field gets it again without, and the run says so."""
+        agent, client = self.agent, self.run.client
+        backend = backend_for(agent.protocol)
+        refused = (agent.endpoint, agent.model) in client.think_refused
+        if agent.think is not None and not refused:
+            try:
+                return await backend.chat(session, agent, self.messages, on_delta, on_thinking)
+            except HTTPStatus as exc:
+                if not 400 <= exc.status_code < 500 or exc.status_code in (401, 403, 404, 429) or self.parts:
+                    raise
+                client.think_refused.add((agent.endpoint, agent.model))
+                self.run.warnings.append(f"{agent.name} ({agent.endpoint}) refused the thinking setting "
+                                         f"(think: {agent.think!r}; {exc.cause}); asked again without it")
+        plain = replace(agent, think=None) if agent.think is not None else agent
+        return await backend.chat(session, plain, self.messages, on_delta, on_thinking)
+
     def fail(self, error: BackendError) -> None:
         self.result = self._result(error.status, error=error)
         self.run.emit(Failed(self.run.id, self.stage, self.agent, self.result))
@@ -261,11 +291,14 @@ class _Call:
         sent = self.sent_at
         text = completion.text if completion else "".join(self.parts)
         tokens = completion.completion_tokens if completion else (len(self.parts) or None)
+        thinking = completion.thinking if completion else "".join(self.thoughts)
+        thinking_tokens = completion.thinking_tokens if completion else (len(self.thoughts) or None)
+        generated = (tokens or 0) + (thinking_tokens or 0)  # the rate counts every token the model produced
         tokens_per_s = None
-        if completion and completion.generation_s and tokens:
-            tokens_per_s = tokens / completion.generation_s
-        elif tokens and self.first_at is not None and ended > self.first_at:
-            tokens_per_s = tokens / (ended - self.first_at)
+        if completion and completion.generation_s and generated:
+            tokens_per_s = generated / completion.generation_s
+        elif generated and self.first_at is not None and ended > self.first_at:
+            tokens_per_s = generated / (ended - self.first_at)
         return AgentResult(
             name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
             status=status, content=text,  # type: ignore[arg-type]
@@ -277,6 +310,8 @@ class _Call:
             completion_tokens=tokens,
             tokens_per_s=round(tokens_per_s, 2) if tokens_per_s else None,
             stage=self.stage,
+            thinking=thinking or None,
+            thinking_tokens=thinking_tokens,
         )
 
 

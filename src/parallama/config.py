@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from .errors import ConfigError, ConfigErrors
 from .hints import LOOPBACK_HOSTS
@@ -61,6 +61,8 @@ class AgentSpec(BaseModel):
     "Ollama `options` (temperature, num_ctx, num_gpu...); mapped to OpenAI fields where they exist."
     api_key_env: str | None = None
     "Name of the environment variable holding an API key, sent as a Bearer token."
+    think: StrictBool | Literal["low", "medium", "high"] | None = None
+    "Reasoning models: think or not (Ollama's `think`), or how hard (`reasoning_effort` on OpenAI-compatible)."
 
     @field_validator("api_url")
     @classmethod
@@ -170,6 +172,8 @@ class Agent:
     system: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     api_key_env: str | None = None
+    think: bool | str | None = None
+    "Sent as Ollama's `think`, or OpenAI-compatible `reasoning_effort` (levels) / `enable_thinking` (on, off)."
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     "Raw request fields merged into the body (set by code, such as the embedded fleet; not from the file)."
 
@@ -326,7 +330,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
         return Agent(
             name=name, role=role, model=a.model, api_url=a.api_url, protocol=protocol, endpoint=endpoint,
             server=server, timeout=a.timeout or default_timeout, system=a.system, options=dict(a.options),
-            api_key_env=a.api_key_env,
+            api_key_env=a.api_key_env, think=a.think,
         )
 
     workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))

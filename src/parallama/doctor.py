@@ -69,6 +69,8 @@ async def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis
             f"OLLAMA_NUM_GPU_LAYERS={layers} is set, but Ollama does not read it: it limits nothing",
             f"limit GPU layers per model with the num_gpu option: \"options\": {{\"num_gpu\": {layers}}} on the agent "
             "(or PARAMETER num_gpu in a Modelfile)"))
+    for finding in plan.timeouts:
+        checks.append(Check("timeout", "warn", finding.text, finding.fix))
     for finding in plan.parallel:
         checks.append(Check("parallel", "pass" if plan.truly_parallel and not finding.fix else "warn",
                             finding.text, finding.fix))

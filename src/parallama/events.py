@@ -1,8 +1,8 @@
 """What a run publishes as it goes on, each event with its run id and stage; views, JSON, history and `serve`
 consume the same stream.
 
-A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → `Delta`… → `Finished` or
-`Failed`, then `RunEnded`. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
+A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → (`Thinking`… →) `Delta`… →
+`Finished` or `Failed`, then `RunEnded`. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class Thinking:
+    """A piece of a reasoning model's thinking arrived (kept apart from its answer)."""
+
+    run_id: str
+    stage: str
+    agent: "Agent"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The agent's answer is complete."""
 
@@ -91,6 +101,6 @@ class RunEnded:
     result: "RunResult | None"
 
 
-AgentEvent = Union[Queued, Started, Delta, Finished, Failed]
-Event = Union[RunStarted, Queued, Started, Delta, Finished, Failed, RunEnded]
+AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed]
+Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, RunEnded]
 EventSink = Callable[[Event], None]

@@ -50,6 +50,6 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     return RunResult(
         prompt=prompt, workers=workers, review=outcome.review, final=outcome.final,
         final_source=outcome.final_source, wall_s=round(time.perf_counter() - started, 3),
-        warnings=list(fleet.warnings) + outcome.warnings, strategy=strategy if reviewed else None,
+        warnings=list(fleet.warnings) + run.warnings + outcome.warnings, strategy=strategy if reviewed else None,
         earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
         rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id)

@@ -72,7 +72,13 @@ def _m002_review_details(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN details TEXT")  # scores, rankings, aggregate ranking (JSON)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents, _m002_review_details]
+def _m003_thinking(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE agent_results ADD COLUMN thinking TEXT")  # a reasoning model's thinking, kept apart
+    db.execute("ALTER TABLE agent_results ADD COLUMN thinking_tokens INTEGER")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents, _m002_review_details,
+                                                          _m003_thinking]
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -180,6 +186,8 @@ class AgentRecord(TypedDict):
     prompt_tokens: int | None
     completion_tokens: int | None
     tokens_per_s: float | None
+    thinking: str | None
+    thinking_tokens: int | None
 
 
 class RunRecord(TypedDict):
@@ -205,7 +213,7 @@ def fleet_record(fleet: Fleet) -> dict[str, Any]:
     """The fleet as stored: what was asked of each agent; an API key is only ever named, never read here."""
     def agent(a: Agent) -> dict[str, Any]:
         return {"name": a.name, "model": a.model, "api_url": a.api_url, "timeout": a.timeout, "system": a.system,
-                "options": dict(a.options), "api_key_env": a.api_key_env}
+                "options": dict(a.options), "api_key_env": a.api_key_env, "think": a.think}
 
     return {"worker_agents": [agent(a) for a in fleet.workers], "reviewer_agent": [agent(a) for a in fleet.reviewers],
             "servers": {url: {"parallel": s.parallel} for url, s in fleet.servers.items()},
@@ -239,16 +247,24 @@ class RunRecorder:
     def agent_done(self, result: AgentResult, role: str) -> None:
         """One agent's row, in the stage `result.stage` (workers, round k, ranking, review)."""
         agent = self.agents.get(result.name)
-        settings = {"system": agent.system, "options": dict(agent.options), "timeout": agent.timeout} if agent else {}
+        settings: dict[str, Any] = {}
+        if agent:
+            settings = {"system": agent.system, "options": dict(agent.options), "timeout": agent.timeout}
+            if agent.think is not None:
+                settings["think"] = agent.think
         self.seq += 1
         data = asdict(result)
         with self.db:
             self.db.execute(
-                "INSERT INTO agent_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO agent_results (run_id, seq, stage, name, role, model, api_url, protocol, settings, "
+                "status, content, error, error_kind, queued_s, elapsed_s, ttft_s, prompt_tokens, completion_tokens, "
+                "tokens_per_s, thinking, thinking_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?)",
                 (self.id, self.seq, result.stage, result.name, role, result.model, result.api_url, result.protocol,
                  self._clean(json.dumps(settings)), result.status, self._clean(result.content),
                  self._clean(result.error), result.error_kind, data["queued_s"], data["elapsed_s"], data["ttft_s"],
-                 result.prompt_tokens, result.completion_tokens, result.tokens_per_s))
+                 result.prompt_tokens, result.completion_tokens, result.tokens_per_s, self._clean(result.thinking),
+                 result.thinking_tokens))
 
     def finish(self, result: RunResult) -> None:
         details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking") if getattr(result, k, None)}

@@ -67,6 +67,8 @@ class FleetPlan:
     "The verdict: fits, does not fit (fix: what to change), or unknown."
     fits: bool | None
     "None when some local model's size is unknown."
+    timeouts: list[Finding] = field(default_factory=list)
+    "Reasoning models whose timeout leaves little room for thinking (it counts toward the timeout)."
 
     @property
     def local_memory_gb(self) -> float:
@@ -76,6 +78,7 @@ class FleetPlan:
         return {
             "truly_parallel": self.truly_parallel,
             "parallel": [str(f) for f in self.parallel],
+            "timeouts": [str(f) for f in self.timeouts],
             "fits": self.fits,
             "memory": self.memory_lines + [str(self.memory)],
             "machine": {"ram_gb": round(self.machine.ram_gb, 2), "vram_gb": round(self.machine.vram_gb, 2),
@@ -117,7 +120,28 @@ async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool
         _estimate_models(fleet, plan)
     parallel, truly_parallel = _parallel_verdict(fleet, list(servers.values()))
     memory_lines, memory, fits = _memory_verdict(list(servers.values()), machine)
-    return FleetPlan(list(servers.values()), machine, parallel, truly_parallel, memory_lines, memory, fits)
+    return FleetPlan(list(servers.values()), machine, parallel, truly_parallel, memory_lines, memory, fits,
+                     _thinking_timeouts(fleet, servers))
+
+
+THINKING_TIMEOUT_S = 120.0
+"Below this, a model that thinks before answering may run out of time while still thinking."
+
+
+def _thinking_timeouts(fleet: Fleet, servers: dict[str, ServerPlan]) -> list[Finding]:
+    """Agents on a model whose server says it thinks (Ollama `capabilities`), with thinking on and a short timeout."""
+    found = []
+    for agent in fleet.agents:
+        probe = servers[agent.server].probe
+        shown = probe.shown.get(agent.model) if probe else None
+        if not shown or "thinking" not in (shown.get("capabilities") or []) or agent.think is False:
+            continue
+        if agent.timeout < THINKING_TIMEOUT_S:
+            found.append(Finding(
+                f"{agent.name}: {agent.model} thinks before it answers, and its thinking counts toward its "
+                f"timeout of {agent.timeout:g} s",
+                f"give it a longer `timeout` (≥ {THINKING_TIMEOUT_S:g} s), or `\"think\": false` on the agent"))
+    return found
 
 
 def _models_on(fleet: Fleet, server: str) -> list[str]:

@@ -56,6 +56,9 @@ class AgentResult:
     tokens_per_s: float | None = None
     stage: str = "workers"
     "`workers`, `round 2` … `round N`, `ranking` (council) or `review`."
+    thinking: str | None = None
+    "A reasoning model's thinking, kept apart: it never reaches the reviewer or the final answer."
+    thinking_tokens: int | None = None
 
     @property
     def ok(self) -> bool:

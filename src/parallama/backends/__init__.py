@@ -18,7 +18,8 @@ class Backend(Protocol):
     """Sends one chat request and streams its answer."""
 
     def chat(
-        self, session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: DeltaSink
+        self, session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: DeltaSink,
+        on_thinking: DeltaSink,
     ) -> Awaitable[Completion]: ...
 
 

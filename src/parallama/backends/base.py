@@ -17,6 +17,7 @@ from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, Stream
 
 if TYPE_CHECKING:
     from ..config import Agent
+    from . import DeltaSink
 
 
 class Message(TypedDict):
@@ -29,10 +30,55 @@ class Completion:
     """A finished answer with what the server reported about it."""
 
     text: str
+    "The answer, without the thinking."
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    "Tokens of the answer (the server's count less the thinking, when its count includes both)."
     generation_s: float | None = None
     "Time the server spent generating, when it says (Ollama's eval_duration)."
+    thinking: str = ""
+    "What a reasoning model thought before answering (Ollama `message.thinking`, OpenAI-compatible"
+    " `reasoning_content` / `reasoning`, or inline `<think>…</think>`)."
+    thinking_tokens: int | None = None
+
+
+class Stream:
+    """Collects one streamed answer: answer text through the inline-thinking splitter, thinking apart."""
+
+    __slots__ = ("parts", "thoughts", "feed", "_splitter", "_on_delta", "_on_thinking")
+
+    def __init__(self, on_delta: "DeltaSink", on_thinking: "DeltaSink") -> None:
+        from .thinking import ThinkSplitter
+
+        self.parts: list[str] = []
+        self.thoughts: list[str] = []
+        self._on_delta, self._on_thinking = on_delta, on_thinking
+        self._splitter = ThinkSplitter(self._answer, self.think)
+        self.feed = self._splitter.feed
+        "Answer text as the server sent it (inline `<think>` separated here)."
+
+    def _answer(self, text: str) -> None:
+        self.parts.append(text)
+        self._on_delta(text)
+
+    def think(self, text: str) -> None:
+        """Thinking the server sent apart from the answer."""
+        self.thoughts.append(text)
+        self._on_thinking(text)
+
+    def completion(self, *, prompt_tokens: int | None, generated_tokens: int | None,
+                   thinking_tokens: int | None = None, generation_s: float | None = None) -> Completion:
+        """The finished answer. `generated_tokens` is the server's count of everything it generated (thinking
+        included, as Ollama's eval_count and OpenAI's completion_tokens are); None: count the chunks."""
+        self._splitter.close()
+        thinking_tokens = thinking_tokens if thinking_tokens is not None else (len(self.thoughts) or None)
+        if generated_tokens is None:
+            answer_tokens: int | None = len(self.parts)
+        else:
+            answer_tokens = max(0, generated_tokens - (thinking_tokens or 0))
+        return Completion(text="".join(self.parts), prompt_tokens=prompt_tokens, completion_tokens=answer_tokens,
+                          generation_s=generation_s, thinking="".join(self.thoughts),
+                          thinking_tokens=thinking_tokens)
 
 
 def request_headers(agent: "Agent") -> dict[str, str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StreamBroken
-from .base import Completion, Message, mid_stream_error, open_stream, parse_json_line
+from .base import Completion, Message, Stream, mid_stream_error, open_stream, parse_json_line
 
 if TYPE_CHECKING:
     import aiohttp
@@ -14,19 +14,22 @@ if TYPE_CHECKING:
     from . import DeltaSink
 
 
-def request_body(agent: "Agent", messages: list[Message]) -> dict:
-    body: dict = {"model": agent.model, "messages": messages, "stream": True}
+def request_body(agent: "Agent", messages: list[Message]) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": agent.model, "messages": messages, "stream": True}
     if agent.options:
         body["options"] = dict(agent.options)
+    if agent.think is not None:
+        body["think"] = agent.think
     body.update(agent.extra_body)
     return body
 
 
-async def chat(
-    session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: "DeltaSink"
-) -> Completion:
-    """Stream one chat from an Ollama server; text comes from `message.content` of each line."""
-    parts: list[str] = []
+async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: "DeltaSink",
+               on_thinking: "DeltaSink") -> Completion:
+    """Stream one chat from an Ollama server: the answer from `message.content`, thinking from
+    `message.thinking` (or inline `<think>` in the content)."""
+    stream = Stream(on_delta, on_thinking)
+    feed, think = stream.feed, stream.think
     async with open_stream(session, agent, request_body(agent, messages)) as response:
         async for line in response.content:
             if not line.strip():
@@ -36,20 +39,15 @@ async def chat(
                 raise mid_stream_error(agent, chunk["error"])
             message = chunk.get("message")
             if message:
+                thought = message.get("thinking")
+                if thought:
+                    think(thought)
                 text = message.get("content")
                 if text:
-                    parts.append(text)
-                    on_delta(text)
+                    feed(text)
             if chunk.get("done"):
-                return final_completion("".join(parts), chunk)
+                eval_ns = chunk.get("eval_duration")
+                return stream.completion(prompt_tokens=chunk.get("prompt_eval_count"),
+                                         generated_tokens=chunk.get("eval_count"),
+                                         generation_s=eval_ns / 1e9 if eval_ns else None)
         raise StreamBroken("stream ended before the final chunk (done: true)", agent=agent.name, url=agent.endpoint)
-
-
-def final_completion(text: str, final: dict) -> Completion:
-    eval_ns = final.get("eval_duration")
-    return Completion(
-        text=text,
-        prompt_tokens=final.get("prompt_eval_count"),
-        completion_tokens=final.get("eval_count"),
-        generation_s=eval_ns / 1e9 if eval_ns else None,
-    )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import OPENAI_OPTION_FIELDS
 from ..errors import StreamBroken
-from .base import Completion, Message, malformed, mid_stream_error, open_stream, parse_json_line
+from .base import Completion, Message, Stream, malformed, mid_stream_error, open_stream, parse_json_line
 
 if TYPE_CHECKING:
     import aiohttp
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:")
 
 
-def request_body(agent: "Agent", messages: list[Message]) -> dict:
-    body: dict = {
+def request_body(agent: "Agent", messages: list[Message]) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "model": agent.model,
         "messages": messages,
         "stream": True,
@@ -28,15 +28,21 @@ def request_body(agent: "Agent", messages: list[Message]) -> dict:
         field = OPENAI_OPTION_FIELDS.get(option)
         if field:
             body[field] = value
+    if isinstance(agent.think, str):
+        body["reasoning_effort"] = agent.think
+    elif agent.think is not None:
+        # vLLM's and llama.cpp's way to switch a model's thinking on or off (Qwen3, DeepSeek-R1 templates).
+        body["chat_template_kwargs"] = {"enable_thinking": agent.think}
     body.update(agent.extra_body)
     return body
 
 
-async def chat(
-    session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: "DeltaSink"
-) -> Completion:
-    """Stream one chat; text from `choices[0].delta.content`, token counts from the final `usage`."""
-    parts: list[str] = []
+async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: "DeltaSink",
+               on_thinking: "DeltaSink") -> Completion:
+    """Stream one chat: the answer from `choices[0].delta.content`, thinking from `delta.reasoning_content` or
+    `delta.reasoning` (or inline `<think>`), token counts from the final `usage`."""
+    stream = Stream(on_delta, on_thinking)
+    feed, think = stream.feed, stream.think
     usage: dict | None = None
     async with open_stream(session, agent, request_body(agent, messages)) as response:
         async for line in response.content:
@@ -49,19 +55,24 @@ async def chat(
                 raise malformed(agent, line)
             data = line[5:].strip()
             if data == b"[DONE]":
-                prompt_tokens = usage.get("prompt_tokens") if usage else None
-                completion_tokens = usage.get("completion_tokens") if usage else len(parts)
-                return Completion(text="".join(parts), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                details = (usage or {}).get("completion_tokens_details") or {}
+                return stream.completion(
+                    prompt_tokens=usage.get("prompt_tokens") if usage else None,
+                    generated_tokens=usage.get("completion_tokens") if usage else None,
+                    thinking_tokens=details.get("reasoning_tokens") or None)
             chunk = parse_json_line(agent, data)
             if "error" in chunk:
                 raise mid_stream_error(agent, chunk["error"])
             choices = chunk.get("choices")
             if choices:
                 delta = choices[0].get("delta")
-                text = delta.get("content") if delta else None
-                if text:
-                    parts.append(text)
-                    on_delta(text)
+                if delta:
+                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                    if thought:
+                        think(thought)
+                    text = delta.get("content")
+                    if text:
+                        feed(text)
             if chunk.get("usage"):
                 usage = chunk["usage"]
         raise StreamBroken("stream ended before `data: [DONE]`", agent=agent.name, url=agent.endpoint)

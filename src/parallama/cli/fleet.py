@@ -40,6 +40,10 @@ def plan(config_path: str | None, ram: float | None, vram: float | None, as_json
         for server in result.servers:
             who = ", ".join(server.workers + ([f"{server.reviewer} (reviewer)"] if server.reviewer else []))
             click.echo(f"    {server.url}  {server.parallel} slot(s): {who}")
+        if result.timeouts:
+            click.echo("Timeouts")
+            for finding in result.timeouts:
+                click.echo(f"  {finding}")
         click.echo("Memory")
         for line in result.memory_lines:
             click.echo(f"  {line}")

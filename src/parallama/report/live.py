@@ -15,7 +15,7 @@ from ..events import REVIEW, WORKERS
 from ..gates import ServerLoad
 from .progress import AgentRow, Progress, tail_text
 
-_STATE_STYLE = {"waiting": "dim", "queued": "yellow", "running": "cyan", "done": "green",
+_STATE_STYLE = {"waiting": "dim", "queued": "yellow", "thinking": "magenta", "running": "cyan", "done": "green",
                 "failed": "red", "timeout": "red"}
 
 
@@ -63,14 +63,21 @@ class LiveView(Progress):
         queued, elapsed, rate = row.queued_s(now), row.elapsed_s(now), row.tokens_per_s(now)
         if row.result and not row.result.ok:
             stream = Text(row.result.error_kind or row.result.status, style="red")
+        elif row.state == "thinking":
+            stream = Text(tail_text(row.thought_tail), style="dim italic")
         else:
             stream = Text(tail_text(row.tail), style="dim")
+        tokens = ""
+        if row.state != "waiting":
+            tokens = str(row.tokens())
+            if row.thinking_tokens():
+                tokens += f" +{row.thinking_tokens()} think"
         return [
             name,
             Text(row.state, style=_STATE_STYLE.get(row.state, "")),
             f"{queued:.1f}s" if queued is not None else "",
             f"{elapsed:.1f}s" if elapsed is not None else "",
-            str(row.tokens()) if row.state != "waiting" else "",
+            tokens,
             f"{rate:.1f}" if rate else "",
             stream,
         ]

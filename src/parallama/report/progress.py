@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import Agent, Fleet
-from ..events import REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RunEnded, RunStarted, Started
+from ..events import (
+    REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RunEnded, RunStarted, Started, Thinking)
 from ..result import AgentResult
 
 TAIL_CHARS = 48
@@ -23,6 +24,9 @@ class AgentRow:
     started_at: float | None = None
     pieces: int = 0
     tail: str = ""
+    thought_pieces: int = 0
+    "Thinking chunks so far (a reasoning model, before and apart from its answer)."
+    thought_tail: str = ""
     result: AgentResult | None = None
     _first_at: float | None = field(default=None, repr=False)
 
@@ -43,11 +47,17 @@ class AgentRow:
             return self.result.completion_tokens
         return self.pieces
 
+    def thinking_tokens(self) -> int:
+        if self.result and self.result.thinking_tokens is not None:
+            return self.result.thinking_tokens
+        return self.thought_pieces
+
     def tokens_per_s(self, now: float) -> float | None:
         if self.result:
             return self.result.tokens_per_s
-        if self._first_at and now > self._first_at and self.pieces > 1:
-            return self.pieces / (now - self._first_at)
+        produced = self.pieces + self.thought_pieces
+        if self._first_at and now > self._first_at and produced > 1:
+            return produced / (now - self._first_at)
         return None
 
 
@@ -76,6 +86,15 @@ class Progress:
             if row._first_at is None:
                 row._first_at = time.perf_counter()
             row.tail = (row.tail + event.text)[-TAIL_CHARS * 2:]
+            if row.state == "thinking":
+                row.state = "running"
+        elif isinstance(event, Thinking):
+            row.thought_pieces += 1
+            if row._first_at is None:
+                row._first_at = time.perf_counter()
+            row.thought_tail = (row.thought_tail + event.text)[-TAIL_CHARS * 2:]
+            if row.state == "running" and not row.pieces:
+                row.state = "thinking"
         elif isinstance(event, Queued):
             row.state, row.queued_at = "queued", time.perf_counter()
         elif isinstance(event, Started):
@@ -114,6 +133,8 @@ def summary_line(result: AgentResult) -> str:
             parts.append(f"queued {result.queued_s:.1f} s")
         if result.completion_tokens is not None:
             parts.append(f"{result.completion_tokens} tok")
+        if result.thinking_tokens:
+            parts.append(f"+{result.thinking_tokens} thinking")
         if result.tokens_per_s:
             parts.append(f"{result.tokens_per_s:.1f} tok/s")
         return "  ".join(parts)
