@@ -31,7 +31,7 @@ from .result import AgentResult, RunResult
 if TYPE_CHECKING:
     from .backends.base import Completion
     from .config import Agent, Fleet
-    from .history import History
+    from .history import History, HistoryWriter
 
 Job = tuple["Agent", list[Message]]
 
@@ -52,6 +52,7 @@ class FleetClient:
         self.fleet = as_fleet(config)
         self._history = history
         self._owned_store: "History | None" = None
+        self._writer: "HistoryWriter | None" = None
         self._session: aiohttp.ClientSession | None = None
         self._gates: dict[str, Gate] = {}
         self._subscribers: list[EventSink] = []
@@ -67,7 +68,8 @@ class FleetClient:
             from .history import History, HistoryWriter
 
             store = self._owned_store = History() if self._history is True else None
-            self.subscribe(HistoryWriter(store or self._history))  # type: ignore[arg-type]
+            self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
+            self.subscribe(self._writer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -109,9 +111,12 @@ class FleetClient:
             raise
         finally:
             del self.running[run.id]
-        if self._history is not False:
+        if self._writer is not None:
             result = replace(result, history_id=run.id)
         run.emit(RunEnded(run.id, result))
+        if self._writer is not None and self._writer.error is not None:
+            # History stopped during (or before) this run: say so in its result, and do not point at a partial row.
+            result = replace(result, history_id=None, warnings=[*result.warnings, str(self._writer.error)])
         return result
 
     async def run_workers(self, prompt: str, *, sequential: bool = False, on_event: EventSink | None = None,

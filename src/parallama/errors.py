@@ -7,6 +7,7 @@
     ├── SetupError            (2)  this machine lacks something: an engine, a free port, a model file, an extra
     │   └── NothingFits       (2)  no fleet fits the memory `recommend` was given
     ├── StartError            (1)  an instance did not come up; names its log
+    ├── HistoryError          (1)  the run history cannot be opened or written; names the database file
     └── BackendError          (1)  one agent's request failed; names the agent, the URL and the cause
         ├── Unreachable            nothing answers at the server's address
         ├── HTTPStatus             a 4xx/5xx answer (`status_code`)
@@ -19,6 +20,8 @@ Every error is complete when raised: the agent, URL and hint are given to the co
 """
 
 from __future__ import annotations
+
+import os
 
 
 class ParallamaError(Exception):
@@ -45,6 +48,19 @@ class NothingFits(SetupError):
 
 class StartError(ParallamaError):
     """An instance did not come up; names its log file."""
+
+
+class HistoryError(ParallamaError):
+    """The history database cannot be opened or written (not a database, a directory, disk full, locked too
+    long); names its path. A run goes on without history: the CLI warns, `FleetClient` adds a warning."""
+
+    def __init__(self, message: str, *, path: "os.PathLike[str] | str") -> None:
+        self.message = message
+        self.path = str(path)
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return f"history database {self.path}: {self.message}"
 
 
 class ConfigError(ParallamaError):

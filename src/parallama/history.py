@@ -8,6 +8,7 @@ to that)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -18,15 +19,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypedDict
 
 from .config import Agent, Fleet
+from .errors import HistoryError
 from .events import Event, Failed, Finished, RunEnded, RunStarted
 from .paths import history_db
 from .result import AgentResult, RunResult
 
 HISTORY_ENV = "PARALLAMA_NO_HISTORY"
+BUSY_TIMEOUT_S = 5.0
+"How long a write waits for another process's (a concurrent run's row, a migration) before it gives up."
 
 
 def history_disabled() -> bool:
     return os.environ.get(HISTORY_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def storage_reason(exc: BaseException, path: Path) -> str:
+    """Why SQLite or the file system refused, in the user's words rather than SQLite's."""
+    if isinstance(exc, IsADirectoryError) or path.is_dir():
+        return "it is a directory, not a database file"
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        return "it is not a SQLite database (move it away to start a new history)"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 # ---------------------------------------------------------------- migrations
@@ -82,32 +97,62 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents,
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Apply the migrations not yet recorded, in order, each in its own transaction."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    for step in MIGRATIONS:
-        if step.__name__ in done:
-            continue
-        with db:
+    """Apply the migrations not yet recorded, in order, in one transaction that holds the write lock.
+
+    Several processes may open a fresh database at once (six `parallama run` started together): `BEGIN IMMEDIATE`
+    lets one of them migrate while the others wait (the connection's busy timeout), and each reads what is done
+    again inside its own transaction, so no step runs twice."""
+    def pending() -> list[Callable[[sqlite3.Connection], None]]:
+        try:
+            done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            done = set()
+        return [step for step in MIGRATIONS if step.__name__ not in done]
+
+    if not pending():  # the common case: an up-to-date database, no write lock taken
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        for step in pending():
             step(db)
             db.execute("INSERT INTO _migrations VALUES (?, ?)", (step.__name__, time.time()))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 # ---------------------------------------------------------------- the store
 
 class History:
-    """The run history database."""
+    """The run history database. Raises `HistoryError` (naming the path) when it cannot be opened."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = path or history_db()
+        try:
+            self.db = self._open(busy_timeout)
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryError(f"cannot open it: {storage_reason(exc, self.path)}", path=self.path) from exc
+
+    def _open(self, busy_timeout: float) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(self.path, 0o600)
-        self.db = sqlite3.connect(self.path)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        migrate(self.db)
+        db = sqlite3.connect(self.path, timeout=busy_timeout)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
@@ -282,13 +327,28 @@ class RunRecorder:
 
 
 class HistoryWriter:
-    """An event subscriber that keeps every run it sees: `FleetClient.subscribe(HistoryWriter(History()))`."""
+    """An event subscriber that keeps every run it sees: `FleetClient.subscribe(HistoryWriter(History()))`.
+
+    A write that fails (disk full, the database locked longer than its busy timeout) must not end the runs: the
+    writer stops writing, keeps the reason in `error`, and ignores every later event."""
 
     def __init__(self, store: History) -> None:
         self.store = store
+        self.error: HistoryError | None = None
+        "Why the writer stopped, once it has; None while it writes."
         self._runs: dict[str, RunRecorder] = {}
 
     def __call__(self, event: "Event") -> None:
+        if self.error is not None:
+            return
+        try:
+            self._record(event)
+        except (sqlite3.Error, OSError) as exc:
+            self._runs.clear()
+            self.error = HistoryError(f"stopped writing: {storage_reason(exc, self.store.path)}; runs from here "
+                                      "on are not kept", path=self.store.path)
+
+    def _record(self, event: "Event") -> None:
         if isinstance(event, (Finished, Failed)):
             recorder = self._runs.get(event.run_id)
             if recorder is not None:

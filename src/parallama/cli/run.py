@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import click
@@ -13,6 +13,7 @@ from .common import CONFIG_ENV, DEFAULT_CONFIG, find_config, user_errors
 
 if TYPE_CHECKING:
     from ..config import Fleet
+    from ..history import History
     from ..result import RunResult
 
 HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n" + """\
@@ -43,20 +44,45 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
 
     PROMPT `-`, or no PROMPT with piped input, reads the prompt from stdin.
     """
+    from ..history import history_disabled
+
+    options = RunOptions(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review, strategy=strategy,
+                         history=not (no_history or history_disabled()))
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = _run(prompt, config_path, options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
+
+
+def _run(prompt: str | None, config_path: str | None, options: "RunOptions") -> int:
     with user_errors():
         text = _read_prompt(prompt)
         path = find_config(config_path)
-        from ..history import history_disabled
+        from ..config import load_config
 
-        options = RunOptions(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review,
-                             strategy=strategy, history=not (no_history or history_disabled()))
-        if path is None:
-            code = _run_embedded(text, options)
-        else:
-            from ..config import load_config
+        fleet = load_config(path) if path is not None else None
+        store = _open_history() if options.history else None
+        options = replace(options, history=store or False)
+        try:
+            return _run_embedded(text, options) if fleet is None else run_and_report(text, fleet, options)
+        finally:
+            if store is not None:
+                store.close()
+    raise AssertionError("unreachable: user_errors exits")
 
-            code = run_and_report(text, load_config(path), options)
-    sys.exit(code)
+
+def _open_history() -> "History | None":
+    """The history database, or None after one warning when it cannot be opened: the run goes on without it."""
+    from ..errors import HistoryError
+    from ..history import History
+
+    try:
+        return History()
+    except HistoryError as exc:
+        click.echo(f"warning: {exc}; this run is not kept in the history", err=True)
+        return None
 
 
 def _run_embedded(text: str, options: RunOptions) -> int:
@@ -78,7 +104,6 @@ def _run_embedded(text: str, options: RunOptions) -> int:
         if not quiet:
             click.echo(f"  llama.cpp ready on {instance.url} ({seconds:.1f} s)", err=True)
 
-    signal.signal(signal.SIGTERM, _terminate)
     with demo_instances(on_ready=ready) as (instances, started):
         if not quiet and started < len(instances):
             click.echo(f"  reusing {len(instances) - started} instance(s) already up", err=True)
@@ -86,7 +111,9 @@ def _run_embedded(text: str, options: RunOptions) -> int:
 
 
 def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # unwinds like Ctrl-C: in-flight requests cancelled, started instances stopped
+    # SIGTERM stops a run as Ctrl-C does (exit 130): in-flight requests cancelled, the history row marked
+    # `interrupted`, instances started for the run stopped.
+    raise KeyboardInterrupt
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -110,7 +137,8 @@ class RunOptions:
     deadline: float | None = None
     review: bool = True
     strategy: str | None = None
-    history: bool = False
+    history: "bool | History" = False
+    "True asks for history; the CLI then opens the store itself and passes it (or False when it cannot)."
 
 
 def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
