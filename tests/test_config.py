@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 
 import pytest
@@ -181,3 +182,45 @@ def test_openai_only_options_are_mapped_and_others_warned(tmp_path):
         {"api_url": "http://h:8000/v1", "model": "m", "options": {"temperature": 0.2, "num_ctx": 4096}}]}))
     assert isinstance(fleet, Fleet)
     assert any("num_ctx" in w for w in fleet.warnings)
+
+
+def test_config_reads_are_bounded_in_size_and_depth(tmp_path):
+    """`--config /dev/zero` fails at once (it used to grow to 7 GB), and so does a larger-than-sane file; nesting
+    100,000 levels deep is a config error, not a RecursionError."""
+    started = time.monotonic()
+    proc = run_process("run", "hi", "--config", "/dev/zero", timeout=30)
+    assert proc.returncode == 2 and time.monotonic() - started < 15
+    assert proc.stderr.strip() == ("error: /dev/zero: larger than 1 MiB, the most a config may be (one with 200 "
+                                   "agents is under 200 KB): is this the right file?")
+    (tmp_path / "huge.json").write_text('{"worker_agents": []}' + " " * (2 << 20))
+    assert "huge.json: larger than 1 MiB" in invoke("run", "hi", "-c", "huge.json").stderr
+
+    write_config(tmp_path / "deep.json", '{"worker_agents": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    proc = run_process("run", "hi", "--config", "deep.json")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: deep.json: nested more than 64 levels deep (a config needs a few)"
+    # Deep, but within what the JSON parser takes: caught before validation or the history see it, with its place.
+    deep = {"worker_agents": [{"api_url": "http://h:1/api/chat", "model": "m", "options": {}}]}
+    node = deep["worker_agents"][0]["options"]
+    for _ in range(500):
+        node["a"] = {}
+        node = node["a"]
+    write_config(tmp_path / "options.json", deep)
+    result = invoke("run", "hi", "-c", "options.json")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: options.json: worker_agents[0].options.a…: nested more than 64 levels "
+                                     "deep (a config needs a few)")
+
+
+def test_a_config_that_is_not_utf8_or_a_directory_names_the_problem(tmp_path):
+    (tmp_path / "latin1.json").write_bytes(b'{"worker_agents": [\n {"model": "caf\xe9"}]}')
+    result = invoke("run", "hi", "-c", "latin1.json")
+    assert result.exit_code == 2 and result.stderr.strip() == "error: latin1.json:2: not UTF-8 text (byte 0xe9)"
+
+
+def test_port_zero_is_refused_with_its_place(tmp_path):
+    write_config(tmp_path / "c.json", {"worker_agents": [{"api_url": "http://127.0.0.1:0/api/chat", "model": "m"}]})
+    result = invoke("run", "hi", "-c", "c.json")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: c.json: worker_agents[0].api_url: 'http://127.0.0.1:0/api/chat' has "
+                                     "port 0, which no server listens on (Ollama's is 11434)")

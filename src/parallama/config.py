@@ -225,9 +225,11 @@ def parse_api_url(url: str) -> tuple[Protocol, str]:
     if not parts.hostname:
         raise ValueError(f"{url!r} has no host")
     try:
-        parts.port
+        port = parts.port
     except ValueError:
         raise ValueError(f"{url!r} has a bad port") from None
+    if port == 0:
+        raise ValueError(f"{url!r} has port 0, which no server listens on (Ollama's is 11434)")
     path = parts.path.rstrip("/")
     base = f"{parts.scheme}://{parts.netloc}"
     if path == "" or path.endswith("/api/chat"):
@@ -275,19 +277,39 @@ def as_fleet(config: ConfigLike) -> Fleet:
     return load_config(config)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"A config with 200 agents and long system prompts is under 200 KB; more is not a config (or `/dev/zero`)."
+MAX_DEPTH = 64
+"Nesting a config needs: 4 levels, plus whatever an agent's `options` hold."
+
+
 def load_config(path: str | os.PathLike[str]) -> Fleet:
     """Read, parse and validate a config file; raise ConfigError naming file:line:col or the JSON path."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)  # never more: the path may be a device or a huge file
     except FileNotFoundError:
         raise ConfigError("no such file", source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", source=source) from exc
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // 2**20} MiB, the most a config may be (one with 200 "
+                          "agents is under 200 KB): is this the right file?", source=source)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", source=source, line=line) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(exc.msg, source=source, line=exc.lineno, column=exc.colno) from exc
+    except RecursionError as exc:  # the parser's own limit, near 1,000 levels
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs a few)",
+                          source=source) from exc
     return fleet_from_dict(data, source=source)
 
 
@@ -295,6 +317,7 @@ def fleet_from_dict(data: Any, *, source: str = "config") -> Fleet:
     """Validate a config already parsed from JSON."""
     if not isinstance(data, dict):
         raise ConfigError("must be a JSON object with a \"worker_agents\" list", source=source)
+    _check_depth(data, source)
     try:
         spec = ConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -346,6 +369,20 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     return Fleet(workers=workers, reviewers=reviewers, servers=servers, strategy=spec.review.strategy,
                  review_prompt=spec.review.prompt, rounds=spec.review.rounds, source=source,
                  warnings=tuple(warnings))
+
+
+def _check_depth(data: Any, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before anything recursive (validation, JSON for history) sees it."""
+    level: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    for _ in range(MAX_DEPTH):
+        level = [(child, loc + (key,)) for value, loc in level
+                 for key, child in (value.items() if isinstance(value, dict) else
+                                    enumerate(value) if isinstance(value, list) else ())
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return
+    raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs a few)", source=source,
+                      path=json_path(level[0][1][:4]) + "…")
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -13,6 +13,12 @@ def is_local(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
 
 
+def port_of(url: str) -> int:
+    """The URL's port, or its scheme's default when it names none."""
+    parts = urlsplit(url)
+    return parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
+
+
 def serve_command(port: int) -> str:
     return f"`OLLAMA_HOST=127.0.0.1:{port} ollama serve`"
 
@@ -22,4 +28,4 @@ def pull_command(url: str, model: str) -> str:
     parts = urlsplit(url)
     if is_local(url) and parts.port == OLLAMA_DEFAULT_PORT:
         return f"`ollama pull {model}`"
-    return f"`OLLAMA_HOST={parts.hostname}:{parts.port or 80} ollama pull {model}`"
+    return f"`OLLAMA_HOST={parts.hostname}:{port_of(url)} ollama pull {model}`"

@@ -8,11 +8,10 @@ import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, TypedDict
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..hints import is_local, pull_command, serve_command
+from ..hints import is_local, port_of, pull_command, serve_command
 from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken, Unreachable
 
 if TYPE_CHECKING:
@@ -171,7 +170,7 @@ def _pull_hint(agent: "Agent") -> str | None:
 
 def _start_hint(agent: "Agent") -> str | None:
     if agent.protocol == "ollama" and is_local(agent.endpoint):
-        return f"start it with {serve_command(urlsplit(agent.endpoint).port or 80)}"
+        return f"start it with {serve_command(port_of(agent.endpoint))}"
     return None
 
 
