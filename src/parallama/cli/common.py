@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -16,6 +17,19 @@ if TYPE_CHECKING:
 
 CONFIG_ENV = "PARALLAMA_CONFIG"
 DEFAULT_CONFIG = "parallama.json"
+
+
+class Number(click.FloatRange):
+    """A number in a range that is also finite: `nan` passes every range check (each comparison is false), and
+    `inf` RAM or seconds means nothing."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def find_config(given: str | None) -> Path | None:
@@ -38,6 +52,31 @@ def load_fleet(config_path: str | None) -> "Fleet":
     if path is None:
         raise UsageError("no config to look at: pass --config FILE (or write one with `parallama recommend --write`)")
     return load_config(path)
+
+
+def check_writable(path: str, option: str) -> None:
+    """Fail now (exit 2), before anything is started or run, when the file `option` names cannot be written."""
+    from ..errors import UsageError
+
+    target = Path(path)
+    try:
+        existed = target.exists()
+        with open(target, "a", encoding="utf-8"):
+            pass
+        if not existed:
+            target.unlink()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from exc
+
+
+def write_file(path: str, text: str, option: str) -> None:
+    """Write a file the user asked for; a refusal is a one-line error (exit 2), not a traceback."""
+    from ..errors import UsageError
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def echo_json(data: Any) -> None:

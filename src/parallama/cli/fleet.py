@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from .common import echo_json, load_fleet, user_errors
+from .common import Number, check_writable, echo_json, load_fleet, user_errors, write_file
 
-RAM = click.option("--ram", type=click.FloatRange(min=0, min_open=True), metavar="GB",
+RAM = click.option("--ram", type=Number(min=0, min_open=True), metavar="GB",
                    help="Plan for this much RAM instead of this machine's.")
-VRAM = click.option("--vram", type=click.FloatRange(min=0), metavar="GB",
+VRAM = click.option("--vram", type=Number(min=0), metavar="GB",
                     help="Plan for this much VRAM instead of what nvidia-smi reports (0: no GPU).")
 CONFIG = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
                       help="Fleet config. Default: $PARALLAMA_CONFIG, then ./parallama.json.")
@@ -95,7 +95,7 @@ def recommend(ram: float | None, vram: float | None, workers: int, write_path: s
             for command in choice.commands():
                 click.echo(f"  {command}")
         if write_path:
-            Path(write_path).write_text(json.dumps(choice.config(), indent=2) + "\n", encoding="utf-8")
+            write_file(write_path, json.dumps(choice.config(), indent=2) + "\n", "--write")
             click.echo(f"wrote {write_path}: parallama run \"…\" --config {write_path}", err=True)
 
 
@@ -117,22 +117,46 @@ def bench(config_path: str | None, prompt_text: str | None, prompts_file: str | 
 
         if prompt_text and prompts_file:
             raise UsageError("give --prompt or --prompts, not both")
-        if prompts_file:
-            prompts = [line.strip() for line in Path(prompts_file).read_text(encoding="utf-8").splitlines()
-                       if line.strip()]
-            if not prompts:
-                raise UsageError(f"{prompts_file}: no prompts in it (one per line)")
-        else:
-            prompts = [prompt_text or "Explain in three sentences why the sky is blue."]
+        if plot_path:  # before the benchmark: a missing extra or an unwritable path must not cost its results
+            from ..report.timeline import plot_timelines, pyplot
+
+            pyplot()
+            check_writable(plot_path, "--plot")
+        prompts = _read_prompts(prompts_file) if prompts_file else [
+            prompt_text or "Explain in three sentences why the sky is blue."]
         fleet = load_fleet(config_path)
         with progress_for() as on_progress:
             result = asyncio.run(run_bench(fleet, prompts, repeat, on_progress))
-        if plot_path:
-            from ..report.timeline import plot_timelines
-
-            plot_timelines(result, plot_path)
-            click.echo(f"wrote {plot_path}", err=True)
         if as_json:
             echo_json(result.to_dict())
         else:
             print_bench(result)
+        if plot_path:
+            plot_timelines(result, plot_path)
+            click.echo(f"wrote {plot_path}", err=True)
+
+
+MAX_PROMPTS_BYTES = 16 << 20
+
+
+def _read_prompts(path: str) -> list[str]:
+    """One prompt per non-blank line of a UTF-8 file."""
+    from ..errors import UsageError
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PROMPTS_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"--prompts {path}: cannot read it ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_PROMPTS_BYTES:
+        raise UsageError(f"--prompts {path}: larger than {MAX_PROMPTS_BYTES >> 20} MiB; is it the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise UsageError(f"--prompts {path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as "
+                         "UTF-8") from exc
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError(f"{path}: no prompts in it (one per line)")
+    return prompts

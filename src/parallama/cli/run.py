@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .common import CONFIG_ENV, DEFAULT_CONFIG, find_config, user_errors
+from .common import CONFIG_ENV, DEFAULT_CONFIG, Number, find_config, user_errors
 
 if TYPE_CHECKING:
     from ..config import Fleet
@@ -32,7 +32,7 @@ HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT
               help=f"Fleet config (the guide's config.json). Default: ${CONFIG_ENV}, then ./{DEFAULT_CONFIG}.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every agent's result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No live view or progress on stderr; failures are still shown.")
-@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--deadline", type=Number(min=0, min_open=True), metavar="SECONDS",
               help="Bound the whole run; whatever is unfinished then counts as timed out.")
 @click.option("--no-review", is_flag=True, help="Skip the reviewer; print every worker's answer under its name.")
 @click.option("--strategy", type=click.Choice(["synthesize", "judge", "council"]),

@@ -5,13 +5,30 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .common import echo_json, user_errors
+from .common import Number, check_writable, echo_json, user_errors, write_file
+
+if TYPE_CHECKING:
+    from ..engines.state import Instance, InstanceStore
 
 ENGINE_CHOICE = click.Choice(["llama-cpp", "ollama"])
 DEFAULT_BASE_PORT = {"ollama": 11434, "llama-cpp": 8080}
+
+
+def _recorded_instances(store: "InstanceStore") -> "list[Instance]":
+    """The instances on record; a damaged record is said so (where, and what was found running), set aside and
+    rewritten with what could be recovered."""
+    record = store.read()
+    if record.damage:
+        aside = store.repair(record)
+        found = ", ".join(f"{i.url} (pid {i.pid})" for i in record.recovered) or "none"
+        kept = f"; the damaged file is kept as {aside}" if aside else ""
+        click.echo(f"warning: {record.damage}{kept}; instances found running by their command line and port: "
+                   f"{found}", err=True)
+    return record.instances
 
 
 def _default_engine() -> str:
@@ -30,7 +47,7 @@ def _default_engine() -> str:
               help="Slots per instance (OLLAMA_NUM_PARALLEL); llama-cpp has 1.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything else is exposed.")
 @click.option("--strict-ports", is_flag=True, help="Fail (exit 2) on a busy port instead of moving on.")
-@click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+@click.option("--ready-timeout", type=Number(min=0, min_open=True), default=120.0, show_default=True,
               metavar="SECONDS", help="How long to wait for each instance to answer.")
 @click.option("--write-config", type=click.Path(dir_okay=False), help="Write a config whose workers use the instances.")
 def up(engine: str | None, count: int, base_port: int | None, model: str | None, threads: int | None,
@@ -46,6 +63,8 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
             raise UsageError("llama.cpp's server takes one request at a time: use -n for more instances")
         if write_config and name == "ollama" and not model:
             raise UsageError("--write-config needs --model with the ollama engine (the model the workers use)")
+        if write_config:
+            check_writable(write_config, "--write-config")
         warning = exposure_warning(host)
         if warning:
             click.echo(f"warning: {warning}", err=True)
@@ -60,20 +79,30 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
             console.print(f"✓ {instance.engine} ready on {instance.url} (pid {instance.pid}, {seconds:.1f} s)",
                           markup=False)
 
+        from ..engines.state import InstanceStore
+
+        store = InstanceStore()
+        _recorded_instances(store)
         waiting = console.status(f"starting {count} {name} instance(s) and waiting until they answer…")
         with waiting if console.is_terminal else nullcontext():
             report = start_instances(engine_named(name), count, base_port=base_port or DEFAULT_BASE_PORT[name],
                                      host=host, model=model, threads=threads, parallel=parallel,
-                                     strict_ports=strict_ports, ready_timeout=ready_timeout, on_ready=ready)
+                                     strict_ports=strict_ports, ready_timeout=ready_timeout, store=store,
+                                     on_ready=ready)
         for line in report.skipped:
             click.echo(f"note: {line}; took the next free port", err=True)
         for instance in report.instances:
             click.echo(instance.api_url)
         if write_config:
             from ..engines.fleet_config import fleet_config
+            from ..engines.instances import stop_instances
 
-            Path(write_config).write_text(json.dumps(fleet_config(report.instances), indent=2) + "\n",
-                                          encoding="utf-8")
+            try:
+                write_file(write_config, json.dumps(fleet_config(report.instances), indent=2) + "\n",
+                           "--write-config")
+            except UsageError:  # it could be written a moment ago: all or nothing, stop what was started
+                stop_instances(report.instances, store=store)
+                raise
             click.echo(f"wrote {write_config}", err=True)
 
 
@@ -83,15 +112,15 @@ def status(as_json: bool) -> None:
     """List the instances parallama started: alive or dead, URL, model, memory."""
     with user_errors():
         from ..engines.instances import instance_status
+        from ..engines.state import InstanceStore
 
-        live, stale = instance_status()
+        store = InstanceStore()
+        live, stale = instance_status(store, _recorded_instances(store))
         if as_json:
-            rows = [{"engine": s.instance.engine, "pid": s.instance.pid, "url": s.instance.url,
-                     "api_url": s.instance.api_url, "model": s.instance.model, "alive": True,
-                     "rss_bytes": s.rss_bytes, "log": s.instance.log} for s in live]
-            rows += [{"engine": i.engine, "pid": i.pid, "url": i.url, "api_url": i.api_url, "model": i.model,
-                      "alive": False, "rss_bytes": None, "log": i.log} for i in stale]
-            echo_json({"instances": rows})
+            echo_json({"instances": [{"engine": s.instance.engine, "pid": s.instance.pid, "url": s.instance.url,
+                                      "api_url": s.instance.api_url, "model": s.instance.model, "alive": s.alive,
+                                      "rss_bytes": s.rss_bytes, "log": s.instance.log, "note": s.note or None}
+                                     for s in live + stale]})
             return
         if not live and not stale:
             click.echo("no instances (start some with `parallama up -n 3`)", err=True)
@@ -99,8 +128,9 @@ def status(as_json: bool) -> None:
             rss = f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "?"
             click.echo(f"alive  {s.instance.url}  {s.instance.engine}  pid {s.instance.pid}  {rss}  "
                        f"{Path(s.instance.model).name if s.instance.model else '-'}")
-        for i in stale:
-            click.echo(f"dead   {i.url}  {i.engine}  pid {i.pid} is gone; removed from the record")
+        for s in stale:
+            i = s.instance
+            click.echo(f"dead   {i.url}  {i.engine}  pid {i.pid} {s.note}; removed from the record")
 
 
 @click.command()
@@ -116,13 +146,17 @@ def down(ports: tuple[int, ...], everything: bool) -> None:
         if not ports and not everything:
             raise UsageError("say which instances to stop: `parallama down --all` or `parallama down PORT...`")
         store = InstanceStore()
-        known = store.load()
+        known = _recorded_instances(store)
         chosen = known if everything else [i for i in known if i.port in ports]
         unknown = sorted(set(ports) - {i.port for i in known})
         for port in unknown:
             click.echo(f"note: no instance of parallama's on port {port}", err=True)
-        for instance in stop_instances(chosen, store=store):
+        report = stop_instances(chosen, store=store)
+        for instance in report.stopped:
             click.echo(f"stopped {instance.url} (pid {instance.pid})", err=True)
+        for instance, why in report.forgotten:
+            click.echo(f"note: {instance.url}: pid {instance.pid} {why}; not signalled, removed from the record",
+                       err=True)
         if unknown and not chosen:
             sys.exit(1)
 
@@ -139,12 +173,16 @@ def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, out
     with user_errors():
         from ..engines.compose import compose_yaml
         from ..engines.instances import exposure_warning
+        from ..errors import UsageError
 
         warning = exposure_warning(host)
         if warning:
             click.echo(f"warning: {warning}", err=True)
-        Path(output).write_text(compose_yaml(count, base_port=base_port, gpu=gpu, host=host, num_parallel=parallel),
-                                encoding="utf-8")
+        if base_port + count - 1 > 65535:
+            raise UsageError(f"ports {base_port}–{base_port + count - 1} go past 65535: use a --base-port of at most "
+                             f"{65536 - count} for {count} containers")
+        write_file(output, compose_yaml(count, base_port=base_port, gpu=gpu, host=host, num_parallel=parallel),
+                   "--output")
         click.echo(f"wrote {output}: `docker compose -f {output} up -d`, then ports "
                    f"{base_port}–{base_port + count - 1}", err=True)
 

@@ -89,9 +89,13 @@ def start_instances(
             spec = engine.launch(host=host, port=port, model=model, threads=threads, parallel=parallel)
             log = store.log_dir() / f"{engine.name}-{port}.log"
             proc = spawn(spec, log, die_with_parent=ephemeral)
+            try:  # Popen returns once the exec has happened: this is the server's own command line
+                started_proc = psutil.Process(proc.pid)
+                identity = dict(create_time=started_proc.create_time(), cmdline=started_proc.cmdline())
+            except psutil.Error:  # it died at once: wait_ready says so, naming the log
+                identity = dict(create_time=0.0, cmdline=spec.argv)
             instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
-                                log=str(log), parallel=spec.parallel, threads=threads,
-                                create_time=psutil.Process(proc.pid).create_time(),
+                                log=str(log), parallel=spec.parallel, threads=threads, **identity,
                                 extra={"health_path": spec.health_path, "ephemeral": ephemeral})
             store.add(instance)
             started.append((instance, proc, spec))
@@ -157,15 +161,30 @@ def _log_tail(path: str, lines: int = 3) -> str:
     return ("\n  " + "\n  ".join(tail)) if tail else ""
 
 
+@dataclass(frozen=True)
+class StopReport:
+    """What `stop_instances` did."""
+
+    stopped: list[Instance]
+    "Signalled (SIGTERM, then SIGKILL if need be) and forgotten."
+    forgotten: list[tuple[Instance, str]]
+    "Forgotten without a signal, and why: the process is gone, or the pid is no longer the one recorded."
+
+
 def stop_instances(instances: list[Instance], *, store: InstanceStore | None = None,
-                   grace: float = STOP_GRACE_S) -> list[Instance]:
-    """SIGTERM each instance and its children, SIGKILL what is left after `grace` seconds; forget them."""
+                   grace: float = STOP_GRACE_S) -> StopReport:
+    """SIGTERM each instance and its children, SIGKILL what is left after `grace` seconds; forget them. A process
+    whose start time or command line is not the recorded one is never signalled."""
     store = store or InstanceStore()
     procs: list[psutil.Process] = []
+    stopped: list[Instance] = []
+    forgotten: list[tuple[Instance, str]] = []
     for instance in instances:
-        proc = instance.process()
+        proc, why = instance.identify()
         if proc is None:
+            forgotten.append((instance, why))
             continue
+        stopped.append(instance)
         try:
             family = [proc] + proc.children(recursive=True)
         except psutil.Error:
@@ -184,7 +203,7 @@ def stop_instances(instances: list[Instance], *, store: InstanceStore | None = N
             pass
     psutil.wait_procs(alive, timeout=grace)
     store.remove({i.port for i in instances})
-    return instances
+    return StopReport(stopped, forgotten)
 
 
 @dataclass(frozen=True)
@@ -192,17 +211,21 @@ class InstanceStatus:
     instance: Instance
     alive: bool
     rss_bytes: int | None
+    note: str = ""
+    "Why a dead one is not alive: `is gone`, or the pid now belongs to another process."
 
 
-def instance_status(store: InstanceStore | None = None) -> tuple[list[InstanceStatus], list[Instance]]:
-    """Every recorded instance with whether it is alive and its memory; dead ones are removed from the record."""
+def instance_status(store: InstanceStore | None = None,
+                    instances: list[Instance] | None = None) -> tuple[list[InstanceStatus], list[InstanceStatus]]:
+    """Every recorded instance (or `instances`), alive with its memory, or dead and why; the dead ones are removed
+    from the record."""
     store = store or InstanceStore()
     live: list[InstanceStatus] = []
-    stale: list[Instance] = []
-    for instance in store.load():
-        proc = instance.process()
+    stale: list[InstanceStatus] = []
+    for instance in store.load() if instances is None else instances:
+        proc, why = instance.identify()
         if proc is None:
-            stale.append(instance)
+            stale.append(InstanceStatus(instance, False, None, why))
             continue
         try:
             rss = sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True))
@@ -210,5 +233,5 @@ def instance_status(store: InstanceStore | None = None) -> tuple[list[InstanceSt
             rss = None
         live.append(InstanceStatus(instance, True, rss))
     if stale:
-        store.remove({i.port for i in stale})
+        store.remove({s.instance.port for s in stale})
     return live, stale

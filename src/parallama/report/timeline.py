@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..bench import BenchResult
 from ..errors import SetupError
 
 
-def plot_timelines(result: BenchResult, path: str | Path) -> None:
-    """Write a PNG: one horizontal bar per agent from request to last token, sequential left, parallel right."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on a file-only backend; SetupError naming the extra when it is missing. `bench` calls it
+    before the benchmark, so a missing extra costs nothing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        raise SetupError("--plot needs matplotlib: pip install 'parallama[plot]'") from None
+    except ImportError as exc:
+        raise SetupError(f"--plot needs matplotlib ({exc}): pip install 'parallama[plot]'") from exc
+    return plt
+
+
+def plot_timelines(result: BenchResult, path: str | Path) -> None:
+    """Write a PNG: one horizontal bar per agent from request to last token, sequential left, parallel right."""
+    plt = pyplot()
     modes = [("sequential", result.sequential.makespan_s), ("parallel", result.parallel.makespan_s)]
     agents = [a.name for a in result.sequential.agents]
     right = max(max((s.end_s for s in result.timelines[m]), default=0) for m, _ in modes) * 1.05 or 1
