@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from conftest import invoke, worker, write_config
+from conftest import invoke, run_process, worker, write_config
 from fakes import FakeServer
 from parallama.bench import WARMUP_PROMPT, bench, ideal_makespan
 from parallama.config import load_config
@@ -132,3 +133,32 @@ def test_bench_bad_usage(tmp_path):
     write_config(tmp_path / "c.json", {"worker_agents": [{"api_url": "http://localhost:1", "model": "m"}]})
     result = invoke("bench", "-c", "c.json", "--prompts", "empty.txt")
     assert result.exit_code == 2 and "no prompts" in result.stderr
+
+
+def test_plot_without_matplotlib_is_refused_before_the_benchmark(tmp_path, servers):
+    """With matplotlib not importable (a stand-in package that fails to import, first on the path), `bench --plot`
+    fails at once with the extra to install, and no request is sent: no benchmark is run and thrown away."""
+    three_server_config(tmp_path, servers)
+    broken = tmp_path / "no-matplotlib" / "matplotlib"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError(\"No module named 'matplotlib'\")\n")
+    path = os.pathsep.join([str(broken.parent), os.environ.get("PYTHONPATH", "")])
+    proc = run_process("bench", "-c", "c.json", "--plot", "t.png", env={"PYTHONPATH": path})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("error: --plot needs matplotlib (No module named 'matplotlib'): "
+                                   "pip install 'parallama[plot]'")
+    assert all(not s.requests for s in servers) and not (tmp_path / "t.png").exists()
+    # An unwritable plot path, likewise, before anything is sent.
+    (tmp_path / "a-file").write_text("")
+    result = invoke("bench", "-c", "c.json", "--plot", "a-file/t.png")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --plot a-file/t.png: cannot write there (")
+    assert all(not s.requests for s in servers)
+
+
+def test_prompts_file_that_is_not_utf8_is_a_usage_error(tmp_path, servers):
+    three_server_config(tmp_path, servers)
+    (tmp_path / "prompts.txt").write_bytes(b"first prompt\ncaf\xe9 au lait?\n")
+    result = invoke("bench", "-c", "c.json", "--prompts", "prompts.txt")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --prompts prompts.txt:2: not UTF-8 text (byte 0xe9); save it as UTF-8")
+    assert all(not s.requests for s in servers)

@@ -173,3 +173,117 @@ def test_compose_file(tmp_path):
     plain = invoke("compose", "-n", "1", "-o", "plain.yml")
     assert plain.exit_code == 0
     assert "deploy" not in yaml.safe_load((tmp_path / "plain.yml").read_text())["services"]["ollama1"]
+
+
+def _damage(path: Path, kind: str) -> None:
+    """What a crash, a careless edit or another program may leave in place of the instances file."""
+    if kind == "directory":
+        path.unlink()
+        path.mkdir()
+        (path / "notes.txt").write_text("mine")
+    elif kind == "pid of the wrong type":
+        data = json.loads(path.read_text())
+        data["instances"][0]["pid"] = str(data["instances"][0]["pid"])
+        path.write_text(json.dumps(data))
+    else:
+        path.write_text({"a list": "[1, 2]", "null": "null", "instances not a list": '{"instances": "x"}',
+                         "garbage": '{"instances": [{"engine": "ollama", "pid": 12'}[kind])
+
+
+DAMAGE = {  # kind → what the warning says about it
+    "a list": 'is not a record of instances (expected {"instances": [...]}, found list)',
+    "null": 'is not a record of instances (expected {"instances": [...]}, found NoneType)',
+    "instances not a list": 'is not a record of instances (expected {"instances": [...]}, found "instances": str)',
+    "garbage": "is not JSON (Expecting",
+    "directory": "is a directory, not parallama's record of instances",
+    "pid of the wrong type": ": instances[0].pid: Input should be a valid integer; that entry is left out",
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_instances_file_is_said_and_the_running_instances_found_again(stand_in, kind):
+    """status and down on a damaged record: a warning naming the file and what is wrong, the damaged file kept
+    aside, both live instances found by their command line, log and port — and `down --all` stops them."""
+    port = base_port()
+    assert invoke("up", "--engine", "ollama", "-n", "2", "--base-port", str(port)).exit_code == 0
+    pids = [json.loads((stand_in / f"{p}.json").read_text())["pid"] for p in (port, port + 1)]
+    store = InstanceStore()
+    _damage(store.path, kind)
+    damaged = None if kind == "directory" else store.path.read_bytes()
+
+    status = invoke("status")
+    assert status.exit_code == 0 and "Traceback" not in status.stderr
+    [warning] = [line for line in status.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {store.path}") and DAMAGE[kind] in warning
+    aside = store.path.with_name("instances.json.damaged-1")
+    assert f"the damaged file is kept as {aside}" in warning
+    if kind == "directory":
+        assert (aside / "notes.txt").read_text() == "mine"
+    else:
+        assert aside.read_bytes() == damaged  # nothing lost
+    # Found again by their processes: both, or the one whose entry was left out.
+    found = [(port, pids[0])] + ([] if kind == "pid of the wrong type" else [(port + 1, pids[1])])
+    assert warning.endswith("instances found running by their command line and port: " +
+                            ", ".join(f"http://127.0.0.1:{p} (pid {pid})" for p, pid in found))
+    alive = sorted(line.split()[1] for line in status.stdout.splitlines() if line.startswith("alive"))
+    assert alive == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+    # The record is sound again: a second look says nothing more.
+    assert "warning" not in invoke("status").stderr
+
+    down = invoke("down", "--all")
+    assert down.exit_code == 0
+    assert sorted(line for line in down.stderr.splitlines()) == sorted(
+        f"stopped http://127.0.0.1:{p} (pid {pid})" for p, pid in zip((port, port + 1), pids))
+    time.sleep(0.2)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+
+
+def test_a_recorded_pid_that_is_not_ours_is_never_signalled(tmp_path):
+    """A foreign process under a recorded pid — no start time on record, another start time, another command
+    line: `down --all` leaves it running, says why, and forgets the record."""
+    foreign = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        started = [psutil.Process(p.pid).create_time() for p in foreign]
+        records = [
+            Instance(engine="ollama", pid=foreign[0].pid, host="127.0.0.1", port=11901, model="", log="/dev/null"),
+            Instance(engine="ollama", pid=foreign[1].pid, host="127.0.0.1", port=11902, model="", log="/dev/null",
+                     create_time=started[1] - 3600),
+            Instance(engine="ollama", pid=foreign[2].pid, host="127.0.0.1", port=11903, model="", log="/dev/null",
+                     create_time=started[2], cmdline=["/usr/bin/ollama", "serve"]),
+        ]
+        InstanceStore().save(records)
+        down = invoke("down", "--all")
+        assert down.exit_code == 0 and "stopped" not in down.stderr
+        assert down.stderr.splitlines() == [
+            f"note: http://127.0.0.1:11901: pid {foreign[0].pid} has no start time on record, so it cannot be told "
+            "from another process; not signalled, removed from the record",
+            f"note: http://127.0.0.1:11902: pid {foreign[1].pid} now belongs to another process (it started at "
+            "another time); not signalled, removed from the record",
+            f"note: http://127.0.0.1:11903: pid {foreign[2].pid} now runs another command ({sys.executable} -c "
+            "'import time; time.sleep(60)'); not signalled, removed from the record"]
+        assert all(p.poll() is None for p in foreign)
+        assert InstanceStore().load() == []
+    finally:
+        for p in foreign:
+            p.kill()
+            p.wait()
+
+
+def test_up_with_an_unwritable_config_path_starts_nothing(stand_in, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--model", "m",
+                    "--write-config", "a-file/fleet.json")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: --write-config a-file/fleet.json: cannot write there (Not a directory)"
+    assert not stand_in.exists() or not list(stand_in.iterdir())  # no instance was started
+    assert InstanceStore().load() == []
+
+
+def test_compose_refuses_ports_past_65535(tmp_path):
+    result = invoke("compose", "--base-port", "65534", "-n", "3", "-o", "dc.yml")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: ports 65534–65536 go past 65535: use a --base-port of at most 65533 "
+                                     "for 3 containers")
+    assert not (tmp_path / "dc.yml").exists()
+    assert invoke("compose", "--base-port", "65533", "-n", "3", "-o", "dc.yml").exit_code == 0

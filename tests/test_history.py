@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import invoke, worker, write_config
 from fakes import FakeServer, free_port
 from parallama.history import MIGRATIONS, History
@@ -62,7 +64,9 @@ def test_a_failed_run_is_kept_with_its_errors(tmp_path):
     assert shown["agents"][0]["error_kind"] == "unreachable" and "connection refused" in shown["agents"][0]["error"]
 
 
-def test_an_interrupted_run_is_marked_and_the_database_stays_sound(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_is_marked_and_the_database_stays_sound(tmp_path, stop):
+    """Ctrl-C, or SIGTERM (a service manager, `kill`): the same clean stop — exit 130, the row `interrupted`."""
     with FakeServer() as fake:
         fake.model("quick", latency=0.05)
         fake.model("slow", latency=30)
@@ -76,9 +80,9 @@ def test_an_interrupted_run_is_marked_and_the_database_stays_sound(tmp_path):
             assert time.time() < deadline
             time.sleep(0.05)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
-    assert proc.returncode == 130
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and err.strip() == "interrupted"
     [run] = json.loads(invoke("history", "--json").stdout)
     assert run["status"] == "interrupted"
     shown = json.loads(invoke("history", "show", run["id"], "--json").stdout)

@@ -196,3 +196,11 @@ def test_recommend_written_config_runs_on_servers_that_have_the_models(tmp_path)
 def test_recommend_too_little_memory_is_a_clear_error():
     result = invoke("recommend", "--ram", "2.1", "--vram", "0")
     assert result.exit_code == 2 and "not enough" in result.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--ram", "nan"), ("--ram", "inf"), ("--vram", "nan")])
+def test_memory_that_is_not_a_number_is_refused(tmp_path, server, option, value):
+    write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
+    result = invoke("plan", "-c", "c.json", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}': '{value}' is not a finite number." in result.stderr
+    assert "GB" not in result.stdout
