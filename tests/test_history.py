@@ -255,3 +255,20 @@ def test_a_history_write_failing_mid_run_stops_history_not_the_run(tmp_path, ser
     other.execute("ROLLBACK")
     [run] = History(path).runs()
     assert run["status"] == "incomplete"  # what was written before the lock is kept, and marked unfinished
+
+
+def test_the_library_raises_a_typed_error_for_a_broken_database(tmp_path, server):
+    """From Python, `history=True` on a broken database is a `HistoryError` naming the file (the CLI turns it into
+    a warning); nothing is left open."""
+    from parallama import run_sync
+    from parallama.errors import HistoryError, ParallamaError
+
+    config = _two_workers_and_a_reviewer(tmp_path, server)
+    history_db().parent.mkdir(parents=True)
+    history_db().mkdir()
+    with pytest.raises(HistoryError) as caught:
+        run_sync("hi", str(config), history=True)
+    assert isinstance(caught.value, ParallamaError)
+    assert str(caught.value) == f"history database {history_db()}: cannot open it: it is a directory, not a " \
+                                "database file"
+    assert not server.requests

@@ -62,14 +62,14 @@ class FleetClient:
         "(endpoint, model) pairs whose server refused the `think` field: sent without it from then on."
 
     async def __aenter__(self) -> "FleetClient":
-        self._session = client_session()
-        self._gates = {url: gate_for(url, server.parallel) for url, server in self.fleet.servers.items()}
-        if self._history is not False:
+        if self._history is not False:  # first: a HistoryError here leaves nothing open
             from .history import History, HistoryWriter
 
             store = self._owned_store = History() if self._history is True else None
             self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
             self.subscribe(self._writer)
+        self._session = client_session()
+        self._gates = {url: gate_for(url, server.parallel) for url, server in self.fleet.servers.items()}
         return self
 
     async def __aexit__(self, *exc: object) -> None:
