@@ -91,11 +91,12 @@ def start_instances(
             proc = spawn(spec, log, die_with_parent=ephemeral)
             try:  # Popen returns once the exec has happened: this is the server's own command line
                 started_proc = psutil.Process(proc.pid)
-                identity = dict(create_time=started_proc.create_time(), cmdline=started_proc.cmdline())
+                create_time, cmdline = started_proc.create_time(), started_proc.cmdline()
             except psutil.Error:  # it died at once: wait_ready says so, naming the log
-                identity = dict(create_time=0.0, cmdline=spec.argv)
+                create_time, cmdline = 0.0, spec.argv
             instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
-                                log=str(log), parallel=spec.parallel, threads=threads, **identity,
+                                log=str(log), parallel=spec.parallel, threads=threads, create_time=create_time,
+                                cmdline=cmdline,
                                 extra={"health_path": spec.health_path, "ephemeral": ephemeral})
             store.add(instance)
             started.append((instance, proc, spec))
