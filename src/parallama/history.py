@@ -1,5 +1,6 @@
 """Every run kept in SQLite (the user's data dir, file mode 0600): prompt, config, strategy, each agent's request
-settings, answer, status, error, timings and tokens, and the final answer. API keys never reach it.
+settings, answer, status, error, timings and tokens, and the final answer. API keys and URL passwords never reach
+it (URLs are kept without their `user:password@`).
 
 The schema grows through numbered migration functions applied in order and recorded in `_migrations`, as
 simonw/llm does. A run's row is written when it starts (status `incomplete`) and each agent's row as it ends, so a
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator, TypedDict
 from .config import Agent, Fleet
 from .events import Event, Failed, Finished, RunEnded, RunStarted
 from .paths import history_db
+from .redact import Redactor
 from .result import AgentResult, RunResult
 
 HISTORY_ENV = "PARALLAMA_NO_HISTORY"
@@ -228,7 +230,7 @@ class RunRecorder:
         self.db = history.db
         self.id = run_id or uuid.uuid4().hex[:12]
         self.agents = {a.name: a for a in fleet.agents}
-        self.secrets = [k for k in (a.api_key() for a in fleet.agents) if k]
+        self.redact = Redactor.for_agents(fleet.agents)
         self.seq = 0
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy) "
@@ -237,12 +239,9 @@ class RunRecorder:
                              self._clean(json.dumps(fleet_record(fleet))), strategy))
 
     def _clean(self, text: str | None) -> str | None:
-        """Belt and braces: a key that found its way into text (say, pasted into a prompt) is masked."""
-        if text is None:
-            return None
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        """Belt and braces: a key or URL password that found its way into text (say, pasted into a prompt) is
+        masked, as it is in every result already."""
+        return None if text is None else self.redact(text)
 
     def agent_done(self, result: AgentResult, role: str) -> None:
         """One agent's row, in the stage `result.stage` (workers, round k, ranking, review)."""
