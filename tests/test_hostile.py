@@ -140,6 +140,19 @@ def test_a_key_the_server_quotes_back_is_never_shown_or_stored(tmp_path, servers
     assert_kept_secret(KEY, *everything)
 
 
+def test_what_counts_as_showing_a_key():
+    from parallama.redact import Redactor
+
+    redact = Redactor([KEY, "short"])
+    assert redact(f"key={KEY}.") == "key=***."
+    assert redact(f"prefix {KEY[:12]} and a middle {KEY[15:23]}") == "prefix *** and a middle ***"
+    assert redact(f"quoted {KEY[:6]}***{KEY[-3:]} or {KEY[:3]}...{KEY[-4:]}") == "quoted *** or ***"
+    # Shorter runs are ordinary text (and a short secret counts only whole).
+    plain = f"{KEY[:7]} {KEY[10:17]} shor e.g... 3 *** stars"
+    assert redact(plain) == plain
+    assert redact("a short one") == "a *** one"
+
+
 def test_the_live_view_masks_a_key_while_it_streams(servers, monkeypatch):
     from rich.console import Console
 
