@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import aiohttp
 
@@ -125,7 +125,7 @@ async def _details(session: aiohttp.ClientSession, url: str, headers: dict[str, 
             probe.shown[model] = details
 
 
-async def probe_servers(targets: list[tuple[str, str, list[str], Mapping[str, str]]]) -> list[ServerProbe]:
+async def probe_servers(targets: Sequence[tuple[str, str, list[str], Mapping[str, str]]]) -> list[ServerProbe]:
     """Probe several servers at once: (url, protocol, models to look up, request headers)."""
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:

@@ -61,7 +61,8 @@ class Redactor:
         return text
 
     def _mask_runs(self, text: str) -> str:
-        out, at = [], 0
+        out: list[str] = []
+        at = 0
         for match in self._runs.finditer(text):  # type: ignore[union-attr]
             start, end = match.span()
             if start < at:
