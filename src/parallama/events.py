@@ -66,7 +66,7 @@ class Delta:
 
 @dataclass(frozen=True, slots=True)
 class Thinking:
-    """A piece of a reasoning model's thinking arrived (kept apart from its answer)."""
+    """A piece of a reasoning model's thinking arrived (kept apart from its answer), raw as streamed, as `Delta`."""
 
     run_id: str
     stage: str
