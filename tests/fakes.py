@@ -11,6 +11,9 @@ every request it got and how many were in flight at once.
         server.model("broken", fault="cut")
         ... point agents at server.url + "/api/chat" ...
         server.max_in_flight, server.requests
+
+Hostile faults too: a line longer than any client should read, the caller's key quoted back in a 401, in the
+answer or in an error line; and `BannerServer`, something on a port that does not speak HTTP at all.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import socketserver
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +30,12 @@ from typing import Any
 
 from aiohttp import web
 
-FAULTS = {"404", "500", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty"}
+FAULTS = {"404", "500", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty",
+          "long_line", "long_unterminated", "401_echo", "401_partial", "echo", "error_echo"}
+"""`long_line`: mid-stream, one chunk `line_bytes` long; `long_unterminated`: the same without its newline, then the
+end. `401_echo` / `401_partial`: 401 quoting the caller's key whole / as hosted APIs abbreviate it
+(`sk-abc1****…wxyz`); `echo`: the answer repeats the Authorization header, split over two chunks; `error_echo`: an
+error line quoting it mid-stream."""
 
 
 @dataclass
@@ -58,6 +67,10 @@ class Behaviour:
     "OpenAI-compatible: `reasoning_content` (vLLM, llama.cpp) or `reasoning` (newer vLLM, OpenRouter)."
     reject_think: bool = False
     "Answer 400 to a request that asks for thinking settings, as Ollama does for a model without thinking."
+    line_bytes: int = 5 * 1024 * 1024
+    "Length of the one line the `long_line` faults send."
+    show_delay: float = 0.0
+    "Seconds /api/show takes to answer (a model being loaded from a slow disk)."
 
     def pieces(self, model: str, messages: list[dict] | None = None) -> list[str]:
         text = self.respond(messages or []) if self.respond else self.text
@@ -105,13 +118,24 @@ class Recorded:
     def messages(self) -> list[dict]:
         return self.body.get("messages", [])
 
+    @property
+    def authorization(self) -> str:
+        return self.headers.get("Authorization", "")
+
+    @property
+    def key(self) -> str:
+        """What the caller sent as its key: the Authorization header after `Bearer ` (or `Basic `)."""
+        return self.authorization.partition(" ")[2]
+
 
 class FakeServer:
     """An Ollama/OpenAI-compatible server with controllable latency, slots and faults."""
 
     def __init__(self, *, slots: int | None = None, version: str = "0.12.6", host: str = "127.0.0.1",
-                 port: int = 0, extra_ports: int = 0) -> None:
+                 port: int = 0, extra_ports: int = 0, require_authorization: str | None = None) -> None:
         self.slots = slots
+        self.require_authorization = require_authorization
+        "When set, every request without exactly this Authorization header gets 401 (a key-protected server)."
         self.extra_ports = extra_ports
         "More ports served by this same server (same slots): one process that looks like several servers."
         self.other_urls: list[str] = []
@@ -180,7 +204,7 @@ class FakeServer:
 
     async def _start(self) -> None:
         self._slots_sem = asyncio.Semaphore(self.slots) if self.slots else None
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorize])
         app.router.add_post("/api/chat", self._ollama_chat)
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_get("/api/version", self._version)
@@ -208,6 +232,12 @@ class FakeServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.require_authorization and request.headers.get("Authorization") != self.require_authorization:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return await handler(request)
 
     async def _pull(self, request: web.Request) -> web.StreamResponse:
         """Ollama's pull stream; a model name containing "missing" does not exist in the registry."""
@@ -245,6 +275,7 @@ class FakeServer:
         record, behaviour = await self._admit(request)
         if behaviour is None:
             return web.json_response({"error": f"model '{record.model}' not found"}, status=404)
+        await asyncio.sleep(behaviour.show_delay)
         params = float(behaviour.parameter_size.rstrip("BbMm")) * (1e6 if behaviour.parameter_size[-1] in "Mm" else 1e9)
         return web.json_response({
             "license": "", "modelfile": f"FROM {record.model}\n", "parameters": "stop \"<|eot_id|>\"",
@@ -290,6 +321,9 @@ class FakeServer:
         if behaviour.fault == "500":
             record.ended = time.perf_counter()
             return web.json_response({"error": "llama runner process has terminated: signal: killed"}, status=500)
+        if behaviour.fault in ("401_echo", "401_partial"):  # Ollama behind a proxy that checks keys
+            record.ended = time.perf_counter()
+            return web.json_response({"error": _bad_key_message(record, behaviour.fault)}, status=401)
         if behaviour.reject_structured_output and "format" in record.body:
             record.ended = time.perf_counter()
             return web.json_response({"error": "invalid format: structured outputs are not supported"}, status=400)
@@ -318,6 +352,8 @@ class FakeServer:
                 "eval_count": count, "eval_duration": max(gen, 1)}) + "\n").encode()
 
         error_line = b'{"error":"an error was encountered while running the model: unexpected EOF"}\n'
+        if behaviour.fault == "error_echo":
+            error_line = (json.dumps({"error": f"credentials expired: {record.authorization}"}) + "\n").encode()
         return await self._stream(request, record, behaviour, "application/x-ndjson", frame, final,
                                   error_line=error_line, done_line=None)
 
@@ -339,6 +375,11 @@ class FakeServer:
             return web.json_response({"error": {"message": "response_format is not supported", "type":
                                                 "invalid_request_error", "param": "response_format", "code": None}},
                                      status=400)
+        if behaviour.fault in ("401_echo", "401_partial"):
+            record.ended = time.perf_counter()
+            return web.json_response({"error": {"message": _bad_key_message(record, behaviour.fault),
+                                                "type": "invalid_request_error", "param": None,
+                                                "code": "invalid_api_key"}}, status=401)
         if behaviour.fault in ("500", "503"):
             record.ended = time.perf_counter()
             status = int(behaviour.fault)
@@ -370,6 +411,9 @@ class FakeServer:
             return out
 
         error_line = _sse({"error": {"message": "model runner crashed", "type": "server_error"}})
+        if behaviour.fault == "error_echo":
+            error_line = _sse({"error": {"message": f"credentials expired: {record.authorization}",
+                                         "type": "server_error"}})
         return await self._stream(request, record, behaviour, "text/event-stream", frame, final,
                                   error_line=error_line, done_line=b"data: [DONE]\n\n")
 
@@ -401,6 +445,10 @@ class FakeServer:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         pieces = [] if behaviour.fault == "empty" else behaviour.stream(record.model, record.body)
+        if behaviour.fault == "echo":
+            header = record.authorization
+            pieces += [("content", f"you sent {header[:len(header) // 2]}"),
+                       ("content", f"{header[len(header) // 2:]}, thanks")]
         steps = max(1, len(pieces))
         gap = behaviour.latency / steps
         fault = behaviour.fault
@@ -409,7 +457,13 @@ class FakeServer:
             # Against absolute times, so sleep overshoot does not pile up over many tokens.
             due = started + first + i * (behaviour.latency - first) / max(1, steps - 1) if steps > 1 else started + first
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            if i == steps // 2 and fault in ("cut", "truncated", "garbage", "hang", "error_line"):
+            if i == steps // 2 and fault in ("long_line", "long_unterminated"):
+                line = await frame("x" * behaviour.line_bytes)
+                await response.write(line if fault == "long_line" else line.rstrip(b"\n"))
+                if fault == "long_unterminated":
+                    await response.write_eof()
+                    return response
+            if i == steps // 2 and fault in ("cut", "truncated", "garbage", "hang", "error_line", "error_echo"):
                 if fault == "hang":
                     await asyncio.sleep(3600)
                 if fault == "cut":
@@ -420,7 +474,7 @@ class FakeServer:
                     return response
                 if fault == "garbage":
                     await response.write(b"<html><body>502 Bad Gateway</body></html>\n")
-                if fault == "error_line":
+                if fault in ("error_line", "error_echo"):
                     await response.write(error_line)
                     await response.write_eof()
                     return response
@@ -434,6 +488,14 @@ class FakeServer:
             await response.write(done_line)
         await response.write_eof()
         return response
+
+
+def _bad_key_message(record: Recorded, fault: str) -> str:
+    """A hosted API's 401 message, quoting the key it was sent, whole or abbreviated (its start and its end)."""
+    key = record.key
+    shown = key if fault == "401_echo" else key[:7] + "*" * max(0, len(key) - 11) + key[-4:]
+    return (f"Incorrect API key provided: {shown}. You can find your API key at "
+            "https://platform.example.com/account/api-keys.")
 
 
 def _sse(payload: dict) -> bytes:
@@ -467,3 +529,40 @@ class ReplayServer(FakeServer):
         return response
 
     _openai_chat = _ollama_chat
+
+
+class BannerServer:
+    """Not an HTTP server: a program on a port (sshd, a database) that greets each connection with a banner and hangs
+    up. What a user meets when api_url names the wrong port."""
+
+    def __init__(self, banner: bytes = b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n") -> None:
+        self.banner = banner
+        self.connections = 0
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "BannerServer":
+        fake = self
+
+        class Greet(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                fake.connections += 1
+                self.request.sendall(fake.banner)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Greet)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="banner-server", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -26,6 +26,7 @@ from .errors import AgentTimeout, BackendError, HTTPStatus
 from .events import (
     WORKERS, Delta, Event, EventSink, Failed, Finished, Queued, RunEnded, RunStarted, Started, Thinking)
 from .gates import Gate, Priority, ServerLoad, gate_for
+from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class FleetClient:
         strategy = strategy or self.fleet.strategy
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        prompt, undecodable = valid_unicode(prompt)
         run = self._open_run(on_event, run_id)
         started = RunStarted(run.id, prompt, self.fleet, strategy if review and self.fleet.reviewers else None)
         self.running[run.id] = started
@@ -111,8 +113,12 @@ class FleetClient:
             raise
         finally:
             del self.running[run.id]
-        if self._writer is not None:
-            result = replace(result, history_id=run.id)
+        warnings = result.warnings
+        if undecodable:
+            warnings = [f"the prompt had {undecodable} undecodable byte(s) (not UTF-8); each was sent as U+FFFD �",
+                        *warnings]
+        result = replace(result, prompt=run.redact(prompt), warnings=warnings,
+                         history_id=run.id if self._writer is not None else None)
         run.emit(RunEnded(run.id, result))
         if self._writer is not None and self._writer.error is not None:
             # History stopped during (or before) this run: say so in its result, and do not point at a partial row.
@@ -125,7 +131,8 @@ class FleetClient:
         at a time."""
         from .flow import worker_messages
 
-        run = self._open_run(on_event, None)
+        prompt = valid_unicode(prompt)[0]
+        run = self._open_run(on_event, None, agents or ())
         jobs = [(agent, worker_messages(agent, prompt)) for agent in (agents or self.fleet.workers)]
         if not sequential:
             return await run.ask(WORKERS, jobs, None)
@@ -136,7 +143,7 @@ class FleetClient:
 
     # ------------------------------------------------------------ inside a run
 
-    def _open_run(self, on_event: EventSink | None, run_id: str | None) -> "Run":
+    def _open_run(self, on_event: EventSink | None, run_id: str | None, agents: "tuple[Agent, ...]" = ()) -> "Run":
         if self._session is None:
             raise RuntimeError("use the client as `async with FleetClient(...) as client:`")
         sinks = [s for s in (on_event, *self._subscribers) if s is not None]
@@ -148,7 +155,8 @@ class FleetClient:
             def emit(event: Event) -> None:
                 for sink in sinks:
                     sink(event)
-        return Run(self, run_id or uuid.uuid4().hex[:12], next(_run_numbers), emit)
+        redact = Redactor.for_agents(self.fleet.agents + agents)  # keys as the environment holds them now
+        return Run(self, run_id or uuid.uuid4().hex[:12], next(_run_numbers), emit, redact)
 
     def _gate(self, server: str) -> Gate:
         gate = self._gates.get(server)
@@ -188,11 +196,13 @@ class FleetClient:
 
 
 class Run:
-    """One run's handle on its client: its id, its place in the gates' order, and where its events go."""
+    """One run's handle on its client: its id, its place in the gates' order, where its events go, and what
+    must be masked in what it reports."""
 
-    __slots__ = ("client", "id", "number", "emit", "listening", "warnings", "_order")
+    __slots__ = ("client", "id", "number", "emit", "listening", "warnings", "redact", "_order")
 
-    def __init__(self, client: FleetClient, run_id: str, number: int, emit: EventSink | None) -> None:
+    def __init__(self, client: FleetClient, run_id: str, number: int, emit: EventSink | None,
+                 redact: Redactor) -> None:
         self.client = client
         self.id = run_id
         self.number = number
@@ -200,6 +210,8 @@ class Run:
         self.listening = emit is not None
         self.warnings: list[str] = []
         "What went wrong but was worked around during the run (say, a setting a server refused)."
+        self.redact = redact
+        "Masks the fleet's keys and URL passwords: every AgentResult is built through it."
         self._order = itertools.count()
 
     def priority(self) -> Priority:
@@ -294,9 +306,12 @@ class _Call:
         agent = self.agent
         ended = time.perf_counter()
         sent = self.sent_at
-        text = completion.text if completion else "".join(self.parts)
+        # Once per answer, not per chunk: what a server streams or says is cleaned here for everything downstream
+        # (views, JSON, history, reviewers' prompts): no key or URL password, no lone surrogate.
+        redact = self.run.redact
+        text = redact(valid_unicode(completion.text if completion else "".join(self.parts))[0])
         tokens = completion.completion_tokens if completion else (len(self.parts) or None)
-        thinking = completion.thinking if completion else "".join(self.thoughts)
+        thinking = redact(valid_unicode(completion.thinking if completion else "".join(self.thoughts))[0])
         thinking_tokens = completion.thinking_tokens if completion else (len(self.thoughts) or None)
         generated = (tokens or 0) + (thinking_tokens or 0)  # the rate counts every token the model produced
         tokens_per_s = None
@@ -307,7 +322,7 @@ class _Call:
         return AgentResult(
             name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
             status=status, content=text,  # type: ignore[arg-type]
-            error=str(error) if error else None, error_kind=error.kind if error else None,
+            error=redact(valid_unicode(str(error))[0]) if error else None, error_kind=error.kind if error else None,
             queued_s=round((sent if sent is not None else ended) - self.queued_at, 3),
             elapsed_s=round(ended - sent, 3) if sent is not None else 0.0,
             ttft_s=round(self.first_at - sent, 3) if self.first_at is not None and sent is not None else None,

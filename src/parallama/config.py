@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import os
@@ -9,12 +10,13 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Union
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from .errors import ConfigError, ConfigErrors
 from .hints import LOOPBACK_HOSTS
+from .redact import public_url
 
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
@@ -176,10 +178,34 @@ class Agent:
     "Sent as Ollama's `think`, or OpenAI-compatible `reasoning_effort` (levels) / `enable_thinking` (on, off)."
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     "Raw request fields merged into the body (set by code, such as the embedded fleet; not from the file)."
+    url_auth: tuple[str, str] | None = field(default=None, repr=False)
+    "(user, password) from the api_url's `user:password@`, sent as HTTP Basic auth. `api_url` and `endpoint` are "
+    "kept without it, so whatever shows or stores them cannot leak it."
 
     def api_key(self) -> str | None:
         """The key from the environment, read when a request is made; never stored or shown."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def authorization(self) -> str | None:
+        """The `Authorization` header: `Bearer <key>` from api_key_env, or `Basic …` from the URL's user:password."""
+        key = self.api_key()
+        if key:
+            return f"Bearer {key}"
+        if self.url_auth:
+            return "Basic " + base64.b64encode(":".join(self.url_auth).encode()).decode("ascii")
+        return None
+
+    def secrets(self) -> list[str]:
+        """What this agent sends that must never be shown or stored: its key, its URL password (and both as the
+        Authorization header carries them)."""
+        found = []
+        key = self.api_key()
+        if key:
+            found.append(key)
+        if self.url_auth:
+            found.append(self.url_auth[1])
+            found.append(self.authorization().split(" ", 1)[1])  # type: ignore[union-attr]
+        return [s for s in found if s]
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, model={self.model!r}, api_url={self.api_url!r})"
@@ -220,18 +246,19 @@ class Fleet:
 def parse_api_url(url: str) -> tuple[Protocol, str]:
     """Return (protocol, chat endpoint) for an agent's api_url, or raise ValueError saying why not."""
     parts = urlsplit(url.strip())
+    shown = public_url(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{url!r} must start with http:// or https://")
+        raise ValueError(f"{shown!r} must start with http:// or https://")
     if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
+        raise ValueError(f"{shown!r} has no host")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{url!r} has a bad port") from None
+        raise ValueError(f"{shown!r} has a bad port") from None
     if port == 0:
-        raise ValueError(f"{url!r} has port 0, which no server listens on (Ollama's is 11434)")
+        raise ValueError(f"{shown!r} has port 0, which no server listens on (Ollama's is 11434)")
     path = parts.path.rstrip("/")
-    base = f"{parts.scheme}://{parts.netloc}"
+    base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     if path == "" or path.endswith("/api/chat"):
         return OLLAMA, base + (path or "/api/chat")
     if path.endswith("/v1"):
@@ -248,11 +275,11 @@ def server_of(url: str) -> str:
     """The server an URL belongs to, as `scheme://host:port`; loopback names count as one host."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not a server URL like http://localhost:11434")
+        raise ValueError(f"{public_url(url)!r} is not a server URL like http://localhost:11434")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise ValueError(f"{url!r} has a bad port") from None
+        raise ValueError(f"{public_url(url)!r} has a bad port") from None
     host = parts.hostname.lower()
     if host in LOOPBACK_HOSTS:
         host = "localhost"
@@ -346,14 +373,19 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
         if a.api_key_env and a.api_key_env not in os.environ:
             errors.append(ConfigError(
                 f"environment variable {a.api_key_env} is not set", source=source, path=f"{where}.api_key_env"))
+        url_auth = _url_auth(a.api_url)
+        if url_auth and a.api_key_env:
+            errors.append(ConfigError(
+                "api_url has a user:password and api_key_env names a key: both would be the Authorization header; "
+                "keep one", source=source, path=f"{where}.api_key_env"))
         if protocol == OPENAI:
             dropped = sorted(k for k in a.options if k not in OPENAI_OPTION_FIELDS)
             if dropped:
                 warnings.append(f"{where}.options: {', '.join(dropped)} has no OpenAI-compatible field; not sent")
         return Agent(
-            name=name, role=role, model=a.model, api_url=a.api_url, protocol=protocol, endpoint=endpoint,
-            server=server, timeout=a.timeout or default_timeout, system=a.system, options=dict(a.options),
-            api_key_env=a.api_key_env, think=a.think,
+            name=name, role=role, model=a.model, api_url=public_url(a.api_url), protocol=protocol,
+            endpoint=endpoint, server=server, timeout=a.timeout or default_timeout, system=a.system,
+            options=dict(a.options), api_key_env=a.api_key_env, think=a.think, url_auth=url_auth,
         )
 
     workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))
@@ -365,7 +397,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     used = {a.server for a in workers + reviewers}
     for url in spec.servers:
         if server_of(url) not in used:
-            warnings.append(f"servers[{url!r}]: no agent uses this server")
+            warnings.append(f"servers[{public_url(url)!r}]: no agent uses this server")
     return Fleet(workers=workers, reviewers=reviewers, servers=servers, strategy=spec.review.strategy,
                  review_prompt=spec.review.prompt, rounds=spec.review.rounds, source=source,
                  warnings=tuple(warnings))
@@ -383,6 +415,14 @@ def _check_depth(data: Any, source: str) -> None:
             return
     raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs a few)", source=source,
                       path=json_path(level[0][1][:4]) + "…")
+
+
+def _url_auth(url: str) -> tuple[str, str] | None:
+    """(user, password) written into the URL, percent-decoded as a browser would send them."""
+    parts = urlsplit(url.strip())
+    if parts.username is None and parts.password is None:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -411,7 +451,7 @@ def json_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif i > 0 and loc[0] == "servers" and i == 1:
-            out += f"[{json.dumps(part)}]"
+            out += f"[{json.dumps(public_url(str(part)))}]"
         else:
             out += f".{part}" if out else str(part)
     return out

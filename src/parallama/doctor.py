@@ -46,6 +46,8 @@ async def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis
     checks: list[Check] = []
     for server in plan.servers:
         checks.append(_server_check(server))
+        for note in server.probe.notes if server.probe else ():
+            checks.append(Check("server", "warn", f"{server.url}: {note}; memory is estimated without it"))
     for agent in fleet.agents:
         server = next(s for s in plan.servers if s.url == agent.server)
         probe = server.probe
@@ -87,10 +89,10 @@ def _server_check(server) -> Check:
         cause = probe.error if probe else "not probed"
         if server.local and probe and probe.error and "refused" in probe.error:
             cause = f"nothing listens on {port}"
-        return Check("server", "fail", f"{server.url}: {cause}", fix)
+        return Check("server", "fail", f"{server.url}: {cause}", probe.hint if probe and probe.hint else fix)
     if probe.error:
         return Check("server", "fail", f"{server.url}: {probe.error}",
-                     f"is this an {server.protocol} server? check the api_url path")
+                     probe.hint or f"is this an {server.protocol} server? check the api_url path")
     held = ""
     if server.local and parts.port:
         from .engines.ports import port_holder

@@ -17,6 +17,8 @@
         └── AgentTimeout           the agent's timeout or the run's deadline ran out
 
 Every error is complete when raised: the agent, URL and hint are given to the constructor, never patched on later.
+URLs in errors carry no `user:password@`, and a server's words quoted in one have the agent's key and URL password
+masked (`backends.base.server_words`); results mask the whole fleet's again as they are built.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A piece of the agent's answer arrived."""
+    """A piece of the agent's answer arrived, raw as streamed (a key a server echoes is masked in the finished
+    result, once, not per piece; views that show pieces mask what they draw)."""
 
     run_id: str
     stage: str
@@ -65,7 +66,7 @@ class Delta:
 
 @dataclass(frozen=True, slots=True)
 class Thinking:
-    """A piece of a reasoning model's thinking arrived (kept apart from its answer)."""
+    """A piece of a reasoning model's thinking arrived (kept apart from its answer), raw as streamed, as `Delta`."""
 
     run_id: str
     stage: str

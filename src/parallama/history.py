@@ -1,5 +1,6 @@
 """Every run kept in SQLite (the user's data dir, file mode 0600): prompt, config, strategy, each agent's request
-settings, answer, status, error, timings and tokens, and the final answer. API keys never reach it.
+settings, answer, status, error, timings and tokens, and the final answer. API keys and URL passwords never reach
+it (URLs are kept without their `user:password@`).
 
 The schema grows through numbered migration functions applied in order and recorded in `_migrations`, as
 simonw/llm does. A run's row is written when it starts (status `incomplete`) and each agent's row as it ends, so a
@@ -22,6 +23,7 @@ from .config import Agent, Fleet
 from .errors import HistoryError
 from .events import Event, Failed, Finished, RunEnded, RunStarted
 from .paths import history_db
+from .redact import Redactor
 from .result import AgentResult, RunResult
 
 HISTORY_ENV = "PARALLAMA_NO_HISTORY"
@@ -125,6 +127,21 @@ def migrate(db: sqlite3.Connection) -> None:
         raise
 
 
+def _use_wal(db: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch a new database to WAL (it stays so). The switch needs the database alone, and SQLite answers
+    "locked" at once, without its busy wait, while another process does the same on a fresh file: retry."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 # ---------------------------------------------------------------- the store
 
 class History:
@@ -147,7 +164,7 @@ class History:
         db = sqlite3.connect(self.path, timeout=busy_timeout)
         try:
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db, busy_timeout)
             migrate(db)
         except BaseException:
             db.close()
@@ -273,7 +290,7 @@ class RunRecorder:
         self.db = history.db
         self.id = run_id or uuid.uuid4().hex[:12]
         self.agents = {a.name: a for a in fleet.agents}
-        self.secrets = [k for k in (a.api_key() for a in fleet.agents) if k]
+        self.redact = Redactor.for_agents(fleet.agents)
         self.seq = 0
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy) "
@@ -282,12 +299,9 @@ class RunRecorder:
                              self._clean(json.dumps(fleet_record(fleet))), strategy))
 
     def _clean(self, text: str | None) -> str | None:
-        """Belt and braces: a key that found its way into text (say, pasted into a prompt) is masked."""
-        if text is None:
-            return None
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        """Belt and braces: a key or URL password that found its way into text (say, pasted into a prompt) is
+        masked, as it is in every result already."""
+        return None if text is None else self.redact(text)
 
     def agent_done(self, result: AgentResult, role: str) -> None:
         """One agent's row, in the stage `result.stage` (workers, round k, ranking, review)."""

@@ -101,6 +101,7 @@ async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool
     machine = machine or this_machine()
     servers: dict[str, ServerPlan] = {}
     bases: dict[str, str] = {}
+    headers: dict[str, dict[str, str]] = {}
     for agent in fleet.agents:
         plan = servers.get(agent.server)
         if plan is None:
@@ -108,12 +109,16 @@ async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool
                 url=agent.server, protocol=agent.protocol, parallel=fleet.servers[agent.server].parallel,
                 workers=[], reviewer=None, local=is_local(agent.server))
             bases[agent.server] = probe_base(agent)
+        authorization = agent.authorization()
+        if authorization and agent.server not in headers:  # probe as the agents will ask
+            headers[agent.server] = {"Authorization": authorization}
         if agent.role == "worker":
             plan.workers.append(agent.name)
         else:
             plan.reviewer = agent.name
     if probe:
-        targets = [(bases[url], plan.protocol, _models_on(fleet, url)) for url, plan in servers.items()]
+        targets = [(bases[url], plan.protocol, _models_on(fleet, url), headers.get(url, {}))
+                   for url, plan in servers.items()]
         for plan, result in zip(servers.values(), await probe_servers(targets)):
             plan.probe = result
     for url, plan in servers.items():

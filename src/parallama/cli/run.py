@@ -120,7 +120,9 @@ def _read_prompt(prompt: str | None) -> str:
     from ..errors import UsageError
 
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
-        prompt = sys.stdin.read()
+        # Bytes that do not decode are kept as Python keeps them in argv (lone surrogates); the run replaces
+        # them and says so, wherever the prompt came from.
+        prompt = sys.stdin.buffer.read().decode(sys.stdin.encoding or "utf-8", "surrogateescape")
     if prompt is None:
         raise UsageError('give a prompt: parallama run "your question" (or pipe it on stdin)')
     if not prompt.strip():

@@ -64,9 +64,9 @@ class LiveView(Progress):
         if row.result and not row.result.ok:
             stream = Text(row.result.error_kind or row.result.status, style="red")
         elif row.state == "thinking":
-            stream = Text(tail_text(row.thought_tail), style="dim italic")
+            stream = Text(tail_text(self.redact(row.thought_tail)), style="dim italic")
         else:
-            stream = Text(tail_text(row.tail), style="dim")
+            stream = Text(tail_text(self.redact(row.tail)), style="dim")
         tokens = ""
         if row.state != "waiting":
             tokens = str(row.tokens())

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..config import Agent, Fleet
 from ..events import (
     REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RunEnded, RunStarted, Started, Thinking)
+from ..redact import Redactor
 from ..result import AgentResult
 
 TAIL_CHARS = 48
@@ -71,6 +72,8 @@ class Progress:
         if review and fleet.reviewer is not None:
             self.rows[(REVIEW, fleet.reviewer.name)] = AgentRow(fleet.reviewer, REVIEW)
         self.ended: list[AgentRow] = []
+        self.redact = Redactor.for_agents(fleet.agents)
+        "Streamed text is raw (results are masked once they end): a tail is masked when it is drawn."
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, (RunStarted, RunEnded)):
