@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import aiohttp
 
@@ -92,9 +92,11 @@ class FleetClient:
 
     async def run(self, prompt: str, *, deadline: float | None = None, review: bool = True,
                   strategy: str | None = None, on_event: EventSink | None = None, seed: int | None = None,
-                  run_id: str | None = None) -> RunResult:
+                  run_id: str | None = None, context: Sequence[Message] | None = None) -> RunResult:
         """Run every worker on `prompt` (within the servers' slots), `rounds` times when the config asks, then
-        review the answers with the strategy. `deadline` bounds the whole run, in seconds."""
+        review the answers with the strategy. `deadline` bounds the whole run, in seconds. `context`: the earlier
+        turns of a conversation that `prompt` continues (`system`, `user`, `assistant` messages, oldest first);
+        the workers get them as messages, the reviewers and later rounds read them with the task."""
         from .flow import orchestrate
 
         strategy = strategy or self.fleet.strategy
@@ -102,12 +104,14 @@ class FleetClient:
             raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
         prompt, undecodable = valid_unicode(prompt)
         run = self._open_run(on_event, run_id)
-        started = RunStarted(run.id, prompt, self.fleet, strategy if review and self.fleet.reviewers else None)
+        context = tuple(context or ())
+        started = RunStarted(run.id, prompt, self.fleet, strategy if review and self.fleet.reviewers else None,
+                             context)
         self.running[run.id] = started
         run.emit(started)
         try:
             result = await orchestrate(run, self.fleet, prompt, deadline=deadline, review=review, strategy=strategy,
-                                       rng=random.Random(seed))
+                                       rng=random.Random(seed), context=context)
         except BaseException:
             run.emit(RunEnded(run.id, None))
             raise

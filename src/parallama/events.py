@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Union
 
 if TYPE_CHECKING:
+    from .backends import Message
     from .config import Agent, Fleet
     from .result import AgentResult, RunResult
 
@@ -32,6 +33,8 @@ class RunStarted:
     prompt: str
     fleet: "Fleet"
     strategy: str | None
+    context: "tuple[Message, ...]" = ()
+    "The earlier turns of the conversation the prompt continues (system prompt included), oldest first."
 
 
 @dataclass(frozen=True, slots=True)

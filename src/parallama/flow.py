@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from .events import WORKERS, round_stage
 from .result import AgentResult, RunResult
@@ -17,27 +17,50 @@ if TYPE_CHECKING:
     from .config import Agent, Fleet
 
 
-def worker_messages(agent: "Agent", prompt: str) -> list["Message"]:
-    """A worker's request: its system prompt, if any, and the task."""
-    messages: list[Message] = []
-    if agent.system:
-        messages.append({"role": "system", "content": agent.system})
+TASK_WITH_CONVERSATION = """\
+{system}{turns}The user's latest message, to answer now:
+{prompt}"""
+SYSTEM_PART = "The user's instructions (system prompt):\n{text}\n\n"
+TURNS_PART = "The conversation so far:\n\n{text}\n\n"
+SPEAKERS = {"user": "User", "assistant": "Assistant"}
+
+
+def worker_messages(agent: "Agent", prompt: str, context: Sequence["Message"] = ()) -> list["Message"]:
+    """A worker's request: one system message (the agent's system prompt, then the conversation's), the earlier
+    turns, and the task."""
+    systems = ([agent.system] if agent.system else []) + [m["content"] for m in context if m["role"] == "system"]
+    messages: list[Message] = [{"role": "system", "content": "\n\n".join(systems)}] if systems else []
+    messages += [{"role": m["role"], "content": m["content"]} for m in context if m["role"] != "system"]
     messages.append({"role": "user", "content": prompt})
     return messages
 
 
+def task_text(prompt: str, context: Sequence["Message"] = ()) -> str:
+    """The task as reviewers, rankers and later rounds read it: the prompt alone, or with the conversation's
+    system prompt and earlier turns written out before it."""
+    if not context:
+        return prompt
+    systems = [m["content"] for m in context if m["role"] == "system"]
+    turns = [f"{SPEAKERS.get(m['role'], m['role'].title())}: {m['content']}" for m in context if m["role"] != "system"]
+    return TASK_WITH_CONVERSATION.format(
+        system=SYSTEM_PART.format(text="\n\n".join(systems)) if systems else "",
+        turns=TURNS_PART.format(text="\n\n".join(turns)) if turns else "", prompt=prompt)
+
+
 async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: float | None, review: bool,
-                      strategy: str, rng: random.Random) -> RunResult:
-    """Every stage of one run through the client's gates; the RunResult at the end."""
+                      strategy: str, rng: random.Random, context: Sequence["Message"] = ()) -> RunResult:
+    """Every stage of one run through the client's gates; the RunResult at the end. `context` holds the earlier
+    turns of a conversation (and its system prompt) that `prompt` continues."""
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
+    task = task_text(prompt, context)
     rounds: list[list[AgentResult]] = [
-        await run.ask(WORKERS, [(a, worker_messages(a, prompt)) for a in fleet.workers], until)]
+        await run.ask(WORKERS, [(a, worker_messages(a, prompt, context)) for a in fleet.workers], until)]
     for k in range(2, fleet.rounds + 1):
         previous = [w for w in rounds[-1] if w.ok]
         if not previous:
             break
-        jobs = [(a, refine_messages(prompt, previous, a.system)) for a in fleet.workers]
+        jobs = [(a, refine_messages(task, previous, a.system)) for a in fleet.workers]
         rounds.append(await run.ask(round_stage(k), jobs, until))
     workers = rounds[-1]
     answers = [w for w in workers if w.ok]
@@ -46,7 +69,7 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     reviewed = review and bool(fleet.reviewers)
     outcome = ReviewOutcome()
     if reviewed and answers:
-        outcome = await strategy_named(strategy).review(run, fleet, prompt, answers, until, rng)
+        outcome = await strategy_named(strategy).review(run, fleet, task, answers, until, rng)
     return RunResult(
         prompt=prompt, workers=workers, review=outcome.review, final=outcome.final,
         final_source=outcome.final_source, wall_s=round(time.perf_counter() - started, 3),

@@ -94,8 +94,13 @@ def _m003_thinking(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE agent_results ADD COLUMN thinking_tokens INTEGER")
 
 
+def _m004_origin_and_context(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE runs ADD COLUMN origin TEXT")   # who asked: NULL for the CLI and the library, `serve`
+    db.execute("ALTER TABLE runs ADD COLUMN context TEXT")  # earlier turns of a conversation (JSON), if any
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents, _m002_review_details,
-                                                          _m003_thinking]
+                                                          _m003_thinking, _m004_origin_and_context]
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -196,6 +201,7 @@ class History:
         run["config"] = json.loads(run["config"])
         run["warnings"] = json.loads(run["warnings"] or "[]")
         run["details"] = json.loads(run["details"] or "{}")
+        run["context"] = json.loads(run["context"] or "[]")
         agents = self.db.execute("SELECT * FROM agent_results WHERE run_id = ? ORDER BY seq", (run["id"],))
         run["agents"] = [dict(a, settings=json.loads(a["settings"])) for a in agents]
         return run  # type: ignore[return-value]
@@ -268,6 +274,10 @@ class RunRecord(TypedDict):
     warnings: list[str]
     details: dict[str, Any]
     "judge scores, council rankings and the aggregate ranking"
+    origin: str | None
+    "Who asked for the run: None (the CLI, the library) or `serve`."
+    context: list[dict[str, str]]
+    "The earlier turns of the conversation the prompt continued, oldest first (empty for a single prompt)."
     agents: list[AgentRecord]
 
 
@@ -286,17 +296,19 @@ class RunRecorder:
     """Writes one run as it happens: the run row first, then each agent's row as it ends, then the outcome."""
 
     def __init__(self, history: History, prompt: str, fleet: Fleet, strategy: str, *,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, context: "tuple[dict, ...] | list[dict]" = (),
+                 origin: str | None = None) -> None:
         self.db = history.db
         self.id = run_id or uuid.uuid4().hex[:12]
         self.agents = {a.name: a for a in fleet.agents}
         self.redact = Redactor.for_agents(fleet.agents)
         self.seq = 0
         with self.db:
-            self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy) "
-                            "VALUES (?, ?, 'incomplete', ?, ?, ?)",
+            self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy, origin, context) "
+                            "VALUES (?, ?, 'incomplete', ?, ?, ?, ?, ?)",
                             (self.id, time.time(), self._clean(prompt),
-                             self._clean(json.dumps(fleet_record(fleet))), strategy))
+                             self._clean(json.dumps(fleet_record(fleet))), strategy, origin,
+                             self._clean(json.dumps(list(context), ensure_ascii=False)) if context else None))
 
     def _clean(self, text: str | None) -> str | None:
         """Belt and braces: a key or URL password that found its way into text (say, pasted into a prompt) is
@@ -342,12 +354,14 @@ class RunRecorder:
 
 class HistoryWriter:
     """An event subscriber that keeps every run it sees: `FleetClient.subscribe(HistoryWriter(History()))`.
+    `origin` marks where the runs came from (`serve` marks the runs it serves).
 
     A write that fails (disk full, the database locked longer than its busy timeout) must not end the runs: the
     writer stops writing, keeps the reason in `error`, and ignores every later event."""
 
-    def __init__(self, store: History) -> None:
+    def __init__(self, store: History, *, origin: str | None = None) -> None:
         self.store = store
+        self.origin = origin
         self.error: HistoryError | None = None
         "Why the writer stopped, once it has; None while it writes."
         self._runs: dict[str, RunRecorder] = {}
@@ -369,7 +383,8 @@ class HistoryWriter:
                 recorder.agent_done(event.result, event.agent.role)
         elif isinstance(event, RunStarted):
             self._runs[event.run_id] = RunRecorder(self.store, event.prompt, event.fleet,
-                                                   event.strategy or event.fleet.strategy, run_id=event.run_id)
+                                                   event.strategy or event.fleet.strategy, run_id=event.run_id,
+                                                   context=event.context, origin=self.origin)
         elif isinstance(event, RunEnded):
             recorder = self._runs.pop(event.run_id, None)
             if recorder is None:

@@ -6,7 +6,7 @@ Several concurrent `run()` calls in one event loop still share each server's slo
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .client import FleetClient
 from .config import ConfigLike
@@ -14,6 +14,7 @@ from .events import EventSink
 from .result import AgentResult, RunResult
 
 if TYPE_CHECKING:
+    from .backends import Message
     from .history import History
 
 
@@ -27,12 +28,14 @@ async def run(
     on_event: EventSink | None = None,
     history: "bool | History" = False,
     seed: int | None = None,
+    context: "Sequence[Message] | None" = None,
 ) -> RunResult:
     """Run every worker on `prompt` in parallel (within server slots), `rounds` times when the config asks, then
-    review the answers with the strategy; return the result. `history=True` keeps the run in the history db."""
+    review the answers with the strategy; return the result. `history=True` keeps the run in the history db.
+    `context`: earlier turns of the conversation `prompt` continues (see `FleetClient.run`)."""
     async with FleetClient(config, history=history) as client:
         return await client.run(prompt, deadline=deadline, review=review, strategy=strategy, on_event=on_event,
-                                seed=seed)
+                                seed=seed, context=context)
 
 
 async def run_workers(prompt: str, config: ConfigLike, *, sequential: bool = False,

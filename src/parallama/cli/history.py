@@ -36,6 +36,7 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
         for run in runs:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started_at"]))
             status = "" if run["status"] == "complete" else f"  [{run['status']}]"
+            status += f"  ({run['origin']})" if run.get("origin") else ""
             prompt = " ".join(run["prompt"].split())[:60]
             wall = f"{run['wall_s']:.1f} s" if run["wall_s"] is not None else "—"
             click.echo(f"{run['id']}  {when}  {run['workers_ok']}/{run['workers']} workers  {run['strategy']:<10}"
@@ -59,7 +60,10 @@ def show(run_id: str, as_json: bool) -> None:
             echo_json(run)
             return
         click.echo(f"run {run['id']}  {run['status']}  strategy {run['strategy']}  "
-                   f"{run['wall_s'] if run['wall_s'] is not None else '—'} s")
+                   f"{run['wall_s'] if run['wall_s'] is not None else '—'} s"
+                   + (f"  (via {run['origin']})" if run.get("origin") else ""))
+        for turn in run["context"]:
+            click.echo(f"{turn['role']}: {turn['content']}")
         click.echo(f"prompt: {run['prompt']}\n")
         for agent in run["agents"]:
             head = f"[{agent['stage']}] {agent['name']} ({agent['model']} @ {agent['api_url']}) — {agent['status']}"
