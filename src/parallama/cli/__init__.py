@@ -1,7 +1,7 @@
 """The `parallama` command line: each module parses one group of commands' arguments and calls the library.
 
-`run` (run.py); `plan`, `doctor`, `recommend`, `bench` (fleet.py); `up`, `status`, `down`, `pull`, `compose`
-(servers.py); `history` (history.py). `common.py` holds the error handler and config lookup they share. Heavy
+`run` (run.py); `serve` (serve.py); `plan`, `doctor`, `recommend`, `bench` (fleet.py); `up`, `status`, `down`,
+`pull`, `compose` (servers.py); `history` (history.py). `common.py` holds the error handler and config lookup they share. Heavy
 libraries are imported inside the commands, so `parallama --help` stays instant.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from . import fleet, history, run, servers
+from . import fleet, history, run, serve, servers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,8 +18,8 @@ def cli() -> None:
     """Run several LLM agents in parallel on local model servers; a reviewer merges their answers."""
 
 
-for _command in (run.run, fleet.plan, fleet.doctor, fleet.recommend, fleet.bench, servers.up, servers.status,
-                 servers.down, servers.pull, servers.compose, history.history):
+for _command in (run.run, serve.serve, fleet.plan, fleet.doctor, fleet.recommend, fleet.bench, servers.up,
+                 servers.status, servers.down, servers.pull, servers.compose, history.history):
     cli.add_command(_command)
 
 

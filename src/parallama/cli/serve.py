@@ -1,0 +1,129 @@
+"""`parallama serve`: the fleet as one model behind Ollama's and OpenAI's APIs, until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from .common import CONFIG_ENV, DEFAULT_CONFIG, load_fleet, user_errors
+
+if TYPE_CHECKING:
+    from ..config import Fleet
+    from ..serve import Running, ServeOptions
+
+DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here so `--help` imports nothing
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help=f"Fleet config. Default: ${CONFIG_ENV}, then ./{DEFAULT_CONFIG}.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback reaches other machines (use --api-key-env).")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--api-key-env", metavar="NAME",
+              help="Require `Authorization: Bearer <key>`, the key read from environment variable NAME.")
+@click.option("--max-queue", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Runs that may wait beyond those the servers' slots let go at once; more get HTTP 429.")
+@click.option("--progress", type=click.Choice(["thinking", "think-tags", "none"]), default="thinking",
+              show_default=True, help="How clients see the workers' progress: as reasoning (Ollama `thinking`, "
+                                      "OpenAI `reasoning_content`), inside <think>…</think> in the content, or not.")
+@click.option("--no-history", is_flag=True, help="Do not keep served runs in the history (or set PARALLAMA_NO_HISTORY=1).")
+def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
+          no_history: bool) -> None:
+    """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`), behind
+    Ollama's API (/api/chat …) and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and
+    openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply."""
+    with user_errors():
+        import asyncio
+
+        from ..history import history_disabled
+        from ..serve import ServeOptions
+
+        fleet = load_fleet(config_path)
+        options = ServeOptions(progress=progress, max_queue=max_queue,  # type: ignore[arg-type]
+                               api_key=_api_key(api_key_env), history=not (no_history or history_disabled()))
+        asyncio.run(_serve(fleet, options, host, port, api_key_env))
+
+
+def _api_key(name: str | None) -> str | None:
+    from ..errors import UsageError
+
+    if name is None:
+        return None
+    key = os.environ.get(name, "").strip()
+    if not key:
+        raise UsageError(f"--api-key-env {name}: the environment variable {name} is not set (or empty); "
+                         f"export {name}=<a long random key> first")
+    return key
+
+
+async def _serve(fleet: "Fleet", options: "ServeOptions", host: str, port: int, key_env: str | None) -> None:
+    import asyncio
+    import logging
+    import signal
+
+    from ..errors import SetupError
+    from ..serve import start
+    from ..serve.app import is_loopback
+
+    access = logging.getLogger("parallama.serve.access")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    try:
+        running = await start(fleet, options, host=host, port=port, access_log=access)
+    except OSError as exc:
+        raise SetupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{_port_hint(port)}") from exc
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        if not is_loopback(host) and not options.api_key:
+            click.echo(f"warning: listening on {host} with no API key: anyone who can reach port {running.port} "
+                       "can run your fleet; pass --api-key-env NAME", err=True)
+        for line in _banner(fleet, running, options, key_env):
+            click.echo(line, err=True)
+        await stop.wait()
+    finally:
+        await running.close()
+        click.echo("parallama serve stopped", err=True)
+
+
+def _port_hint(port: int) -> str:
+    from ..engines.ports import port_holder
+
+    if port == 0:
+        return ""
+    return f" (held by {port_holder(port)}): pass --port with another port, or --port 0 for any free one"
+
+
+def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env: str | None) -> list[str]:
+    """What to give each kind of client."""
+    from ..serve.app import is_loopback
+
+    url = running.url
+    if not is_loopback(running.host) and running.host in ("0.0.0.0", "::"):
+        import socket
+
+        url = f"http://{socket.gethostname()}:{running.port}"
+    service = running.service
+    names = service.catalogue.names
+    workers = ", ".join(f"{a.name} ({a.model})" for a in fleet.workers)
+    reviewer = f"; reviewer {fleet.reviewers[0].name} ({fleet.reviewers[0].model}), {fleet.strategy}" \
+        if fleet.reviewers else "; no reviewer"
+    auth = f"  (with Authorization: Bearer ${key_env})" if key_env else ""
+    return [
+        f"parallama serve: {len(fleet.workers)} worker{'s' if len(fleet.workers) != 1 else ''}: {workers}{reviewer}",
+        f"  models      {', '.join(names)}",
+        f"  Ollama API  {url}{auth}   Open WebUI: an Ollama connection to this URL; "
+        f"OLLAMA_HOST={url} for the ollama client",
+        f"  OpenAI API  {url}/v1{auth}   base_url for the openai SDK, Continue, llm",
+        f"  {service.capacity} run(s) at once on these servers' slots, {options.max_queue} more may wait (then 429);"
+        f" progress: {options.progress}; history: {'on' if options.history else 'off'}",
+        "  Ctrl-C stops it.",
+    ]

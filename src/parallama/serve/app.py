@@ -1,0 +1,137 @@
+"""The `serve` web app: Ollama's API at `/api/…`, OpenAI's at `/v1/…`, `GET /` for a health check; every error in
+the shape of the API that was called; an API key when asked. More routes (the web page) are added beside these."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from . import ollama_api, openai_api
+from .errors import ApiError
+from .runs import SERVICE, Service, ServeOptions
+
+if TYPE_CHECKING:
+    from ..config import Fleet
+
+DEFAULT_PORT = 11400
+"Outside Ollama's 11434 (and the guide's 11435–11436, where the workers live) and llama.cpp's 8080."
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"Long conversations with pasted documents are large; aiohttp's default (1 MB) is not enough."
+ACCESS_LOG_FORMAT = '%a "%r" %s %Tf s'
+"No headers: an API key never reaches the log."
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_openai_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error in the shape of the API that was called: unknown paths and methods too."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response(openai=is_openai_path(request.path))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        messages = {404: f"{request.method} {request.path}: no such endpoint here (parallama serves /api/chat, "
+                         "/api/generate, /api/tags, /api/show, /api/ps, /api/version and /v1/chat/completions, "
+                         "/v1/models)",
+                    405: f"{request.method} is not allowed on {request.path}",
+                    413: f"the request body is larger than {MAX_BODY_BYTES // 2**20} MB"}
+        error = ApiError(exc.status, messages.get(exc.status, exc.reason))
+        return error.response(openai=is_openai_path(request.path))
+
+
+def require_key(key: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """`Authorization: Bearer <key>` on every endpoint but `GET /` (the health check)."""
+    expected = key.encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/" or request.method not in ("GET", "HEAD"):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                raise ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>")
+        return await handler(request)
+
+    return check
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="parallama is running")
+
+
+def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Application:
+    """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
+    options = options or ServeOptions()
+    middlewares = [api_errors] + ([require_key(options.api_key)] if options.api_key else [])
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    service = app[SERVICE] = Service(fleet, options)
+
+    async def fleet_client(app: web.Application) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.close()
+
+    app.cleanup_ctx.append(fleet_client)
+    app.router.add_get("/", root)
+    ollama_api.add_routes(app)
+    openai_api.add_routes(app)
+    return app
+
+
+@dataclass
+class Running:
+    """A started server: where it listens, and how to stop it."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def service(self) -> Service:
+        return self.runner.app[SERVICE]
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(fleet: "Fleet", options: ServeOptions | None = None, *, host: str = "127.0.0.1",
+                port: int = DEFAULT_PORT, access_log: logging.Logger | None = None) -> Running:
+    """Serve `fleet` on host:port (port 0: any free one) until `close()`."""
+    app = create_app(fleet, options)
+    # handler_cancellation: a client that goes away cancels its handler, and with it the run and its requests.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=access_log,
+                           access_log_format=ACCESS_LOG_FORMAT)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = site._server.sockets[0].getsockname()[1] if port == 0 else port  # type: ignore[union-attr]
+    return Running(runner, host, bound)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

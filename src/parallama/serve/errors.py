@@ -1,0 +1,48 @@
+"""Errors `serve` answers with, in each API's own shape: Ollama's `{"error": "..."}`, OpenAI's
+`{"error": {"message", "type", "param", "code"}}`; with the headers that tell an SDK whether a retry can help."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+                405: "invalid_request_error", 413: "invalid_request_error", 429: "requests"}
+OPENAI_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+
+
+class ApiError(Exception):
+    """A request `serve` answers with an error status; rendered in the shape of the API that was called."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or OPENAI_CODES.get(status)
+        self.param = param
+        self.retry_after = retry_after
+        "Seconds, for 429: when a place in the queue is likely to be free (≤ 120, which the openai SDK honours)."
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is not None:
+            return {"Retry-After": str(self.retry_after), "x-should-retry": "true"}
+        # Retrying anything else would not help, and would run the whole ensemble again (twice, by default).
+        headers = {"x-should-retry": "false"}
+        if self.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return headers
+
+    def ollama_body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+    def openai_body(self) -> dict[str, Any]:
+        kind = OPENAI_TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+    def response(self, *, openai: bool) -> web.Response:
+        body = self.openai_body() if openai else self.ollama_body()
+        return web.Response(status=self.status, text=json.dumps(body), content_type="application/json",
+                            headers=self.headers())

@@ -1,0 +1,182 @@
+"""Ollama's API, as `docs/api.md` gives it and the `ollama` client parses it: `/api/version`, `/api/tags`, `/api/ps`,
+`/api/show`, `/api/chat` and `/api/generate` (stream and not). A stream is NDJSON where every line is one whole JSON
+object (never a blank line); the last says `done: true` with the durations in nanoseconds, or is `{"error": ...}`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .. import __version__
+from .conversation import split
+from .progress import CONTENT, REASONING, coalesce
+from .runs import SERVICE, Ask, Reply
+from .errors import ApiError
+from .wire import (OLLAMA_IGNORED, OllamaChatRequest, OllamaGenerateRequest, OllamaShowRequest, ignored_fields,
+                   parse, seed_of)
+
+if TYPE_CHECKING:
+    from .progress import Narrator
+    from .runs import Service
+
+API_VERSION = "0.12.6"
+"The Ollama version whose API this follows; clients compare it (Open WebUI warns below 0.1.16)."
+NDJSON = "application/x-ndjson"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/version", version)
+    app.router.add_get("/api/tags", tags)
+    app.router.add_get("/api/ps", running)
+    app.router.add_post("/api/show", show)
+    app.router.add_post("/api/chat", chat)
+    app.router.add_post("/api/generate", generate)
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": API_VERSION, "parallama": __version__})
+
+
+async def tags(request: web.Request) -> web.Response:
+    catalogue = request.app[SERVICE].catalogue
+    return web.json_response({"models": [catalogue.tag_entry(name) for name in catalogue.names]})
+
+
+async def running(request: web.Request) -> web.Response:
+    return web.json_response({"models": request.app[SERVICE].running()})
+
+
+async def show(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body = await parse(request, OllamaShowRequest)
+    name = body.model or body.name
+    if not name:
+        raise ApiError(400, "model is required", param="model")
+    service.strategy_for(name)
+    return web.json_response(service.catalogue.show(name))
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    body = await parse(request, OllamaChatRequest)
+    strategy = service.strategy_for(body.model)
+    lines = ChatLines(body.model)
+    if not body.messages:
+        return web.json_response(lines.loaded())
+    context, prompt, dropped = split((m.role, m.content or "") for m in body.messages)
+    ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options) + [f"{r} messages" for r in dropped]
+    if any(m.images for m in body.messages):
+        ignored.append("images")
+    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options))
+    return await answer(request, service, ask, lines, stream=body.stream, ignored=ignored)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    body = await parse(request, OllamaGenerateRequest)
+    strategy = service.strategy_for(body.model)
+    lines = GenerateLines(body.model)
+    if not (body.prompt or "").strip():
+        return web.json_response(lines.loaded())
+    turns = ([("system", body.system)] if body.system else []) + [("user", body.prompt or "")]
+    context, prompt, _ = split(turns)
+    ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
+    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options))
+    return await answer(request, service, ask, lines, stream=body.stream, ignored=ignored)
+
+
+async def answer(request: web.Request, service: "Service", ask: Ask, lines: "ChatLines", *, stream: bool,
+                 ignored: list[str]) -> web.StreamResponse:
+    headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
+    async with Reply(service, ask) as reply:  # 429 before anything is sent
+        if not stream:
+            reasoning, content = await reply.collect()
+            if reply.narrator.error:
+                raise ApiError(reply.error_status, reply.narrator.error)
+            return web.json_response(lines.whole(reply.narrator, content, reasoning),
+                                     headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
+        await response.prepare(request)
+        while (pieces := await reply.next()) is not None:
+            if not pieces:  # a quiet moment: a short progress line, or an empty one
+                text = reply.keepalive_text()
+                await response.write(lines.piece(*reply.styled_status(text)) if text else lines.piece(CONTENT, ""))
+                continue
+            await response.write(b"".join(lines.piece(channel, text) for channel, text in coalesce(pieces)))
+        if reply.narrator.error:
+            await response.write(_line({"error": reply.narrator.error}))
+        else:
+            await response.write(lines.final(reply.narrator))
+        await response.write_eof()
+        return response
+
+
+class ChatLines:
+    """`/api/chat` lines: `message` with `role`, `content` and, for progress, `thinking`."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def _text(self, channel: str, text: str) -> dict[str, Any]:
+        if channel == REASONING:
+            return {"message": {"role": "assistant", "content": "", "thinking": text}}
+        return {"message": {"role": "assistant", "content": text}}
+
+    def piece(self, channel: str, text: str) -> bytes:
+        return _line({"model": self.model, "created_at": _now(), **self._text(channel, text), "done": False})
+
+    def _end(self, narrator: "Narrator") -> dict[str, Any]:
+        times = narrator.durations_ns()
+        return {"done_reason": "stop", "done": True, "total_duration": times["total_duration"],
+                "load_duration": times["load_duration"], "prompt_eval_count": narrator.prompt_tokens,
+                "prompt_eval_duration": times["prompt_eval_duration"], "eval_count": narrator.completion_tokens,
+                "eval_duration": times["eval_duration"]}
+
+    def final(self, narrator: "Narrator") -> bytes:
+        return _line({"model": self.model, "created_at": _now(), **self._text(CONTENT, ""), **self._end(narrator)})
+
+    def whole(self, narrator: "Narrator", content: str, reasoning: str) -> dict[str, Any]:
+        message = self._text(CONTENT, content)
+        if reasoning:
+            message["message"]["thinking"] = reasoning
+        return {"model": self.model, "created_at": _now(), **message, **self._end(narrator)}
+
+    def loaded(self) -> dict[str, Any]:
+        """The answer to a request with nothing to answer: Ollama loads the model and says so."""
+        return {"model": self.model, "created_at": _now(), **self._text(CONTENT, ""), "done_reason": "load",
+                "done": True}
+
+
+class GenerateLines(ChatLines):
+    """`/api/generate` lines: `response` and, for progress, `thinking`."""
+
+    def _text(self, channel: str, text: str) -> dict[str, Any]:
+        if channel == REASONING:
+            return {"response": "", "thinking": text}
+        return {"response": text}
+
+    def whole(self, narrator: "Narrator", content: str, reasoning: str) -> dict[str, Any]:
+        fields = self._text(CONTENT, content)
+        if reasoning:
+            fields["thinking"] = reasoning
+        return {"model": self.model, "created_at": _now(), **fields, **self._end(narrator)}
+
+
+def _progress(service: "Service", think: object) -> Any:
+    """`think: false` asks for no thinking: this answer comes without progress."""
+    return "none" if think is False else service.options.progress
+
+
+def _ignored_options(options: dict[str, Any] | None) -> list[str]:
+    return [f"options.{key}" for key in (options or {}) if key != "seed"]
+
+
+def _line(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode() + b"\n"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,130 @@
+"""OpenAI's API as the `openai` SDK parses it: `/v1/models` and `/v1/chat/completions`, stream and not.
+
+A stream is server-sent events: every chunk has the same `id` and `created`, progress comes as
+`delta.reasoning_content` in chunks with no content, then the answer as `delta.content`, a chunk with
+`finish_reason: "stop"`, the usage chunk (`choices: []`) when `stream_options.include_usage` asks, and
+`data: [DONE]`. Quiet moments get SSE comment lines, which every client skips."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .conversation import split
+from .errors import ApiError
+from .progress import CONTENT, coalesce
+from .runs import SERVICE, Ask, Reply
+from .wire import OPENAI_IGNORED, OpenAIChatRequest, ignored_fields, openai_text, parse
+
+if TYPE_CHECKING:
+    from .progress import Narrator
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model:.+}", model)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+
+
+async def models(request: web.Request) -> web.Response:
+    catalogue = request.app[SERVICE].catalogue
+    return web.json_response({"object": "list", "data": [catalogue.openai_entry(name) for name in catalogue.names]})
+
+
+async def model(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    name = request.match_info["model"]
+    service.strategy_for(name)
+    return web.json_response(service.catalogue.openai_entry(service.catalogue.canonical(name)))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    body = await parse(request, OpenAIChatRequest)
+    strategy = service.strategy_for(body.model)
+    turns = []
+    not_text = False
+    for message in body.messages:
+        text, other = openai_text(message.content)
+        not_text = not_text or other
+        turns.append((message.role, text))
+    context, prompt, dropped = split(turns)
+    ignored = ignored_fields(body, OPENAI_IGNORED) + [f"{r} messages" for r in dropped]
+    if not_text:
+        ignored.append("content parts that are not text")
+    headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
+    ask = Ask(body.model, strategy, prompt, context, service.options.progress, body.seed)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    chunks = Chunks(body.model)
+    async with Reply(service, ask) as reply:  # 429 before anything is sent
+        if not body.stream:
+            reasoning, content = await reply.collect()
+            if reply.narrator.error:
+                raise ApiError(reply.error_status, reply.narrator.error, code="no_answer")
+            return web.json_response(chunks.whole(reply.narrator, content, reasoning),
+                                     headers=headers)
+        response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+        await response.prepare(request)
+        await response.write(chunks.delta({"role": "assistant", "content": ""}))
+        while (pieces := await reply.next()) is not None:
+            if not pieces:
+                status = (reply.narrator.status() or "").strip() or "working"
+                await response.write(f": {status}\n\n".encode())
+                continue
+            await response.write(b"".join(
+                chunks.delta({"content": text} if channel == CONTENT else {"reasoning_content": text})
+                for channel, text in coalesce(pieces)))
+        if reply.narrator.error:
+            error = ApiError(reply.error_status, reply.narrator.error, code="no_answer")
+            await response.write(b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n")
+        else:
+            await response.write(chunks.delta({}, finish="stop"))
+            if include_usage:
+                await response.write(chunks.usage(reply.narrator))
+        await response.write(DONE)
+        await response.write_eof()
+        return response
+
+
+class Chunks:
+    """One completion's chunks: the same `id`, `created` and `model` in each."""
+
+    def __init__(self, model: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = model
+        # Each chunk differs only in its delta: the JSON around it is written once.
+        self._head = ('data: {"id": %s, "object": "chat.completion.chunk", "created": %d, "model": %s, '
+                      '"system_fingerprint": null, "choices": [{"index": 0, "delta": '
+                      % (json.dumps(self.id), self.created, json.dumps(model)))
+
+    def delta(self, delta: dict[str, str], *, finish: str | None = None) -> bytes:
+        tail = ', "logprobs": null, "finish_reason": %s}]}\n\n' % (json.dumps(finish))
+        return (self._head + json.dumps(delta, ensure_ascii=False) + tail).encode()
+
+    def usage(self, narrator: "Narrator") -> bytes:
+        return b"data: " + json.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                       "model": self.model, "system_fingerprint": None, "choices": [],
+                                       "usage": _usage(narrator)}).encode() + b"\n\n"
+
+    def whole(self, narrator: "Narrator", content: str, reasoning: str) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+                "usage": _usage(narrator)}
+
+
+def _usage(narrator: "Narrator") -> dict[str, int]:
+    """Tokens of every request the run made (workers, rounds, rankings, reviewers)."""
+    return {"prompt_tokens": narrator.prompt_tokens, "completion_tokens": narrator.completion_tokens,
+            "total_tokens": narrator.prompt_tokens + narrator.completion_tokens}

@@ -1,0 +1,228 @@
+"""What a chat client sees of a run while it goes on: the workers' progress and answers as reasoning, the final
+answer as content.
+
+The reviewer's answer is streamed as content as it is written (synthesize, council). The judge's reply is scores,
+not an answer, so with `judge` the content is the best-scored worker answer, sent when the scores are in. A reviewer
+that fails before its first token costs nothing visible: the next reviewer, or the best worker answer, becomes the
+content. One that fails half-way cannot take back what was sent: a note in the content says so, and the answer
+that replaces it follows. Once content has begun, no more reasoning is sent (clients show reasoning above the
+answer, not inside it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded, Started
+
+if TYPE_CHECKING:
+    from ..config import Fleet
+    from ..events import Event
+    from ..result import AgentResult, RunResult
+
+REASONING = "reasoning"
+CONTENT = "content"
+Piece = tuple[str, str]
+
+STRATEGY_PLANS = {
+    "synthesize": "then {reviewer} writes the final answer from theirs",
+    "judge": "then {reviewer} scores their answers, and the best-scored one is the reply",
+    "council": "then they rank each other's answers anonymously, and {reviewer} writes the final answer with that "
+               "ranking in view",
+}
+HALFWAY_NOTE = "\n\n*[parallama: {name} stopped in the middle of its answer ({cause}); the answer below replaces it]*\n\n"
+
+
+class Narrator:
+    """Turns one run's events into pieces of reasoning and content, and keeps what the final chunk reports."""
+
+    def __init__(self, fleet: "Fleet", strategy: str) -> None:
+        self.fleet = fleet
+        self.strategy = strategy
+        self.reviewed = bool(fleet.reviewers)
+        self.answer_streams = self.reviewed and strategy != "judge"
+        "The reviewer's text is the final answer as it is written (not so for the judge's scores)."
+        self.started = time.perf_counter()
+        self.first_sent: float | None = None
+        self.first_token: float | None = None
+        self.ended: float | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.content_started = False
+        self.result: RunResult | None = None
+        self.error: str | None = None
+        "Why there is no answer (every worker failed), when there is none."
+        self._busy: dict[tuple[str, str], bool] = {}  # (stage, agent) → sent (True) or waiting for a slot
+        self._stages: set[str] = set()
+        self._streamed: list[str] = []  # the current reviewer's text, as sent
+
+    # ---------------------------------------------------------------- the stream
+
+    def opening(self) -> list[Piece]:
+        """What the fleet will do, sent before anything has happened (the first byte)."""
+        workers = self.fleet.workers
+        names = ", ".join(a.name for a in workers)
+        text = f"parallama: {len(workers)} workers ({names}) answer at once" if len(workers) > 1 else \
+            f"parallama: 1 worker ({names}) answers"
+        if self.fleet.rounds > 1:
+            text += f", in {self.fleet.rounds} rounds"
+        if self.reviewed:
+            text += "; " + STRATEGY_PLANS[self.strategy].format(reviewer=self.fleet.reviewers[0].name)
+        lines = [text + ".\n"] + [f"⚠ {warning}\n" for warning in self.fleet.warnings]
+        return self._out([(REASONING, "".join(lines) + "\n")])
+
+    def feed(self, event: "Event") -> list[Piece]:
+        """The pieces one event adds (often none)."""
+        kind = type(event)
+        if kind is Delta:  # the hot path: one per token of every agent
+            if self.first_token is None:
+                self.first_token = time.perf_counter()
+            if self.answer_streams and event.stage == REVIEW:  # type: ignore[union-attr]
+                self._streamed.append(event.text)  # type: ignore[union-attr]
+                self.content_started = True
+                return [(CONTENT, event.text)]  # type: ignore[union-attr]
+            return []
+        if kind is Queued:
+            self._busy[(event.stage, event.agent.name)] = False  # type: ignore[union-attr]
+            return []
+        if kind is Started:
+            return self._started(event)  # type: ignore[arg-type]
+        if kind is Finished or kind is Failed:
+            return self._ended(event)  # type: ignore[arg-type]
+        if kind is RunEnded:
+            return self._run_ended(event.result)  # type: ignore[union-attr]
+        return []
+
+    def status(self) -> str | None:
+        """A short line for a quiet moment (the keepalive), or None once the answer has begun."""
+        if self.content_started:
+            return None
+        sent = [name for (_, name), running in self._busy.items() if running]
+        waiting = sum(1 for running in self._busy.values() if not running)
+        parts = [f"waiting for {', '.join(sent)}"] if sent else []
+        if waiting:
+            parts.append(f"{waiting} request{'s' if waiting != 1 else ''} queued for a slot")
+        return f"… {time.perf_counter() - self.started:.0f} s" + (": " + "; ".join(parts) if parts else "") + "\n"
+
+    # ---------------------------------------------------------------- the events
+
+    def _started(self, event: Started) -> list[Piece]:
+        if self.first_sent is None:
+            self.first_sent = time.perf_counter()
+        self._busy[(event.stage, event.agent.name)] = True
+        out = []
+        if event.stage not in self._stages:
+            self._stages.add(event.stage)
+            if event.stage == RANKING:
+                out.append("\nThe workers rank each other's answers, anonymously.\n")
+            elif event.stage.startswith("round "):
+                out.append(f"\n{event.stage.capitalize()}: each worker improves its answer with the others'.\n")
+            elif event.stage == REVIEW:
+                out.append("\n")
+        agent = event.agent
+        doing = "started"
+        if event.stage == REVIEW:
+            doing = "is scoring the answers" if self.strategy == "judge" else "is writing the final answer"
+        waited = f" after waiting {event.queued_s:.1f} s for a slot" if event.queued_s >= 0.1 else ""
+        out.append(f"▸ {agent.name} ({agent.model}) {doing}{waited}\n")
+        return self._out([(REASONING, "".join(out))])
+
+    def _ended(self, event: Finished | Failed) -> list[Piece]:
+        result = event.result
+        self._busy.pop((event.stage, event.agent.name), None)
+        self.prompt_tokens += result.prompt_tokens or 0
+        self.completion_tokens += result.completion_tokens or 0
+        if not result.ok:
+            mark = "⏱" if result.status == "timeout" else "✗"
+            out = [(REASONING, f"{mark} {result.error}\n")]
+            if event.stage == REVIEW and self._streamed:
+                self._streamed = []
+                out.append((CONTENT, HALFWAY_NOTE.format(name=result.name, cause=result.error)))
+            return self._out(out)
+        if event.stage == RANKING:
+            return self._out([(REASONING, f"✓ {result.name} ranked the others in {result.elapsed_s:.1f} s\n")])
+        if event.stage == REVIEW:
+            if self.answer_streams:
+                return []
+            return self._out([(REASONING, f"✓ {result.name} scored them in {result.elapsed_s:.1f} s\n")])
+        return self._out([(REASONING, f"✓ {result.name} answered in {result.elapsed_s:.1f} s{_tokens(result)}:\n\n"
+                                      f"{result.content.strip()}\n\n")])
+
+    def _run_ended(self, result: "RunResult | None") -> list[Piece]:
+        self.ended = time.perf_counter()
+        if result is None:
+            self.error = "the run was interrupted"
+            return []
+        self.result = result
+        notes = []
+        if result.scores:
+            notes.append("\nScores:\n" + "".join(f"- {s['name']}: {s['score']}/10, {s['reason']}\n"
+                                                 for s in result.scores))
+        if result.ranking:
+            notes.append("\nThe workers' ranking (Borda count):\n" + "".join(
+                f"{i + 1}. {r['name']} ({r['points']} points)\n" for i, r in enumerate(result.ranking)))
+        kind, _, name = (result.final_source or "").partition(":")
+        if kind == "judge":
+            notes.append(f"\nThe reply is {name}'s answer, scored best.\n")
+        notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings]
+        out: list[Piece] = [(REASONING, "".join(notes))] if notes else []
+        final = result.final
+        if final is None:
+            answers = [w for w in result.workers if w.ok]
+            if self.reviewed or not answers:
+                self.error = "no answer: every worker failed: " + "; ".join(
+                    w.error or w.status for w in result.workers)
+                return self._out(out)
+            # No reviewer in the config: every answer under its worker's name.
+            final = answers[0].content if len(answers) == 1 else "\n\n".join(
+                f"## {w.name}\n{w.content.strip()}" for w in answers)
+        if "".join(self._streamed) != final:
+            out.append((CONTENT, final))
+        return self._out(out)
+
+    def _out(self, pieces: list[Piece]) -> list[Piece]:
+        """Drop reasoning once the answer has begun; note when it begins."""
+        if self.content_started:
+            return [p for p in pieces if p[0] == CONTENT]
+        for i, (channel, _) in enumerate(pieces):
+            if channel == CONTENT:
+                self.content_started = True
+                return pieces[: i + 1] + [p for p in pieces[i + 1:] if p[0] == CONTENT]
+        return pieces
+
+    # ---------------------------------------------------------------- the final chunk's numbers
+
+    def durations_ns(self) -> dict[str, int]:
+        """Ollama's final-chunk durations for the whole run: waiting for the first slot (`load_duration`), until
+        the first token (`prompt_eval_duration`), and the rest (`eval_duration`)."""
+        end = self.ended or time.perf_counter()
+        sent = self.first_sent or end
+        token = max(self.first_token or end, sent)
+        return {"total_duration": _ns(end - self.started), "load_duration": _ns(sent - self.started),
+                "prompt_eval_duration": _ns(token - sent), "eval_duration": _ns(end - token)}
+
+
+def coalesce(pieces: list[Piece]) -> list[Piece]:
+    """Neighbouring pieces of one channel as one: fewer, larger chunks when the client reads slower than the run
+    writes."""
+    if len(pieces) < 2:
+        return pieces
+    out = [pieces[0]]
+    for channel, text in pieces[1:]:
+        if channel == out[-1][0]:
+            out[-1] = (channel, out[-1][1] + text)
+        else:
+            out.append((channel, text))
+    return out
+
+
+def _tokens(result: "AgentResult") -> str:
+    return f", {result.completion_tokens} tokens" if result.completion_tokens else ""
+
+
+def _ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+__all__ = ["CONTENT", "REASONING", "Narrator", "Piece", "coalesce"]

@@ -1,0 +1,292 @@
+"""The runs `serve` makes: one fleet client shared by every request, a bound on how many runs may wait, and each
+request's run followed as pieces to send (`Reply`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..events import RunEnded
+from .errors import ApiError
+from .models import Catalogue
+from .progress import CONTENT, REASONING, Narrator, Piece
+
+if TYPE_CHECKING:
+    from ..backends import Message
+    from ..client import FleetClient
+    from ..config import Fleet
+    from ..events import Event
+    from ..history import History
+    from .wire import ProgressMode
+
+log = logging.getLogger("parallama.serve")
+
+RETRY_AFTER_MAX_S = 120
+"The openai SDK honours a Retry-After up to two minutes; past that it gives up on the header."
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `serve` behaves (the CLI's flags)."""
+
+    progress: "ProgressMode" = "thinking"
+    "thinking: progress as Ollama `thinking` / OpenAI `reasoning_content`; think-tags: inside <think>…</think> in the content; none."
+    max_queue: int = 8
+    "Runs that may wait beyond those the servers' slots let go at once; more get 429."
+    api_key: str | None = field(default=None, repr=False)
+    "When set, every endpoint but `GET /` wants `Authorization: Bearer <key>`."
+    history: bool = True
+    "Keep served runs in the history (marked `serve`)."
+    keepalive_s: float = 5.0
+    "A quiet stream gets a keepalive after this many seconds."
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What one chat request asks of the fleet."""
+
+    model: str
+    "The name as the client wrote it (echoed back)."
+    strategy: str
+    prompt: str
+    context: "tuple[Message, ...]" = ()
+    progress: "ProgressMode" = "thinking"
+    seed: int | None = None
+
+
+@dataclass
+class ServedRun:
+    model: str
+    started_at: datetime
+    started: float
+
+
+def run_capacity(fleet: "Fleet") -> int:
+    """How many runs the workers' servers let go at once: on each server, its slots over the workers it hosts."""
+    hosted = Counter(a.server for a in fleet.workers)
+    return max(1, min(fleet.servers[url].parallel // n if url in fleet.servers else 0 for url, n in hosted.items()))
+
+
+class Service:
+    """What every request shares: the fleet, its client, the model names, and the runs in progress."""
+
+    def __init__(self, fleet: "Fleet", options: ServeOptions) -> None:
+        self.fleet = fleet
+        self.options = options
+        self.catalogue = Catalogue(fleet)
+        self.capacity = run_capacity(fleet)
+        self.runs: dict[str, ServedRun] = {}
+        "The served runs in progress (waiting or running), by run id."
+        self.typical_run_s = 10.0
+        "A moving average of served runs' wall time, for Retry-After."
+        self._client: FleetClient | None = None
+        self._history: History | None = None
+
+    @property
+    def client(self) -> "FleetClient":
+        if self._client is None:
+            raise RuntimeError("the service is not started")
+        return self._client
+
+    async def start(self) -> None:
+        from ..client import FleetClient
+
+        client = FleetClient(self.fleet)
+        await client.__aenter__()
+        self._client = client
+        if self.options.history:
+            from ..history import History, HistoryWriter
+
+            self._history = History()
+            client.subscribe(HistoryWriter(self._history, origin="serve"))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+            self._client = None
+        if self._history is not None:
+            self._history.close()
+            self._history = None
+
+    def strategy_for(self, model: str) -> str:
+        """The strategy a model name asks for, or a 404 ApiError."""
+        strategy = self.catalogue.strategy_for(model)
+        if strategy is None:
+            raise ApiError(404, self.catalogue.unknown_model_message(model))
+        return strategy
+
+    def admit(self, run_id: str, model: str) -> None:
+        """Count a run in, or refuse it (429) when `max_queue` runs already wait beyond those that can go."""
+        limit = self.capacity + self.options.max_queue
+        if len(self.runs) >= limit:
+            raise ApiError(429, f"busy: {len(self.runs)} runs are in progress or waiting, the most this server "
+                                f"takes (--max-queue {self.options.max_queue} beyond the {self.capacity} its "
+                                "servers' slots let go at once); try again later",
+                           retry_after=self.retry_after())
+        self.runs[run_id] = ServedRun(self.catalogue.canonical(model), datetime.now(timezone.utc),
+                                      time.perf_counter())
+
+    def release(self, run_id: str, *, completed: bool) -> None:
+        served = self.runs.pop(run_id, None)
+        if served is not None and completed:
+            self.typical_run_s = 0.7 * self.typical_run_s + 0.3 * (time.perf_counter() - served.started)
+
+    def retry_after(self) -> int:
+        """Seconds until the oldest run is likely to end, and a place with it: 1 to 120."""
+        oldest = min((r.started for r in self.runs.values()), default=time.perf_counter())
+        left = oldest + self.typical_run_s - time.perf_counter()
+        return max(1, min(RETRY_AFTER_MAX_S, math.ceil(left)))
+
+    def running(self) -> list[dict[str, Any]]:
+        """`/api/ps`: each fleet name with runs in progress, and those runs."""
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        now = time.perf_counter()
+        for run_id, served in self.runs.items():
+            by_model.setdefault(served.model, []).append(
+                {"id": run_id, "started_at": served.started_at.astimezone().isoformat(),
+                 "elapsed_s": round(now - served.started, 1)})
+        return [self.catalogue.running_entry(name, runs) for name, runs in by_model.items()]
+
+
+class Reply:
+    """One request's run, followed: `await next()` gives the pieces ready to send (`[]` after a quiet
+    `keepalive_s`: time for a keepalive), then None at the end, when `narrator` holds the result or the error.
+
+        async with Reply(service, ask) as reply:
+            while (pieces := await reply.next()) is not None: ...
+
+    Leaving the block before the end (the client went away) cancels the run: its requests are closed at once and
+    their slots freed.
+    """
+
+    def __init__(self, service: Service, ask: Ask) -> None:
+        self.service = service
+        self.ask = ask
+        self.run_id = uuid.uuid4().hex[:12]
+        self.narrator = Narrator(service.fleet, ask.strategy)
+        self._pending: list[Piece] = []
+        self._done = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._think_open = False
+        self._content_begun = False
+        self._last_sent = 0.0
+        self.error_status = 502
+        "The status of an answer sent whole when there is none: 502 (every worker failed), 500 (a bug)."
+
+    async def __aenter__(self) -> "Reply":
+        self.service.admit(self.run_id, self.ask.model)
+        self._last_sent = asyncio.get_running_loop().time()
+        self._pending = self.narrator.opening()
+        self._task = asyncio.create_task(self.service.client.run(
+            self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy, seed=self.ask.seed,
+            run_id=self.run_id, on_event=self._on_event))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        self.service.release(self.run_id, completed=self.narrator.result is not None)
+
+    def _on_event(self, event: "Event") -> None:
+        pieces = self.narrator.feed(event)
+        if pieces:
+            self._pending += pieces
+            self._wake.set()
+        if type(event) is RunEnded:
+            self._done = True
+            self._wake.set()
+
+    async def next(self) -> list[Piece] | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending and not self._done:
+                wait = self._last_sent + self.service.options.keepalive_s - loop.time()
+                if wait <= 0:
+                    self._last_sent = loop.time()
+                    return []
+                self._wake.clear()
+                timer = loop.call_later(wait, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
+                continue
+            if not self._pending:
+                await self._settle()
+                return None
+            pieces, self._pending = self._pending, []
+            styled = self._styled(pieces)
+            if styled:  # else: only progress, which this request does not show
+                self._last_sent = loop.time()
+                return styled
+
+    async def collect(self) -> tuple[str, str]:
+        """Every piece to the end, for an answer sent whole: (reasoning, content)."""
+        reasoning: list[str] = []
+        content: list[str] = []
+        while (pieces := await self.next()) is not None:
+            for channel, text in pieces:
+                (content if channel == CONTENT else reasoning).append(text)
+        return "".join(reasoning), "".join(content)
+
+    async def _settle(self) -> None:
+        """The run has ended: surface a bug in it as an error (the run itself never raises for a failed agent)."""
+        assert self._task is not None
+        try:
+            await self._task
+        except Exception as exc:  # a bug: say so to the client, keep the traceback in the log
+            log.exception("run %s failed", self.run_id)
+            self.error_status = 500
+            self.narrator.error = f"internal error in parallama: {type(exc).__name__}: {exc}"
+
+    def keepalive_text(self) -> str | None:
+        """The progress line for a quiet moment, in this request's progress mode, or None (send no text)."""
+        if self.ask.progress == "none" or self._content_begun:
+            return None
+        return self.narrator.status()
+
+    def _styled(self, pieces: list[Piece]) -> list[Piece]:
+        """Pieces in this request's progress mode: reasoning as is (thinking), inside <think>…</think> in the
+        content (think-tags), or left out (none)."""
+        mode = self.ask.progress
+        if mode == "thinking":
+            return pieces
+        out: list[Piece] = []
+        for channel, text in pieces:
+            if channel == REASONING:
+                if mode == "none" or self._content_begun:
+                    continue
+                if not self._think_open:
+                    self._think_open = True
+                    text = "<think>\n" + text
+            else:
+                if self._think_open:
+                    self._think_open = False
+                    text = "\n</think>\n\n" + text
+                self._content_begun = True
+            out.append((CONTENT, text))
+        return out
+
+    def styled_status(self, text: str) -> Piece:
+        """A keepalive line as a piece of this request's stream."""
+        if self.ask.progress == "think-tags":
+            [piece] = self._styled([(REASONING, text)])
+            return piece
+        return (REASONING, text)
+
+
+SERVICE = web.AppKey("parallama.service", Service)
+"Where the app keeps its Service."

@@ -1,0 +1,130 @@
+"""The requests `serve` accepts, as pydantic models: Ollama's `/api/chat`, `/api/generate`, `/api/show` and OpenAI's
+`/v1/chat/completions`. Fields a run cannot honour are accepted and listed (`ignored`), never an error, so clients
+that always send them keep working. Replies are built as plain dicts where they are made: one per streamed chunk.
+
+Sampling options (`temperature`, `top_p`, `max_tokens`, Ollama `options`, ...) are the fleet's: each agent keeps
+the options its config gives it. Only a `seed` is used: it seeds the run (the council's shuffles)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Optional, Union
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ApiError
+
+# Request fields that change what a single model would do, but not what the fleet does: reported, not used.
+OPENAI_IGNORED = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
+                  "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice",
+                  "functions", "function_call", "response_format", "reasoning_effort")
+OLLAMA_IGNORED = ("format", "tools", "raw", "template", "suffix", "images", "context")
+
+
+class OllamaMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: Optional[str] = ""
+    "Text; Ollama messages carry one string."
+    images: Optional[list[Any]] = None
+    "Not passed on: the workers get text."
+
+
+class OllamaChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    "Empty: the model is only loaded (answered at once with `done_reason: load`, as Ollama does)."
+    stream: bool = True
+    "Ollama streams unless told not to."
+    think: Union[bool, str, None] = None
+    "`false` leaves the progress out of this answer (no `thinking`)."
+    options: Optional[dict[str, Any]] = None
+    "Only `seed` is used; the agents keep their own options."
+
+
+class OllamaGenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    prompt: Optional[str] = ""
+    "Empty: the model is only loaded (`done_reason: load`)."
+    system: Optional[str] = None
+    stream: bool = True
+    think: Union[bool, str, None] = None
+    options: Optional[dict[str, Any]] = None
+
+
+class OllamaShowRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: Optional[str] = None
+    name: Optional[str] = None
+    "Older clients send `name`."
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: Union[str, list[dict[str, Any]], None] = None
+    "A string, or parts of which the `text` ones are kept."
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class OpenAIChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    n: Optional[int] = Field(default=None, ge=1, le=1)
+    "One answer per request: the fleet writes one."
+    seed: Optional[int] = None
+
+
+async def parse(request: web.Request, model: type[BaseModel]) -> Any:
+    """The request body as `model`, or a 400 ApiError saying what is wrong and where."""
+    try:
+        data = await request.json(loads=json.loads)
+    except ValueError as exc:
+        raise ApiError(400, f"the body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError(400, f"{where}: {first['msg']}", param=where) from exc
+
+
+def openai_text(content: Union[str, list[dict[str, Any]], None]) -> tuple[str, bool]:
+    """(the text of an OpenAI message's content, whether it had parts that are not text, such as images)."""
+    if content is None or isinstance(content, str):
+        return content or "", False
+    texts = [part.get("text") or "" for part in content if part.get("type") == "text"]
+    return "\n".join(texts), len(texts) < len(content)
+
+
+def ignored_fields(body: BaseModel, names: tuple[str, ...]) -> list[str]:
+    """The request fields in `names` the client set (they are not used: the fleet's config rules)."""
+    extra = body.model_extra or {}
+    return [name for name in names if extra.get(name) is not None]
+
+
+def seed_of(options: Optional[dict[str, Any]]) -> int | None:
+    seed = (options or {}).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+ProgressMode = Literal["thinking", "think-tags", "none"]
