@@ -63,3 +63,32 @@ def run_process(*args: str, input: str | None = None, env: dict[str, str] | None
     """Run `python -m parallama ...` as a real process (real stdin/stdout/stderr, real exit code)."""
     return subprocess.run([sys.executable, "-m", "parallama", *args], input=input, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+async def serve() -> Any:
+    """Start `parallama serve` in this test's event loop: `running = await serve(config, progress=...)`, on a free
+    port of 127.0.0.1, history off unless asked; stopped at the end of the test."""
+    from parallama.config import as_fleet
+    from parallama.serve import ServeOptions, start
+
+    started = []
+
+    async def start_serving(config: Any, **options: Any) -> Any:
+        running = await start(as_fleet(config), ServeOptions(**{"history": False, **options}), port=0)
+        started.append(running)
+        return running
+
+    yield start_serving
+    for running in started:
+        await running.close()
+
+
+def guide_fleet(servers: list[FakeServer], **review: Any) -> dict[str, Any]:
+    """The guide's shape on the three 1-slot fakes: workers A and B on the first two, the reviewer on the third."""
+    a, b, c = servers
+    a.model("m", latency=0.1, text="Alpha says four.")
+    b.model("m", latency=0.15, text="Beta says 4.")
+    c.model("rev", latency=0.1, text="The answer is 4.")
+    return {"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
+            "reviewer_agent": worker(c, "rev", name="Rev"), "review": review or {"strategy": "synthesize"}}

@@ -10,7 +10,7 @@ from aiohttp import web
 
 OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
                 405: "invalid_request_error", 413: "invalid_request_error", 429: "requests"}
-OPENAI_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 
 
 class ApiError(Exception):

@@ -121,7 +121,7 @@ class Service:
         """The strategy a model name asks for, or a 404 ApiError."""
         strategy = self.catalogue.strategy_for(model)
         if strategy is None:
-            raise ApiError(404, self.catalogue.unknown_model_message(model))
+            raise ApiError(404, self.catalogue.unknown_model_message(model), code="model_not_found", param="model")
         return strategy
 
     def admit(self, run_id: str, model: str) -> None:
