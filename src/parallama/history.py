@@ -297,11 +297,11 @@ class RunRecorder:
 
     def __init__(self, history: History, prompt: str, fleet: Fleet, strategy: str, *,
                  run_id: str | None = None, context: "tuple[dict, ...] | list[dict]" = (),
-                 origin: str | None = None) -> None:
+                 origin: str | None = None, secrets: "tuple[str, ...]" = ()) -> None:
         self.db = history.db
         self.id = run_id or uuid.uuid4().hex[:12]
         self.agents = {a.name: a for a in fleet.agents}
-        self.redact = Redactor.for_agents(fleet.agents)
+        self.redact = Redactor([*(secret for agent in fleet.agents for secret in agent.secrets()), *secrets])
         self.seq = 0
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy, origin, context) "
@@ -354,14 +354,16 @@ class RunRecorder:
 
 class HistoryWriter:
     """An event subscriber that keeps every run it sees: `FleetClient.subscribe(HistoryWriter(History()))`.
-    `origin` marks where the runs came from (`serve` marks the runs it serves).
+    `origin` marks where the runs came from (`serve` marks the runs it serves); `secrets` are masked wherever they
+    appear, as the agents' keys are (`serve` passes its own key).
 
     A write that fails (disk full, the database locked longer than its busy timeout) must not end the runs: the
     writer stops writing, keeps the reason in `error`, and ignores every later event."""
 
-    def __init__(self, store: History, *, origin: str | None = None) -> None:
+    def __init__(self, store: History, *, origin: str | None = None, secrets: "tuple[str, ...]" = ()) -> None:
         self.store = store
         self.origin = origin
+        self.secrets = secrets
         self.error: HistoryError | None = None
         "Why the writer stopped, once it has; None while it writes."
         self._runs: dict[str, RunRecorder] = {}
@@ -384,7 +386,8 @@ class HistoryWriter:
         elif isinstance(event, RunStarted):
             self._runs[event.run_id] = RunRecorder(self.store, event.prompt, event.fleet,
                                                    event.strategy or event.fleet.strategy, run_id=event.run_id,
-                                                   context=event.context, origin=self.origin)
+                                                   context=event.context, origin=self.origin,
+                                                   secrets=self.secrets)
         elif isinstance(event, RunEnded):
             recorder = self._runs.pop(event.run_id, None)
             if recorder is None:

@@ -68,7 +68,6 @@ async def _serve(fleet: "Fleet", options: "ServeOptions", host: str, port: int, 
 
     from ..errors import SetupError
     from ..serve import start
-    from ..serve.app import is_loopback
 
     access = logging.getLogger("parallama.serve.access")
     handler = logging.StreamHandler(sys.stderr)
@@ -83,15 +82,25 @@ async def _serve(fleet: "Fleet", options: "ServeOptions", host: str, port: int, 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        if not is_loopback(host) and not options.api_key:
-            click.echo(f"warning: listening on {host} with no API key: anyone who can reach port {running.port} "
-                       "can run your fleet; pass --api-key-env NAME", err=True)
+        warning = exposure_warning(host, running.port, keyed=options.api_key is not None)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
         for line in _banner(fleet, running, options, key_env):
             click.echo(line, err=True)
         await stop.wait()
     finally:
         await running.close()
         click.echo("parallama serve stopped", err=True)
+
+
+def exposure_warning(host: str, port: int, *, keyed: bool) -> str | None:
+    """What to say when other machines can reach the server and nothing keeps them out."""
+    from ..serve.app import is_loopback
+
+    if is_loopback(host) or keyed:
+        return None
+    return (f"listening on {host} with no API key: anyone who can reach port {port} can run your fleet; "
+            "pass --api-key-env NAME")
 
 
 def _port_hint(port: int) -> str:
@@ -104,10 +113,8 @@ def _port_hint(port: int) -> str:
 
 def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env: str | None) -> list[str]:
     """What to give each kind of client."""
-    from ..serve.app import is_loopback
-
     url = running.url
-    if not is_loopback(running.host) and running.host in ("0.0.0.0", "::"):
+    if running.host in ("0.0.0.0", "::"):  # every address: name the machine
         import socket
 
         url = f"http://{socket.gethostname()}:{running.port}"

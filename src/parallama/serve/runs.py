@@ -107,7 +107,8 @@ class Service:
             from ..history import History, HistoryWriter
 
             self._history = History()
-            client.subscribe(HistoryWriter(self._history, origin="serve"))
+            secrets = (self.options.api_key,) if self.options.api_key else ()
+            client.subscribe(HistoryWriter(self._history, origin="serve", secrets=secrets))
 
     async def close(self) -> None:
         if self._client is not None:

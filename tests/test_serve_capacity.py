@@ -1,0 +1,79 @@
+"""`serve` under load: one fleet client for every request (the servers' slots hold across clients of both APIs),
+a bound on waiting runs, and a client that goes away cancels its run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from conftest import guide_fleet
+
+ASK = {"model": "parallama", "messages": [{"role": "user", "content": "2 + 2?"}]}
+
+
+async def chat(session: aiohttp.ClientSession, url: str, path: str, body: dict) -> tuple[int, str]:
+    """(status, the answer's text) of one whole request."""
+    async with session.post(url + path, json={**body, "stream": False}) as response:
+        data = await response.json()
+    if response.status != 200:
+        return response.status, ""
+    if path == "/api/chat":
+        return 200, data["message"]["content"]
+    return 200, data["choices"][0]["message"]["content"]
+
+
+async def test_concurrent_clients_of_both_apis_share_the_servers_slots(servers, serve):
+    running = await serve(guide_fleet(servers), max_queue=20)
+    async with aiohttp.ClientSession() as session:
+        replies = await asyncio.gather(*(
+            chat(session, running.url, "/api/chat" if i % 2 else "/v1/chat/completions", ASK) for i in range(12)))
+    assert replies == [(200, "The answer is 4.")] * 12
+    assert [fake.max_in_flight for fake in servers] == [1, 1, 1]
+    assert [len(fake.requests) for fake in servers] == [12, 12, 12]
+
+
+async def test_past_capacity_and_queue_the_rest_are_refused_at_once(servers, serve):
+    config = guide_fleet(servers)
+    servers[0].model("m", latency=0.5, text="Alpha says four.")
+    running = await serve(config, max_queue=3)  # 1-slot servers: one run goes at a time, three may wait
+    assert running.service.capacity == 1
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        replies = await asyncio.gather(*(chat(session, running.url, "/api/chat", ASK) for _ in range(10)))
+    statuses = sorted(status for status, _ in replies)
+    assert statuses == [200] * 4 + [429] * 6
+    assert all(text == "The answer is 4." for status, text in replies if status == 200)
+    assert len(servers[0].requests) == 4  # the refused ones never reached a server
+    assert time.perf_counter() - started < 4 * 0.5 + 2
+
+
+async def test_a_client_that_goes_away_frees_its_slot_and_the_next_run_starts(servers, serve):
+    config = guide_fleet(servers)
+    a = servers[0]
+    a.model("m", latency=2.0, tokens=20, text=" ".join(["slow"] * 20))
+    running = await serve(config)
+    async with aiohttp.ClientSession() as session:
+        first = await session.post(running.url + "/api/chat", json=ASK)
+        async for line in first.content:  # read until the slow worker is at work
+            if "▸ A (m) started" in json.loads(line)["message"].get("thinking", ""):
+                break
+        second = asyncio.create_task(chat(session, running.url, "/v1/chat/completions", ASK))
+        while len(running.service.runs) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert len(a.requests) == 1  # the second run's worker waits for the slot, on parallama's side
+        async with session.get(running.url + "/api/ps") as response:
+            [entry] = (await response.json())["models"]
+        assert entry["name"] == "parallama:latest" and len(entry["runs"]) == 2
+        gone = time.perf_counter()
+        first.close()  # the client goes away mid-run
+        status, text = await second
+    assert status == 200 and text == "The answer is 4."
+    abandoned, next_one = a.requests
+    assert abandoned.disconnected and abandoned.ended - gone < 1.0  # closed at the model server within a second
+    assert next_one.started - gone < 1.0  # and the waiting run got the slot (not after the 2 s answer)
+    assert a.max_in_flight == 1
+    assert running.service.runs == {}
