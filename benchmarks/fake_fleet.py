@@ -1,6 +1,9 @@
 """Fake model servers in their own process, so a benchmark's client CPU is measured alone.
 
     with FakeFleet(servers=8, slots=8, models={"m": dict(latency=1.0, tokens=100)}) as urls: ...
+
+A model's `respond` may name a function as "module:function" (importable in the child process), since a function
+itself does not cross to it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ def _serve(conn, servers: int, slots: int | None, models: dict[str, dict]) -> No
         fakes = [stack.enter_context(FakeServer(slots=slots)) for _ in range(servers)]
         for fake in fakes:
             for name, behaviour in models.items():
+                if isinstance(behaviour.get("respond"), str):
+                    import importlib
+
+                    module, _, function = behaviour["respond"].partition(":")
+                    behaviour = {**behaviour, "respond": getattr(importlib.import_module(module), function)}
                 fake.model(name, **behaviour)
         conn.send([f.url for f in fakes])
         while True:

@@ -65,7 +65,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     strategy = service.strategy_for(body.model)
     lines = ChatLines(body.model)
     if not body.messages:
-        return web.json_response(lines.loaded())
+        return web.json_response(lines.loaded(body))
     context, prompt, dropped = split((m.role, m.content or "") for m in body.messages)
     ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options) + [f"{r} messages" for r in dropped]
     if any(m.images for m in body.messages):
@@ -80,7 +80,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     strategy = service.strategy_for(body.model)
     lines = GenerateLines(body.model)
     if not (body.prompt or "").strip():
-        return web.json_response(lines.loaded())
+        return web.json_response(lines.loaded(body))
     turns = ([("system", body.system)] if body.system else []) + [("user", body.prompt or "")]
     context, prompt, _ = split(turns)
     ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
@@ -144,10 +144,12 @@ class ChatLines:
             message["message"]["thinking"] = reasoning
         return {"model": self.model, "created_at": _now(), **message, **self._end(narrator)}
 
-    def loaded(self) -> dict[str, Any]:
-        """The answer to a request with nothing to answer: Ollama loads the model and says so."""
-        return {"model": self.model, "created_at": _now(), **self._text(CONTENT, ""), "done_reason": "load",
-                "done": True}
+    def loaded(self, body: Any) -> dict[str, Any]:
+        """The answer to a request with nothing to answer: Ollama loads the model (or, with `keep_alive: 0`,
+        unloads it) and says so. `ollama run` sends one before the chat."""
+        unload = (body.model_extra or {}).get("keep_alive") in (0, "0", "0s", "0m")
+        return {"model": self.model, "created_at": _now(), **self._text(CONTENT, ""),
+                "done_reason": "unload" if unload else "load", "done": True}
 
 
 class GenerateLines(ChatLines):
