@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypedDict
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypedDict
 
 from .config import Agent, Fleet
 from .errors import HistoryError
@@ -296,7 +296,7 @@ class RunRecorder:
     """Writes one run as it happens: the run row first, then each agent's row as it ends, then the outcome."""
 
     def __init__(self, history: History, prompt: str, fleet: Fleet, strategy: str, *,
-                 run_id: str | None = None, context: "tuple[dict, ...] | list[dict]" = (),
+                 run_id: str | None = None, context: "Sequence[Mapping[str, object]]" = (),
                  origin: str | None = None, secrets: "tuple[str, ...]" = ()) -> None:
         self.db = history.db
         self.id = run_id or uuid.uuid4().hex[:12]

@@ -7,7 +7,7 @@ import hmac
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -73,7 +73,7 @@ async def root(request: web.Request) -> web.Response:
 def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Application:
     """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
     options = options or ServeOptions()
-    middlewares = [api_errors] + ([require_key(options.api_key)] if options.api_key else [])
+    middlewares: list[Any] = [api_errors] + ([require_key(options.api_key)] if options.api_key else [])
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     service = app[SERVICE] = Service(fleet, options)
 

@@ -91,7 +91,7 @@ class Narrator:
         if kind is Finished or kind is Failed:
             return self._ended(event)  # type: ignore[arg-type]
         if kind is RunEnded:
-            return self._run_ended(event.result)  # type: ignore[union-attr]
+            return self._run_ended(event.result)  # type: ignore[union-attr,arg-type]
         return []
 
     def status(self) -> str | None:
