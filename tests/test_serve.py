@@ -231,3 +231,17 @@ async def test_past_the_queue_bound_the_sdk_gets_429_with_retry_after(servers, s
         await ollama_client(running).chat("parallama", messages=[{"role": "user", "content": "3"}])
     assert by_ollama.value.status_code == 429 and "busy" in by_ollama.value.error
     assert "".join([c.choices[0].delta.content or "" async for c in first if c.choices]) == ANSWER
+
+
+async def test_reasoning_models_the_reviewers_thinking_is_shown_the_workers_thinking_is_not(servers, serve):
+    config = guide_fleet(servers)
+    servers[0].model("m", latency=0.1, text="Alpha says four.", thinking="alpha private musings")
+    servers[2].model("rev", latency=0.1, text=ANSWER, thinking="weighing both answers")
+    running = await serve(config)
+    parts = [p async for p in await ollama_client(running).chat(
+        "parallama", messages=[{"role": "user", "content": "2 + 2?"}], stream=True)]
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    assert "".join(p.message.content or "" for p in parts) == ANSWER
+    assert "weighing both answers" in thinking
+    assert thinking.index("is writing the final answer") < thinking.index("weighing both answers")
+    assert "alpha private musings" not in thinking and "tokens of thinking" in thinking

@@ -228,6 +228,10 @@ class RunSummary(TypedDict):
     wall_s: float | None
     warnings: str | None
     details: str | None
+    origin: str | None
+    "Who asked for the run: None (the CLI, the library) or `serve`."
+    context: str | None
+    "The earlier turns of a conversation, as JSON."
     workers: int
     workers_ok: int
 

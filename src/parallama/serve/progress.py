@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded, Started
+from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
 
 if TYPE_CHECKING:
     from ..config import Fleet
@@ -83,6 +83,12 @@ class Narrator:
                 self.content_started = True
                 return [(CONTENT, event.text)]  # type: ignore[union-attr]
             return []
+        if kind is Thinking:  # a reasoning model's thinking: the reviewer's is shown as it comes, the workers'
+            if self.first_token is None:  # interleave badly, so only their token counts are
+                self.first_token = time.perf_counter()
+            if event.stage == REVIEW and not self.content_started:  # type: ignore[union-attr]
+                return [(REASONING, event.text)]  # type: ignore[union-attr]
+            return []
         if kind is Queued:
             self._busy[(event.stage, event.agent.name)] = False  # type: ignore[union-attr]
             return []
@@ -132,7 +138,7 @@ class Narrator:
         result = event.result
         self._busy.pop((event.stage, event.agent.name), None)
         self.prompt_tokens += result.prompt_tokens or 0
-        self.completion_tokens += result.completion_tokens or 0
+        self.completion_tokens += (result.completion_tokens or 0) + (result.thinking_tokens or 0)
         if not result.ok:
             mark = "⏱" if result.status == "timeout" else "✗"
             out = [(REASONING, f"{mark} {result.error}\n")]
@@ -218,7 +224,10 @@ def coalesce(pieces: list[Piece]) -> list[Piece]:
 
 
 def _tokens(result: "AgentResult") -> str:
-    return f", {result.completion_tokens} tokens" if result.completion_tokens else ""
+    text = f", {result.completion_tokens} tokens" if result.completion_tokens else ""
+    if result.thinking_tokens:
+        text += f" (after {result.thinking_tokens} tokens of thinking)"
+    return text
 
 
 def _ns(seconds: float) -> int:
