@@ -1,7 +1,7 @@
 """`parallama serve` under load, on loopback only: N concurrent clients with one request each, against `serve` (its
 own process) on fake model servers (another process).
 
-    python benchmarks/serve_load.py [--clients 100] [--max-queue 8 100] [--sequential 20] [--json]
+    python benchmarks/serve_load.py [--clients 100] [--max-queue 8 100] [--sequential 20] [--history] [--json]
 
 Reports, per --max-queue: requests completed and refused (429), p50/p99 time to first byte and to done, that every
 accepted request got exactly one complete answer (its own: each prompt carries an id the answer must echo, and no
@@ -56,9 +56,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
-def start_serve(config: Path, max_queue: int) -> tuple[subprocess.Popen, str]:
+def start_serve(config: Path, max_queue: int, *, history: bool) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "-c", str(config), "--port", "0",
-                                "--no-history", "--max-queue", str(max_queue)],
+                                "--max-queue", str(max_queue), *([] if history else ["--no-history"])],
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     lines = []
@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--max-queue", type=int, nargs="+", default=[8, 100])
     parser.add_argument("--sequential", type=int, default=20, help="Requests for the overhead comparison.")
+    parser.add_argument("--history", action="store_true", help="Keep the served runs in a (temporary) history.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not 1 <= args.clients <= 500:
@@ -204,7 +205,7 @@ def main() -> None:
         path.write_text(json.dumps(config))
         os.environ["PARALLAMA_HOME"] = tmp
         for max_queue in args.max_queue:
-            process, url = start_serve(path, max_queue)
+            process, url = start_serve(path, max_queue, history=args.history)
             try:
                 fakes.ask("reset")
                 cpu = psutil.Process(process.pid)
