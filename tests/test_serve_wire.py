@@ -195,3 +195,20 @@ async def test_ignored_request_options_are_named_in_a_header(servers, serve):
     response, _ = await post(running.url + "/api/chat", {**ASK, "options": {"temperature": 0.2, "seed": 3}})
     assert response.headers["X-Parallama-Ignored"] == "options.temperature"
     assert "temperature" not in json.dumps([r.body for r in servers[0].requests])
+
+
+async def test_a_fleet_key_in_the_reviewers_streamed_answer_is_masked_even_cut_in_pieces(servers, serve, monkeypatch):
+    key = "sk-fleet-0123456789abcdefXYZ"
+    monkeypatch.setenv("FLEET_KEY", key)
+    config = guide_fleet(servers)
+    config["reviewer_agent"]["api_key_env"] = "FLEET_KEY"
+    # Inline thinking is cut into 5-character chunks: the key reaches serve in pieces.
+    servers[2].model("rev", latency=0.1, tokens=1, text=f"Your key {key} is set.", thinking="checking",
+                     thinking_style="inline")
+    running = await serve(config)
+    _, raw = await post(running.url + "/api/chat", ASK)
+    content = "".join(line["message"]["content"] for line in ndjson(raw))
+    assert content == "Your key *** is set."  # masked, and once: not repeated whole at the end
+    _, raw = await post(running.url + "/v1/chat/completions", {**ASK, "stream": True})
+    chunks = [json.loads(d) for d in sse(raw)[0][:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == content

@@ -18,6 +18,7 @@ from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded,
 
 if TYPE_CHECKING:
     from ..config import Fleet
+    from ..redact import Redactor
     from ..events import Event
     from ..result import AgentResult, RunResult
 
@@ -37,7 +38,7 @@ HALFWAY_NOTE = "\n\n*[parallama: {name} stopped in the middle of its answer ({ca
 class Narrator:
     """Turns one run's events into pieces of reasoning and content, and keeps what the final chunk reports."""
 
-    def __init__(self, fleet: "Fleet", strategy: str) -> None:
+    def __init__(self, fleet: "Fleet", strategy: str, redact: "Redactor | None" = None) -> None:
         self.fleet = fleet
         self.strategy = strategy
         self.reviewed = bool(fleet.reviewers)
@@ -55,7 +56,11 @@ class Narrator:
         "Why there is no answer (every worker failed), when there is none."
         self._busy: dict[tuple[str, str], bool] = {}  # (stage, agent) → sent (True) or waiting for a slot
         self._stages: set[str] = set()
-        self._streamed: list[str] = []  # the current reviewer's text, as sent
+        self._streamed: list[str] = []  # the current reviewer's text, as it came
+        # Results arrive masked; the reviewer's raw stream is masked here, when the fleet has secrets at all.
+        self._redact = redact if redact is not None and redact.secrets else None
+        self._answer_mask = StreamMask(redact) if self._redact else None
+        self._thought_mask = StreamMask(redact) if self._redact else None
 
     # ---------------------------------------------------------------- the stream
 
@@ -79,15 +84,21 @@ class Narrator:
             if self.first_token is None:
                 self.first_token = time.perf_counter()
             if self.answer_streams and event.stage == REVIEW:  # type: ignore[union-attr]
-                self._streamed.append(event.text)  # type: ignore[union-attr]
+                text = event.text  # type: ignore[union-attr]
+                self._streamed.append(text)
                 self.content_started = True
-                return [(CONTENT, event.text)]  # type: ignore[union-attr]
+                if self._answer_mask is not None:
+                    text = self._answer_mask.feed(text)
+                return [(CONTENT, text)] if text else []
             return []
         if kind is Thinking:  # a reasoning model's thinking: the reviewer's is shown as it comes, the workers'
             if self.first_token is None:  # interleave badly, so only their token counts are
                 self.first_token = time.perf_counter()
             if event.stage == REVIEW and not self.content_started:  # type: ignore[union-attr]
-                return [(REASONING, event.text)]  # type: ignore[union-attr]
+                text = event.text  # type: ignore[union-attr]
+                if self._thought_mask is not None:
+                    text = self._thought_mask.feed(text)
+                return [(REASONING, text)] if text else []
             return []
         if kind is Queued:
             self._busy[(event.stage, event.agent.name)] = False  # type: ignore[union-attr]
@@ -139,9 +150,10 @@ class Narrator:
         self._busy.pop((event.stage, event.agent.name), None)
         self.prompt_tokens += result.prompt_tokens or 0
         self.completion_tokens += (result.completion_tokens or 0) + (result.thinking_tokens or 0)
+        held = self._flush() if event.stage == REVIEW else []
         if not result.ok:
             mark = "⏱" if result.status == "timeout" else "✗"
-            out = [(REASONING, f"{mark} {result.error}\n")]
+            out = held + [(REASONING, f"{mark} {result.error}\n")]
             if event.stage == REVIEW and self._streamed:
                 self._streamed = []
                 out.append((CONTENT, HALFWAY_NOTE.format(name=result.name, cause=result.error)))
@@ -150,8 +162,8 @@ class Narrator:
             return self._out([(REASONING, f"✓ {result.name} ranked the others in {result.elapsed_s:.1f} s\n")])
         if event.stage == REVIEW:
             if self.answer_streams:
-                return []
-            return self._out([(REASONING, f"✓ {result.name} scored them in {result.elapsed_s:.1f} s\n")])
+                return self._out(held)
+            return self._out(held + [(REASONING, f"✓ {result.name} scored them in {result.elapsed_s:.1f} s\n")])
         return self._out([(REASONING, f"✓ {result.name} answered in {result.elapsed_s:.1f} s{_tokens(result)}:\n\n"
                                       f"{result.content.strip()}\n\n")])
 
@@ -183,9 +195,19 @@ class Narrator:
             # No reviewer in the config: every answer under its worker's name.
             final = answers[0].content if len(answers) == 1 else "\n\n".join(
                 f"## {w.name}\n{w.content.strip()}" for w in answers)
-        if "".join(self._streamed) != final:
+        streamed = "".join(self._streamed)
+        if (self._redact(streamed) if self._redact else streamed) != final:
             out.append((CONTENT, final))
         return self._out(out)
+
+    def _flush(self) -> list[Piece]:
+        """What the masks held back (the start of what might be a secret), now that the reviewer is done."""
+        out: list[Piece] = []
+        if self._thought_mask is not None and (text := self._thought_mask.flush()):
+            out.append((REASONING, text))
+        if self._answer_mask is not None and (text := self._answer_mask.flush()):
+            out.append((CONTENT, text))
+        return out
 
     def _out(self, pieces: list[Piece]) -> list[Piece]:
         """Drop reasoning once the answer has begun; note when it begins."""
@@ -207,6 +229,31 @@ class Narrator:
         token = max(self.first_token or end, sent)
         return {"total_duration": _ns(end - self.started), "load_duration": _ns(sent - self.started),
                 "prompt_eval_duration": _ns(token - sent), "eval_duration": _ns(end - token)}
+
+
+class StreamMask:
+    """Masks secrets in text that arrives in pieces: the end of a piece that could be the start of a secret waits
+    for the next piece, so no secret is ever cut in two and shown in halves."""
+
+    def __init__(self, redact: "Redactor") -> None:
+        self.redact = redact
+        self.longest = max((len(s) for s in redact.secrets), default=0)
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        text = self.held + text
+        keep = 0
+        for k in range(min(len(text), self.longest), 0, -1):
+            tail = text[-k:]
+            if any(tail in secret for secret in self.redact.secrets):
+                keep = k
+                break
+        self.held = text[len(text) - keep:] if keep else ""
+        return self.redact(text[:len(text) - keep])
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return self.redact(text)
 
 
 def coalesce(pieces: list[Piece]) -> list[Piece]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..events import RunEnded
+from ..redact import Redactor
 from .errors import ApiError
 from .models import Catalogue
 from .progress import CONTENT, REASONING, Narrator, Piece
@@ -84,6 +85,8 @@ class Service:
         self.options = options
         self.catalogue = Catalogue(fleet)
         self.capacity = run_capacity(fleet)
+        self.redact = Redactor.for_agents(fleet.agents)
+        "The fleet's keys and URL passwords, masked in what is streamed (results come masked already)."
         self.runs: dict[str, ServedRun] = {}
         "The served runs in progress (waiting or running), by run id."
         self.typical_run_s = 10.0
@@ -173,7 +176,7 @@ class Reply:
         self.service = service
         self.ask = ask
         self.run_id = uuid.uuid4().hex[:12]
-        self.narrator = Narrator(service.fleet, ask.strategy)
+        self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
         self._pending: list[Piece] = []
         self._done = False
         self._wake = asyncio.Event()
