@@ -59,8 +59,8 @@ class Narrator:
         self._streamed: list[str] = []  # the current reviewer's text, as it came
         # Results arrive masked; the reviewer's raw stream is masked here, when the fleet has secrets at all.
         self._redact = redact if redact is not None and redact.secrets else None
-        self._answer_mask = StreamMask(redact) if self._redact else None
-        self._thought_mask = StreamMask(redact) if self._redact else None
+        self._answer_mask = StreamMask(self._redact) if self._redact else None
+        self._thought_mask = StreamMask(self._redact) if self._redact else None
 
     # ---------------------------------------------------------------- the stream
 
