@@ -4,6 +4,8 @@
     ├── UsageError            (2)  the command line is wrong; raised by the CLI only, never by the library
     ├── ConfigError           (2)  file:line:col or the JSON path, and what is wrong there
     │   └── ConfigErrors      (2)  several at once, one line each
+    ├── InputError            (2)  a batch's input (or the output it resumes) is wrong at file:line
+    │   └── InputErrors       (2)  several at once, one line each
     ├── SetupError            (2)  this machine lacks something: an engine, a free port, a model file, an extra
     │   └── NothingFits       (2)  no fleet fits the memory `recommend` was given
     ├── StartError            (1)  an instance did not come up; names its log
@@ -103,6 +105,39 @@ class ConfigErrors(ConfigError):
     def __init__(self, errors: list[ConfigError]) -> None:
         self.errors = errors
         super().__init__(errors[0].message, source=errors[0].source, path=errors[0].path)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class InputError(ParallamaError):
+    """A line of a batch's input, or of the output file it resumes, is wrong; names the file and line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, source: str, line: int | None = None, column: int | None = None) -> None:
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.message}"
+
+
+class InputErrors(InputError):
+    """Several input problems found at once; each is shown on its own line."""
+
+    def __init__(self, errors: list[InputError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, source=first.source, line=first.line, column=first.column)
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)

@@ -87,12 +87,12 @@ def echo_json(data: Any) -> None:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn parallama's own errors into `error: ...` lines and exit codes; Ctrl-C into exit 130."""
-    from ..errors import ConfigErrors, ParallamaError
+    from ..errors import ConfigErrors, InputErrors, ParallamaError
 
     try:
         yield
     except ParallamaError as exc:
-        if isinstance(exc, ConfigErrors):
+        if isinstance(exc, (ConfigErrors, InputErrors)):
             text = "\n".join(f"error: {e}" for e in exc.errors)
         else:
             text = f"error: {exc}"

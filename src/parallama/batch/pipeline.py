@@ -1,0 +1,219 @@
+"""Many prompts through one FleetClient, pipelined: a bounded number of runs in progress, started in input order,
+so the gates serve earlier prompts first (prompt k's reviewer before prompt k+1's workers) while later prompts'
+workers keep every other slot busy. Each prompt's line is written the moment it finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from ..events import Event, Failed, Finished, Started
+from ..scoring import Scoreboard
+from .output import result_line, score_line
+
+if TYPE_CHECKING:
+    from ..client import FleetClient
+    from ..config import Fleet
+    from .records import BatchRecord
+
+LineSink = Callable[[dict[str, Any]], None]
+
+
+def default_concurrency(fleet: "Fleet") -> int:
+    """Runs in progress by default: one per slot of every server the fleet uses, plus one, so that whichever
+    server is the bottleneck always has a request waiting (the gates keep the earliest prompts first)."""
+    used = {agent.server for agent in fleet.agents}
+    return sum(fleet.servers[url].parallel if url in fleet.servers else 1 for url in used) + 1
+
+
+class BusyMeter:
+    """Slot-seconds each server spent serving requests, from the client's `Started` / `Finished` / `Failed`."""
+
+    def __init__(self, slots: dict[str, int]) -> None:
+        self.slots = dict(slots)
+        self.busy_s: defaultdict[str, float] = defaultdict(float)
+        self.requests: Counter[str] = Counter()
+        self._open: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Started):
+            server = event.agent.server
+            self.slots.setdefault(server, 1)
+            self.requests[server] += 1
+            self._open[(event.run_id, event.stage, event.agent.name)] = (server, time.perf_counter())
+        elif isinstance(event, (Finished, Failed)):
+            opened = self._open.pop((event.run_id, event.stage, event.agent.name), None)
+            if opened is not None:
+                self.busy_s[opened[0]] += time.perf_counter() - opened[1]
+
+    def servers(self, wall_s: float) -> list["ServerBusy"]:
+        """Each server's share of its slot time spent serving (requests still open count up to now)."""
+        now = time.perf_counter()
+        busy = defaultdict(float, self.busy_s)
+        for server, since in self._open.values():
+            busy[server] += now - since
+        return [ServerBusy(url, slots, self.requests[url], round(float(busy[url]), 3),
+                           round(busy[url] / (slots * wall_s), 4) if wall_s > 0 else 0.0)
+                for url, slots in self.slots.items()]
+
+
+@dataclass(frozen=True)
+class ServerBusy:
+    """One server over the batch: requests served, and the share of its slots' time spent serving them."""
+
+    url: str
+    slots: int
+    requests: int
+    busy_s: float
+    busy_fraction: float
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: counts, time, throughput, each server's busy fraction, failures and the scores."""
+
+    prompts: int
+    "Prompts in the input."
+    before: int
+    "Already answered in the output file when the batch began (skipped)."
+    ran: int
+    "Prompts run and written this time."
+    answered: int
+    failed: list[str]
+    "Ids of the prompts run this time that got no answer (their lines say why)."
+    in_flight: int
+    "Runs stopped by an interrupt before they finished (not written; a resume runs them)."
+    interrupted: bool
+    wall_s: float
+    concurrency: int
+    servers: list[ServerBusy]
+    agent_failures: dict[str, int]
+    "Failed requests per agent name (a worker's failure does not always cost the prompt its answer)."
+    scoring: Scoreboard | None
+    "Over every scored prompt of the input in the output, earlier ones included; None when none has `expected`."
+
+    @property
+    def prompts_per_min(self) -> float:
+        return self.ran / self.wall_s * 60 if self.wall_s > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Every prompt of the input has an answer in the output."""
+        return self.before + self.answered == self.prompts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompts": self.prompts, "before": self.before, "ran": self.ran, "answered": self.answered,
+            "failed": len(self.failed), "failed_ids": self.failed, "in_flight": self.in_flight,
+            "interrupted": self.interrupted, "complete": self.complete, "wall_s": round(self.wall_s, 3),
+            "prompts_per_min": round(self.prompts_per_min, 2), "concurrency": self.concurrency,
+            "servers": [vars(s) for s in self.servers], "agent_failures": self.agent_failures,
+            "scoring": self.scoring.to_dict() if self.scoring else None,
+        }
+
+
+@dataclass
+class Batch:
+    """One batch: `records` to run through `client`, each finished line handed to `write` (append and flush).
+
+        async with FleetClient(fleet) as client:
+            batch = Batch(client, records, write=JsonLines(sys.stdout).write)
+            await batch.run()
+            print(batch.summary().to_dict())
+    """
+
+    client: "FleetClient"
+    records: Sequence["BatchRecord"]
+    write: LineSink
+    concurrency: int = 0
+    "Runs in progress at once; 0: `default_concurrency(fleet)`."
+    review: bool = True
+    strategy: str | None = None
+    prompts: int = 0
+    "Prompts in the whole input (for the summary); 0: just `records`."
+    before: Iterable[tuple["BatchRecord", dict[str, Any]]] = ()
+    "(record, line) already in the output, so the scores cover the whole input."
+    done: int = field(default=0, init=False)
+    answered: int = field(default=0, init=False)
+    failed: list[str] = field(default_factory=list, init=False)
+    running: int = field(default=0, init=False)
+    started_at: float | None = field(default=None, init=False)
+    ended_at: float | None = field(default=None, init=False)
+    interrupted: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.concurrency = self.concurrency or default_concurrency(self.client.fleet)
+        self.prompts = self.prompts or len(self.records)
+        self.meter = BusyMeter({url: s.parallel for url, s in self.client.fleet.servers.items()})
+        self.agent_failures: Counter[str] = Counter()
+        self.scoring: Scoreboard | None = None
+        self.previous = 0
+        for record, line in self.before:
+            self.previous += 1
+            self._score(record, line)
+
+    async def run(self, on_done: Callable[["BatchRecord", dict[str, Any]], None] | None = None) -> None:
+        """Run every record, at most `concurrency` at once; write each line (then call `on_done`) as it finishes.
+        Cancelled, the runs in progress are cancelled (their requests closed) and nothing more is written."""
+        records = iter(self.records)
+        unsubscribe = self.client.subscribe(self.meter)
+        self.started_at = time.perf_counter()
+
+        async def lane() -> None:
+            for record in records:  # the lanes share one iterator: runs start in input order
+                self.running += 1
+                result = await self.client.run(record.prompt, review=self.review, strategy=self.strategy)
+                self.running -= 1  # not when cancelled: then `running` counts the runs an interrupt stopped
+                line = result_line(record, result)
+                self.write(line)
+                self._count(record, line, result.workers + result.review_attempts +
+                            ([result.review] if result.review else []))
+                if on_done is not None:
+                    on_done(record, line)
+
+        lanes = [asyncio.create_task(lane()) for _ in range(min(self.concurrency, len(self.records)))]
+        try:
+            await asyncio.gather(*lanes)
+        except asyncio.CancelledError:
+            self.interrupted = True
+            raise
+        finally:
+            self.ended_at = time.perf_counter()
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+            unsubscribe()
+
+    def _count(self, record: "BatchRecord", line: dict[str, Any], agents: list) -> None:
+        self.done += 1
+        if line["answered"]:
+            self.answered += 1
+        else:
+            self.failed.append(record.id)
+        for agent in agents:
+            if not agent.ok:
+                self.agent_failures[agent.name] += 1
+        self._score(record, line)
+
+    def _score(self, record: "BatchRecord", line: dict[str, Any]) -> None:
+        if record.expected is None:
+            return
+        if self.scoring is None:
+            self.scoring = Scoreboard()
+        self.scoring.add(score_line(line, record), reviewed=line.get("strategy") is not None)
+
+    def wall_s(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at or time.perf_counter()) - self.started_at
+
+    def summary(self) -> BatchSummary:
+        wall = self.wall_s()
+        return BatchSummary(
+            prompts=self.prompts, before=self.previous, ran=self.done, answered=self.answered,
+            failed=list(self.failed), in_flight=self.running if self.interrupted else 0,
+            interrupted=self.interrupted, wall_s=wall, concurrency=self.concurrency,
+            servers=self.meter.servers(wall), agent_failures=dict(self.agent_failures), scoring=self.scoring)

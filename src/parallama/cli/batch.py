@@ -1,0 +1,182 @@
+"""`parallama batch`: many prompts through the fleet, pipelined, appended to a JSONL file as each finishes,
+resumable after a crash, and scored against expected answers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import click
+
+from .common import CONFIG_ENV, DEFAULT_CONFIG, echo_json, load_fleet, user_errors
+
+if TYPE_CHECKING:
+    from ..batch import Batch, BatchRecord, BatchSummary
+    from ..config import Fleet
+    from ..report.batch_view import BatchProgress
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Append a JSON line per finished prompt to this file (default: stdout).")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help=f"Fleet config. Default: ${CONFIG_ENV}, then ./{DEFAULT_CONFIG}.")
+@click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
+              help="Prompts in progress at once (default: the fleet's slots + 1, enough to keep every slot busy).")
+@click.option("--resume", is_flag=True,
+              help="Go on from OUTPUT: skip the ids answered there, run the rest (failed ones included) again.")
+@click.option("--strategy", type=click.Choice(["synthesize", "judge", "council"]),
+              help="How the answers are reviewed (default: the config's review.strategy, else synthesize).")
+@click.option("--no-review", is_flag=True, help="Skip the reviewer; each line holds the workers' answers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (and scores) as JSON on stdout; needs -o.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr; failed prompts and the summary still show.")
+def batch(input_path: str, output: str | None, config_path: str | None, concurrency: int | None, resume: bool,
+          strategy: str | None, no_review: bool, as_json: bool, quiet: bool) -> None:
+    """Run every prompt of INPUT through the fleet, several at once, and write each result as it finishes.
+
+    INPUT is JSON lines, {"id": "q1", "prompt": "...", "expected": "...", "match": "exact|number|contains|regex"}
+    (only "prompt" is required; a missing id becomes the line number), or plain text with one prompt per line,
+    or - for stdin. The whole input is checked before anything is sent.
+
+    Exit codes: 0 every prompt has an answer; 1 some have none (run again with --resume to retry them);
+    2 bad usage, config or input; 130 interrupted (what finished is written).
+    """
+    with user_errors():
+        from ..errors import UsageError
+
+        if output == "-":
+            output = None
+        if resume and output is None:
+            raise UsageError("--resume goes on from an output file: add -o FILE")
+        if as_json and output is None:
+            raise UsageError("--json prints the summary on stdout, where the result lines would go: add -o FILE")
+        fleet = load_fleet(config_path)
+        records = _read_input(input_path)
+        if output is not None and not resume and _holds_results(Path(output)):
+            raise UsageError(f"{output} already holds results: add --resume to go on from them (only prompts "
+                             "without an answer run), or choose another -o")
+        code = _run(fleet, records, input_path, output, concurrency=concurrency, review=not no_review,
+                    strategy=strategy, as_json=as_json, quiet=quiet)
+    sys.exit(code)
+
+
+def _read_input(input_path: str) -> list["BatchRecord"]:
+    from ..batch import parse_records, read_records
+
+    if input_path == "-":
+        return parse_records(sys.stdin.buffer.read(), "<stdin>")
+    return read_records(input_path)
+
+
+def _holds_results(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: str | None, *,
+         concurrency: int | None, review: bool, strategy: str | None, as_json: bool, quiet: bool) -> int:
+    from contextlib import ExitStack
+
+    from rich.console import Console
+
+    from ..batch import JsonLines, ResultsFile
+    from ..report.batch_view import print_summary
+
+    err = Console(stderr=True)
+    with ExitStack() as stack:
+        if output is None:
+            writer: JsonLines = JsonLines(sys.stdout)
+            done: dict = {}
+        else:
+            results = stack.enter_context(ResultsFile.open(output, records))
+            writer, done = results, results.done
+            _say_what_resume_found(results, len(records), quiet)
+        for warning in fleet.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        todo = [r for r in records if r.id not in done]
+        before = [(r, done[r.id]) for r in records if r.id in done]
+        summary = _pipeline(fleet, todo, before, len(records), writer, err, concurrency=concurrency, review=review,
+                            strategy=strategy, quiet=quiet)
+    if as_json:
+        echo_json({"input": input_path, "output": output, **summary.to_dict()})
+    else:
+        # The summary is what the command reports when the results went to a file; else stdout is the results'.
+        out = Console(file=sys.stdout if output else sys.stderr, highlight=False, soft_wrap=True)
+        label = f"final ({strategy or fleet.strategy})" if review and fleet.reviewers else "final"
+        print_summary(summary, out, output=output, final_label=label)
+    if summary.interrupted:
+        again = f"parallama batch {input_path} -o {output} --resume" if output else "-o FILE, then --resume"
+        click.echo(f"interrupted: what finished is written; go on with: {again}", err=True)
+        return 130
+    return 0 if summary.complete else 1
+
+
+def _say_what_resume_found(results, prompts: int, quiet: bool) -> None:
+    if results.cut_off:
+        click.echo(f"{results.path}: dropped its last line, cut off by an interruption (that prompt runs again)",
+                   err=True)
+    if results.other_ids:
+        click.echo(f"warning: {results.path} holds {results.other_ids} line(s) for ids not in this input (kept)",
+                   err=True)
+    if not quiet and (results.done or results.rerun):
+        click.echo(f"resuming: {len(results.done)} of {prompts} answered in {results.path}"
+                   + (f"; {len(results.rerun)} without an answer run again" if results.rerun else ""), err=True)
+
+
+def _pipeline(fleet: "Fleet", todo: list["BatchRecord"], before: list, prompts: int, writer, err, *,
+              concurrency: int | None, review: bool, strategy: str | None, quiet: bool) -> "BatchSummary":
+    """Run the batch in an event loop; Ctrl-C or SIGTERM stop it cleanly (the summary says it was interrupted)."""
+    import asyncio
+
+    from ..batch import Batch
+    from ..client import FleetClient
+    from ..report.batch_view import BarProgress, BatchProgress
+
+    async def go() -> "BatchSummary":
+        async with FleetClient(fleet) as client:
+            batch = Batch(client, todo, write=writer.write, concurrency=concurrency or 0, review=review,
+                          strategy=strategy, prompts=prompts, before=before)
+            if err.is_terminal and not quiet:
+                view: BatchProgress = BarProgress(batch, err, server_load=client.load)
+            else:
+                view = BatchProgress(batch, quiet=quiet)
+            with view:
+                await _until_interrupted(batch, view)
+            return batch.summary()
+
+    return asyncio.run(go())
+
+
+async def _until_interrupted(batch: "Batch", view: "BatchProgress") -> None:
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(batch.run(on_done=view.on_done))
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, task.cancel)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: Ctrl-C raises instead
+            pass
+
+    async def ticks() -> None:
+        while True:
+            await asyncio.sleep(1)
+            view.tick()
+
+    ticker = asyncio.ensure_future(ticks())
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not batch.interrupted:
+            raise  # cancelled from outside, not by our signal handlers
+    finally:
+        ticker.cancel()
+        for signum in handled:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,204 @@
+"""How `batch` is shown: on a terminal a progress bar (done/failed, prompts per minute, ETA, the servers' load),
+otherwise a plain line at every tenth of the prompts and at least every half minute; a line per prompt that got
+no answer; and the summary at the end, with the table of scores."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from ..batch import Batch, BatchRecord, BatchSummary
+from ..gates import ServerLoad
+from ..scoring import Scoreboard
+from .live import servers_line
+
+PLAIN_EVERY_S = 30.0
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `4m 05s`, `2h 05m`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def status_text(batch: Batch) -> str:
+    """`12/50 · ✗ 1 · 8.3 prompts/min · ETA 4m 35s`"""
+    total, done, elapsed = len(batch.records), batch.done, batch.wall_s()
+    parts = [f"{done}/{total}"]
+    if batch.failed:
+        parts.append(f"✗ {len(batch.failed)}")
+    if done and elapsed > 0:
+        rate = done / elapsed
+        parts.append(f"{rate * 60:.1f} prompts/min")
+        if done < total:
+            parts.append(f"ETA {duration((total - done) / rate)}")
+    return " · ".join(parts)
+
+
+def failure_line(record: BatchRecord, line: dict[str, Any]) -> str:
+    """`✗ q7: no answer — Worker A (http://…/api/chat): connection refused …` (the first error of the prompt)."""
+    agents = list(line.get("workers") or []) + list(line.get("review_attempts") or [])
+    if line.get("review"):
+        agents.append(line["review"])
+    errors = [a["error"] for a in agents if a.get("status") != "ok" and a.get("error")]
+    reason = errors[0] if errors else "no answer"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"✗ {record.id}: no answer — {reason}{more}"
+
+
+class BatchProgress:
+    """Plain progress on stderr (not a terminal): a line per tenth of the prompts, or every half minute."""
+
+    def __init__(self, batch: Batch, *, quiet: bool = False, every_s: float = PLAIN_EVERY_S) -> None:
+        self.batch = batch
+        self.quiet = quiet
+        self.every_s = every_s
+        self.step = max(1, math.ceil(len(batch.records) / 10))
+        self._last = time.perf_counter()
+
+    def __enter__(self) -> "BatchProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def on_done(self, record: BatchRecord, line: dict[str, Any]) -> None:
+        if not line["answered"]:
+            self.say(failure_line(record, line))
+        if not self.quiet and (self.batch.done % self.step == 0 or self.batch.done == len(self.batch.records)):
+            self._status()
+
+    def tick(self) -> None:
+        """Called about every second: a line when none was written for a while (a slow batch still shows life)."""
+        if not self.quiet and time.perf_counter() - self._last >= self.every_s:
+            self._status()
+
+    def _status(self) -> None:
+        self._last = time.perf_counter()
+        in_progress = f" · {self.batch.running} running" if self.batch.running else ""
+        self.say(f"batch {status_text(self.batch)}{in_progress}")
+
+    def say(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+class _Status(ProgressColumn):
+    def __init__(self, batch: Batch) -> None:
+        super().__init__()
+        self.batch = batch
+
+    def render(self, task: Task) -> Text:
+        return Text(status_text(self.batch))
+
+
+class _BarWithServers(Progress):
+    server_load: Callable[[], dict[str, ServerLoad]] | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.server_load is not None:
+            yield Text(servers_line(self.server_load()), style="dim")
+
+
+class BarProgress(BatchProgress):
+    """A rich progress bar on a terminal, the servers' load under it; failed prompts print above it."""
+
+    def __init__(self, batch: Batch, console: Console,
+                 server_load: Callable[[], dict[str, ServerLoad]] | None = None) -> None:
+        super().__init__(batch)
+        self.bar = _BarWithServers(TextColumn("batch"), BarColumn(), _Status(batch), console=console,
+                                   transient=True, refresh_per_second=4)
+        self.bar.server_load = server_load
+        self.task = self.bar.add_task("batch", total=len(batch.records))
+
+    def __enter__(self) -> "BarProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def on_done(self, record: BatchRecord, line: dict[str, Any]) -> None:
+        self.bar.update(self.task, completed=self.batch.done)
+        if not line["answered"]:
+            self.say(failure_line(record, line))
+
+    def tick(self) -> None:
+        return None
+
+    def say(self, text: str) -> None:
+        self.bar.console.print(text, markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------- the summary
+
+
+def print_summary(summary: BatchSummary, console: Console, *, output: str | None, final_label: str) -> None:
+    """Counts, time and throughput, each server's busy share, failures; then the scores, when there are any."""
+    say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+    if not summary.ran and not summary.interrupted and not summary.failed:
+        say(f"batch: nothing left to run: all {summary.prompts} prompt(s) are answered" +
+            (f" in {output}" if output else ""))
+        if summary.scoring is not None:
+            console.print()
+            print_scores(summary.scoring, console, final_label=final_label)
+        return
+    head = f"batch: {summary.ran} prompt(s) in {summary.wall_s:.1f} s"
+    if summary.ran:
+        head += f", {summary.prompts_per_min:.1f} prompts/min"
+    say(head + f" (concurrency {summary.concurrency})" + (f" → {output}" if output else ""))
+    counts = [f"answered {summary.answered}", f"failed {len(summary.failed)}"]
+    if summary.before:
+        counts.append(f"{summary.before} answered before (skipped)")
+    if summary.interrupted:
+        counts.append(f"{summary.in_flight} stopped in flight")
+    say("  " + " · ".join(counts) + f" · {summary.before + summary.answered}/{summary.prompts} of the input done")
+    if summary.servers and summary.ran:
+        busy = [f"{s.url.split('://', 1)[-1]} {s.busy_fraction:.0%}" + (f" of {s.slots} slots" if s.slots > 1 else "")
+                for s in summary.servers]
+        say("  servers busy  " + " · ".join(busy))
+    if summary.agent_failures:
+        say("  failed requests  " + " · ".join(f"{name} {n}" for name, n in summary.agent_failures.items()))
+    if summary.failed:
+        shown = ", ".join(summary.failed[:10]) + (", …" if len(summary.failed) > 10 else "")
+        say(f"  no answer: {shown}")
+    if summary.scoring is not None:
+        console.print()
+        print_scores(summary.scoring, console, final_label=final_label)
+
+
+def print_scores(board: Scoreboard, console: Console, *, final_label: str) -> None:
+    """Accuracy per worker, of the final answer and of any worker, then the ensemble gain."""
+    table = Table(title=f"scores over {board.scored} prompt(s) with an expected answer", title_justify="left",
+                  box=None, header_style="bold", pad_edge=False)
+    for column in ("answer", "correct", "accuracy", "no answer"):
+        table.add_column(column, justify="left" if column == "answer" else "right")
+
+    def row(label: str, tally) -> None:
+        table.add_row(label, f"{tally.correct}/{tally.scored}", f"{tally.accuracy:.1%}", str(tally.no_answer))
+
+    for name, tally in board.workers.items():
+        row(name, tally)
+    if board.final is not None:
+        row(final_label, board.final)
+    row("any worker right", board.any_worker)
+    console.print(table)
+    best, gain = board.best_worker(), board.gain()
+    if board.final is None or best is None or gain is None:
+        console.print("ensemble gain: none to measure (no review: no final answer)", highlight=False)
+        return
+    diff = board.final.correct - best[1].correct
+    console.print(f"ensemble gain: {gain * 100:+.1f} points ({diff:+d} prompt(s)): final {board.final.correct} vs "
+                  f"the best worker, {best[0]}, {best[1].correct} of {board.scored}", markup=False, highlight=False)

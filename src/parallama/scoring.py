@@ -1,0 +1,177 @@
+"""Scoring answers against an expected one, and the accuracy table of a batch: per worker, the final answer, and
+the ensemble gain (the final answer's accuracy minus the best single worker's).
+
+Four ways to match, chosen per record:
+- `number` (the default when the expected answer is a number): the *last* number in the answer, compared as a
+  number (`42`, `42.0`, `The answer is 42.` and `$42` all equal 42), as math benchmarks score;
+- `exact` (the default otherwise): equal after normalising case, spaces and punctuation;
+- `contains`: the normalised expected words appear, as whole words, in the normalised answer;
+- `regex`: Python's `re.search(expected, answer)` on the answer as written.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterable, Literal, TypedDict, get_args
+
+Match = Literal["exact", "number", "contains", "regex"]
+MATCHES: tuple[str, ...] = get_args(Match)
+
+# A number as written in prose: optional sign, digits with optional thousands separators, decimals, exponent.
+# Not preceded by a letter, digit or dot, so `x2`, `v1.2`'s `2` and the `-` of `10-12` are not taken.
+_NUMBER = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])" + _NUMBER)
+_WHOLE_NUMBER = re.compile(r"\s*[$€£]?\s*(" + _NUMBER + r")\s*%?\s*")
+
+
+def normalise(text: str) -> str:
+    """Case folded, punctuation removed, runs of spaces made one: `" The  Answer: Paris."` → `the answer paris`."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(" " if ch.isspace() else ch for ch in text
+                   if not unicodedata.category(ch).startswith("P") and ch != "`")
+    return " ".join(kept.split())
+
+
+def _as_number(written: str) -> Fraction:
+    return Fraction(written.replace(",", "").replace("−", "-"))
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The number `text` is, as a whole (`42`, `-3.5`, `1,000`, `$12`, `50%`), or None."""
+    found = _WHOLE_NUMBER.fullmatch(text)
+    return _as_number(found.group(1)) if found else None
+
+
+def last_number(text: str) -> Fraction | None:
+    """The last number written in `text`, or None when it has none."""
+    found = None
+    for found in _NUMBER_IN_TEXT.finditer(text):
+        pass
+    return _as_number(found.group(0)) if found else None
+
+
+def default_match(expected: str) -> Match:
+    """`number` for an expected answer that is a number, else `exact`."""
+    return "number" if parse_number(expected) is not None else "exact"
+
+
+def check_expected(expected: str, match: Match) -> str | None:
+    """Why `expected` cannot be matched this way (a broken regex, a `number` that is not one), or None."""
+    if match == "regex":
+        try:
+            re.compile(expected)
+        except re.error as exc:
+            return f"expected is not a valid regex: {exc}"
+    elif match == "number" and parse_number(expected) is None:
+        return f"match is number but expected {expected!r} is not a number"
+    elif match in ("exact", "contains") and not normalise(expected):
+        return "expected is empty once punctuation and spaces are removed"
+    return None
+
+
+def is_correct(answer: str, expected: str, match: Match) -> bool:
+    """Whether `answer` matches `expected` in the way `match` says."""
+    if match == "number":
+        got, want = last_number(answer), parse_number(expected)
+        return got is not None and got == want
+    if match == "regex":
+        return re.search(expected, answer) is not None
+    if match == "contains":
+        return f" {normalise(expected)} " in f" {normalise(answer)} "
+    return normalise(answer) == normalise(expected)
+
+
+class Score(TypedDict):
+    """One prompt's scores, as written into its output line: True/False, or None for an answer that is missing."""
+
+    expected: str
+    match: str
+    final: bool | None
+    "The final answer's; None when there was none (every worker failed, or no review)."
+    workers: dict[str, bool | None]
+    "Each worker's own first answer (round 1), by name."
+
+
+def score_answers(expected: str, match: Match, final: str | None, workers: Iterable[tuple[str, str | None]]) -> Score:
+    """Score the final answer and each worker's (name, answer or None when it failed)."""
+    def judge(answer: str | None) -> bool | None:
+        return None if answer is None else is_correct(answer, expected, match)
+
+    return Score(expected=expected, match=match, final=judge(final),
+                 workers={name: judge(answer) for name, answer in workers})
+
+
+@dataclass
+class Tally:
+    """Correct answers out of the prompts scored; `no_answer` of them had no answer to score (counted wrong)."""
+
+    correct: int = 0
+    scored: int = 0
+    no_answer: int = 0
+
+    def add(self, verdict: bool | None) -> None:
+        self.scored += 1
+        self.correct += verdict is True
+        self.no_answer += verdict is None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+    def to_dict(self) -> dict:
+        return {"correct": self.correct, "scored": self.scored, "no_answer": self.no_answer,
+                "accuracy": round(self.accuracy, 4) if self.accuracy is not None else None}
+
+
+@dataclass
+class Scoreboard:
+    """Accuracy over many prompts: each worker, the final answer, and any worker (at least one right)."""
+
+    workers: dict[str, Tally] = field(default_factory=dict)
+    final: Tally | None = None
+    "None when no prompt was reviewed (`--no-review`): there is no final answer to score."
+    any_worker: Tally = field(default_factory=Tally)
+
+    def add(self, score: Score, *, reviewed: bool) -> None:
+        for name, verdict in score["workers"].items():
+            self.workers.setdefault(name, Tally()).add(verdict)
+        verdicts = score["workers"].values()
+        self.any_worker.add(True if any(v is True for v in verdicts) else
+                            (None if all(v is None for v in verdicts) else False))
+        if reviewed:
+            if self.final is None:
+                self.final = Tally()
+            self.final.add(score["final"])
+
+    @property
+    def scored(self) -> int:
+        return self.any_worker.scored
+
+    def best_worker(self) -> tuple[str, Tally] | None:
+        """The worker with the most correct answers (the first in config order on a tie)."""
+        if not self.workers:
+            return None
+        return max(self.workers.items(), key=lambda item: item[1].correct)
+
+    def gain(self) -> float | None:
+        """The final answer's accuracy minus the best worker's (a fraction: 0.06 is 6 points)."""
+        best = self.best_worker()
+        if self.final is None or best is None or not self.scored:
+            return None
+        return (self.final.correct - best[1].correct) / self.scored
+
+    def to_dict(self) -> dict:
+        best = self.best_worker()
+        gain = self.gain()
+        return {
+            "scored": self.scored,
+            "workers": [{"name": name, **tally.to_dict()} for name, tally in self.workers.items()],
+            "final": self.final.to_dict() if self.final else None,
+            "any_worker": self.any_worker.to_dict(),
+            "best_worker": best[0] if best else None,
+            "ensemble_gain": round(gain, 4) if gain is not None else None,
+            "ensemble_gain_prompts": (self.final.correct - best[1].correct) if self.final and best else None,
+        }
