@@ -320,6 +320,8 @@ def test_usage_errors(tmp_path, server):
     assert result.exit_code == 2 and result.stderr == "error: missing.jsonl: no such file\n"
     result = invoke("batch", "in.txt")
     assert result.exit_code == 2 and "no config" in result.stderr
+    result = invoke("batch", "in.txt", "-c", "c.json", "-o", "/dev/null", "--resume")
+    assert result.exit_code == 2 and "/dev/null: not a regular file" in result.stderr
     assert server.requests == []
 
 
@@ -355,3 +357,16 @@ def test_batch_help_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout
     assert "--resume" in out and out.strip().endswith("[]")
+
+
+def test_on_a_terminal_a_progress_bar_with_the_servers_load(tmp_path, fleet4, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then takes stderr for a terminal
+    monkeypatch.setenv("COLUMNS", "200")
+    write_config(tmp_path / "c.json", pipeline_config(fleet4, worker_s=0.3, review_s=0.3))
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}"} for i in range(4)])
+    result = invoke("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json")
+    assert result.exit_code == 0
+    assert "prompts/min" in result.stderr and "ETA" in result.stderr
+    assert f"servers  {fleet4[0].url.split('//')[1].replace('127.0.0.1', 'localhost')} 1/1 busy" in result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith("batch ")]  # no plain lines
+    assert len(read_lines(tmp_path / "out.jsonl")) == 4

@@ -100,6 +100,12 @@ class ResultsFile(JsonLines):
             stream.close()
             raise
 
+    def write(self, line: dict[str, Any]) -> None:
+        try:
+            super().write(line)
+        except OSError as exc:  # a full disk: say so in one line (a resume drops what was cut short)
+            raise InputError(f"cannot write: {exc.strerror or exc}", source=str(self.path)) from exc
+
     def close(self) -> None:
         self.stream.close()
 
@@ -150,6 +156,8 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 
 
 def _open_locked(path: Path) -> TextIO:
+    if path.exists() and not path.is_file():  # a device or pipe: reading it back could never end
+        raise InputError("not a regular file (for stdout, leave out -o)", source=str(path))
     try:
         stream = open(path, "a+", encoding="utf-8", newline="\n")
     except OSError as exc:

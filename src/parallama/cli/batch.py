@@ -157,10 +157,16 @@ async def _until_interrupted(batch: "Batch", view: "BatchProgress") -> None:
 
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(batch.run(on_done=view.on_done))
+    stopped: list[int] = []
+
+    def stop(signum: int) -> None:
+        stopped.append(signum)
+        task.cancel()
+
     handled = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, task.cancel)
+            loop.add_signal_handler(signum, stop, signum)
             handled.append(signum)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: Ctrl-C raises instead
             pass
@@ -174,8 +180,8 @@ async def _until_interrupted(batch: "Batch", view: "BatchProgress") -> None:
     try:
         await task
     except asyncio.CancelledError:
-        if not batch.interrupted:
-            raise  # cancelled from outside, not by our signal handlers
+        if not stopped:
+            raise  # cancelled from outside, not by a signal
     finally:
         ticker.cancel()
         for signum in handled:
