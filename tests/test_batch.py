@@ -320,6 +320,8 @@ def test_usage_errors(tmp_path, server):
     assert result.exit_code == 2 and result.stderr == "error: missing.jsonl: no such file\n"
     result = invoke("batch", "in.txt")
     assert result.exit_code == 2 and "no config" in result.stderr
+    result = invoke("batch", "/dev/zero", "-c", "c.json")
+    assert result.exit_code == 2 and result.stderr == "error: /dev/zero: a device, not a file of prompts\n"
     result = invoke("batch", "in.txt", "-c", "c.json", "-o", "/dev/null", "--resume")
     assert result.exit_code == 2 and "/dev/null: not a regular file" in result.stderr
     assert server.requests == []

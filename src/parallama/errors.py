@@ -4,7 +4,7 @@
     ├── UsageError            (2)  the command line is wrong; raised by the CLI only, never by the library
     ├── ConfigError           (2)  file:line:col or the JSON path, and what is wrong there
     │   └── ConfigErrors      (2)  several at once, one line each
-    ├── InputError            (2)  a batch's input (or the output it resumes) is wrong at file:line
+    ├── InputError            (2)  a batch's input, or its output file, is wrong at file:line (or unwritable)
     │   └── InputErrors       (2)  several at once, one line each
     ├── SetupError            (2)  this machine lacks something: an engine, a free port, a model file, an extra
     │   └── NothingFits       (2)  no fleet fits the memory `recommend` was given

@@ -36,6 +36,8 @@ class BatchRecord:
 def read_records(path: str | os.PathLike[str]) -> list[BatchRecord]:
     """Read and validate a batch input file; raise InputErrors naming file:line for every problem."""
     source = str(path)
+    if Path(path).is_char_device() or Path(path).is_block_device():  # /dev/zero would be read for ever
+        raise InputError("a device, not a file of prompts", source=source)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
