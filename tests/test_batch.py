@@ -167,7 +167,8 @@ def test_ctrl_c_exits_130_after_writing_what_finished(tmp_path, fleet4, signum):
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert "go on with: parallama batch in.jsonl -o out.jsonl -c c.json --resume" in err
+    assert "Traceback" not in err
     lines = read_lines(tmp_path / "out.jsonl")  # every line whole
     assert 3 <= len(lines) < 20
     assert f"batch: {len(lines)} prompt(s)" in out  # the summary counts what was written

@@ -145,3 +145,21 @@ def test_without_review_the_workers_are_scored_and_there_is_no_gain(tmp_path):
     line = json.loads((tmp_path / "out.jsonl").read_text())
     assert line["review"] is None and line["score"]["final"] is None and line["score"]["workers"] == {"A": True}
 
+
+
+def test_with_refinement_rounds_each_worker_is_scored_on_its_own_first_answer(tmp_path):
+    """Round 2 shows every worker the others' answers: from then on they are not single models any more."""
+    def first_wrong_then_right(messages: list[dict]) -> str:
+        return "42" if "41" in messages[-1]["content"] else "41"
+
+    with FakeServer() as a, FakeServer() as b:
+        a.model("w", latency=0.02, respond=first_wrong_then_right)
+        b.model("w", latency=0.02, respond=first_wrong_then_right)
+        write_config(tmp_path / "c.json", {"worker_agents": [worker(a, "w", name="A"), worker(b, "w", name="B")],
+                                           "review": {"rounds": 2}})
+        (tmp_path / "in.jsonl").write_text('{"prompt": "6 x 7?", "expected": 42}\n')
+        result = invoke("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json")
+    assert result.exit_code == 0
+    line = json.loads((tmp_path / "out.jsonl").read_text())
+    assert [w["content"] for w in line["workers"]] == ["42", "42"]  # round 2
+    assert line["score"]["workers"] == {"A": False, "B": False}  # round 1: "41"

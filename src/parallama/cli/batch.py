@@ -109,7 +109,10 @@ def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: 
         label = f"final ({strategy or fleet.strategy})" if review and fleet.reviewers else "final"
         print_summary(summary, out, output=output, final_label=label)
     if summary.interrupted:
-        again = f"parallama batch {input_path} -o {output} --resume" if output else "-o FILE, then --resume"
+        from shlex import quote
+
+        again = (f"parallama batch {quote(input_path)} -o {quote(output)} -c {quote(fleet.source)} --resume"
+                 if output else "-o FILE, then --resume")
         click.echo(f"interrupted: what finished is written; go on with: {again}", err=True)
         return 130
     return 0 if summary.complete else 1
