@@ -272,3 +272,24 @@ def test_the_library_raises_a_typed_error_for_a_broken_database(tmp_path, server
     assert str(caught.value) == f"history database {history_db()}: cannot open it: it is a directory, not a " \
                                 "database file"
     assert not server.requests
+
+
+async def test_every_stage_is_kept_rounds_rankings_and_review(servers):
+    """History is an event subscriber: it keeps each request under its stage, council rankings included."""
+    from parallama import FleetClient
+
+    a, b, c = servers
+    a.model("m", latency=0.02, text="alpha FINAL RANKING:\n1. Response A")
+    b.model("m", latency=0.02, text="beta FINAL RANKING:\n1. Response A")
+    c.model("rev", latency=0.02, text="merged")
+    config = {"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
+              "reviewer_agent": worker(c, "rev", name="Rev"), "review": {"strategy": "council", "rounds": 2}}
+    async with FleetClient(config, history=True) as client:
+        result = await client.run("q")
+    with History() as store:
+        stored = store.run(result.history_id)
+    assert stored is not None and stored["status"] == "complete"
+    # Rows in the order requests ended: stage by stage (within a stage, whichever finished first).
+    assert [x["stage"] for x in stored["agents"]] == ["workers"] * 2 + ["round 2"] * 2 + ["ranking"] * 2 + ["review"]
+    assert {x["name"] for x in stored["agents"] if x["stage"] == "ranking"} == {"A", "B"}
+    assert stored["details"]["ranking"][0]["name"] in ("A", "B")
