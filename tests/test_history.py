@@ -293,3 +293,22 @@ async def test_every_stage_is_kept_rounds_rankings_and_review(servers):
     assert [x["stage"] for x in stored["agents"]] == ["workers"] * 2 + ["round 2"] * 2 + ["ranking"] * 2 + ["review"]
     assert {x["name"] for x in stored["agents"] if x["stage"] == "ranking"} == {"A", "B"}
     assert stored["details"]["ranking"][0]["name"] in ("A", "B")
+
+
+def test_runs_are_found_by_words_of_their_prompt(tmp_path, server):
+    server.model("m", latency=0.01)
+    write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
+    for prompt in ["Why is the sky blue?", "Is the BLUE whale a fish?", "100% of 2_000", "Sky at night"]:
+        assert invoke("run", prompt, "-c", "c.json").exit_code == 0
+    with History() as store:
+        def found(search):
+            return [run["prompt"] for run in store.runs(search=search)]
+
+        assert found("blue") == ["Is the BLUE whale a fish?", "Why is the sky blue?"]  # newest first, any case
+        assert found("blue  sky") == ["Why is the sky blue?"]  # every word, in any order
+        assert found("%") == ["100% of 2_000"] and found("2_0") == ["100% of 2_000"]  # literally, no wildcards
+        assert found("_") == ["100% of 2_000"] and found("whale night") == []
+        assert len(found("")) == 4 and len(store.runs(2, search="")) == 2
+    listed = invoke("history", "--search", "sky")
+    assert listed.stdout.count("\n") == 2 and "Sky at night" in listed.stdout and "whale" not in listed.stdout
+    assert "no run's prompt holds 'zebra'" in invoke("history", "--search", "zebra").stderr

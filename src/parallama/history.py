@@ -189,11 +189,17 @@ class History:
         self.close()
 
     # reading
-    def runs(self, limit: int = 20) -> list["RunSummary"]:
+    def runs(self, limit: int = 20, *, search: str | None = None) -> list["RunSummary"]:
+        """The latest runs, newest first; with `search`, only those whose prompt holds every word of it (in any
+        order; case-insensitive for ASCII letters, as SQLite's LIKE is)."""
+        words = (search or "").split()
+        where = " AND ".join("r.prompt LIKE ? ESCAPE '\\'" for _ in words)
+        patterns = ["%" + _like_escape(word) + "%" for word in words]
         rows = self.db.execute(
             "SELECT r.*, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers') "
             "AS workers, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers' "
-            "AND a.status = 'ok') AS workers_ok FROM runs r ORDER BY started_at DESC LIMIT ?", (limit,))
+            "AND a.status = 'ok') AS workers_ok FROM runs r " + (f"WHERE {where} " if words else "") +
+            "ORDER BY started_at DESC LIMIT ?", (*patterns, limit))
         return [RunSummary(**dict(row)) for row in rows]  # type: ignore[typeddict-item]
 
     def run(self, run_id: str) -> "RunRecord | None":
@@ -212,6 +218,11 @@ class History:
     def export(self) -> Iterator["RunRecord"]:
         for (run_id,) in self.db.execute("SELECT id FROM runs ORDER BY started_at").fetchall():
             yield self.run(run_id)  # type: ignore[misc]
+
+
+def _like_escape(text: str) -> str:
+    """`text` matched literally by LIKE: its `%` and `_` are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class RunSummary(TypedDict):

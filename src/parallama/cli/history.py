@@ -13,9 +13,10 @@ from .common import echo_json, user_errors
 
 @click.group(invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs, newest first.")
+@click.option("--search", metavar="WORDS", help="Only runs whose prompt holds every one of these words.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @click.pass_context
-def history(ctx: click.Context, limit: int, as_json: bool) -> None:
+def history(ctx: click.Context, limit: int, search: str | None, as_json: bool) -> None:
     """List past runs (newest first). `history show ID`, `history export`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -27,12 +28,12 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
             runs = []
         else:
             with History() as store:
-                runs = store.runs(limit)
+                runs = store.runs(limit, search=search)
         if as_json:
             echo_json(runs)
             return
         if not runs:
-            click.echo("no runs yet", err=True)
+            click.echo(f"no run's prompt holds {search!r}" if search else "no runs yet", err=True)
         for run in runs:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started_at"]))
             status = "" if run["status"] == "complete" else f"  [{run['status']}]"
