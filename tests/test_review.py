@@ -94,6 +94,19 @@ async def test_council_reports_and_leaves_out_unreadable_rankings(council_fleet)
     assert "Borda count over 3 rankings" in next(r for r in fake.requests if r.model == "chair").messages[-1]["content"]
 
 
+async def test_council_announces_the_rankings_before_its_reviewer_writes(council_fleet):
+    from parallama.events import Ranked, RunEnded, Started
+
+    fake, config = council_fleet
+    seen = []
+    result = await run("What is it?", config, seed=3, on_event=seen.append)
+    [ranked] = [e for e in seen if isinstance(e, Ranked)]
+    reviewer_started = next(i for i, e in enumerate(seen) if isinstance(e, Started) and e.stage == "review")
+    assert seen.index(ranked) < reviewer_started and isinstance(seen[-1], RunEnded)
+    assert ranked.rankings == result.rankings and ranked.ranking == result.ranking
+    assert ranked.run_id == result.run_id and ranked.stage == "ranking"
+
+
 def test_borda_on_known_rankings():
     ballots = [council.Ballot("w1", {}, order=["B", "C", "D"]), council.Ballot("w2", {}, order=["C", "B", "A"]),
                council.Ballot("w3", {}, order=["B", "A", "D"]), council.Ballot("w4", {}, order=["C", "B", "A"])]

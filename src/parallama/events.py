@@ -2,7 +2,8 @@
 consume the same stream.
 
 A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → (`Thinking`… →) `Delta`… →
-`Finished` or `Failed`, then `RunEnded`. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
+`Finished` or `Failed`, then `RunEnded`. A council run also sends `Ranked` when the workers' rankings are read,
+before its reviewer writes. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Union
 if TYPE_CHECKING:
     from .backends import Message
     from .config import Agent, Fleet
-    from .result import AgentResult, RunResult
+    from .result import AgentResult, CouncilBallot, CouncilRank, RunResult
 
 WORKERS = "workers"
 RANKING = "ranking"
@@ -98,6 +99,17 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Ranked:
+    """council: the workers' rankings of each other's answers are read, and added up (None when none could be
+    read); the reviewer writes next."""
+
+    run_id: str
+    stage: str
+    rankings: "list[CouncilBallot]"
+    ranking: "list[CouncilRank] | None"
+
+
+@dataclass(frozen=True, slots=True)
 class RunEnded:
     """The run is over: its result, or None when it was interrupted (cancelled, Ctrl-C)."""
 
@@ -106,5 +118,7 @@ class RunEnded:
 
 
 AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed]
-Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, RunEnded]
+RunEvent = Union[RunStarted, Ranked, RunEnded]
+"The events of a run as a whole, with no agent."
+Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Ranked, RunEnded]
 EventSink = Callable[[Event], None]

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..events import RANKING
+from ..events import RANKING, Ranked
 from . import synthesize
 from .chain import ReviewOutcome, ask_reviewers, finish
 
@@ -127,6 +127,8 @@ class Council:
                 ranking = borda(readable, [a.name for a in answers])
                 outcome.ranking = [{"name": name, "points": pts} for name, pts in ranking]
                 note = ranking_note(ranking, len(readable))
+            if run.listening:
+                run.emit(Ranked(run.id, RANKING, outcome.rankings, outcome.ranking))
 
         def build(agent: "Agent") -> list["Message"]:
             return synthesize.messages(task, answers, agent.system, template=fleet.review_prompt, note=note)
