@@ -1,5 +1,6 @@
-"""The `serve` web app: Ollama's API at `/api/…`, OpenAI's at `/v1/…`, `GET /` for a health check; every error in
-the shape of the API that was called; an API key when asked. More routes (the web page) are added beside these."""
+"""The `serve` web app: Ollama's API at `/api/…`, OpenAI's at `/v1/…`, the web page at `/ui/`, `GET /` for a health
+check (a browser is sent on to the page); every error in the shape of the API that was called; an API key when
+asked."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import ollama_api, openai_api
+from . import ollama_api, openai_api, ui
 from .errors import ApiError
 from .runs import SERVICE, Service, ServeOptions
 
@@ -43,8 +44,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         messages = {404: f"{request.method} {request.path}: no such endpoint here (parallama serves /api/chat, "
-                         "/api/generate, /api/tags, /api/show, /api/ps, /api/version and /v1/chat/completions, "
-                         "/v1/models)",
+                         "/api/generate, /api/tags, /api/show, /api/ps, /api/version, /v1/chat/completions, "
+                         "/v1/models, and the web page at /ui/)",
                     405: f"{request.method} is not allowed on {request.path}",
                     413: f"the request body is larger than {MAX_BODY_BYTES // 2**20} MB"}
         error = ApiError(exc.status, messages.get(exc.status, exc.reason))
@@ -52,12 +53,14 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def require_key(key: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """`Authorization: Bearer <key>` on every endpoint but `GET /` (the health check)."""
+    """`Authorization: Bearer <key>` on every endpoint but `GET /` (the health check) and the web page's own files
+    (the page asks for the key, and sends it with every request it makes)."""
     expected = key.encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/" or request.method not in ("GET", "HEAD"):
+        public = request.path == "/" or request.path in ui.PUBLIC_PATHS
+        if not public or request.method not in ("GET", "HEAD"):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
                 raise ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>")
@@ -67,13 +70,16 @@ def require_key(key: str) -> Callable[[web.Request, Handler], Awaitable[web.Stre
 
 
 async def root(request: web.Request) -> web.Response:
+    """A browser (asking for HTML) is sent on to the web page; a health check gets the text Ollama answers with."""
+    if "text/html" in request.headers.get("Accept", ""):
+        raise web.HTTPFound("/ui/")
     return web.Response(text="parallama is running")
 
 
 def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Application:
     """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
     options = options or ServeOptions()
-    middlewares: list[Any] = [api_errors] + ([require_key(options.api_key)] if options.api_key else [])
+    middlewares: list[Any] = [api_errors, ui.same_origin] + ([require_key(options.api_key)] if options.api_key else [])
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     service = app[SERVICE] = Service(fleet, options)
 
@@ -86,6 +92,7 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
     app.router.add_get("/", root)
     ollama_api.add_routes(app)
     openai_api.add_routes(app)
+    ui.add_routes(app)
     return app
 
 

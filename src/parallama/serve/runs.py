@@ -87,6 +87,8 @@ class Service:
         self.capacity = run_capacity(fleet)
         self.redact = Redactor.for_agents(fleet.agents)
         "The fleet's keys and URL passwords, masked in what is streamed (results come masked already)."
+        self.page_redact = Redactor([*self.redact.secrets, *([options.api_key] if options.api_key else [])])
+        "What the web page never shows: the fleet's secrets and serve's own key (say, pasted into a prompt)."
         self.runs: dict[str, ServedRun] = {}
         "The served runs in progress (waiting or running), by run id."
         self.typical_run_s = 10.0
@@ -120,6 +122,11 @@ class Service:
         if self._history is not None:
             self._history.close()
             self._history = None
+
+    @property
+    def history(self) -> "History | None":
+        """The history served runs are kept in; None with history off."""
+        return self._history
 
     def strategy_for(self, model: str) -> str:
         """The strategy a model name asks for, or a 404 ApiError."""

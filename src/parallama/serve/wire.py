@@ -1,5 +1,5 @@
-"""The requests `serve` accepts, as pydantic models: Ollama's `/api/chat`, `/api/generate`, `/api/show` and OpenAI's
-`/v1/chat/completions`. Fields a run cannot honour are accepted and listed (`ignored`), never an error, so clients
+"""The requests `serve` accepts, as pydantic models: Ollama's `/api/chat`, `/api/generate`, `/api/show`, OpenAI's
+`/v1/chat/completions`, and the web page's run. Fields a run cannot honour are accepted and listed (`ignored`), never an error, so clients
 that always send them keep working. Replies are built as plain dicts where they are made: one per streamed chunk.
 
 Sampling options (`temperature`, `top_p`, `max_tokens`, Ollama `options`, ...) are the fleet's: each agent keeps
@@ -90,6 +90,25 @@ class OpenAIChatRequest(BaseModel):
     n: Optional[int] = Field(default=None, ge=1, le=1)
     "One answer per request: the fleet writes one."
     seed: Optional[int] = None
+
+
+class PageTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PageRunRequest(BaseModel):
+    """What the web page sends to start a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    strategy: Optional[Literal["synthesize", "judge", "council"]] = None
+    "None: the config's."
+    context: list[PageTurn] = Field(default_factory=list)
+    "The conversation so far (a follow-up question continues it), oldest first."
 
 
 async def parse(request: web.Request, model: type[BaseModel]) -> Any:

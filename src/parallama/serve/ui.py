@@ -1,0 +1,265 @@
+"""The web page at `/ui/`: its files, shipped inside the package and served with a Content-Security-Policy that
+lets no inline script run, and the endpoints under `/ui/api/` it talks to — the fleet, the servers' load, the
+history, and a run as a stream of server-sent events (`POST /ui/api/runs`; closing the stream cancels the run).
+
+The page's files hold no data and are served without the API key (the page asks for it); every `/ui/api/`
+request needs the key when `--api-key-env` is set, and is refused when another site's page sends it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .. import __version__
+from ..events import RunEnded
+from .conversation import split
+from .errors import ApiError
+from .runs import SERVICE, Service
+from .ui_view import RunView, View, fleet_view, replay
+from .wire import PageRunRequest, parse
+
+if TYPE_CHECKING:
+    from ..backends import Message
+    from ..events import Event
+
+log = logging.getLogger("parallama.serve")
+
+PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
+              "favicon.svg": "image/svg+xml"}
+PUBLIC_PATHS = frozenset({"/ui", "/ui/", *(f"/ui/{name}" for name in PAGE_FILES)})
+"The page's own files: no API key needed (they hold no data; the page asks for the key and sends it itself)."
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+"No inline script or style, nothing from another origin: an answer that slipped markup through could run nothing."
+HISTORY_LIMIT = 200
+SSE = "text/event-stream"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ui", to_page)
+    app.router.add_get("/ui/", page_file)
+    app.router.add_get("/ui/api/fleet", fleet)
+    app.router.add_get("/ui/api/load", load)
+    app.router.add_post("/ui/api/runs", run)
+    app.router.add_get("/ui/api/history", history)
+    app.router.add_get("/ui/api/history/{run_id}", history_run)
+    app.router.add_get("/ui/{name}", page_file)
+    app.on_response_prepare.append(page_headers)
+
+
+# ---------------------------------------------------------------- the page's files
+
+async def to_page(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/ui/")
+
+
+async def page_file(request: web.Request) -> web.Response:
+    name = request.match_info.get("name", "index.html")
+    if name not in PAGE_FILES:
+        raise web.HTTPNotFound()
+    return web.Response(body=_read(name), content_type=PAGE_FILES[name], charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
+@lru_cache(maxsize=None)
+def _read(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
+
+
+async def page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every `/ui` response: the CSP, no sniffing, no framing, no referrer; API answers are not cached."""
+    if request.path == "/ui" or request.path.startswith("/ui/"):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("Cache-Control", "no-store")
+
+
+# ---------------------------------------------------------------- who may call the API
+
+@web.middleware
+async def same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/ui/api/` answers the page on this server only: not another site's page (which a browser would let send a
+    simple request, with the user's access to this machine), nor a site whose name was rebound to 127.0.0.1."""
+    if request.path.startswith("/ui/api/"):
+        site = request.headers.get("Sec-Fetch-Site")
+        origin = request.headers.get("Origin")
+        if site not in (None, "same-origin", "none") or (origin is not None and urlsplit(origin).netloc != request.host):
+            raise ApiError(403, f"refused a request from another site ({origin or site}): the page at /ui/ talks "
+                                "to its own server only")
+        if request.app[SERVICE].options.api_key is None and not _address_or_localhost(request.host):
+            raise ApiError(403, f"this server was reached as {request.host}: with no API key the page's API "
+                                "answers only at an IP address or localhost (a name may be another site's, rebound "
+                                "to this machine); open the page by its address, or serve with --api-key-env")
+        if request.method == "POST" and request.content_type != "application/json":
+            raise ApiError(415, "send the body as application/json")
+    return await handler(request)
+
+
+def _address_or_localhost(host: str) -> bool:
+    import ipaddress
+
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- the fleet, its load, the history
+
+async def fleet(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return web.json_response({**fleet_view(service.fleet), "history": service.history is not None,
+                              "capacity": service.capacity, "max_queue": service.options.max_queue,
+                              "version": __version__})
+
+
+async def load(request: web.Request) -> web.Response:
+    """Per server: requests in flight, its slots, requests waiting; and the runs in progress."""
+    service = request.app[SERVICE]
+    servers = [{"server": url, "slots": now.slots, "in_flight": now.in_flight, "waiting": now.waiting}
+               for url, now in service.client.load().items()]
+    return web.json_response({"servers": servers, "runs": len(service.runs), "capacity": service.capacity,
+                              "max_queue": service.options.max_queue})
+
+
+async def history(request: web.Request) -> web.Response:
+    """The latest runs, newest first; `?q=words` keeps those whose prompt holds every word."""
+    service = request.app[SERVICE]
+    store = service.history
+    if store is None:
+        return web.json_response({"enabled": False, "runs": []})
+    try:
+        limit = min(max(int(request.query.get("limit", "50")), 1), HISTORY_LIMIT)
+    except ValueError as exc:
+        raise ApiError(400, "limit: a whole number, please", param="limit") from exc
+    redact = service.page_redact
+    runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"][:500]),
+             "status": "running" if r["id"] in service.runs else r["status"], "strategy": r["strategy"],
+             "origin": r["origin"], "workers": r["workers"], "workers_ok": r["workers_ok"],
+             "final_source": r["final_source"], "wall_s": r["wall_s"]}
+            for r in store.runs(limit, search=request.query.get("q"))]
+    return web.json_response({"enabled": True, "runs": runs})
+
+
+async def history_run(request: web.Request) -> web.Response:
+    """One run from the history as the events the page draws."""
+    service = request.app[SERVICE]
+    run_id = request.match_info["run_id"]
+    record = service.history.run(run_id) if service.history is not None else None
+    if record is None or record["id"] != run_id:
+        raise ApiError(404, f"no run {run_id!r} in the history")
+    return web.json_response({"events": replay(record, service.page_redact)})
+
+
+# ---------------------------------------------------------------- a run, as server-sent events
+
+async def run(request: web.Request) -> web.StreamResponse:
+    """Start a run and stream its events until it ends; the page closing the stream cancels it."""
+    service = request.app[SERVICE]
+    body: PageRunRequest = await parse(request, PageRunRequest)
+    if not body.prompt.strip():
+        raise ApiError(400, "prompt: there is no question to answer", param="prompt")
+    context, prompt, _ = split([*((turn.role, turn.content) for turn in body.context), ("user", body.prompt)])
+    strategy = body.strategy or service.fleet.strategy
+    async with PageRun(service, prompt, strategy, context) as page_run:  # 429 before anything is sent
+        response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        while (views := await page_run.next()) is not None:
+            if not views:
+                await response.write(b": keepalive\n\n")
+                continue
+            await response.write(b"".join(b"data: " + json.dumps(view, ensure_ascii=False).encode() + b"\n\n"
+                                          for view in views))
+        await response.write_eof()
+        return response
+
+
+class PageRun:
+    """One run the page asked for: `await next()` gives the views ready to send (`[]` after a quiet `keepalive_s`),
+    then None once the run has ended. Leaving the block before then cancels the run, freeing its slots."""
+
+    def __init__(self, service: Service, prompt: str, strategy: str, context: "tuple[Message, ...]") -> None:
+        self.service = service
+        self.prompt = prompt
+        self.strategy = strategy
+        self.context = context
+        self.run_id = uuid.uuid4().hex[:12]
+        self.view = RunView(service.page_redact, kept=service.history is not None)
+        self._pending: list[View] = []
+        self._wake = asyncio.Event()
+        self._ended = False
+        self._settled = False
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "PageRun":
+        reviewed = bool(self.service.fleet.reviewers)
+        self.service.admit(self.run_id, f"parallama:{self.strategy}" if reviewed else "parallama:latest")
+        self._task = asyncio.create_task(self.service.client.run(
+            self.prompt, strategy=self.strategy, context=self.context, run_id=self.run_id, on_event=self._on_event))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        self.service.release(self.run_id, completed=task is not None and task.done() and not task.cancelled())
+
+    def _on_event(self, event: "Event") -> None:
+        pending = self._pending
+        for view in self.view.feed(event):
+            last = pending[-1] if pending else None
+            if (last is not None and last["type"] == view["type"] in ("delta", "thinking")
+                    and last["agent"] == view["agent"] and last["stage"] == view["stage"]):
+                last["text"] += view["text"]  # the page reads slower than the run writes: fewer, larger pieces
+                last["n"] = last.get("n", 1) + 1  # how many pieces (≈ tokens) it stands for
+            else:
+                pending.append(view)
+            self._wake.set()
+        if type(event) is RunEnded:
+            self._ended = True
+            self._wake.set()
+
+    async def next(self) -> list[View] | None:
+        while not self._pending and not self._ended:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.service.options.keepalive_s)
+            except asyncio.TimeoutError:
+                return []
+        if self._pending:
+            views, self._pending = self._pending, []
+            return views
+        return await self._settle()
+
+    async def _settle(self) -> list[View] | None:
+        """The run has ended: a bug in it (the run never raises for a failed agent) becomes an error view."""
+        if self._settled:
+            return None
+        self._settled = True
+        assert self._task is not None
+        try:
+            await self._task
+        except Exception as exc:
+            log.exception("run %s failed", self.run_id)
+            return [{"type": "error", "message": f"internal error in parallama: {type(exc).__name__}: {exc}"}]
+        return None
