@@ -83,6 +83,7 @@ function showFleet(fleet) {
   const workers = fleet.workers.map((a) => a.name).join(", ");
   const reviewer = fleet.reviewers.length ? ` · reviewer ${fleet.reviewers[0].name} (${fleet.reviewers[0].model})` : " · no reviewer";
   $("fleet").textContent = `${fleet.workers.length} worker${fleet.workers.length === 1 ? "" : "s"}: ${workers}${reviewer}`;
+  $("fleet").title = [...fleet.workers, ...fleet.reviewers].map((a) => `${a.name}: ${a.model} on ${a.server}`).join("\n");
   const select = $("strategy");
   select.value = fleet.strategy;
   select.disabled = !fleet.reviewers.length;
@@ -281,8 +282,7 @@ const HANDLERS = {
     if (entry.queuedT === null) entry.queuedT = entry.startedT - (view.queued_s || 0);
     const label = { ok: "done", timeout: "timed out" }[view.status] || "failed";
     setState(entry, view.status === "ok" ? "done" : "failed", label);
-    entry.errorLine.hidden = !view.error;
-    entry.errorLine.textContent = view.error || "";
+    showAgentError(entry.errorLine, view.error);
     if (view.stage === "review") {
       entry.text.replaceChildren(el("p", "muted", view.status !== "ok" ? "" :
         state.run.strategy === "judge" ? "scored the answers (see the scores)" : "wrote the final answer"));
@@ -325,6 +325,15 @@ const HANDLERS = {
     body.replaceChildren(el("p", "error-line", view.message));
   },
 };
+
+// An agent's one-line error, and its fix (what follows " — ": `ollama pull …`, `start it with …`) on a line of its own.
+function showAgentError(line, error) {
+  line.hidden = !error;
+  if (!error) return line.replaceChildren();
+  const cut = error.indexOf(" — ");
+  if (cut < 0) return line.replaceChildren(document.createTextNode(error));
+  line.replaceChildren(document.createTextNode(error.slice(0, cut)), el("span", "fix", error.slice(cut + 3)));
+}
 
 function streamsFinal() {
   return state.run.strategy !== null && state.run.strategy !== "judge";
@@ -559,13 +568,12 @@ function drawTimeline() {
   const axis = el("div", "tl-axis");
   for (let i = 0; i * step <= scale + 1e-9; i++) {
     const t = i * step;
-    const last = (i + 1) * step > scale + 1e-9;
-    const tick = el("span", "tick", t.toFixed(step < 0.5 ? 2 : step < 1 ? 1 : 0) + (last ? " s" : ""));
+    const tick = el("span", "tick", t.toFixed(step < 0.5 ? 2 : step < 1 ? 1 : 0));
     tick.style.left = `${(t / scale) * 100}%`;
     axis.append(tick);
   }
   const axisRow = el("div", "tl-row");
-  axisRow.append(el("span", "tl-label"), axis);
+  axisRow.append(el("span", "tl-label muted", "seconds"), axis);
   box.replaceChildren(...lines, axisRow);
   $("timeline-note").textContent = parallelNote(run);
 }
@@ -681,6 +689,7 @@ async function reopen(id) {
   try {
     const data = await (await api(`/ui/api/history/${encodeURIComponent(id)}`)).json();
     for (const view of data.events) apply(view.type === "run" ? { ...view, replayed: true } : view);
+    if (state.run && state.run.strategy && state.fleet.reviewers.length) $("strategy").value = state.run.strategy;
     if (state.run && !state.run.over) finish(lastT());
     for (const button of document.querySelectorAll(".history-item")) button.classList.toggle("current", button.dataset.id === id);
   } catch (error) {
