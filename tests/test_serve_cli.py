@@ -48,6 +48,7 @@ def test_serve_prints_the_urls_answers_with_the_key_and_keeps_served_runs(tmp_pa
         text = "".join(banner)
         assert "parallama:latest, parallama:synthesize, parallama:judge, parallama:council" in text
         assert f"OpenAI API  {url}/v1" in text and "$SERVE_KEY" in text
+        assert f"Web page    {url}/ui/   (it asks for the key)" in text
         client = ollama.Client(host=url, headers={"Authorization": f"Bearer {KEY}"})
         reply = client.chat("parallama", messages=[{"role": "user", "content": f"2 + 2? (my key is {KEY})"}],
                             stream=False)

@@ -36,7 +36,8 @@ def serve(config_path: str | None, host: str, port: int, api_key_env: str | None
           no_history: bool) -> None:
     """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`), behind
     Ollama's API (/api/chat …) and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and
-    openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply."""
+    openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply. A web page
+    at /ui/ shows every worker live, the review, the final answer, the timeline and the history."""
     with user_errors():
         import asyncio
 
@@ -130,6 +131,7 @@ def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env
         f"  Ollama API  {url}{auth}   Open WebUI: an Ollama connection to this URL; "
         f"OLLAMA_HOST={url} for the ollama client",
         f"  OpenAI API  {url}/v1{auth}   base_url for the openai SDK, Continue, llm",
+        f"  Web page    {url}/ui/" + ("   (it asks for the key)" if key_env else ""),
         f"  {service.capacity} run(s) at once on these servers' slots, {options.max_queue} more may wait (then 429);"
         f" progress: {options.progress}; history: {'on' if options.history else 'off'}",
         "  Ctrl-C stops it.",

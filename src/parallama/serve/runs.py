@@ -44,7 +44,7 @@ class ServeOptions:
     max_queue: int = 8
     "Runs that may wait beyond those the servers' slots let go at once; more get 429."
     api_key: str | None = field(default=None, repr=False)
-    "When set, every endpoint but `GET /` wants `Authorization: Bearer <key>`."
+    "When set, every endpoint but `GET /` and the web page's files wants `Authorization: Bearer <key>`."
     history: bool = True
     "Keep served runs in the history (marked `serve`)."
     keepalive_s: float = 5.0
