@@ -346,3 +346,37 @@ async def test_history_search_and_history_turned_off(servers, serve):
     _, body = await get(off.url + "/ui/api/fleet")
     fleet = json.loads(body)
     assert fleet["history"] is False and fleet["strategy"] == "synthesize" and len(fleet["workers"]) == 2
+
+
+async def test_the_pages_polls_of_the_load_stay_out_of_the_access_log(servers, caplog):
+    import logging
+
+    from parallama.config import as_fleet
+    from parallama.serve import ServeOptions, start
+
+    access = logging.getLogger("parallama.test.access")
+    running = await start(as_fleet(guide_fleet(servers)), ServeOptions(history=False), port=0, access_log=access)
+    try:
+        with caplog.at_level(logging.INFO, logger=access.name):
+            for path in ("/ui/api/load", "/ui/api/load", "/ui/api/fleet", "/api/tags"):
+                await get(running.url + path)
+    finally:
+        await running.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == access.name]
+    assert len(logged) == 2 and "GET /ui/api/fleet" in logged[0] and "GET /api/tags" in logged[1]
+
+
+async def test_a_quiet_run_gets_keepalives_and_thinking_streams_apart(servers, serve):
+    a, b, _ = servers
+    a.model("m", latency=0.6, tokens=2, ttft=0.5, text="Slow answer.")
+    b.model("m", latency=0.1, text="Four.", thinking="Let me count: two and two.")
+    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")]}, keepalive_s=0.2)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(running.url + "/ui/api/runs", json={"prompt": "hi"}) as response:
+            lines = [line async for line in response.content]
+    assert b": keepalive\n" in lines
+    views = [json.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
+    thought = "".join(v["text"] for v in by_type(views, "thinking") if v["agent"] == "B")
+    assert thought == "Let me count: two and two."
+    ended = {v["agent"]: v for v in by_type(views, "ended")}
+    assert ended["B"]["content"] == "Four." and ended["B"]["thinking_tokens"] > 0

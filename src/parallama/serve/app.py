@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 
 from . import ollama_api, openai_api, ui
 from .errors import ApiError
@@ -96,6 +97,15 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
     return app
 
 
+class AccessLog(AccessLogger):
+    """aiohttp's access log, less the web page's polls of the servers' load (one a second per open page)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.path == ui.LOAD_PATH and response.status == 200:
+            return
+        super().log(request, response, time)
+
+
 @dataclass
 class Running:
     """A started server: where it listens, and how to stop it."""
@@ -123,7 +133,7 @@ async def start(fleet: "Fleet", options: ServeOptions | None = None, *, host: st
     app = create_app(fleet, options)
     # handler_cancellation: a client that goes away cancels its handler, and with it the run and its requests.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=access_log,
-                           access_log_format=ACCESS_LOG_FORMAT)
+                           access_log_class=AccessLog, access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -39,6 +39,8 @@ PUBLIC_PATHS = frozenset({"/ui", "/ui/", *(f"/ui/{name}" for name in PAGE_FILES)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 "No inline script or style, nothing from another origin: an answer that slipped markup through could run nothing."
+LOAD_PATH = "/ui/api/load"
+"Polled by every open page: left out of the access log."
 HISTORY_LIMIT = 200
 SSE = "text/event-stream"
 
@@ -49,7 +51,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui", to_page)
     app.router.add_get("/ui/", page_file)
     app.router.add_get("/ui/api/fleet", fleet)
-    app.router.add_get("/ui/api/load", load)
+    app.router.add_get(LOAD_PATH, load)
     app.router.add_post("/ui/api/runs", run)
     app.router.add_get("/ui/api/history", history)
     app.router.add_get("/ui/api/history/{run_id}", history_run)
