@@ -8,6 +8,7 @@ request needs the key when `--api-key-env` is set, and is refused when another s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import uuid
@@ -111,8 +112,6 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def _address_or_localhost(host: str) -> bool:
-    import ipaddress
-
     name = urlsplit(f"//{host}").hostname or ""
     if name == "localhost":
         return True
@@ -152,7 +151,7 @@ async def history(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, "limit: a whole number, please", param="limit") from exc
     redact = service.page_redact
-    runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"][:500]),
+    runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"])[:500],
              "status": "running" if r["id"] in service.runs else r["status"], "strategy": r["strategy"],
              "origin": r["origin"], "workers": r["workers"], "workers_ok": r["workers_ok"],
              "final_source": r["final_source"], "wall_s": r["wall_s"]}
