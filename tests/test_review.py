@@ -277,10 +277,24 @@ async def test_review_prompt_template(server):
                                                 "Pick one. Literal braces: {ok}"}]
 
 
+async def test_review_system_template_and_numbered_answers(server):
+    """The answers as numbered notes in the system message, the bare question as the user's turn (the demo's way)."""
+    server.model("m", latency=0.05, text="forty-two")
+    server.model("rev", latency=0.05, text="ok")
+    config = {"reviewer_agent": worker(server, "rev", system="Be brief."),
+              "worker_agents": [worker(server, "m", name="a"), worker(server, "m", name="b")],
+              "review": {"system": "Notes:\n{answer_list}", "prompt": "{task}"}}
+    await run("the question", config)
+    sent = next(r for r in server.requests if r.model == "rev").messages
+    assert sent == [{"role": "system", "content": "Be brief.\n\nNotes:\n1. forty-two\n\n2. forty-two"},
+                    {"role": "user", "content": "the question"}]
+
+
 @pytest.mark.parametrize("prompt,words", [
     ("Review {task} and {answrs}", "unknown placeholder {answrs}"),
     ("Review {task}", "must contain {answers}"),
     ("Review {answers", "broken template"),
+    ("{task}", "must contain {answers} or {answer_list}"),
 ])
 def test_bad_review_prompt_is_a_config_error(tmp_path, prompt, words):
     write_config(tmp_path / "c.json", {"worker_agents": [{"api_url": "http://localhost:1", "model": "m"}],
@@ -306,3 +320,11 @@ def test_strategy_on_the_command_line_and_in_json(tmp_path, servers):
     assert "judge's scores:" in text.stderr and " 8/10  B: fine" in text.stderr
     assert "✓ judge " in text.stderr  # the judge's own progress line, though its request carried extra fields
     assert invoke("run", "task", "-c", "c.json", "--strategy", "vote").exit_code == 2
+
+
+def test_bad_review_system_template_is_a_config_error(tmp_path):
+    write_config(tmp_path / "c.json", {"worker_agents": [{"api_url": "http://localhost:1", "model": "m"}],
+                                       "review": {"system": "Notes: {answer_lst}"}})
+    result = invoke("run", "x", "-c", "c.json")
+    assert result.exit_code == 2
+    assert "review.system" in result.stderr and "unknown placeholder {answer_lst}" in result.stderr

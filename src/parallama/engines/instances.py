@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,12 +24,50 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 5.0
 
 
+@dataclass(frozen=True)
+class BusyPort:
+    """A port passed over because something else listens there."""
+
+    port: int
+    holder: str
+
+    def __str__(self) -> str:
+        return f"port {self.port} is in use by {self.holder}"
+
+
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
+
+
 @dataclass
 class StartReport:
     """What `start_instances` did: the instances up, and the busy ports it skipped."""
 
     instances: list[Instance]
-    skipped: list[str]
+    skipped: list[BusyPort]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    "The instances' processes, in the same order: only their parent can learn how they ended."
+    crash_hint: str | None = None
+
+    def crashes(self) -> list[str]:
+        """One line for each instance whose process has died of a crash signal since it started."""
+        lines = []
+        for instance, proc in zip(self.instances, self.processes):
+            code = proc.poll()
+            if code is not None and code < 0 and -code in CRASH_SIGNALS:
+                lines.append(f"{instance.engine} on port {instance.port} {how_it_ended(code)}"
+                             + (f": {self.crash_hint}" if self.crash_hint else "") + f" (log: {instance.log})")
+        return lines
+
+
+def how_it_ended(code: int) -> str:
+    """`exited with code 1`, or `crashed (SIGSEGV)` for a process a signal ended."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"crashed ({name})" if -code in CRASH_SIGNALS else f"was killed ({name})"
 
 
 def default_threads(n: int) -> int:
@@ -44,10 +82,10 @@ def exposure_warning(host: str) -> str | None:
             "(Ollama and llama.cpp's server have no authentication)")
 
 
-def pick_ports(n: int, base_port: int, host: str, *, strict: bool) -> tuple[list[int], list[str]]:
+def pick_ports(n: int, base_port: int, host: str, *, strict: bool) -> tuple[list[int], list[BusyPort]]:
     """N free ports from `base_port` up; busy ones are skipped (and said why) or, when strict, an error."""
     ports: list[int] = []
-    skipped: list[str] = []
+    skipped: list[BusyPort] = []
     port = base_port
     while len(ports) < n:
         if port > 65535:
@@ -55,10 +93,10 @@ def pick_ports(n: int, base_port: int, host: str, *, strict: bool) -> tuple[list
         if port_is_free(port, host):
             ports.append(port)
         else:
-            why = f"port {port} is in use by {port_holder(port)}"
+            busy = BusyPort(port, port_holder(port))
             if strict:
-                raise SetupError(why + " (--strict-ports)")
-            skipped.append(why)
+                raise SetupError(f"{busy} (--strict-ports)")
+            skipped.append(busy)
         port += 1
     return ports, skipped
 
@@ -102,13 +140,14 @@ def start_instances(
             started.append((instance, proc, spec))
         t0 = time.monotonic()
         for instance, proc, spec in started:
-            wait_ready(instance, proc, spec.health_path, deadline=t0 + ready_timeout)
+            wait_ready(instance, proc, spec, deadline=t0 + ready_timeout)
             if on_ready:
                 on_ready(instance, time.monotonic() - t0)
     except BaseException:
         stop_instances([i for i, _, _ in started], store=store)
         raise
-    return StartReport([i for i, _, _ in started], skipped)
+    return StartReport([i for i, _, _ in started], skipped, [p for _, p, _ in started],
+                       started[0][2].crash_hint if started else None)
 
 
 def spawn(spec: LaunchSpec, log: Path, *, die_with_parent: bool = False) -> subprocess.Popen:
@@ -134,14 +173,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def wait_ready(instance: Instance, proc: subprocess.Popen, health_path: str, *, deadline: float) -> None:
+def wait_ready(instance: Instance, proc: subprocess.Popen, spec: LaunchSpec, *, deadline: float) -> None:
     """Poll the health URL until it answers 200; fail naming the log when the process dies or time runs out."""
-    url = instance.url + health_path
+    url = instance.url + spec.health_path
     while True:
         code = proc.poll()
         if code is not None:
-            raise StartError(f"{instance.engine} on port {instance.port} exited with code {code} before it was "
-                             f"ready; see {instance.log}{_log_tail(instance.log)}")
+            hint = f"; {spec.crash_hint}" if spec.crash_hint and -code in CRASH_SIGNALS else ""
+            raise StartError(f"{instance.engine} on port {instance.port} {how_it_ended(code)} before it was "
+                             f"ready{hint}; see {instance.log}{_log_tail(instance.log)}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

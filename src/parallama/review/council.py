@@ -131,7 +131,8 @@ class Council:
                 run.emit(Ranked(run.id, RANKING, outcome.rankings, outcome.ranking))
 
         def build(agent: "Agent") -> list["Message"]:
-            return synthesize.messages(task, answers, agent.system, template=fleet.review_prompt, note=note)
+            return synthesize.messages(task, answers, agent.system, template=fleet.review_prompt,
+                                       system_template=fleet.review_system, note=note)
 
         await ask_reviewers(run, fleet, build, until, outcome)
         finish(outcome, answers, best=outcome.ranking[0]["name"] if outcome.ranking else None)

@@ -50,21 +50,29 @@ def labelled(answers: list["AgentResult"]) -> str:
     return "\n\n".join(ANSWER_TEMPLATE.format(name=a.name, content=a.content.strip()) for a in answers)
 
 
+def numbered(answers: list["AgentResult"]) -> str:
+    """`1. …` per answer, no authors: small models copy `### Answer from` headers back into their answer."""
+    return "\n\n".join(f"{i}. {a.content.strip()}" for i, a in enumerate(answers, 1))
+
+
 def messages(task: str, answers: list["AgentResult"], system: str | None, *, template: str | None = None,
-             note: str | None = None) -> list["Message"]:
+             system_template: str | None = None, note: str | None = None) -> list["Message"]:
     """System instructions plus one user message with the task and every labelled answer.
 
-    `template` (the config's review.prompt) replaces both; `note` (such as a peer ranking) is added after the answers.
+    `template` (the config's review.prompt) replaces the user message, `system_template` (review.system) the
+    instructions after the agent's own system; `note` (such as a peer ranking) is added after the answers.
     """
-    answers_text = labelled(answers) + (f"\n\n{note}" if note else "")
-    if template is not None:
-        out: list[Message] = [{"role": "system", "content": system}] if system else []
-        return out + [{"role": "user", "content": template.format(task=task, answers=answers_text)}]
-    instructions = f"{system}\n\n{INSTRUCTIONS}" if system else INSTRUCTIONS
-    return [
-        {"role": "system", "content": instructions},
-        {"role": "user", "content": USER_TEMPLATE.format(task=task, answers=answers_text)},
-    ]
+    extra = f"\n\n{note}" if note else ""
+    fields = {"task": task, "answers": labelled(answers) + extra, "answer_list": numbered(answers) + extra}
+    if system_template is not None:
+        instructions: str | None = system_template.format(**fields)
+    elif template is not None:
+        instructions = None
+    else:
+        instructions = INSTRUCTIONS
+    system_text = "\n\n".join(part for part in (system, instructions) if part)
+    user = (template or USER_TEMPLATE).format(**fields)
+    return ([{"role": "system", "content": system_text}] if system_text else []) + [{"role": "user", "content": user}]
 
 
 def refine_messages(task: str, answers: list["AgentResult"], system: str | None) -> list["Message"]:
@@ -81,7 +89,8 @@ class Synthesize:
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         def build(agent: "Agent") -> list["Message"]:
-            return messages(task, answers, agent.system, template=fleet.review_prompt)
+            return messages(task, answers, agent.system, template=fleet.review_prompt,
+                            system_template=fleet.review_system)
 
         outcome = ReviewOutcome()
         await ask_reviewers(run, fleet, build, until, outcome)
