@@ -2,7 +2,7 @@
 
 Tests write a tiny `ollama` launcher for it first on PATH. It records its argv and OLLAMA_* environment to
 $STAND_IN_RECORD_DIR/<port>.json so tests check the real process management and the real env/args.
-$STAND_IN_MODE=mute binds nothing and never answers (for health-timeout tests).
+$STAND_IN_MODE=mute binds nothing and never answers (for health-timeout tests); crash dies of SIGSEGV at start.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def main(argv: list[str]) -> int:
         "env": {k: v for k, v in os.environ.items() if k.startswith("OLLAMA_")}}))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if os.environ.get("STAND_IN_MODE") == "crash":
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGSEGV)
     if os.environ.get("STAND_IN_MODE") == "mute":
         print("stand-in ollama: loading (and never finishing)", flush=True)
         stop.wait()

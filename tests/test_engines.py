@@ -105,6 +105,14 @@ def test_busy_port_is_named_and_skipped(stand_in):
         assert f"port {port} is in use" in strict.stderr
 
 
+def test_server_that_crashes_at_start_is_named_by_its_signal(stand_in, monkeypatch):
+    monkeypatch.setenv("STAND_IN_MODE", "crash")
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(base_port()))
+    assert result.exit_code == 1
+    assert "crashed (SIGSEGV) before it was ready" in result.stderr and "see " in result.stderr
+    assert json.loads(invoke("status", "--json").stdout)["instances"] == []
+
+
 def test_missing_ollama_binary_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     result = invoke("up", "--engine", "ollama", "-n", "1")
