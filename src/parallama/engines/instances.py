@@ -17,7 +17,7 @@ import psutil
 
 from ..errors import SetupError, StartError
 from . import Engine, LaunchSpec
-from .ports import port_holder, port_is_free
+from .ports import PortHolder, port_holder, port_is_free
 from .state import Instance, InstanceStore
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -29,7 +29,7 @@ class BusyPort:
     """A port passed over because something else listens there."""
 
     port: int
-    holder: str
+    holder: PortHolder
 
     def __str__(self) -> str:
         return f"port {self.port} is in use by {self.holder}"

@@ -71,8 +71,8 @@ def messages(task: str, answers: list["AgentResult"], system: str | None, *, tem
     else:
         instructions = INSTRUCTIONS
     system_text = "\n\n".join(part for part in (system, instructions) if part)
-    user = (template or USER_TEMPLATE).format(**fields)
-    return ([{"role": "system", "content": system_text}] if system_text else []) + [{"role": "user", "content": user}]
+    out: list[Message] = [{"role": "system", "content": system_text}] if system_text else []
+    return out + [{"role": "user", "content": (template or USER_TEMPLATE).format(**fields)}]
 
 
 def refine_messages(task: str, answers: list["AgentResult"], system: str | None) -> list["Message"]:
