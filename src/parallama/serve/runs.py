@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -151,6 +151,14 @@ class Service:
         if served is not None and completed:
             self.typical_run_s = 0.7 * self.typical_run_s + 0.3 * (time.perf_counter() - served.started)
 
+    async def settle(self, run_id: str, task: "asyncio.Task | None", completed: "Callable[[], bool]") -> None:
+        """A request is over: cancel its run if it still goes (its client left), wait for it, free its place."""
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        self.release(run_id, completed=completed())
+
     def retry_after(self) -> int:
         """Seconds until the oldest run is likely to end, and a place with it: 1 to 120."""
         oldest = min((r.started for r in self.runs.values()), default=time.perf_counter())
@@ -204,12 +212,7 @@ class Reply:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        self.service.release(self.run_id, completed=self.narrator.result is not None)
+        await self.service.settle(self.run_id, self._task, lambda: self.narrator.result is not None)
 
     def _on_event(self, event: "Event") -> None:
         pieces = self.narrator.feed(event)

@@ -219,11 +219,7 @@ class PageRun:
 
     async def __aexit__(self, *exc: object) -> None:
         task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        self.service.release(self.run_id, completed=task is not None and task.done() and not task.cancelled())
+        await self.service.settle(self.run_id, task, lambda: task is not None and task.done() and not task.cancelled())
 
     def _on_event(self, event: "Event") -> None:
         pending = self._pending
