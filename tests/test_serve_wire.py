@@ -212,3 +212,36 @@ async def test_a_fleet_key_in_the_reviewers_streamed_answer_is_masked_even_cut_i
     _, raw = await post(running.url + "/v1/chat/completions", {**ASK, "stream": True})
     chunks = [json.loads(d) for d in sse(raw)[0][:-1]]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == content
+
+
+async def test_another_sites_page_cannot_make_this_machine_run_the_fleet(servers, serve):
+    """Like Ollama's OLLAMA_ORIGINS: a browser page from another site is refused before any worker is asked;
+    pages on this machine and app shells get CORS headers; --allow-origin lets a named site in."""
+    running = await serve(guide_fleet(servers))
+    response, raw = await post(running.url + "/api/chat", ASK, Origin="https://evil.example")
+    assert response.status == 403 and "evil.example" in json.loads(raw)["error"]
+    response, raw = await post(running.url + "/v1/chat/completions", ASK, Origin="https://evil.example")
+    assert response.status == 403 and json.loads(raw)["error"]["message"]
+    assert not any(fake.requests for fake in servers)  # refused before any worker was asked
+
+    for origin in ("http://localhost:3000", "http://127.0.0.1:8080", "vscode-webview://abc"):
+        response, raw = await post(running.url + "/api/chat", {**ASK, "stream": False}, Origin=origin)
+        assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == origin
+        assert json.loads(raw)["message"]["content"]
+    # Programs send no Origin and get no CORS headers.
+    response, _ = await post(running.url + "/api/chat", {**ASK, "stream": False})
+    assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
+
+    async with aiohttp.ClientSession() as session:
+        async with session.options(running.url + "/v1/chat/completions", headers={
+                "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type"}) as preflight:
+            assert preflight.status == 204
+            assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+            assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+
+    allowed = await serve(guide_fleet(servers), allow_origins=("https://*.example.org",))
+    response, _ = await post(allowed.url + "/api/chat", {**ASK, "stream": False}, Origin="https://chat.example.org")
+    assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == "https://chat.example.org"
+    response, _ = await post(allowed.url + "/api/chat", {**ASK, "stream": False}, Origin="https://evil.example")
+    assert response.status == 403

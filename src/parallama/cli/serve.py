@@ -32,8 +32,11 @@ DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here s
               show_default=True, help="How clients see the workers' progress: as reasoning (Ollama `thinking`, "
                                       "OpenAI `reasoning_content`), inside <think>…</think> in the content, or not.")
 @click.option("--no-history", is_flag=True, help="Do not keep served runs in the history (or set PARALLAMA_NO_HISTORY=1).")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN call the API from a browser (repeatable; `https://*.example.com`, "
+                   "or `*` for any). Pages on this machine may always.")
 def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
-          no_history: bool) -> None:
+          no_history: bool, allow_origins: tuple[str, ...]) -> None:
     """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`), behind
     Ollama's API (/api/chat …) and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and
     openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply. A web page
@@ -46,7 +49,8 @@ def serve(config_path: str | None, host: str, port: int, api_key_env: str | None
 
         fleet = load_fleet(config_path)
         options = ServeOptions(progress=progress, max_queue=max_queue,  # type: ignore[arg-type]
-                               api_key=_api_key(api_key_env), history=not (no_history or history_disabled()))
+                               api_key=_api_key(api_key_env), history=not (no_history or history_disabled()),
+                               allow_origins=allow_origins)
         asyncio.run(_serve(fleet, options, host, port, api_key_env))
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from . import ollama_api, openai_api, ui
+from . import ollama_api, openai_api, origins, ui
 from .errors import ApiError
 from .runs import SERVICE, Service, ServeOptions
 
@@ -80,8 +80,11 @@ async def root(request: web.Request) -> web.Response:
 def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Application:
     """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
     options = options or ServeOptions()
-    middlewares: list[Any] = [api_errors, ui.same_origin] + ([require_key(options.api_key)] if options.api_key else [])
+    middlewares: list[Any] = [api_errors, origins.cross_origin(options.allow_origins), ui.same_origin]
+    if options.api_key:
+        middlewares.append(require_key(options.api_key))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    app.on_response_prepare.append(origins.cors_headers(options.allow_origins))
     service = app[SERVICE] = Service(fleet, options)
 
     async def fleet_client(app: web.Application) -> AsyncIterator[None]:

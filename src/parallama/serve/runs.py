@@ -49,6 +49,8 @@ class ServeOptions:
     "Keep served runs in the history (marked `serve`)."
     keepalive_s: float = 5.0
     "A quiet stream gets a keepalive after this many seconds."
+    allow_origins: tuple[str, ...] = ()
+    "Browser origins allowed beyond this machine's pages (patterns like https://*.example.com, or *)."
 
 
 @dataclass(frozen=True)
