@@ -295,3 +295,12 @@ def test_compose_refuses_ports_past_65535(tmp_path):
                                      "for 3 containers")
     assert not (tmp_path / "dc.yml").exists()
     assert invoke("compose", "--base-port", "65533", "-n", "3", "-o", "dc.yml").exit_code == 0
+
+
+def test_pull_sends_a_url_password_but_never_shows_it(server):
+    """`pull --url http://user:pw@host` authenticates with it, and a failure names the URL without it."""
+    result = invoke("pull", "missing-model", "--url", server.url.replace("http://", "http://bob:s3cret-pw@"))
+    assert result.exit_code == 1 and "file does not exist" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout and server.url in result.stderr
+    [request] = server.requests
+    assert request.headers["Authorization"].startswith("Basic ")
