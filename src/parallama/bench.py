@@ -10,7 +10,7 @@ from typing import Callable
 
 from .client import FleetClient
 from .config import Agent, Fleet
-from .events import Delta, Event, Failed, Finished, Ranked, RunEnded, RunStarted, Started
+from .events import Delta, Event, Failed, Finished, RUN_EVENTS, Started
 from .result import AgentResult
 
 WARMUP_PROMPT = "Reply with the single word: ready."
@@ -85,7 +85,7 @@ async def _measure(client: FleetClient, prompt: str, sequential: bool) -> _ModeR
     ended: dict[str, float] = {}
 
     def on_event(event: Event) -> None:
-        if isinstance(event, (RunStarted, Ranked, RunEnded)):
+        if isinstance(event, RUN_EVENTS):
             return
         name = event.agent.name
         now = time.perf_counter()

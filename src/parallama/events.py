@@ -120,5 +120,7 @@ class RunEnded:
 AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed]
 RunEvent = Union[RunStarted, Ranked, RunEnded]
 "The events of a run as a whole, with no agent."
+RUN_EVENTS = (RunStarted, Ranked, RunEnded)
+"For `isinstance(event, RUN_EVENTS)`: a view that follows agents skips these (and any run-level event added later)."
 Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Ranked, RunEnded]
 EventSink = Callable[[Event], None]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from .client import FleetClient
 from .config import ConfigLike
 from .events import EventSink
-from .result import AgentResult, RunResult
+from .result import RunResult
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -36,13 +36,6 @@ async def run(
     async with FleetClient(config, history=history) as client:
         return await client.run(prompt, deadline=deadline, review=review, strategy=strategy, on_event=on_event,
                                 seed=seed, context=context)
-
-
-async def run_workers(prompt: str, config: ConfigLike, *, sequential: bool = False,
-                      on_event: EventSink | None = None) -> list[AgentResult]:
-    """Only the workers: all at once within each server's slots (as `run` does), or strictly one at a time."""
-    async with FleetClient(config) as client:
-        return await client.run_workers(prompt, sequential=sequential, on_event=on_event)
 
 
 def run_sync(prompt: str, config: ConfigLike, **kwargs: Any) -> RunResult:

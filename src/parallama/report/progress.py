@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import Agent, Fleet
 from ..events import (
-    REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
+    REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RUN_EVENTS, Started, Thinking)
 from ..redact import Redactor
 from ..result import AgentResult
 
@@ -76,7 +76,7 @@ class Progress:
         "Streamed text is raw (results are masked once they end): a tail is masked when it is drawn."
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, (RunStarted, Ranked, RunEnded)):
+        if isinstance(event, RUN_EVENTS):
             return
         key = (event.stage, event.agent.name)
         row = self.rows.get(key)
