@@ -102,7 +102,7 @@ def test_bad_option_is_exit_2(tmp_path):
 def test_help_does_not_import_heavy_libraries():
     code = ("import sys\nfrom parallama.cli import cli\n"
             "try:\n    cli(['run', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'pydantic', 'rich'}))")
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'pydantic', 'rich', 'asyncio', 'sqlite3', 'markdown_it'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]")
 

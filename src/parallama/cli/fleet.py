@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,8 @@ CONFIG = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=
 def plan(config_path: str | None, ram: float | None, vram: float | None, as_json: bool) -> None:
     """Which workers share a server (and will wait for each other), and whether the fleet fits in memory."""
     with user_errors():
+        import asyncio
+
         from ..memory import this_machine
         from ..plan import make_plan
 
@@ -58,6 +59,8 @@ def plan(config_path: str | None, ram: float | None, vram: float | None, as_json
 def doctor(config_path: str | None, ram: float | None, vram: float | None, as_json: bool) -> None:
     """Check servers, models, memory and settings; exit 1 when something fails."""
     with user_errors():
+        import asyncio
+
         from ..doctor import diagnose
         from ..memory import this_machine
 
@@ -111,6 +114,8 @@ def bench(config_path: str | None, prompt_text: str | None, prompts_file: str | 
           plot_path: str | None) -> None:
     """Run the workers one at a time and all at once, and compare (after one warm-up request per model)."""
     with user_errors():
+        import asyncio
+
         from ..bench import bench as run_bench
         from ..errors import UsageError
         from ..report.bench_view import print_bench, progress_for
