@@ -85,6 +85,31 @@ class Redactor:
         return word
 
 
+class StreamMask:
+    """Masks secrets in text that arrives in pieces: the end of a piece that could be the start of a secret waits
+    for the next piece, so no secret is ever cut in two and shown in halves."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self.redact = redact
+        self.longest = max((len(s) for s in redact.secrets), default=0)
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        text = self.held + text
+        keep = 0
+        for k in range(min(len(text), self.longest), 0, -1):
+            tail = text[-k:]
+            if any(tail in secret for secret in self.redact.secrets):
+                keep = k
+                break
+        self.held = text[len(text) - keep:] if keep else ""
+        return self.redact(text[:len(text) - keep])
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return self.redact(text)
+
+
 def valid_unicode(text: str) -> tuple[str, int]:
     """`text` with each lone surrogate (an undecodable byte, as Python reads argv and stdin) replaced by U+FFFD,
     and how many there were."""

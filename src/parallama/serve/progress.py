@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
+from ..redact import StreamMask
 
 if TYPE_CHECKING:
     from ..config import Fleet
@@ -229,31 +230,6 @@ class Narrator:
         token = max(self.first_token or end, sent)
         return {"total_duration": _ns(end - self.started), "load_duration": _ns(sent - self.started),
                 "prompt_eval_duration": _ns(token - sent), "eval_duration": _ns(end - token)}
-
-
-class StreamMask:
-    """Masks secrets in text that arrives in pieces: the end of a piece that could be the start of a secret waits
-    for the next piece, so no secret is ever cut in two and shown in halves."""
-
-    def __init__(self, redact: "Redactor") -> None:
-        self.redact = redact
-        self.longest = max((len(s) for s in redact.secrets), default=0)
-        self.held = ""
-
-    def feed(self, text: str) -> str:
-        text = self.held + text
-        keep = 0
-        for k in range(min(len(text), self.longest), 0, -1):
-            tail = text[-k:]
-            if any(tail in secret for secret in self.redact.secrets):
-                keep = k
-                break
-        self.held = text[len(text) - keep:] if keep else ""
-        return self.redact(text[:len(text) - keep])
-
-    def flush(self) -> str:
-        text, self.held = self.held, ""
-        return self.redact(text)
 
 
 def coalesce(pieces: list[Piece]) -> list[Piece]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ..config import server_of
 from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking
-from .progress import StreamMask
+from ..redact import StreamMask
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
