@@ -19,6 +19,11 @@ def port_of(url: str) -> int:
     return parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
 
 
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def serve_command(port: int) -> str:
     return f"`OLLAMA_HOST=127.0.0.1:{port} ollama serve`"
 

@@ -22,6 +22,7 @@ import psutil
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..errors import SetupError
+from ..hints import http_url
 from ..paths import state_dir
 
 STATE_FILE = "instances.json"
@@ -49,8 +50,7 @@ class Instance:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def api_url(self) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
+from ..hints import http_url
 from . import ollama_api, openai_api, origins, ui
 from .errors import ApiError
 from .runs import SERVICE, Service, ServeOptions
@@ -119,8 +120,7 @@ class Running:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def service(self) -> Service:
