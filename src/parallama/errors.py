@@ -67,6 +67,13 @@ class HistoryError(ParallamaError):
         return f"history database {self.path}: {self.message}"
 
 
+def place(source: str, line: int | None, column: int | None) -> str:
+    """`file`, `file:line` or `file:line:col`, as compilers name a place."""
+    if line is None:
+        return source
+    return f"{source}:{line}" if column is None else f"{source}:{line}:{column}"
+
+
 class ConfigError(ParallamaError):
     """The config file is broken or holds a wrong value; names the file, place and JSON path."""
 
@@ -89,11 +96,7 @@ class ConfigError(ParallamaError):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        where = self.source or "config"
-        if self.line is not None:
-            where += f":{self.line}"
-            if self.column is not None:
-                where += f":{self.column}"
+        where = place(self.source or "config", self.line, self.column)
         if self.path:
             where += f": {self.path}"
         return f"{where}: {self.message}"
@@ -123,12 +126,7 @@ class InputError(ParallamaError):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        where = self.source
-        if self.line is not None:
-            where += f":{self.line}"
-            if self.column is not None:
-                where += f":{self.column}"
-        return f"{where}: {self.message}"
+        return f"{place(self.source, self.line, self.column)}: {self.message}"
 
 
 class InputErrors(InputError):
