@@ -28,9 +28,15 @@ async def test_eight_concurrent_runs_through_one_client_never_overload_a_one_slo
     with FakeServer(slots=None) as fake:  # no queue of its own: overload would show as requests in flight
         config = one_slot_fleet(fake, timeout=4 * LATENCY)
         async with FleetClient(config) as client:
+            started = time.perf_counter()
             results = await asyncio.gather(*(client.run(f"task {i}") for i in range(8)))
+            wall = time.perf_counter() - started
+            [load] = client.load().values()
     assert fake.max_in_flight == 1
     assert len(fake.requests) == 16
+    # The gate counts what it let through and how long its slot was held: busy nearly all the time.
+    assert load.served == 16 and (load.in_flight, load.waiting) == (0, 0)
+    assert 0.8 * wall < load.busy_s <= wall
     assert all(r.final is not None and r.final_source == "review" for r in results)
     assert not [w for r in results for w in r.workers if not w.ok]  # no spurious timeout: it starts when sent
     # Waiting is reported as queued: run k waits behind the k earlier runs' workers and reviewers.

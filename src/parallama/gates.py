@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -24,28 +25,45 @@ class ServerLoad:
     slots: int
     in_flight: int
     waiting: int
+    busy_s: float = 0.0
+    "Slot-seconds spent serving since the gate was made (a slot held for 2 s counts 2)."
+    served: int = 0
+    "Requests let through since the gate was made."
 
 
 class Gate:
     """A FIFO slot limit for one server, served in priority order."""
 
-    __slots__ = ("server", "slots", "in_flight", "waiting", "_queue", "_tiebreak", "__weakref__")
+    __slots__ = ("server", "slots", "in_flight", "waiting", "busy_s", "served", "_since", "_queue", "_tiebreak",
+                 "__weakref__")
 
     def __init__(self, server: str, slots: int) -> None:
         self.server = server
         self.slots = slots
         self.in_flight = 0
         self.waiting = 0
+        self.busy_s = 0.0
+        self.served = 0
+        self._since = time.perf_counter()
         self._queue: list[tuple[Priority, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
 
     def load(self) -> ServerLoad:
-        return ServerLoad(self.slots, self.in_flight, self.waiting)
+        self._count_busy()
+        return ServerLoad(self.slots, self.in_flight, self.waiting, round(self.busy_s, 6), self.served)
+
+    def _count_busy(self) -> None:
+        """Add the slot-seconds since the last change of `in_flight`: call before every change."""
+        now = time.perf_counter()
+        self.busy_s += self.in_flight * (now - self._since)
+        self._since = now
 
     async def acquire(self, priority: Priority) -> None:
         """Wait for a slot. Cancelled while waiting, the request leaves the queue (or hands on a slot it was given)."""
         if self.in_flight < self.slots and not self.waiting:
+            self._count_busy()
             self.in_flight += 1
+            self.served += 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (priority, next(self._tiebreak), future))
@@ -67,8 +85,10 @@ class Gate:
             if future.done():
                 continue  # its request was cancelled while waiting
             self.waiting -= 1
+            self.served += 1
             future.set_result(None)  # the slot goes straight to it: in_flight stays the same
             return
+        self._count_busy()
         self.in_flight -= 1
 
     def resize(self, slots: int) -> None:

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from ..events import Event, Failed, Finished, Started
 from ..scoring import Scoreboard
 from .output import result_line, score_line
 
 if TYPE_CHECKING:
     from ..client import FleetClient
+    from ..gates import ServerLoad
     from ..config import Fleet
     from .records import BatchRecord
 
@@ -30,34 +30,26 @@ def default_concurrency(fleet: "Fleet") -> int:
 
 
 class BusyMeter:
-    """Slot-seconds each server spent serving requests, from the client's `Started` / `Finished` / `Failed`."""
+    """Slot-seconds each server spent serving during the batch: the change in its gate's running totals (the
+    gates count every request they let through, so nothing needs to follow the events)."""
 
-    def __init__(self, slots: dict[str, int]) -> None:
-        self.slots = dict(slots)
-        self.busy_s: defaultdict[str, float] = defaultdict(float)
-        self.requests: Counter[str] = Counter()
-        self._open: dict[tuple[str, str, str], tuple[str, float]] = {}
+    def __init__(self, load: Callable[[], dict[str, "ServerLoad"]]) -> None:
+        self._load = load
+        self._start: dict[str, "ServerLoad"] = {}
 
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Started):
-            server = event.agent.server
-            self.slots.setdefault(server, 1)
-            self.requests[server] += 1
-            self._open[(event.run_id, event.stage, event.agent.name)] = (server, time.perf_counter())
-        elif isinstance(event, (Finished, Failed)):
-            opened = self._open.pop((event.run_id, event.stage, event.agent.name), None)
-            if opened is not None:
-                self.busy_s[opened[0]] += time.perf_counter() - opened[1]
+    def start(self) -> None:
+        self._start = self._load()
 
     def servers(self, wall_s: float) -> list["ServerBusy"]:
         """Each server's share of its slot time spent serving (requests still open count up to now)."""
-        now = time.perf_counter()
-        busy = defaultdict(float, self.busy_s)
-        for server, since in self._open.values():
-            busy[server] += now - since
-        return [ServerBusy(url, slots, self.requests[url], round(float(busy[url]), 3),
-                           round(busy[url] / (slots * wall_s), 4) if wall_s > 0 else 0.0)
-                for url, slots in self.slots.items()]
+        out = []
+        for url, now in self._load().items():
+            before = self._start.get(url)
+            busy = now.busy_s - (before.busy_s if before else 0.0)
+            served = now.served - (before.served if before else 0)
+            out.append(ServerBusy(url, now.slots, served, round(busy, 3),
+                                  round(busy / (now.slots * wall_s), 4) if wall_s > 0 else 0.0))
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,7 +139,7 @@ class Batch:
     def __post_init__(self) -> None:
         self.concurrency = self.concurrency or default_concurrency(self.client.fleet)
         self.prompts = self.prompts or len(self.records)
-        self.meter = BusyMeter({url: s.parallel for url, s in self.client.fleet.servers.items()})
+        self.meter = BusyMeter(self.client.load)
         self.agent_failures: Counter[str] = Counter()
         self.scoring: Scoreboard | None = None
         self.previous = 0
@@ -159,7 +151,7 @@ class Batch:
         """Run every record, at most `concurrency` at once; write each line (then call `on_done`) as it finishes.
         Cancelled, the runs in progress are cancelled (their requests closed) and nothing more is written."""
         records = iter(self.records)
-        unsubscribe = self.client.subscribe(self.meter)
+        self.meter.start()
         self.started_at = time.perf_counter()
 
         async def lane() -> None:
@@ -185,7 +177,6 @@ class Batch:
             for task in lanes:
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
-            unsubscribe()
 
     def _count(self, record: "BatchRecord", line: dict[str, Any], agents: list) -> None:
         self.done += 1

@@ -156,10 +156,10 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
 
     from rich.console import Console
 
+    from ..client import FleetClient
     from ..report.live import LiveView
     from ..report.output import ProgressLines, print_result, review_summary
     from ..report.progress import Progress, summary_line
-    from ..client import FleetClient
 
     as_json, quiet, review = options.as_json, options.quiet, options.review
     console = Console(stderr=True)
