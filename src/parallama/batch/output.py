@@ -2,8 +2,10 @@
 appended and flushed as each prompt finishes; and, to resume, what an earlier batch left in the file.
 
 A line is written in one piece, so the only damage a crash or `kill -9` can do is cut the *last* line short;
-resuming drops that line (its prompt runs again) and takes out the lines of prompts that got no answer, so they
-run again too and every id ends up in the file once. The file is locked while a batch writes to it.
+resuming drops that line (its prompt runs again) and takes out the lines of prompts that got no answer, or whose
+prompt has changed since, so they run again too and every id ends up in the file once. A result line carries its
+prompt's fingerprint (`prompt_sha256`): that, with `answered`, is what tells it from an input line. The file is
+locked while a batch writes to it, also while a resume rewrites it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ import json
 import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterable, Sequence, TextIO
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from ..errors import InputError, InputErrors
 from ..scoring import Score, score_answers
@@ -25,7 +32,8 @@ MAX_SHOWN = 20
 
 def result_line(record: "BatchRecord", result: "RunResult") -> dict[str, Any]:
     """The output line of a finished prompt."""
-    line: dict[str, Any] = {"id": record.id, "answered": result.answered, **result.to_dict()}
+    line: dict[str, Any] = {"id": record.id, "answered": result.answered, "prompt_sha256": record.prompt_sha256,
+                            **result.to_dict()}
     if record.expected is not None and record.match is not None:
         line["score"] = score_line(line, record)
     return line
@@ -61,40 +69,60 @@ class ResultsFile(JsonLines):
         "Lines already in the file for ids of this input that have an answer, by id: these prompts are skipped."
         self.rerun: list[str] = []
         "Ids of this input whose earlier line had no answer: taken out of the file, to run again."
+        self.changed: list[str] = []
+        "Ids of this input whose prompt is not the one their earlier line answered: taken out, to run again."
+        self.rescored: list[str] = []
+        "Ids whose `expected` (or `match`) changed since their line was written: scored again, without a model call."
         self.cut_off = False
         "The file ended in a line cut short (by a kill): it was dropped, and its prompt runs again."
         self.other_ids = 0
         "Lines for ids that are not in this input (kept as they are)."
+        self.duplicates = 0
+        "Further answered lines for an id already answered above them (taken out)."
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], records: Sequence["BatchRecord"]) -> "ResultsFile":
         """Open (or create) the output to go on from: read what is there, take out what must run again, lock it.
-        Raises InputErrors, with nothing changed, when a line is not one a batch writes."""
-        path = Path(path)
-        stream = _open_locked(path)
+        Raises InputErrors, with nothing changed, when a line is not one a batch writes. A symbolic link is
+        followed: its target is what is written (and rewritten)."""
+        shown = Path(path)
+        real = Path(os.path.realpath(path))
+        stream = _open_locked(real, str(shown))
         try:
             stream.seek(0)
             data = stream.buffer.read()
-            lines, cut_off = _read_lines(data, str(path))
-            ids = {r.id for r in records}
-            answered = {line["id"] for _, line in lines if line["id"] in ids and line.get("answered") is True}
-            kept: list[bytes] = []
-            results = cls(path, stream)
+            lines, cut_off = _read_lines(data, str(shown))
+            by_id = {r.id: r for r in records}
+            results = cls(shown, stream)
             results.cut_off = cut_off
+            kept: list[bytes] = []
             for raw, line in lines:
-                line_id = line["id"]
-                if line_id not in ids:
+                record = by_id.get(line["id"])
+                if record is None:
                     results.other_ids += 1
-                elif line_id not in answered:
-                    results.rerun.append(line_id)
+                elif not _same_prompt(line, record):
+                    results.changed.append(record.id)
+                    continue
+                elif line.get("answered") is not True:
+                    results.rerun.append(record.id)
+                    continue
+                elif record.id in results.done:
+                    results.duplicates += 1  # every id once: the first answer stays
                     continue
                 else:
-                    results.done.setdefault(line_id, line)
+                    if _score_of(line) != _score_wanted(record):
+                        line = rescored(line, record)
+                        raw = json.dumps(line, ensure_ascii=False).encode("utf-8")
+                        results.rescored.append(record.id)
+                    results.done[record.id] = line
                 kept.append(raw)
-            if cut_off or results.rerun or (data and not data.endswith(b"\n")):
-                stream = _replace(path, stream, kept)
-                results.stream = stream
-            stream.seek(0, os.SEEK_END)
+            results.changed = [i for i in dict.fromkeys(results.changed) if i not in results.done]
+            results.rerun = [i for i in dict.fromkeys(results.rerun)
+                             if i not in results.done and i not in results.changed]
+            taken_out = results.rerun or results.changed or results.duplicates
+            if taken_out or results.rescored or cut_off or (data and not data.endswith(b"\n")):
+                results.stream = _replace(real, stream, kept)
+            results.stream.seek(0, os.SEEK_END)
             return results
         except BaseException:
             stream.close()
@@ -116,6 +144,40 @@ class ResultsFile(JsonLines):
         self.close()
 
 
+def rescored(line: dict[str, Any], record: "BatchRecord") -> dict[str, Any]:
+    """The line scored against the record's `expected` as it is now (without a score when it has none)."""
+    line = {key: value for key, value in line.items() if key != "score"}
+    if record.expected is not None and record.match is not None:
+        line["score"] = score_line(line, record)
+    return line
+
+
+def _score_of(line: dict[str, Any]) -> tuple[Any, Any] | None:
+    score = line.get("score")
+    return (score.get("expected"), score.get("match")) if isinstance(score, dict) else None
+
+
+def _score_wanted(record: "BatchRecord") -> tuple[Any, Any] | None:
+    return (record.expected, record.match) if record.expected is not None else None
+
+
+def _same_prompt(line: dict[str, Any], record: "BatchRecord") -> bool:
+    fingerprint = line.get("prompt_sha256")
+    if fingerprint is None:  # written before lines carried one: the prompt as the run kept it
+        return line.get("prompt") == record.prompt
+    return fingerprint == record.prompt_sha256
+
+
+def same_file(a: str | os.PathLike[str] | int, b: str | os.PathLike[str]) -> bool:
+    """Whether `a` (a path, or an open descriptor such as stdin's) and path `b` are one file, through any links."""
+    try:
+        first = os.fstat(a) if isinstance(a, int) else os.stat(a)
+        second = os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino) and first.st_ino != 0
+
+
 def _read_lines(data: bytes, source: str) -> tuple[list[tuple[bytes, dict[str, Any]]], bool]:
     """Every line as (bytes, parsed); and whether an unreadable last line without its newline was left out."""
     raws = data.split(b"\n")
@@ -127,8 +189,9 @@ def _read_lines(data: bytes, source: str) -> tuple[list[tuple[bytes, dict[str, A
             continue
         line = _parse(raw)
         if line is None:
-            errors.append(InputError("not a result line of parallama batch (a JSON object with an \"id\"): "
-                                     "is this the right file?", source=source, line=n))
+            errors.append(InputError("not a result line of parallama batch (a JSON object with \"id\", "
+                                     "\"answered\" and \"prompt_sha256\"): is this the right file?",
+                                     source=source, line=n))
         else:
             lines.append((raw, line))
     cut_off = False
@@ -146,46 +209,68 @@ def _read_lines(data: bytes, source: str) -> tuple[list[tuple[bytes, dict[str, A
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A result line, or None. An input line (`id`, `prompt`, `expected`) is not one: a result line has `answered`
+    and its prompt's fingerprint (or, from before fingerprints, the run's `workers`)."""
     try:
         line = json.loads(raw)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # also UnicodeDecodeError, and numbers too long to read
         return None
-    if not isinstance(line, dict) or not isinstance(line.get("id"), str):
+    if not isinstance(line, dict) or not isinstance(line.get("id"), str) or not isinstance(line.get("answered"), bool):
         return None
-    return line
+    fingerprint = line.get("prompt_sha256")
+    if fingerprint is None:
+        return line if isinstance(line.get("workers"), list) and isinstance(line.get("prompt"), str) else None
+    return line if isinstance(fingerprint, str) and len(fingerprint) == 64 else None
 
 
-def _open_locked(path: Path) -> TextIO:
+def _open_locked(path: Path, shown: str) -> TextIO:
+    """`path` opened to append and locked. A resume that rewrites the file moves a new one into its place while
+    holding both locks; whoever opened the old one meanwhile sees that once it has the lock, and tries again."""
     if path.exists() and not path.is_file():  # a device or pipe: reading it back could never end
-        raise InputError("not a regular file (for stdout, leave out -o)", source=str(path))
-    try:
-        stream = open(path, "a+", encoding="utf-8", newline="\n")
-    except OSError as exc:
-        raise InputError(f"cannot write: {exc.strerror or exc}", source=str(path)) from exc
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here
-        return stream
-    try:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        stream.close()
-        raise InputError("another parallama batch is writing to it: wait for it to end, or write elsewhere",
-                         source=str(path)) from None
-    return stream
+        raise InputError("not a regular file (for stdout, leave out -o)", source=shown)
+    for _ in range(10):
+        try:
+            stream = open(path, "a+", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise InputError(f"cannot write: {exc.strerror or exc}", source=shown) from exc
+        if fcntl is None:  # Windows: no advisory locks here
+            return stream
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            stream.close()
+            raise InputError("another parallama batch is writing to it: wait for it to end, or write elsewhere",
+                             source=shown) from None
+        if same_file(stream.fileno(), path):
+            return stream
+        stream.close()  # replaced while we opened it: lock the file that is there now
+    raise InputError("another parallama batch keeps replacing it: write elsewhere", source=shown)
 
 
 def _replace(path: Path, stream: TextIO, kept: Iterable[bytes]) -> TextIO:
-    """Write the kept lines to a new file and move it over the old one in one step (a kill leaves either)."""
+    """Write the kept lines to a new file and move it over the old one in one step (a kill leaves either). The new
+    file is locked before it takes the name, and the old one's lock is let go only after: no moment is unlocked."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as out:
-        out.write(b"".join(raw + b"\n" for raw in kept))
-        out.flush()
-        os.fsync(out.fileno())
+    new = open(temporary, "a+", encoding="utf-8", newline="\n")
     try:
-        os.chmod(temporary, os.stat(path).st_mode & 0o777)
-    except OSError:
-        pass
-    stream.close()  # Windows cannot replace an open file; elsewhere the lock moves to the new file below
-    os.replace(temporary, path)
-    return _open_locked(path)
+        if fcntl is not None:
+            fcntl.flock(new.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        new.buffer.write(b"".join(raw + b"\n" for raw in kept))
+        new.buffer.flush()
+        os.fsync(new.fileno())
+        try:
+            os.chmod(temporary, os.stat(path).st_mode & 0o777)
+        except OSError:
+            pass
+        if fcntl is None:  # Windows cannot replace an open file (and has no locks to keep)
+            new.close()
+            stream.close()
+            os.replace(temporary, path)
+            return open(path, "a+", encoding="utf-8", newline="\n")
+        os.replace(temporary, path)
+    except BaseException:
+        new.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    stream.close()
+    return new

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,11 @@ class BatchRecord:
     expected: str | None = None
     match: Match | None = None
     "How the answer is scored against `expected` (see `parallama.scoring`); None when there is no `expected`."
+
+    @property
+    def prompt_sha256(self) -> str:
+        """The prompt's fingerprint, kept in its result line: a resume runs a record again when its prompt changed."""
+        return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()
 
 
 def read_records(path: str | os.PathLike[str]) -> list[BatchRecord]:
@@ -117,6 +125,11 @@ def _record(raw: str, n: int, source: str) -> BatchRecord:
     except json.JSONDecodeError as exc:
         hint = " (for plain prompts, one per line, name the file .txt)" if n == 1 else ""
         raise wrong(f"not JSON: {exc.msg}{hint}", exc.colno) from None
+    except ValueError:  # json reads numbers with int(), which refuses more digits than Python allows
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()  # Python 3.10.7+
+        raise wrong(f"a number of more than {limit:,} digits") from None
+    except RecursionError:
+        raise wrong("nested too deep to read") from None
     if not isinstance(data, dict):
         raise wrong(f'must be a JSON object like {{"prompt": "..."}}, not {_kind(data)}')
     for key in data:
@@ -130,6 +143,8 @@ def _record(raw: str, n: int, source: str) -> BatchRecord:
         raise wrong(f"prompt must be a string, not {_kind(prompt)}")
     if not prompt.strip():
         raise wrong("prompt is empty")
+    for key in ("id", "prompt", "expected"):
+        _check_text(key, data.get(key), wrong)
     return BatchRecord(id=_id(data.get("id"), n, wrong), prompt=prompt.strip(), line=n,
                        **_expectation(data.get("expected"), data.get("match"), wrong))
 
@@ -144,11 +159,24 @@ def _id(value: Any, n: int, wrong) -> str:
     raise wrong(f"id must be a non-empty string or a whole number, not {_kind(value)}")
 
 
+def _check_text(key: str, value: Any, wrong) -> None:
+    """JSON's escapes can spell a lone surrogate (`\\ud800`), no character: it could be neither sent nor written."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            raise wrong(f"{key} holds \\u{code:04x}, half of a surrogate pair: not a character (write the character "
+                        "itself, or both halves of its pair)") from None
+
+
 def _expectation(expected: Any, match: Any, wrong) -> dict[str, Any]:
     if expected is None:
         if match is not None:
             raise wrong('"match" is given but "expected" is not')
         return {}
+    if isinstance(expected, float) and not math.isfinite(expected):
+        raise wrong(f"expected must be a finite number, not {json.dumps(expected)}")
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         expected = json.dumps(expected)
     elif not isinstance(expected, str):

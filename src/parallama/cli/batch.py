@@ -53,6 +53,8 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
         if as_json and output is None:
             raise UsageError("--json prints the summary on stdout, where the result lines would go: add -o FILE")
         fleet = load_fleet(config_path)
+        if output is not None:
+            _not_the_input(input_path, output)
         records = _read_input(input_path)
         if output is not None and not resume and _holds_results(Path(output)):
             raise UsageError(f"{output} already holds results: add --resume to go on from them (only prompts "
@@ -68,6 +70,20 @@ def _read_input(input_path: str) -> list["BatchRecord"]:
     if input_path == "-":
         return parse_records(sys.stdin.buffer.read(), "<stdin>")
     return read_records(input_path)
+
+
+def _not_the_input(input_path: str, output: str) -> None:
+    """Refuse to write the results into the input (the same file by any name or link, or what stdin reads)."""
+    from ..batch import same_file
+    from ..errors import UsageError
+
+    try:
+        source: str | int = sys.stdin.fileno() if input_path == "-" else input_path
+    except (OSError, ValueError):  # a stdin that is no file
+        return
+    if same_file(source, output):
+        raise UsageError(f"{output} is the input file ({input_path}): the results must go to another file "
+                         "(-o answers.jsonl)")
 
 
 def _holds_results(path: Path) -> bool:
@@ -125,9 +141,24 @@ def _say_what_resume_found(results, prompts: int, quiet: bool) -> None:
     if results.other_ids:
         click.echo(f"warning: {results.path} holds {results.other_ids} line(s) for ids not in this input (kept)",
                    err=True)
+    if results.duplicates:
+        click.echo(f"{results.path}: took out {results.duplicates} further line(s) for ids answered above them "
+                   "(every id once)", err=True)
+    if results.changed:
+        click.echo(f"{results.path}: the prompt changed since it was answered for {_ids(results.changed)}: "
+                   "run again", err=True)
+    if results.rescored:
+        click.echo(f"{results.path}: the expected answer changed for {_ids(results.rescored)}: scored again "
+                   "(no model call)", err=True)
     if not quiet and (results.done or results.rerun):
         click.echo(f"resuming: {len(results.done)} of {prompts} answered in {results.path}"
                    + (f"; {len(results.rerun)} without an answer run again" if results.rerun else ""), err=True)
+
+
+def _ids(ids: list[str], shown: int = 5) -> str:
+    """`q1, q2` or `7 ids (q1, q2, q3, q4, q5, …)`."""
+    listed = ", ".join(ids[:shown]) + (", …" if len(ids) > shown else "")
+    return listed if len(ids) <= 2 else f"{len(ids)} ids ({listed})"
 
 
 def _pipeline(fleet: "Fleet", todo: list["BatchRecord"], before: list, prompts: int, writer, err, *,
