@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Union
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
@@ -268,6 +268,7 @@ def parse_api_url(url: str) -> tuple[Protocol, str]:
     """Return (protocol, chat endpoint) for an agent's api_url, or raise ValueError saying why not."""
     parts = urlsplit(url.strip())
     shown = public_url(url)
+    _check_userinfo(parts, shown)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{shown!r} must start with http:// or https://")
     if not parts.hostname:
@@ -292,9 +293,17 @@ def parse_api_url(url: str) -> tuple[Protocol, str]:
     )
 
 
+def _check_userinfo(parts: SplitResult, shown: str) -> None:
+    """A `@` past the host part is a password holding `/`, `?` or `#`, which cut the host part short."""
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise ValueError(f"{shown!r}: a user:password in a URL must write / ? # @ as %2F %3F %23 %40 "
+                         "(the password is not shown)")
+
+
 def server_of(url: str) -> str:
     """The server an URL belongs to, as `scheme://host:port`; loopback names count as one host."""
     parts = urlsplit(url.strip())
+    _check_userinfo(parts, public_url(url))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{public_url(url)!r} is not a server URL like http://localhost:11434")
     try:

@@ -26,14 +26,21 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def public_url(url: str) -> str:
-    """`url` without its `user:password@`, for showing and storing; anything unparsable comes back unchanged."""
+    """`url` without its `user:password@`, for showing and storing.
+
+    A password holding `/`, `?` or `#` (not percent-encoded) ends the URL's host part early, and its rest lands in
+    the path, query or fragment: any `@` after `://` is then taken as the end of a user:password, and everything up
+    to the last one is left out. A URL too broken to parse is shown the same way."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        parts = None
+    if parts is not None and "@" not in parts.path + parts.query + parts.fragment:
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 class Redactor:

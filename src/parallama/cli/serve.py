@@ -100,7 +100,7 @@ async def _serve(fleet: "Fleet", options: "ServeOptions", host: str, port: int, 
 
 def exposure_warning(host: str, port: int, *, keyed: bool) -> str | None:
     """What to say when other machines can reach the server and nothing keeps them out."""
-    from ..serve.app import is_loopback
+    from ..serve.origins import is_loopback
 
     if is_loopback(host) or keyed:
         return None

@@ -5,7 +5,7 @@ asked."""
 from __future__ import annotations
 
 import hmac
-import ipaddress
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
 from ..hints import http_url
+from ..redact import Redactor
 from . import ollama_api, openai_api, origins, ui
 from .errors import ApiError
 from .runs import SERVICE, Service, ServeOptions
@@ -25,8 +26,6 @@ DEFAULT_PORT = 11400
 "Outside Ollama's 11434 (and the guide's 11435–11436, where the workers live) and llama.cpp's 8080."
 MAX_BODY_BYTES = 64 * 1024 * 1024
 "Long conversations with pasted documents are large; aiohttp's default (1 MB) is not enough."
-ACCESS_LOG_FORMAT = '%a "%r" %s %Tf s'
-"No headers: an API key never reaches the log."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,11 +80,12 @@ async def root(request: web.Request) -> web.Response:
 def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Application:
     """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
     options = options or ServeOptions()
-    middlewares: list[Any] = [api_errors, origins.cross_origin(options.allow_origins), ui.same_origin]
+    middlewares: list[Any] = [api_errors, origins.rebinding_guard(keyed=options.api_key is not None),
+                              origins.cross_origin(options.allow_origins), ui.same_origin]
     if options.api_key:
         middlewares.append(require_key(options.api_key))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
-    app.on_response_prepare.append(origins.cors_headers(options.allow_origins))
+    app.on_response_prepare.append(origins.cors_headers(options.allow_origins, keyed=options.api_key is not None))
     service = app[SERVICE] = Service(fleet, options)
 
     async def fleet_client(app: web.Application) -> AsyncIterator[None]:
@@ -102,12 +102,26 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
 
 
 class AccessLog(AccessLogger):
-    """aiohttp's access log, less the web page's polls of the servers' load (one a second per open page)."""
+    """aiohttp's access log as `ADDRESS "METHOD PATH HTTP/1.1" STATUS SECONDS s`, less the web page's polls of the
+    servers' load (one a second per open page).
+
+    What a client sends can hold a secret (`?key=…`, a key pasted into a path): no headers are logged, the query
+    string is left out (a `?…` marks that there was one), and the fleet's keys and URL passwords and serve's own key
+    are masked in the path, as everywhere else."""
+
+    redact: Redactor = Redactor(())
+    "Set per server (see `start`)."
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.path == ui.LOAD_PATH and response.status == 200:
             return
-        super().log(request, response, time)
+        self.logger.info('%s "%s" %s %.6f s', request.remote or "-", self.request_line(request), response.status,
+                         time)
+
+    def request_line(self, request: web.BaseRequest) -> str:
+        path = json.dumps(self.redact(request.path), ensure_ascii=False)[1:-1]  # no line breaks into the log
+        query = "?…" if request.query_string else ""
+        return f"{request.method} {path}{query} HTTP/{request.version.major}.{request.version.minor}"
 
 
 @dataclass
@@ -134,9 +148,13 @@ async def start(fleet: "Fleet", options: ServeOptions | None = None, *, host: st
                 port: int = DEFAULT_PORT, access_log: logging.Logger | None = None) -> Running:
     """Serve `fleet` on host:port (port 0: any free one) until `close()`."""
     app = create_app(fleet, options)
+
+    class Log(AccessLog):
+        redact = app[SERVICE].page_redact
+
     # handler_cancellation: a client that goes away cancels its handler, and with it the run and its requests.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=access_log,
-                           access_log_class=AccessLog, access_log_format=ACCESS_LOG_FORMAT)
+                           access_log_class=Log)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -146,12 +164,3 @@ async def start(fleet: "Fleet", options: ServeOptions | None = None, *, host: st
         raise
     bound = site._server.sockets[0].getsockname()[1] if port == 0 else port  # type: ignore[union-attr]
     return Running(runner, host, bound)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

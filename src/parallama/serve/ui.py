@@ -8,7 +8,6 @@ request needs the key when `--api-key-env` is set, and is refused when another s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import uuid
@@ -23,6 +22,7 @@ from .. import __version__
 from ..events import RunEnded
 from .conversation import split
 from .errors import ApiError
+from .origins import local_name
 from .runs import SERVICE, Service
 from .ui_view import RunView, View, fleet_view, replay
 from .wire import PageRunRequest, parse
@@ -102,24 +102,13 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
         if site not in (None, "same-origin", "none") or (origin is not None and urlsplit(origin).netloc != request.host):
             raise ApiError(403, f"refused a request from another site ({origin or site}): the page at /ui/ talks "
                                 "to its own server only")
-        if request.app[SERVICE].options.api_key is None and not _address_or_localhost(request.host):
+        if request.app[SERVICE].options.api_key is None and not local_name(request.host):
             raise ApiError(403, f"this server was reached as {request.host}: with no API key the page's API "
                                 "answers only at an IP address or localhost (a name may be another site's, rebound "
                                 "to this machine); open the page by its address, or serve with --api-key-env")
         if request.method == "POST" and request.content_type != "application/json":
             raise ApiError(415, "send the body as application/json")
     return await handler(request)
-
-
-def _address_or_localhost(host: str) -> bool:
-    name = urlsplit(f"//{host}").hostname or ""
-    if name == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- the fleet, its load, the history
