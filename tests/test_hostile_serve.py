@@ -112,3 +112,60 @@ def test_a_config_error_never_shows_a_url_password(tmp_path, password):
     shown = result.stdout + result.stderr
     assert "worker_agents[0].api_url" in shown and "%2F %3F %23" in shown
     assert "Wq4tPz7L" not in shown and "alice" not in shown and "bob" not in shown, shown
+
+
+# ---------------------------------------------------------------- 11. small wrong-shape requests
+
+async def test_a_content_part_whose_text_is_not_a_string_is_a_400_the_sdk_does_not_retry(servers, serve):
+    import openai
+
+    running = await serve(guide_fleet(servers))
+    client = openai.AsyncOpenAI(base_url=running.url + "/v1", api_key="none")  # retries: the SDK's default, 2
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(model="parallama", messages=[
+            {"role": "user", "content": [{"type": "text", "text": 5}]}])  # type: ignore[list-item]
+    assert refused.value.param == "messages.0.content.0.text" and "valid string" in refused.value.message
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert all(not s.requests for s in servers)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [980, 5000, 100_000])
+async def test_json_nested_too_deep_is_a_400_in_each_apis_shape(servers, serve, depth):
+    running = await serve(guide_fleet(servers))
+    deep = '{"model": "parallama", "messages": [{"role": "user", "content": "hi"}], "options": {"x": %s}}' \
+        % nested(depth)
+    for path, openai_shape in (("/api/chat", False), ("/api/generate", False), ("/api/show", False),
+                               ("/v1/chat/completions", True), ("/ui/api/runs", False)):
+        async with aiohttp.ClientSession() as session:
+            async with session.post(running.url + path, data=deep,
+                                    headers={"Content-Type": "application/json"}) as response:
+                body = await response.json()
+                assert response.status == 400, (path, body)
+        message = body["error"]["message"] if openai_shape else body["error"]
+        assert "nested too deep" in message, (path, message)
+    assert all(not s.requests for s in servers)
+
+
+async def test_a_role_or_option_name_with_a_line_break_is_a_400_before_any_worker_runs(servers, serve):
+    running = await serve(guide_fleet(servers))
+    hi = {"role": "user", "content": "hi"}
+    cases = [("/api/chat", {**ASK, "messages": [{"role": "x\r\nX-Evil: 1", "content": "a"}, hi]}, "messages.0.role"),
+             ("/api/chat", {**ASK, "options": {"temperature\r\nX-Evil: 1": 1}}, "options"),
+             ("/api/generate", {"model": "parallama", "prompt": "hi", "options": {"a b\n": 1}}, "options"),
+             ("/v1/chat/completions", {**ASK, "messages": [{"role": "tool\n", "content": "a"}, hi]},
+              "messages.0.role")]
+    for path, body, where in cases:
+        status, headers, raw = await request("POST", running.url + path, body)
+        assert status == 400, (path, raw)
+        error = json.loads(raw)["error"]
+        message = error["message"] if path.startswith("/v1") else error
+        assert message.startswith(where) and "is not a name" in message, message
+    assert all(not s.requests for s in servers)
+    # Roles the fleet leaves out are still named in the header.
+    status, headers, _ = await request("POST", running.url + "/api/chat",
+                                       {**ASK, "messages": [{"role": "tool", "content": "a"}, hi]})
+    assert status == 200 and headers["X-Parallama-Ignored"] == "tool messages"

@@ -18,14 +18,13 @@ from ..redact import Redactor
 from . import ollama_api, openai_api, origins, ui
 from .errors import ApiError
 from .runs import SERVICE, Service, ServeOptions
+from .wire import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from ..config import Fleet
 
 DEFAULT_PORT = 11400
 "Outside Ollama's 11434 (and the guide's 11435–11436, where the workers live) and llama.cpp's 8080."
-MAX_BODY_BYTES = 64 * 1024 * 1024
-"Long conversations with pasted documents are large; aiohttp's default (1 MB) is not enough."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,7 +47,7 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
                          "/api/generate, /api/tags, /api/show, /api/ps, /api/version, /v1/chat/completions, "
                          "/v1/models, and the web page at /ui/)",
                     405: f"{request.method} is not allowed on {request.path}",
-                    413: f"the request body is larger than {MAX_BODY_BYTES // 2**20} MB"}
+                    413: f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB, the most this server reads"}
         error = ApiError(exc.status, messages.get(exc.status, exc.reason))
         return error.response(openai=is_openai_path(request.path))
 

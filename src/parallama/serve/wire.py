@@ -7,11 +7,13 @@ the options its config gives it. Only a `seed` is used: it seeds the run (the co
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, Literal, Optional, Union
+import re
+from typing import Annotated, Any, Literal, Optional, Union
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ApiError
 
@@ -21,11 +23,28 @@ OPENAI_IGNORED = ("temperature", "top_p", "max_tokens", "max_completion_tokens",
                   "functions", "function_call", "response_format", "reasoning_effort")
 OLLAMA_IGNORED = ("format", "tools", "raw", "template", "suffix", "images", "context")
 
+MAX_BODY_BYTES = 16 * 2**20
+"A request body's bound: a conversation of a million tokens is about 4 MB; aiohttp refuses more with a 413."
+OFF_LOOP_BYTES = 256 * 2**10
+"A body larger than this is parsed in a thread, so the event loop keeps answering other clients meanwhile."
+_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+def _a_name(value: str) -> str:
+    """Role and option names are words (they may be named back in a header): no spaces, no line breaks."""
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{json.dumps(value[:70])} is not a name (letters, digits, _ . : -; at most 64)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_a_name)]
+Options = Optional[dict[Name, Any]]
+
 
 class OllamaMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: str
+    role: Name
     content: Optional[str] = ""
     "Text; Ollama messages carry one string."
     images: Optional[list[Any]] = None
@@ -42,7 +61,7 @@ class OllamaChatRequest(BaseModel):
     "Ollama streams unless told not to."
     think: Union[bool, str, None] = None
     "`false` leaves the progress out of this answer (no `thinking`)."
-    options: Optional[dict[str, Any]] = None
+    options: Options = None
     "Only `seed` is used; the agents keep their own options."
 
 
@@ -55,7 +74,7 @@ class OllamaGenerateRequest(BaseModel):
     system: Optional[str] = None
     stream: bool = True
     think: Union[bool, str, None] = None
-    options: Optional[dict[str, Any]] = None
+    options: Options = None
 
 
 class OllamaShowRequest(BaseModel):
@@ -66,11 +85,19 @@ class OllamaShowRequest(BaseModel):
     "Older clients send `name`."
 
 
+class OpenAIContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    "`text` parts are kept; others (`image_url`, `input_audio`, …) are named as ignored."
+    text: Optional[str] = None
+
+
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: str
-    content: Union[str, list[dict[str, Any]], None] = None
+    role: Name
+    content: Union[str, list[OpenAIContentPart], None] = None
     "A string, or parts of which the `text` ones are kept."
 
 
@@ -112,26 +139,46 @@ class PageRunRequest(BaseModel):
 
 
 async def parse(request: web.Request, model: type[BaseModel]) -> Any:
-    """The request body as `model`, or a 400 ApiError saying what is wrong and where."""
+    """The request body as `model`, or a 400 ApiError saying what is wrong and where. A large body is parsed in a
+    thread (the event loop goes on serving); aiohttp has refused one over MAX_BODY_BYTES with a 413 already."""
+    raw = await request.read()
+    if len(raw) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(_parse, raw, model)
+    return _parse(raw, model)
+
+
+def _parse(raw: bytes, model: type[BaseModel]) -> Any:
     try:
-        data = await request.json(loads=json.loads)
+        data = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # the parser's own bound, near 1,000 levels
+        raise ApiError(400, "the body is nested too deep to read (a chat request needs a few levels)") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ApiError(400, f"{where}: {first['msg']}", param=where) from exc
+        # A union (OpenAI's content: a string or parts) reports each member: the deepest error is the telling one.
+        first = max(exc.errors(), key=lambda err: len(err["loc"]))
+        where = ".".join(str(part) for part in first["loc"] if not _union_tag(part)) or "body"
+        message = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        raise ApiError(400, f"{where}: {message}", param=where) from exc
+    except RecursionError as exc:
+        raise ApiError(400, "the body is nested too deep to read (a chat request needs a few levels)") from exc
 
 
-def openai_text(content: Union[str, list[dict[str, Any]], None]) -> tuple[str, bool]:
+def _union_tag(part: object) -> bool:
+    """pydantic names the member of a union in an error's place (`str`, `list[OpenAIContentPart]`)."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or "[" in part
+                                      or part[:1].isupper())
+
+
+def openai_text(content: Union[str, list[OpenAIContentPart], None]) -> tuple[str, bool]:
     """(the text of an OpenAI message's content, whether it had parts that are not text, such as images)."""
     if content is None or isinstance(content, str):
         return content or "", False
-    texts = [part.get("text") or "" for part in content if part.get("type") == "text"]
+    texts = [part.text or "" for part in content if part.type == "text"]
     return "\n".join(texts), len(texts) < len(content)
 
 
