@@ -27,6 +27,7 @@ from .events import (
     WORKERS, Delta, Event, EventSink, Failed, Finished, Queued, RunEnded, RunStarted, Started, Thinking)
 from .gates import Gate, Priority, ServerLoad, gate_for
 from .redact import Redactor, valid_unicode
+from .slots import SlotStore, close_store, open_store
 from .result import AgentResult, RunResult
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class FleetClient:
         self._writer: "HistoryWriter | None" = None
         self._session: aiohttp.ClientSession | None = None
         self._gates: dict[str, Gate] = {}
+        self._store: SlotStore | None = None
         self._subscribers: list[EventSink] = []
         self.running: dict[str, RunStarted] = {}
         "The runs in progress, by run id."
@@ -69,11 +71,19 @@ class FleetClient:
             store = self._owned_store = History() if self._history is True else None
             self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
             self.subscribe(self._writer)
+        try:
+            self._store = await open_store(self.fleet.slot_store)
+        except BaseException:
+            await self.__aexit__()
+            raise
         self._session = client_session()
-        self._gates = {url: gate_for(url, server.parallel) for url, server in self.fleet.servers.items()}
+        self._gates = {url: gate_for(url, server.parallel, self._store) for url, server in self.fleet.servers.items()}
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._gates = {}
+        store, self._store = self._store, None
+        await close_store(store)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -87,7 +97,7 @@ class FleetClient:
         return lambda: self._subscribers.remove(sink)
 
     def load(self) -> dict[str, ServerLoad]:
-        """Per server: slots, requests in flight and requests waiting (across every client in this loop)."""
+        """Per server: slots, requests in flight and requests waiting (across every process sharing the slots)."""
         return {url: gate.load() for url, gate in self._gates.items()}
 
     async def run(self, prompt: str, *, deadline: float | None = None, review: bool = True,
@@ -165,7 +175,7 @@ class FleetClient:
     def _gate(self, server: str) -> Gate:
         gate = self._gates.get(server)
         if gate is None:  # an agent on a server the fleet did not list (built by code): one slot
-            gate = self._gates[server] = gate_for(server, 1)
+            gate = self._gates[server] = gate_for(server, 1, self._store)
         return gate
 
     async def _ask(self, run: "Run", stage: str, jobs: list[Job], until: float | None) -> list[AgentResult]:

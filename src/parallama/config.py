@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from .errors import ConfigError, ConfigErrors
 from .hints import LOOPBACK_HOSTS
 from .redact import public_url
+from .slots import check_setting
 
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
@@ -154,6 +155,13 @@ class ConfigFile(BaseModel):
     worker_agents: list[AgentSpec] = Field(min_length=1)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     review: ReviewSpec = Field(default_factory=ReviewSpec)
+    slot_store: str | None = None
+    "Who shares the servers' slots: `local` (every process on this machine, the default), `none`, or `redis://…`."
+
+    @field_validator("slot_store")
+    @classmethod
+    def _slot_store(cls, value: str | None) -> str | None:
+        return None if value is None else check_setting(value)
 
     @field_validator("reviewer_agent", mode="before")
     @classmethod
@@ -245,6 +253,8 @@ class Fleet:
     rounds: int = 1
     source: str = "config"
     warnings: tuple[str, ...] = ()
+    slot_store: str | None = None
+    "The config's `slot_store` (PARALLAMA_SLOT_STORE wins over it when the client opens)."
 
     @property
     def reviewer(self) -> Agent | None:
@@ -431,7 +441,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     return Fleet(workers=workers, reviewers=reviewers, servers=servers, strategy=spec.review.strategy,
                  review_prompt=spec.review.prompt, review_system=spec.review.system, rounds=spec.review.rounds,
                  source=source,
-                 warnings=tuple(warnings))
+                 warnings=tuple(warnings), slot_store=spec.slot_store)
 
 
 def _check_depth(data: Any, source: str) -> None:

@@ -3,6 +3,9 @@
 Gates are shared by every client in one event loop (keyed by the server's `scheme://host:port`), so independent
 concurrent runs never put more requests on a server than its slots. A gate lives while some client holds it; when
 clients disagree about a server's slots, the smallest count holds (the safe side: no server-side queue).
+
+Past its gate, a request also takes one of the server's slots in the slot store (`slots`), which every other
+process on the machine, or every host on the same Redis, shares; the gate's `load()` counts them all.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import time
 import weakref
 from dataclasses import dataclass
 
+from .slots import SharedSlots, SlotStore
+
 Priority = tuple[int, int]
 "(the run's start number, the request's number within its run): smaller goes first."
 
 
 @dataclass(frozen=True)
 class ServerLoad:
-    """A server's gate right now, as the live view, `serve` and status pages show it."""
+    """A server's gate right now, as the live view, `serve` and status pages show it. `in_flight` and `waiting`
+    count every process sharing the slot store; `own_*` this process alone."""
 
     slots: int
     in_flight: int
@@ -29,19 +35,31 @@ class ServerLoad:
     "Slot-seconds spent serving since the gate was made (a slot held for 2 s counts 2)."
     served: int = 0
     "Requests let through since the gate was made."
+    own_in_flight: int = 0
+    "This process's requests in flight (all of `in_flight` when the slots are not shared)."
+    own_waiting: int = 0
+    "This process's requests waiting."
+    shared: str = "none"
+    "Who shares the slots: `none` (this process), `local` (this machine) or `redis` (every host on the Redis)."
 
 
 class Gate:
     """A FIFO slot limit for one server, served in priority order."""
 
-    __slots__ = ("server", "slots", "in_flight", "waiting", "busy_s", "served", "_since", "_queue", "_tiebreak",
-                 "__weakref__")
+    __slots__ = ("server", "slots", "in_flight", "waiting", "sending", "busy_s", "served", "shared", "kind", "_since",
+                 "_queue", "_tiebreak", "__weakref__")
 
-    def __init__(self, server: str, slots: int) -> None:
+    def __init__(self, server: str, slots: int, shared: SharedSlots | None = None, kind: str = "none") -> None:
         self.server = server
         self.slots = slots
+        self.shared = shared
+        self.kind = kind if shared is not None else "none"
         self.in_flight = 0
+        "Requests past this gate: waiting for the shared slot, or sent."
         self.waiting = 0
+        "Requests waiting at this gate."
+        self.sending = 0
+        "Requests holding a shared slot: sent to the server."
         self.busy_s = 0.0
         self.served = 0
         self._since = time.perf_counter()
@@ -50,66 +68,96 @@ class Gate:
 
     def load(self) -> ServerLoad:
         self._count_busy()
-        return ServerLoad(self.slots, self.in_flight, self.waiting, round(self.busy_s, 6), self.served)
+        in_flight, waiting = self.shared.counts() if self.shared is not None else (self.sending, self.waiting)
+        return ServerLoad(self.slots, in_flight, waiting, round(self.busy_s, 6), self.served,
+                          self.sending, self.waiting + self.in_flight - self.sending, self.kind)
 
     def _count_busy(self) -> None:
-        """Add the slot-seconds since the last change of `in_flight`: call before every change."""
+        """Add the slot-seconds since the last change of `sending`: call before every change."""
         now = time.perf_counter()
-        self.busy_s += self.in_flight * (now - self._since)
+        self.busy_s += self.sending * (now - self._since)
         self._since = now
 
     async def acquire(self, priority: Priority) -> None:
-        """Wait for a slot. Cancelled while waiting, the request leaves the queue (or hands on a slot it was given)."""
+        """Wait for a slot here, then for a shared one. Cancelled while waiting, the request leaves the queue (or
+        hands on a slot it was given)."""
         if self.in_flight < self.slots and not self.waiting:
-            self._count_busy()
             self.in_flight += 1
-            self.served += 1
-            return
+        else:
+            await self._wait(priority)
+        shared = self.shared
+        if shared is not None and not shared.try_acquire():
+            try:
+                await shared.acquire()
+            except BaseException:
+                self._hand_on()
+                raise
+        self._count_busy()
+        self.sending += 1
+        self.served += 1
+
+    async def _wait(self, priority: Priority) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (priority, next(self._tiebreak), future))
         self.waiting += 1
+        self._report()
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled: pass it on
+                self._hand_on()  # the slot was handed over just as we were cancelled: pass it on
             else:
                 future.cancel()
                 self.waiting -= 1
+                self._report()
             raise
 
     def release(self) -> None:
-        """Give the slot to the first request waiting, or free it."""
+        """Give the shared slot back, and this gate's slot to the first request waiting (or free it)."""
+        self._count_busy()
+        self.sending -= 1
+        if self.shared is not None:
+            self.shared.release()
+        self._hand_on()
+
+    def _hand_on(self) -> None:
         while self._queue and self.in_flight <= self.slots:
             _, _, future = heapq.heappop(self._queue)
             if future.done():
                 continue  # its request was cancelled while waiting
             self.waiting -= 1
-            self.served += 1
+            self._report()
             future.set_result(None)  # the slot goes straight to it: in_flight stays the same
             return
-        self._count_busy()
         self.in_flight -= 1
+
+    def _report(self) -> None:
+        if self.shared is not None:
+            self.shared.report_waiting(self.waiting)
 
     def resize(self, slots: int) -> None:
         """Another client knows this server with fewer slots: the smaller count holds from now on."""
         if slots < self.slots:
             self.slots = slots
+            if self.shared is not None:
+                self.shared.resize(slots)
 
 
 _gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakValueDictionary[str, Gate]]" = (
     weakref.WeakKeyDictionary())
 
 
-def gate_for(server: str, slots: int) -> Gate:
-    """The running loop's gate for `server`, made on first use."""
+def gate_for(server: str, slots: int, store: SlotStore | None = None) -> Gate:
+    """The running loop's gate for `server` (with its slots in `store`, when given), made on first use."""
     loop = asyncio.get_running_loop()
     gates = _gates.get(loop)
     if gates is None:
         gates = _gates[loop] = weakref.WeakValueDictionary()
-    gate = gates.get(server)
+    key = server if store is None else f"{store.kind} {store.where} {server}"
+    gate = gates.get(key)
     if gate is None:
-        gate = gates[server] = Gate(server, slots)
+        shared = store.slots_for(server, slots) if store is not None else None
+        gate = gates[key] = Gate(server, slots, shared, store.kind if store is not None else "none")
     else:
         gate.resize(slots)
     return gate

@@ -1,0 +1,50 @@
+"""The interface every slot store gives a gate: one server's shared slots, taken, given back and counted."""
+
+from __future__ import annotations
+
+import abc
+
+
+class SharedSlots(abc.ABC):
+    """One server's slots as every process on the store sees them: take one, give one back, count them."""
+
+    @abc.abstractmethod
+    def try_acquire(self) -> bool:
+        """Take a slot now if one is free and nobody elsewhere waits before us; False otherwise."""
+
+    @abc.abstractmethod
+    async def acquire(self) -> None:
+        """Wait for a slot (cancelled while waiting: nothing is held)."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give back one slot this process holds on the server."""
+
+    @abc.abstractmethod
+    def report_waiting(self, waiting: int) -> None:
+        """This process's requests waiting at its own gate for this server, for the others' counts."""
+
+    @abc.abstractmethod
+    def counts(self) -> tuple[int, int]:
+        """(requests in flight, requests waiting) on the server, across every process sharing the store."""
+
+    @abc.abstractmethod
+    def resize(self, slots: int) -> None:
+        """The gate's slot count went down: take only that many from now on."""
+
+    def close(self) -> None:
+        """Nothing is held any more: free what the store keeps open for the server."""
+
+
+class SlotStore(abc.ABC):
+    """Where the servers' slots are kept: `kind` is `local` or `redis`, `where` what a user reads about it."""
+
+    kind: str
+    where: str
+
+    @abc.abstractmethod
+    def slots_for(self, server: str, slots: int) -> SharedSlots:
+        """The shared slots of `server` (`scheme://host:port`), `slots` of them."""
+
+    async def aclose(self) -> None:
+        """Close connections the store holds."""

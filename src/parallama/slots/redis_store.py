@@ -1,0 +1,379 @@
+"""Slots shared by every host on one Redis: each slot a lease (a sorted-set member scored by its expiry, Redis's own
+clock), taken and given back by one Lua script each, renewed while its request runs.
+
+Waiting requests hold tickets in an arrival-ordered queue; a ticket gets a slot when fewer than `slots` leases are
+held and fewer tickets than the free slots are ahead of it, so every host is served in arrival order. A release
+publishes on the server's channel and every waiting process tries again at once (and every `POLL_S` anyway, which
+is how a crashed holder's expired lease is noticed). Tickets expire like leases, so a crashed waiter does not block
+the queue for longer than `LEASE_S`.
+
+Redis unreachable at start is a SetupError naming the URL (without its password). Lost later, the store says so
+once and every server goes on with this machine's slots (`local`) for the rest of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+import sys
+import time
+import uuid
+import weakref
+from typing import Any, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..errors import SetupError
+from ..hints import is_local
+from ..redact import public_url
+from .base import SharedSlots, SlotStore
+from .local import LocalStore
+
+LEASE_S = 10.0
+"How long a lease (or a waiting ticket) lives without renewal: a crashed holder's slot comes back after this."
+RENEW_S = 3.0
+"How often the leases and tickets of this process are renewed."
+POLL_S = 0.5
+"How often a waiting process asks again without having heard of a release."
+CONNECT_TIMEOUT_S = 3.0
+PREFIX = "parallama:slots:"
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_PURGE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, ticket in ipairs(dead) do redis.call('ZREM', KEYS[2], ticket) end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
+local others = 0
+local gates = redis.call('HGETALL', KEYS[5])
+for i = 1, #gates, 2 do
+  local n, until_ = string.match(gates[i + 1], '(%d+):(%d+)')
+  if tonumber(until_) < now then redis.call('HDEL', KEYS[5], gates[i])
+  elseif gates[i] ~= ARGV[4] then others = others + tonumber(n) end
+end
+"""
+
+ACQUIRE = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates; ARGV: ticket, slots, lease ms, process id
+local expiry = now + tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+local held = redis.call('ZCARD', KEYS[1])
+local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+if held + rank < tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  return {1, held + 1, redis.call('ZCARD', KEYS[2]), others}
+end
+redis.call('ZADD', KEYS[3], expiry, ARGV[1])
+return {0, held, redis.call('ZCARD', KEYS[2]), others}
+"""
+
+RELEASE = """
+-- KEYS: held, queue, alive, channel; ARGV: lease or ticket
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('PUBLISH', KEYS[4], '1')
+return 1
+"""
+
+RENEW = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates; ARGV: -, -, lease ms, process id, gate waiting, leases..., '|', tickets...
+local expiry = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[4], ARGV[5] .. ':' .. expiry)
+local key = KEYS[1]
+for i = 6, #ARGV do
+  if ARGV[i] == '|' then key = KEYS[3]
+  else redis.call('ZADD', key, 'XX', expiry, ARGV[i]) end
+end
+return {0, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
+"""
+
+
+def server_key(server: str) -> str:
+    """The server's name in Redis: its `scheme://host:port`; a loopback server is this host's own, so its key
+    carries the host's name (`localhost` on two hosts is two servers)."""
+    return f"{server}@{socket.gethostname()}" if is_local(server) else server
+
+
+def say_lost(text: str) -> None:
+    print(f"parallama: {text}", file=sys.stderr, flush=True)
+
+
+class RedisStore(SlotStore):
+    """Leases in one Redis, for every server this loop's clients use."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, fallback: LocalStore, on_lost: Callable[[str], None] = say_lost,
+                 lease_s: float = LEASE_S, renew_s: float = RENEW_S) -> None:
+        self.url = url
+        self.where = public_url(url)
+        self.fallback = fallback
+        self.on_lost = on_lost
+        self.lease_ms = int(lease_s * 1000)
+        self.renew_s = renew_s
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lost: str | None = None
+        "Why Redis was given up (None while it answers)."
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._servers: "weakref.WeakValueDictionary[str, RedisSlots]" = weakref.WeakValueDictionary()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Connect and check that Redis answers; SetupError naming the URL when it does not."""
+        client = aioredis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                   socket_timeout=CONNECT_TIMEOUT_S + LEASE_S)
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise SetupError(f"slot store {self.where}: Redis does not answer ({_cause(exc)}); start it, or set "
+                             "PARALLAMA_SLOT_STORE=local to share slots on this machine only") from exc
+        self._client = client
+        self._scripts = {name: client.register_script(text)
+                         for name, text in (("acquire", ACQUIRE), ("release", RELEASE), ("renew", RENEW))}
+        self._background = [asyncio.get_running_loop().create_task(self._listen()),
+                            asyncio.get_running_loop().create_task(self._renew())]
+
+    def slots_for(self, server: str, slots: int) -> SharedSlots:
+        slot = RedisSlots(self, server, slots)
+        self._servers[slot.key] = slot
+        return slot
+
+    async def script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of the scripts; None (and the store switched to this machine's slots) when Redis is lost."""
+        if self.lost is not None:
+            return None
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self.give_up(exc)
+            return None
+
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in the background, kept alive until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def give_up(self, exc: BaseException) -> None:
+        """Redis stopped answering: say so once, and move every server to this machine's slots."""
+        if self.lost is not None:
+            return
+        self.lost = _cause(exc)
+        self.on_lost(f"slot store {self.where} lost ({self.lost}); going on with this machine's slots")
+        for slot in list(self._servers.values()):
+            slot.fall_back()
+
+    async def _listen(self) -> None:
+        """Wake the waiting requests of a server whenever any host releases one of its slots."""
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.psubscribe(PREFIX + "*")
+            while self.lost is None:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                channel = message["channel"]
+                channel = channel.decode() if isinstance(channel, bytes) else channel
+                slot = self._servers.get(channel[len(PREFIX):].rpartition(":freed")[0])
+                if slot is not None:
+                    slot.wake()
+        except (RedisError, OSError) as exc:
+            self.give_up(exc)
+        finally:
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+
+    async def _renew(self) -> None:
+        """Keep this process's leases and tickets alive, and everyone's counts fresh."""
+        while self.lost is None:
+            await asyncio.sleep(self.renew_s)
+            for slot in list(self._servers.values()):
+                await slot.renew()
+
+    async def aclose(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _cause(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+class RedisSlots(SharedSlots):
+    """One server's leases, as this loop holds them."""
+
+    def __init__(self, store: RedisStore, server: str, slots: int) -> None:
+        self.store = store
+        self.server = server
+        self.key = server_key(server)
+        base = PREFIX + self.key
+        self.keys = [base + ":held", base + ":queue", base + ":alive", base + ":seq", base + ":gates"]
+        self.channel = base + ":freed"
+        self.slots = slots
+        self.leases: list[str] = []
+        self._waiters: collections.deque[tuple[str, asyncio.Future[None]]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._gate_waiting = 0
+        self._counts = (0, 0, 0)
+        "(held, queued, others' gate waiting) as Redis last said."
+        self._counted_at = 0.0
+        self._local: SharedSlots | None = None
+        "This machine's slots, once Redis is lost."
+
+    def fall_back(self) -> None:
+        if self._local is None:
+            self._local = self.store.fallback.slots_for(self.server, self.slots)
+            self._local.report_waiting(self._gate_waiting)
+        self.leases.clear()  # no longer held anywhere we can give them back to
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def try_acquire(self) -> bool:
+        return self._local.try_acquire() if self._local is not None else False
+
+    async def acquire(self) -> None:
+        if self._local is not None:
+            return await self._local.acquire()
+        ticket = f"{self.store.process_id}:{uuid.uuid4().hex[:12]}"
+        if not self._waiters and await self._try(ticket):
+            return
+        if self._local is not None:
+            return await self._local.acquire()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, future))
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._serve_waiters())
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()
+            else:
+                future.cancel()
+                self.store.spawn(self._give_back(ticket))  # leave the queue
+            raise
+
+    async def _try(self, ticket: str) -> bool:
+        reply = await self.store.script("acquire", self.keys,
+                                        [ticket, self.slots, self.store.lease_ms, self.store.process_id])
+        if reply is None:
+            return False
+        got, held, queued, others = (int(x) for x in reply)
+        self._counts, self._counted_at = (held, queued, others), time.monotonic()
+        if got:
+            self.leases.append(ticket)
+        return bool(got)
+
+    async def _serve_waiters(self) -> None:
+        """Ask again for the first waiting requests whenever a slot may have come free."""
+        try:
+            while self._waiters:
+                self._wake.clear()
+                while self._waiters and self._local is None:
+                    ticket, future = self._waiters[0]
+                    if future.done():
+                        self._waiters.popleft()
+                        continue
+                    if not await self._try(ticket):
+                        break
+                    self._waiters.popleft()
+                    if future.done():  # cancelled while we asked
+                        self.leases.remove(ticket)
+                        self.store.spawn(self._give_back(ticket))
+                    else:
+                        future.set_result(None)
+                if self._local is not None:
+                    await self._hand_to_local()
+                    return
+                if not self._waiters:
+                    return
+                try:
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._pump = None
+
+    async def _hand_to_local(self) -> None:
+        """Redis is gone: the waiting requests wait for this machine's slots instead."""
+        assert self._local is not None
+        local = self._local
+        while self._waiters:
+            _, future = self._waiters.popleft()
+            if future.done():
+                continue
+            try:
+                await local.acquire()
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            if future.done():
+                local.release()
+            else:
+                future.set_result(None)
+
+    def release(self) -> None:
+        if self.leases:
+            self.store.spawn(self._give_back(self.leases.pop()))
+        elif self._local is not None:
+            self._local.release()
+
+    async def _give_back(self, lease: str) -> None:
+        await self.store.script("release", [*self.keys[:3], self.channel], [lease])
+        self.wake()
+
+    async def renew(self) -> None:
+        if self._local is not None:
+            return
+        tickets = [ticket for ticket, future in self._waiters if not future.done()]
+        reply = await self.store.script("renew", self.keys, ["", "", self.store.lease_ms, self.store.process_id,
+                                                             self._gate_waiting, *self.leases, "|", *tickets])
+        if reply is not None:
+            _, held, queued, others = (int(x) for x in reply)
+            self._counts, self._counted_at = (held, queued, others), time.monotonic()
+
+    def report_waiting(self, waiting: int) -> None:
+        self._gate_waiting = waiting
+        if self._local is not None:
+            self._local.report_waiting(waiting)
+
+    def counts(self) -> tuple[int, int]:
+        if self._local is not None:
+            return self._local.counts()
+        if time.monotonic() - self._counted_at > 1.0:
+            self._counted_at = time.monotonic()
+            self.store.spawn(self.renew())  # fresh counts for the next look
+        held, queued, others = self._counts
+        return held, queued + others + self._gate_waiting
+
+    def resize(self, slots: int) -> None:
+        self.slots = min(self.slots, slots)
+        if self._local is not None:
+            self._local.resize(slots)
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()

@@ -1,0 +1,133 @@
+"""Slots shared beyond one process: real `parallama` processes (CLI runs and `serve`) on one 1-slot fake server
+never put two requests on it at once, nobody times out for waiting, and a SIGKILL'd holder frees its slot at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import worker, write_config
+from fakes import FakeServer
+
+
+def parallama(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "parallama", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """`parallama serve` on a free port: the process and its URL."""
+    process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", "--no-history", *args],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    lines = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line)
+        if "Ctrl-C" in line or "error" in line:
+            break
+    match = re.search(r"Ollama API  (http://127\.0\.0\.1:\d+)", "".join(lines))
+    assert match, "".join(lines)
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # keep its pipe from filling
+    return process, match.group(1)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+
+
+def post_json(url: str, body: dict, timeout: float = 60) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as reply:
+        return json.loads(reply.read())
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def one_worker(tmp_path: Path, fake: FakeServer, timeout: float, **extra) -> Path:
+    return write_config(tmp_path / "c.json", {"worker_agents": [worker(fake, "w", name="W", timeout=timeout)],
+                                              **extra})
+
+
+def test_cli_runs_and_serve_never_overfill_a_one_slot_server(tmp_path):
+    with FakeServer(slots=1) as fake:
+        # 9 requests of 0.4 s on one slot take 3.6 s; each may take 2 s once sent. Queued in the server, the last
+        # ones would time out; queued in parallama, none does.
+        fake.model("w", latency=0.4, text="shared answer")
+        one_worker(tmp_path, fake, timeout=2.0,
+                   reviewer_agent=worker(fake, "w", name="R", timeout=2.0))
+        serve, url = start_serve("-c", "c.json")
+        try:
+            runs = [parallama("run", "q", "-c", "c.json", "--no-review", "--json", "--no-history")
+                    for _ in range(5)]
+            replies: list[dict] = []
+            posts = [threading.Thread(target=lambda: replies.append(post_json(
+                url + "/api/chat", {"model": "parallama", "messages": [{"role": "user", "content": "q"}],
+                                    "stream": False}))) for _ in range(2)]
+            for post in posts:
+                post.start()
+            outputs = [run.communicate(timeout=60) for run in runs]
+            for post in posts:
+                post.join(60)
+        finally:
+            stop(serve)
+        assert fake.max_in_flight == 1
+        assert len(fake.requests) == 9
+        for run, (out, err) in zip(runs, outputs):
+            assert run.returncode == 0, err
+            (result,) = json.loads(out)["workers"]
+            assert result["status"] == "ok" and result["elapsed_s"] < 1.2
+        assert max(json.loads(out)["workers"][0]["queued_s"] for out, _ in outputs) > 0.5  # some waited, not timed
+        assert [r["message"]["content"] for r in replies] == ["shared answer"] * 2
+
+
+def test_a_killed_holder_frees_its_slot_at_once(tmp_path):
+    with FakeServer(slots=1) as fake:
+        fake.model("w", latency=30, text="never")
+        one_worker(tmp_path, fake, timeout=60)
+        holder = parallama("run", "q", "-c", "c.json", "--no-review", "--no-history")
+        try:
+            deadline = time.monotonic() + 20
+            while not fake.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert fake.requests, "the holder's request never came"
+            fake.model("w", latency=0.2, text="second")
+            waiter = parallama("run", "q", "-c", "c.json", "--no-review", "--json", "--no-history")
+            time.sleep(2.0)  # the waiter is up and queued behind the holder's slot by now
+            assert len(fake.requests) == 1
+            killed_at = time.perf_counter()
+            holder.send_signal(signal.SIGKILL)
+            out, err = waiter.communicate(timeout=30)
+        finally:
+            holder.kill()
+            holder.wait()
+        assert waiter.returncode == 0, err
+        assert json.loads(out)["workers"][0]["content"] == "second"
+        assert len(fake.requests) == 2
+        assert fake.requests[1].arrived - killed_at < 1.0
+
+
+def test_slot_store_none_turns_sharing_off(tmp_path):
+    with FakeServer(slots=None) as fake:
+        fake.model("w", latency=1.5, text="alone")
+        one_worker(tmp_path, fake, timeout=10)
+        runs = [parallama("run", "q", "-c", "c.json", "--no-review", "--no-history",
+                          env={"PARALLAMA_SLOT_STORE": "none"}) for _ in range(2)]
+        for run in runs:
+            run.communicate(timeout=60)
+            assert run.returncode == 0
+        assert fake.max_in_flight == 2  # each process kept its one slot to itself
