@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -123,13 +124,17 @@ def test_a_second_batch_cannot_slip_in_while_a_resume_swaps_the_file(tmp_path):
              "-e", "inject=rename,renameat,renameat2:delay_enter=2000000",
              sys.executable, "-m", "parallama", "batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 30
-        while not list(tmp_path.glob(".out.jsonl.*.tmp")):  # the new file is written: its rename is next
-            assert time.time() < deadline and first.poll() is None, first.communicate()
-            time.sleep(0.01)
-        time.sleep(0.3)
-        second = run_process("batch", "other.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
-        assert first.wait(30) == 0, first.communicate()
+        try:
+            deadline = time.time() + 30
+            while not list(tmp_path.glob(".out.jsonl.*.tmp")):  # the new file is written: its rename is next
+                assert time.time() < deadline and first.poll() is None, first.communicate()
+                time.sleep(0.01)
+            time.sleep(0.3)
+            second = run_process("batch", "other.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
+            assert first.wait(30) == 0, first.communicate()
+        finally:
+            if first.poll() is None:
+                first.kill()
     if second.returncode == 0:  # had it been let in, its answers would have to be in the file
         assert {"x0", "x1", "x2"} <= set(by_id(out)), "the second batch reported success; its lines are gone"
     assert second.returncode == 2, second.stderr
@@ -230,3 +235,57 @@ def test_a_lone_surrogate_or_a_number_too_long_is_one_line_exit_2_and_nothing_is
     proc = run_process("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
     assert proc.returncode == 2 and proc.stderr.startswith("error: out.jsonl:2: not a result line")
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- 16. a catastrophic regex
+
+
+HOSTILE = "a" * 60 + "b"
+
+
+def test_a_catastrophic_regex_gives_up_on_that_answer_and_the_batch_goes_on(tmp_path, server):
+    one_worker(tmp_path, server, respond=lambda m: HOSTILE if "hostile" in m[-1]["content"] else "plain aaa")
+    write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "issue", "prompt": "hostile 1", "expected": "(a+)+$", "match": "regex"},  # the issue's: re froze
+        {"id": "worse", "prompt": "hostile 2", "expected": "(a|aa)+$", "match": "regex"},  # backtracks in any engine
+        {"id": "fine", "prompt": "easy", "expected": r"\ba{3}$", "match": "regex"},
+    ])
+    started = time.perf_counter()
+    proc = run_process("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - started < 15
+    lines = by_id(tmp_path / "out.jsonl")
+    assert lines["issue"]["score"]["workers"] == {"W": False} and "gave_up" not in lines["issue"]["score"]
+    assert lines["worse"]["score"]["workers"] == {"W": False} and lines["worse"]["score"]["gave_up"] == ["W"]
+    assert lines["fine"]["score"]["workers"] == {"W": True}
+    assert ("⚠ worse: the expected regex took over 0.25 s on the answer of W: scored wrong (a pattern that "
+            "backtracks without end?)") in proc.stderr.splitlines()
+
+
+def test_sigterm_stops_a_batch_whose_regexes_backtrack_without_end(tmp_path):
+    with FakeServer(slots=None) as a, FakeServer(slots=None) as b:
+        for fake in (a, b):
+            fake.model("m", latency=0.1, text=HOSTILE)
+        write_config(tmp_path / "c.json", {"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")]})
+        write_jsonl(tmp_path / "in.jsonl", [{"id": f"q{i:02d}", "prompt": f"p{i}", "expected": "(a|aa)+$",
+                                             "match": "regex"} for i in range(40)])
+        proc = subprocess.Popen([sys.executable, "-m", "parallama", "batch", "in.jsonl", "-o", "out.jsonl", "-c",
+                                 "c.json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out = tmp_path / "out.jsonl"
+        try:
+            deadline = time.time() + 30
+            while not (out.exists() and out.read_bytes().count(b"\n") >= 2):
+                assert time.time() < deadline and proc.poll() is None, "no line written: the batch is frozen"
+                time.sleep(0.02)
+            stopped = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+            took = time.perf_counter() - stopped
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, err
+    assert took < 3, f"SIGTERM took {took:.1f} s to stop the batch"
+    lines = read_lines(out)
+    assert 2 <= len(lines) < 40
+    assert all(line["score"]["gave_up"] == ["A", "B"] for line in lines)

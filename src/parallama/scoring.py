@@ -6,7 +6,9 @@ Four ways to match, chosen per record:
   number (`42`, `42.0`, `The answer is 42.` and `$42` all equal 42), as math benchmarks score;
 - `exact` (the default otherwise): equal after normalising case, spaces and punctuation;
 - `contains`: the normalised expected words appear, as whole words, in the normalised answer;
-- `regex`: Python's `re.search(expected, answer)` on the answer as written.
+- `regex`: `re.search(expected, answer)` on the answer as written, by the `regex` module (Python's syntax, with a
+  time limit: a pattern that backtracks without end, such as `(a|aa)+$`, gives up after `REGEX_TIMEOUT_S` and that
+  answer is scored wrong, with a note).
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Literal, TypedDict, get_args
 
+import regex
+
 Match = Literal["exact", "number", "contains", "regex"]
 MATCHES: tuple[str, ...] = get_args(Match)
+REGEX_TIMEOUT_S = 0.25
+"""The most one regex match may take. A sane pattern needs well under a millisecond on an answer; a catastrophic one
+would hold the batch (and its event loop, so also SIGTERM) for ever. Python's `re` cannot be stopped, so matching
+uses the `regex` module, whose matches take a timeout; its syntax is Python's (and the same answers match)."""
 
 # A number as written in prose: optional sign, digits with optional thousands separators, decimals, exponent.
 # Not preceded by a letter, digit or dot, so `x2`, `v1.2`'s `2` and the `-` of `10-12` are not taken.
@@ -62,8 +70,8 @@ def check_expected(expected: str, match: Match) -> str | None:
     """Why `expected` cannot be matched this way (a broken regex, a `number` that is not one), or None."""
     if match == "regex":
         try:
-            re.compile(expected)
-        except re.error as exc:
+            regex.compile(expected)
+        except regex.error as exc:
             return f"expected is not a valid regex: {exc}"
     elif match == "number" and parse_number(expected) is None:
         return f"match is number but expected {expected!r} is not a number"
@@ -73,18 +81,24 @@ def check_expected(expected: str, match: Match) -> str | None:
 
 
 def is_correct(answer: str, expected: str, match: Match) -> bool:
-    """Whether `answer` matches `expected` in the way `match` says."""
+    """Whether `answer` matches `expected` in the way `match` says. Raises TimeoutError when a `regex` match takes
+    longer than REGEX_TIMEOUT_S."""
     if match == "number":
         got, want = last_number(answer), parse_number(expected)
         return got is not None and got == want
     if match == "regex":
-        return re.search(expected, answer) is not None
+        return regex.search(expected, answer, timeout=REGEX_TIMEOUT_S) is not None
     if match == "contains":
         return f" {normalise(expected)} " in f" {normalise(answer)} "
     return normalise(answer) == normalise(expected)
 
 
-class Score(TypedDict):
+class _ScoreNotes(TypedDict, total=False):
+    gave_up: list[str]
+    "Answers the regex gave up on after REGEX_TIMEOUT_S (scored wrong): `final` and workers' names."
+
+
+class Score(_ScoreNotes):
     """One prompt's scores, as written into its output line: True/False, or None for an answer that is missing."""
 
     expected: str
@@ -96,12 +110,24 @@ class Score(TypedDict):
 
 
 def score_answers(expected: str, match: Match, final: str | None, workers: Iterable[tuple[str, str | None]]) -> Score:
-    """Score the final answer and each worker's (name, answer or None when it failed)."""
-    def judge(answer: str | None) -> bool | None:
-        return None if answer is None else is_correct(answer, expected, match)
+    """Score the final answer and each worker's (name, answer or None when it failed); an answer the regex gave up
+    on is wrong, and named in `gave_up`."""
+    gave_up: list[str] = []
 
-    return Score(expected=expected, match=match, final=judge(final),
-                 workers={name: judge(answer) for name, answer in workers})
+    def judge(who: str, answer: str | None) -> bool | None:
+        if answer is None:
+            return None
+        try:
+            return is_correct(answer, expected, match)
+        except TimeoutError:
+            gave_up.append(who)
+            return False
+
+    score = Score(expected=expected, match=match, final=judge("final", final),
+                  workers={name: judge(name, answer) for name, answer in workers})
+    if gave_up:
+        score["gave_up"] = gave_up
+    return score
 
 
 @dataclass

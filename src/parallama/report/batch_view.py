@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ..batch import Batch, BatchRecord, BatchSummary
 from ..gates import ServerLoad
-from ..scoring import Scoreboard
+from ..scoring import REGEX_TIMEOUT_S, Scoreboard
 from .live import servers_line
 
 PLAIN_EVERY_S = 30.0
@@ -57,6 +57,16 @@ def failure_line(record: BatchRecord, line: dict[str, Any]) -> str:
     return f"✗ {record.id}: no answer — {reason}{more}"
 
 
+def done_lines(record: BatchRecord, line: dict[str, Any]) -> list[str]:
+    """What a finished prompt has to say at once: that it got no answer, that its regex gave up on an answer."""
+    said = [] if line["answered"] else [failure_line(record, line)]
+    gave_up = (line.get("score") or {}).get("gave_up")
+    if gave_up:
+        said.append(f"⚠ {record.id}: the expected regex took over {REGEX_TIMEOUT_S:g} s on the answer of "
+                    f"{', '.join(gave_up)}: scored wrong (a pattern that backtracks without end?)")
+    return said
+
+
 class BatchProgress:
     """Plain progress on stderr (not a terminal): a line per tenth of the prompts, or every half minute."""
 
@@ -74,8 +84,8 @@ class BatchProgress:
         return None
 
     def on_done(self, record: BatchRecord, line: dict[str, Any]) -> None:
-        if not line["answered"]:
-            self.say(failure_line(record, line))
+        for text in done_lines(record, line):
+            self.say(text)
         if not self.quiet and (self.batch.done % self.step == 0 or self.batch.done == len(self.batch.records)):
             self._status()
 
@@ -132,8 +142,8 @@ class BarProgress(BatchProgress):
 
     def on_done(self, record: BatchRecord, line: dict[str, Any]) -> None:
         self.bar.update(self.task, completed=self.batch.done)
-        if not line["answered"]:
-            self.say(failure_line(record, line))
+        for text in done_lines(record, line):
+            self.say(text)
 
     def tick(self) -> None:
         return None
