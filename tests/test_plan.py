@@ -76,9 +76,41 @@ def test_memory_verdicts_fit_and_not_fit(tmp_path):
     small = invoke("plan", "-c", "c.json", "--ram", "16", "--vram", "0")
     assert "does not fit" in small.stdout
     assert "3 servers each hold llama3:8b" in small.stdout and "OLLAMA_NUM_PARALLEL=3" in small.stdout
-    assert "a smaller model instead of llama3:70b" in small.stdout
+    # The three llama3:8b take more than the 14 GB usable: no smaller reviewer would make it fit.
+    assert "no model in the catalogue fits in place of llama3:70b: the other models leave nothing" in small.stdout
     gpu = invoke("plan", "-c", "c.json", "--ram", "128", "--vram", "24")
     assert "does not fit in VRAM" in gpu.stdout and "num_gpu" in gpu.stdout
+
+
+def guide_config(path, reviewer_model: str = "llama3:70b") -> None:
+    """The guide's config (its models, one server per port) on ports where nothing answers: sizes from the catalogue."""
+    a, b, c = (f"http://localhost:{free_port()}/api/chat" for _ in range(3))
+    write_config(path, {
+        "reviewer_agent": {"name": "Reviewer", "api_url": a, "model": reviewer_model, "timeout": 120},
+        "worker_agents": [{"name": "Worker A", "api_url": a, "model": "llama3:8b"},
+                          {"name": "Worker B", "api_url": b, "model": "mistral"},
+                          {"api_url": c, "model": "deepseek-coder"}]})
+
+
+def test_a_smaller_model_suggested_instead_fits_beside_the_others(tmp_path):
+    import re
+
+    guide_config(tmp_path / "c.json")
+    text = invoke("plan", "-c", "c.json", "--ram", "24", "--vram", "0").stdout
+    assert "does not fit: ≈ 56.3 GB needed" in text
+    found = re.search(r"a smaller model instead of llama3:70b that fits the ≈ ([\d.]+) GB the others leave: (\S+) ",
+                      text)
+    assert found, text
+    assert float(found.group(1)) == pytest.approx(22.0 - (56.3 - 44.1 - 0.0), abs=0.2)
+    # The plan with the suggestion in its place fits.
+    guide_config(tmp_path / "c2.json", reviewer_model=found.group(2))
+    assert json.loads(invoke("plan", "-c", "c2.json", "--json", "--ram", "24", "--vram", "0").stdout)["fits"] is True
+
+    # With less memory than the others take, nothing replaces it, and the plan says so.
+    text = invoke("plan", "-c", "c.json", "--ram", "8", "--vram", "0").stdout
+    assert ("no model in the catalogue fits in place of llama3:70b: the other models leave nothing; on its own, "
+            "the largest that fits is llama3.1:8b") in text
+    assert "a smaller model instead" not in text
 
 
 def test_remote_servers_do_not_count_against_this_machine(tmp_path):

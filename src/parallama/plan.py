@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Agent, Fleet
-from .memory import (INSTANCE_OVERHEAD_GB, Machine, ModelEstimate, catalogue_entry, estimate_from_catalogue,
-                     estimate_from_gguf, estimate_from_show, this_machine)
+from .memory import (CATALOGUE, GB, INSTANCE_OVERHEAD_GB, CatalogueModel, Machine, ModelEstimate, catalogue_entry,
+                     estimate_from_catalogue, estimate_from_gguf, estimate_from_show, this_machine)
 from .hints import is_local
 from .probe import ServerProbe, probe_servers, same_model
 
@@ -243,10 +243,10 @@ def _memory_verdict(servers: list[ServerPlan], machine: Machine) -> tuple[list[s
             "which is much slower",
             "Limit layers per model with \"options\": {\"num_gpu\": N}, or use smaller models"), False
     return lines, Finding(f"does not fit: ≈ {need:.1f} GB needed, {where}",
-                          "; ".join(_advice(local, need - machine.usable_gb))), False
+                          "; ".join(_advice(local, need, machine.usable_gb))), False
 
 
-def _advice(local: list[ServerPlan], short_gb: float) -> list[str]:
+def _advice(local: list[ServerPlan], need_gb: float, usable_gb: float) -> list[str]:
     advice: list[str] = []
     by_model: dict[str, list[ServerPlan]] = {}
     for s in local:
@@ -261,23 +261,34 @@ def _advice(local: list[ServerPlan], short_gb: float) -> list[str]:
     biggest = max(((m, s) for s in local for m in s.models), key=lambda p: p[0].total_gb(p[1].parallel), default=None)
     if biggest:
         heaviest, server = biggest
-        smaller = _smaller_than(heaviest)
-        if smaller:
-            advice.append(f"a smaller model instead of {heaviest.model}: {smaller.tag} "
-                          f"(≈ {smaller.weights_gb:.1f} GB of weights)")
+        advice.append(_replacement(heaviest, server.parallel, usable_gb - (need_gb - heaviest.total_gb(server.parallel)),
+                                   usable_gb))
         if server.parallel > 1:
             advice.append(f"fewer slots on {server.url}: each holds {heaviest.kv_gb_per_slot:.2f} GB of context "
                           f"cache for {heaviest.model} (or a lower num_ctx)")
     if len(local) > 1:
         advice.append(f"fewer instances: each of the {len(local)} local servers adds its runtime and models")
-    advice.append(f"{short_gb:.1f} GB short")
+    advice.append(f"{need_gb - usable_gb:.1f} GB short")
     return advice
 
 
-def _smaller_than(model: ModelEstimate):
-    from .memory import CATALOGUE
+def _replacement(model: ModelEstimate, slots: int, free_gb: float, usable_gb: float) -> str:
+    """The largest catalogue model (of the same kind, else any) that fits where `model` is, in the `free_gb` the
+    other models leave; or, when none does, that none does and the largest that fits the machine on its own."""
+    def total(m: CatalogueModel) -> float:
+        return m.weights_gb + m.kv_kib_per_token * 1024 * model.context / GB * slots
 
     entry = catalogue_entry(model.model)
     kind = entry.kind if entry else "general"
-    candidates = [m for m in CATALOGUE if m.kind == kind and m.weights_gb < model.weights_gb * 0.75]
-    return max(candidates, key=lambda m: m.params_b, default=None)
+    smaller = [m for m in CATALOGUE if m.weights_gb < model.weights_gb * 0.75]
+    fitting = [m for m in smaller if total(m) <= free_gb]
+    best = max((m for m in fitting if m.kind == kind), key=lambda m: m.params_b, default=None)
+    best = best or max(fitting, key=lambda m: m.params_b, default=None)
+    if best:
+        return (f"a smaller model instead of {model.model} that fits the ≈ {free_gb:.1f} GB the others leave: "
+                f"{best.tag} (≈ {total(best):.1f} GB with its context cache)")
+    alone = max((m for m in smaller if total(m) + INSTANCE_OVERHEAD_GB <= usable_gb), key=lambda m: m.params_b,
+                default=None)
+    left = f"≈ {free_gb:.1f} GB" if free_gb > 0 else "nothing"
+    return (f"no model in the catalogue fits in place of {model.model}: the other models leave {left}"
+            + (f"; on its own, the largest that fits is {alone.tag} (≈ {total(alone):.1f} GB)" if alone else ""))
