@@ -102,7 +102,7 @@ def _template_fields(value: str) -> set[str]:
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
     except ValueError as exc:
-        raise ValueError(f"broken template: {exc} (write {{{{ and }}}} for literal braces)") from None
+        raise ValueError(f"broken template: {exc} (write {{{{ and }}}} for literal braces)") from exc
     unknown = sorted(fields - set(PROMPT_FIELDS))
     if unknown:
         raise ValueError(f"unknown placeholder {{{unknown[0]}}}: use {{task}}, {{answers}} or {{answer_list}}")
@@ -285,7 +285,7 @@ def parse_api_url(url: str) -> tuple[Protocol, str]:
         raise ValueError(f"{shown!r} has no host")
     try:
         port = parts.port
-    except ValueError:
+    except ValueError:  # the cause quotes what stands after the last `:`, which may be part of a password
         raise ValueError(f"{shown!r} has a bad port") from None
     if port == 0:
         raise ValueError(f"{shown!r} has port 0, which no server listens on (Ollama's is 11434)")
@@ -318,7 +318,7 @@ def server_of(url: str) -> str:
         raise ValueError(f"{public_url(url)!r} is not a server URL like http://localhost:11434")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
+    except ValueError:  # the cause quotes what stands after the last `:`, which may be part of a password
         raise ValueError(f"{public_url(url)!r} has a bad port") from None
     host = parts.hostname.lower()
     if host in LOOPBACK_HOSTS:
@@ -356,10 +356,10 @@ def load_config(path: str | os.PathLike[str]) -> Fleet:
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)  # never more: the path may be a device or a huge file
-    except FileNotFoundError:
-        raise ConfigError("no such file", source=source) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a config file", source=source) from None
+    except FileNotFoundError as exc:
+        raise ConfigError("no such file", source=source) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError("is a directory, not a config file", source=source) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
     if len(raw) > MAX_CONFIG_BYTES:
@@ -412,12 +412,12 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
         name = _unique(a.name or a.model, taken)
         if a.api_key_env and a.api_key_env not in os.environ:
             errors.append(ConfigError(
-                f"environment variable {a.api_key_env} is not set", source=source, path=f"{where}.api_key_env"))
+                f"environment variable {a.api_key_env} is not set", source=source, json_path=f"{where}.api_key_env"))
         url_auth = _url_auth(a.api_url)
         if url_auth and a.api_key_env:
             errors.append(ConfigError(
                 "api_url has a user:password and api_key_env names a key: both would be the Authorization header; "
-                "keep one", source=source, path=f"{where}.api_key_env"))
+                "keep one", source=source, json_path=f"{where}.api_key_env"))
         if protocol == OPENAI:
             dropped = sorted(k for k in a.options if k not in OPENAI_OPTION_FIELDS)
             if dropped:
@@ -455,7 +455,7 @@ def _check_depth(data: Any, source: str) -> None:
         if not level:
             return
     raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs a few)", source=source,
-                      path=json_path(level[0][1][:4]) + "…")
+                      json_path=json_path(level[0][1][:4]) + "…")
 
 
 def _url_auth(url: str) -> tuple[str, str] | None:
@@ -521,7 +521,7 @@ def _config_error(err: Mapping[str, Any], source: str) -> ConfigError:
         known = list(schema.model_fields) if schema else []
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else (f" (known keys: {', '.join(known)})" if known else "")
-        return ConfigError(f"unknown key {key!r}{hint}", source=source, path=json_path(loc[:-1]) or None)
+        return ConfigError(f"unknown key {key!r}{hint}", source=source, json_path=json_path(loc[:-1]) or None)
     messages = {
         "missing": "is required",
         "string_type": "must be a string",
@@ -545,4 +545,4 @@ def _config_error(err: Mapping[str, Any], source: str) -> ConfigError:
         message = str(ctx.get("error") or err["msg"])
     else:
         message = messages.get(kind, err["msg"])
-    return ConfigError(message, source=source, path=json_path(loc) or None)
+    return ConfigError(message, source=source, json_path=json_path(loc) or None)

@@ -18,7 +18,10 @@
         ├── StreamBroken           the stream was cut, or carried what is not the protocol
         └── AgentTimeout           the agent's timeout or the run's deadline ran out
 
-Every error is complete when raised: the agent, URL and hint are given to the constructor, never patched on later.
+Every error is complete when raised: the agent, URL and hint are given to the constructor, never patched on later,
+and raised `from` what caused it. Each `BackendError` class has a `status` (the agent's, in a result) and a `kind`
+(`error_kind` in results and JSON). Transport failures (aiohttp's and the OS's) become these errors in one place,
+`backends.transport.TransportErrors`, for chats, probes and pulls alike.
 URLs in errors carry no `user:password@`, and a server's words quoted in one have the agent's key and URL password
 masked (`backends.base.server_words`); results mask the whole fleet's again as they are built.
 """
@@ -58,13 +61,14 @@ class HistoryError(ParallamaError):
     """The history database cannot be opened or written (not a database, a directory, disk full, locked too
     long); names its path. A run goes on without history: the CLI warns, `FleetClient` adds a warning."""
 
-    def __init__(self, message: str, *, path: "os.PathLike[str] | str") -> None:
+    def __init__(self, message: str, *, file: "os.PathLike[str] | str") -> None:
         self.message = message
-        self.path = str(path)
+        self.file = str(file)
+        "The database file."
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        return f"history database {self.path}: {self.message}"
+        return f"history database {self.file}: {self.message}"
 
 
 def place(source: str, line: int | None, column: int | None) -> str:
@@ -86,19 +90,21 @@ class ConfigError(ParallamaError):
         source: str | None = None,
         line: int | None = None,
         column: int | None = None,
-        path: str | None = None,
+        json_path: str | None = None,
     ) -> None:
         self.message = message
         self.source = source
+        "The config file."
         self.line = line
         self.column = column
-        self.path = path
+        self.json_path = json_path
+        "Where in the config's JSON the wrong value is (`worker_agents[1].timeout`)."
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
         where = place(self.source or "config", self.line, self.column)
-        if self.path:
-            where += f": {self.path}"
+        if self.json_path:
+            where += f": {self.json_path}"
         return f"{where}: {self.message}"
 
 
@@ -107,7 +113,7 @@ class ConfigErrors(ConfigError):
 
     def __init__(self, errors: list[ConfigError]) -> None:
         self.errors = errors
-        super().__init__(errors[0].message, source=errors[0].source, path=errors[0].path)
+        super().__init__(errors[0].message, source=errors[0].source, json_path=errors[0].json_path)
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
@@ -145,6 +151,9 @@ class BackendError(ParallamaError):
     """A request to one agent's server failed; names the agent, the URL and the cause."""
 
     status = "error"
+    "The agent's status in a result: `error`, or `timeout`."
+    kind = "error"
+    "Short machine-readable name of the failure (`unreachable`, `model_not_found`, ...), as results report it."
 
     def __init__(self, cause: str, *, agent: str = "", url: str = "", hint: str | None = None) -> None:
         self.cause = cause
@@ -159,18 +168,17 @@ class BackendError(ParallamaError):
             text += f" — {self.hint}"
         return text
 
-    @property
-    def kind(self) -> str:
-        """Short machine-readable name of the failure (`unreachable`, `model_not_found`, ...)."""
-        return _KIND_NAMES.get(type(self), "error")
-
 
 class Unreachable(BackendError):
     """Nothing answers at the server's address (connection refused, DNS failure)."""
 
+    kind = "unreachable"
+
 
 class HTTPStatus(BackendError):
     """The server answered with a 4xx/5xx status."""
+
+    kind = "http_status"
 
     def __init__(self, cause: str, *, status_code: int, **kwargs) -> None:
         self.status_code = status_code
@@ -180,27 +188,23 @@ class HTTPStatus(BackendError):
 class ModelNotFound(HTTPStatus):
     """The server does not have the model (Ollama's 404)."""
 
+    kind = "model_not_found"
+
 
 class ServerBusy(HTTPStatus):
     """The server refused the request because it is overloaded (503)."""
 
+    kind = "server_busy"
+
 
 class StreamBroken(BackendError):
     """The stream ended before its final chunk, or carried a line that is not the protocol."""
+
+    kind = "stream_broken"
 
 
 class AgentTimeout(BackendError):
     """The agent's own timeout, or the run's deadline, ran out."""
 
     status = "timeout"
-
-
-_KIND_NAMES = {
-    BackendError: "error",
-    Unreachable: "unreachable",
-    HTTPStatus: "http_status",
-    ModelNotFound: "model_not_found",
-    ServerBusy: "server_busy",
-    StreamBroken: "stream_broken",
-    AgentTimeout: "timeout",
-}
+    kind = "timeout"

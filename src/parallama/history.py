@@ -157,7 +157,7 @@ class History:
         try:
             self.db = self._open(busy_timeout)
         except (sqlite3.Error, OSError) as exc:
-            raise HistoryError(f"cannot open it: {storage_reason(exc, self.path)}", path=self.path) from exc
+            raise HistoryError(f"cannot open it: {storage_reason(exc, self.path)}", file=self.path) from exc
 
     def _open(self, busy_timeout: float) -> sqlite3.Connection:
         if self.path.is_dir():
@@ -395,7 +395,7 @@ class HistoryWriter:
         except (sqlite3.Error, OSError) as exc:
             self._runs.clear()
             self.error = HistoryError(f"stopped writing: {storage_reason(exc, self.store.path)}; runs from here "
-                                      "on are not kept", path=self.store.path)
+                                      "on are not kept", file=self.store.path)
 
     def _record(self, event: "Event") -> None:
         if isinstance(event, (Finished, Failed)):

@@ -10,7 +10,8 @@ from typing import Any, Mapping, Sequence
 
 import aiohttp
 
-from .backends.base import OTHER_PROGRAM_HINT, not_http, not_http_cause, tls_cause, tls_hint, where
+from .backends.transport import TransportErrors
+from .errors import AgentTimeout, BackendError, HTTPStatus, Unreachable
 from .redact import Redactor
 
 PROBE_TIMEOUT_S = 5.0
@@ -56,46 +57,41 @@ async def probe_server(session: aiohttp.ClientSession, url: str, protocol: str, 
     probe = ServerProbe(url=url, protocol=protocol)
     headers = dict(headers or {})
     try:
-        started = time.perf_counter()
-        if protocol == "ollama":
-            version = await _get(session, url + "/api/version", headers)
-            probe.latency_ms = (time.perf_counter() - started) * 1000
-            probe.version = str(version.get("version", "?"))
-            tags = await _get(session, url + "/api/tags", headers)
-            probe.models = [m.get("name") or m.get("model", "") for m in tags.get("models", [])]
+        with _transport(url, headers):
+            started = time.perf_counter()
+            if protocol == "ollama":
+                version = await _get(session, url + "/api/version", headers)
+                probe.latency_ms = (time.perf_counter() - started) * 1000
+                probe.version = str(version.get("version", "?"))
+                tags = await _get(session, url + "/api/tags", headers)
+                probe.models = [m.get("name") or m.get("model", "") for m in tags.get("models", [])]
+                probe.reachable = True
+                await _details(session, url, headers, probe, models)
+            else:
+                listing = await _get(session, url + "/models", headers)  # url is the .../v1 base here
+                probe.latency_ms = (time.perf_counter() - started) * 1000
+                probe.models = [m.get("id", "") for m in listing.get("data", [])]
+                probe.version = "OpenAI-compatible"
             probe.reachable = True
-            await _details(session, url, headers, probe, models)
-        else:
-            listing = await _get(session, url + "/models", headers)  # url is the .../v1 base here
-            probe.latency_ms = (time.perf_counter() - started) * 1000
-            probe.models = [m.get("id", "") for m in listing.get("data", [])]
-            probe.version = "OpenAI-compatible"
+    except HTTPStatus as exc:
         probe.reachable = True
-    except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, which it is: here the port did answer
-        probe.reachable = True
-        probe.error, probe.hint = tls_cause(where(url), exc), tls_hint(exc)
-    except aiohttp.ClientConnectorError as exc:
-        probe.error = f"connection refused: nothing listens on {exc.host}:{exc.port}"
-    except aiohttp.ClientResponseError as exc:
-        probe.reachable = True
-        if not_http(exc):
-            redact = Redactor([headers.get("Authorization", "").partition(" ")[2]])
-            probe.error, probe.hint = not_http_cause(where(url), exc, redact), OTHER_PROGRAM_HINT
-        else:
-            probe.error = f"HTTP {exc.status} from {exc.request_info.url}"
-            if exc.status in (401, 403):
-                probe.hint = ("check the key (api_key_env) or the user:password in api_url" if "Authorization" in
-                              headers else "the server wants credentials: set api_key_env on the agents that use it")
-    except aiohttp.ServerDisconnectedError:
-        probe.reachable = True
-        probe.error = f"{where(url)} closed the connection before answering"
-        probe.hint = OTHER_PROGRAM_HINT
-    except asyncio.TimeoutError:
-        probe.error = f"no answer within {PROBE_TIMEOUT_S:g} s"
-        probe.hint = "the host may be down or behind a firewall, or the server hung: check it, and its log"
-    except (aiohttp.ClientError, ValueError) as exc:
+        probe.error = exc.cause
+        if exc.status_code in (401, 403):
+            probe.hint = ("check the key (api_key_env) or the user:password in api_url" if "Authorization" in
+                          headers else "the server wants credentials: set api_key_env on the agents that use it")
+    except BackendError as exc:
+        # Something answered on the port unless nothing listens there or nothing came in time.
+        probe.reachable = probe.reachable or not isinstance(exc, (Unreachable, AgentTimeout))
+        probe.error, probe.hint = exc.cause, exc.hint
+    except ValueError as exc:
         probe.error = f"no usable answer: {type(exc).__name__} {exc}".strip()
     return probe
+
+
+def _transport(url: str, headers: Mapping[str, str]) -> TransportErrors:
+    """Transport failures of a probe, in the words the backends use; the key it sends masked in what comes back."""
+    return TransportErrors(url, redact=Redactor([headers.get("Authorization", "").partition(" ")[2]]),
+                           timeout_s=PROBE_TIMEOUT_S)
 
 
 async def _details(session: aiohttp.ClientSession, url: str, headers: dict[str, str], probe: ServerProbe,
@@ -104,14 +100,17 @@ async def _details(session: aiohttp.ClientSession, url: str, headers: dict[str, 
     failure here is a note and the server stays usable."""
     async def ask(path: str, what: str, body: dict | None = None) -> dict | None:
         try:
-            if body is None:
-                return await _get(session, url + path, headers)
-            return await _post(session, url + path, body, headers)
-        except asyncio.TimeoutError:
+            with _transport(url, headers):
+                if body is None:
+                    return await _get(session, url + path, headers)
+                return await _post(session, url + path, body, headers)
+        except AgentTimeout:
             probe.notes.append(f"{path} did not answer {what}within {PROBE_TIMEOUT_S:g} s")
-        except aiohttp.ClientResponseError as exc:
-            probe.notes.append(f"{path} answered {what}with HTTP {exc.status}")
-        except (aiohttp.ClientError, ValueError) as exc:
+        except HTTPStatus as exc:
+            probe.notes.append(f"{path} answered {what}with HTTP {exc.status_code}")
+        except BackendError as exc:
+            probe.notes.append(f"{path} gave no usable answer {what}({type(exc.__cause__ or exc).__name__})")
+        except ValueError as exc:
             probe.notes.append(f"{path} gave no usable answer {what}({type(exc).__name__})")
         return None
 
@@ -142,7 +141,8 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict, headers: M
 
 async def _json(request, url: str) -> dict:
     async with request as response:
-        response.raise_for_status()
+        if response.status >= 400:
+            raise HTTPStatus(f"HTTP {response.status} from {url}", status_code=response.status, url=url)
         data = await response.json(content_type=None)
     if not isinstance(data, dict):
         raise ValueError(f"{url} did not answer with a JSON object")

@@ -1,22 +1,19 @@
-"""What every backend shares: the Completion it returns, and the one place transport errors become ours."""
+"""What every backend shares: the Completion it returns, the request it sends, and how a server's errors read."""
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import json
-import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, TypedDict
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
-from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken, Unreachable
+from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken
 from ..hints import is_local, port_of, pull_command, serve_command
 from ..redact import Redactor
+from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
     from ..config import Agent
@@ -84,16 +81,6 @@ class Stream:
                           thinking_tokens=thinking_tokens)
 
 
-MAX_LINE_BYTES = 4 * 1024 * 1024
-"""The longest stream line read (one NDJSON chunk or SSE `data:` line). Streaming servers send a token or a few per
-line, a few hundred bytes; a proxy that sends a whole answer as one chunk may need a few hundred KiB (a 128k-token
-answer, JSON-escaped). Beyond 4 MiB a line is not an answer worth waiting for, and the bound keeps one hostile
-server from growing the client's memory without end."""
-
-
-OTHER_PROGRAM_HINT = "is that the model server's port, and not another program's?"
-
-
 def request_headers(agent: "Agent") -> dict[str, str]:
     headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson, text/event-stream"}
     authorization = agent.authorization()
@@ -107,53 +94,14 @@ async def open_stream(
     session: aiohttp.ClientSession, agent: "Agent", body: dict
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST `body` to the agent's endpoint and yield the streaming response; every failure becomes a BackendError."""
-    answered = False
-    try:
-        # aiohttp reads a line of up to twice its read buffer (LineTooLong beyond): that is the line bound.
+    with TransportErrors(agent.endpoint, agent=agent.name, redact=Redactor.for_agents([agent]),
+                         unreachable_hint=_start_hint(agent)) as request:
         async with session.post(agent.endpoint, json=body, headers=request_headers(agent),
-                                read_bufsize=MAX_LINE_BYTES // 2) as response:
-            answered = True
+                                read_bufsize=READ_BUFSIZE) as response:
+            request.answered = True
             if response.status >= 400:
                 raise await status_error(agent, response)
             yield response
-    except LineTooLong as exc:
-        raise _line_too_long(agent) from exc
-    except ValueError as exc:
-        if str(exc) != "Chunk too big":  # what aiohttp before LineTooLong raised for the same
-            raise
-        raise _line_too_long(agent) from exc
-    except aiohttp.ClientSSLError as exc:  # a ClientConnectorError too, but the port answers: TLS does not work
-        raise BackendError(tls_cause(where(agent.endpoint), exc), agent=agent.name, url=agent.endpoint,
-                           hint=tls_hint(exc)) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise Unreachable(_connect_cause(exc), agent=agent.name, url=agent.endpoint,
-                          hint=_start_hint(agent)) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        if not answered:
-            raise StreamBroken(f"{where(agent.endpoint)} closed the connection before answering (it crashed, or "
-                               "it is not an HTTP server)", agent=agent.name, url=agent.endpoint) from exc
-        raise _cut_off(agent) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise _cut_off(agent) from exc
-    except aiohttp.ClientResponseError as exc:
-        if not_http(exc):
-            cause = not_http_cause(where(agent.endpoint), exc, Redactor.for_agents([agent]))
-            raise BackendError(cause, agent=agent.name, url=agent.endpoint, hint=OTHER_PROGRAM_HINT) from exc
-        raise BackendError(_short(exc), agent=agent.name, url=agent.endpoint) from exc
-    except aiohttp.ClientError as exc:
-        raise BackendError(_short(exc), agent=agent.name, url=agent.endpoint) from exc
-    except (ConnectionError, OSError) as exc:
-        raise Unreachable(str(exc), agent=agent.name, url=agent.endpoint) from exc
-
-
-def _line_too_long(agent: "Agent") -> StreamBroken:
-    return StreamBroken(f"a line of the stream is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB, the most "
-                        "parallama reads as one line", agent=agent.name, url=agent.endpoint)
-
-
-def _cut_off(agent: "Agent") -> StreamBroken:
-    return StreamBroken("stream cut off: the connection closed before the answer was complete",
-                        agent=agent.name, url=agent.endpoint)
 
 
 def server_words(agent: "Agent", text: str) -> str:
@@ -170,8 +118,8 @@ def malformed(agent: "Agent", line: bytes) -> StreamBroken:
 def parse_json_line(agent: "Agent", line: bytes) -> dict:
     try:
         chunk = json.loads(line)
-    except ValueError:
-        raise malformed(agent, line) from None
+    except ValueError as exc:
+        raise malformed(agent, line) from exc
     if not isinstance(chunk, dict):
         raise malformed(agent, line)
     return chunk
@@ -229,55 +177,7 @@ def _auth_hint(agent: "Agent") -> str:
     return "the server wants a key: name the environment variable holding it in api_key_env"
 
 
-def where(url: str) -> str:
-    """`host:port` of a URL, for messages."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-
-
-def tls_cause(where: str, exc: aiohttp.ClientSSLError) -> str:
-    """Why https:// failed at `where` (host:port), which did answer: a certificate refused, or no TLS there."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        error = exc.certificate_error
-        why = getattr(error, "verify_message", None) or error
-        return f"{where} answers, but its TLS certificate was not accepted: {why}"
-    error = exc.os_error
-    return f"{where} answers, but the TLS handshake failed ({getattr(error, 'reason', None) or error})"
-
-
-def tls_hint(exc: aiohttp.ClientSSLError) -> str | None:
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return None
-    return "if the server speaks plain HTTP (Ollama and llama.cpp do, unless behind a TLS proxy), use http:// in api_url"
-
-
-def not_http(exc: aiohttp.ClientResponseError) -> bool:
-    """Whether this "400" is aiohttp's own, for bytes that are not an HTTP answer, and not the server's."""
-    return isinstance(exc.__cause__, HttpProcessingError)
-
-
-def not_http_cause(where: str, exc: aiohttp.ClientResponseError, redact: Redactor) -> str:
-    sent = re.search(r"b(['\"])(.{1,60}?)\1", str(exc.message))
-    said = f" (it sent {redact(sent.group(2))!r})" if sent else ""
-    return f"what answers on {where} does not speak HTTP{said}"
-
-
 def _start_hint(agent: "Agent") -> str | None:
     if agent.protocol == "ollama" and is_local(agent.endpoint):
         return f"start it with {serve_command(port_of(agent.endpoint))}"
     return None
-
-
-def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
-    where = f"{exc.host}:{exc.port}"
-    os_error = exc.os_error
-    if isinstance(os_error, ConnectionRefusedError) or getattr(os_error, "errno", None) == errno.ECONNREFUSED:
-        return f"connection refused: nothing listens on {where}"
-    if isinstance(os_error, asyncio.TimeoutError):
-        return f"connecting to {where} timed out"
-    reason = getattr(os_error, "strerror", None) or str(os_error)
-    return f"cannot connect to {where}: {reason}"
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -237,10 +237,10 @@ def _open_locked(path: Path, shown: str) -> TextIO:
             return stream
         try:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             stream.close()
             raise InputError("another parallama batch is writing to it: wait for it to end, or write elsewhere",
-                             source=shown) from None
+                             source=shown) from exc
         if same_file(stream.fileno(), path):
             return stream
         stream.close()  # replaced while we opened it: lock the file that is there now

@@ -48,8 +48,8 @@ def read_records(path: str | os.PathLike[str]) -> list[BatchRecord]:
         raise InputError("a device, not a file of prompts", source=source)
     try:
         data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", source=source) from None
+    except FileNotFoundError as exc:
+        raise InputError("no such file", source=source) from exc
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
     return parse_records(data, source)
@@ -124,12 +124,12 @@ def _record(raw: str, n: int, source: str) -> BatchRecord:
         data: Any = json.loads(raw)
     except json.JSONDecodeError as exc:
         hint = " (for plain prompts, one per line, name the file .txt)" if n == 1 else ""
-        raise wrong(f"not JSON: {exc.msg}{hint}", exc.colno) from None
-    except ValueError:  # json reads numbers with int(), which refuses more digits than Python allows
+        raise wrong(f"not JSON: {exc.msg}{hint}", exc.colno) from exc
+    except ValueError as exc:  # json reads numbers with int(), which refuses more digits than Python allows
         limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()  # Python 3.10.7+
-        raise wrong(f"a number of more than {limit:,} digits") from None
-    except RecursionError:
-        raise wrong("nested too deep to read") from None
+        raise wrong(f"a number of more than {limit:,} digits") from exc
+    except RecursionError as exc:
+        raise wrong("nested too deep to read") from exc
     if not isinstance(data, dict):
         raise wrong(f'must be a JSON object like {{"prompt": "..."}}, not {_kind(data)}')
     for key in data:
@@ -167,7 +167,7 @@ def _check_text(key: str, value: Any, wrong) -> None:
         except UnicodeEncodeError as exc:
             code = ord(value[exc.start])
             raise wrong(f"{key} holds \\u{code:04x}, half of a surrogate pair: not a character (write the character "
-                        "itself, or both halves of its pair)") from None
+                        "itself, or both halves of its pair)") from exc
 
 
 def _expectation(expected: Any, match: Any, wrong) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
     try:
         data = json.loads(match.group(0))
     except ValueError as exc:
-        raise ScoresUnreadable(f"not JSON: {exc}") from None
+        raise ScoresUnreadable(f"not JSON: {exc}") from exc
     items = data.get("scores") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ScoresUnreadable('no "scores" list')
