@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 # Exports resolve on first use so `parallama --help` never imports aiohttp or pydantic.
 _EXPORTS = {
-    "run": "parallama.runner",
-    "run_sync": "parallama.runner",
+    "run": "parallama.oneshot",
+    "run_sync": "parallama.oneshot",
     "FleetClient": "parallama.client",
     "load_config": "parallama.config",
     "Fleet": "parallama.config",
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .errors import BackendError, ConfigError, ParallamaError
     from .result import AgentResult, RunResult
     from .client import FleetClient
-    from .runner import run, run_sync
+    from .oneshot import run, run_sync
 
 
 def __getattr__(name: str) -> Any:

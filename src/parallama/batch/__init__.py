@@ -15,8 +15,8 @@ keeps the counts; the scores come from `parallama.scoring`.
 """
 
 from .output import JsonLines, ResultsFile, result_line, same_file
-from .pipeline import Batch, BatchSummary, ServerBusy, default_concurrency
+from .pipeline import Batch, BatchSummary, ServerUsage, default_concurrency
 from .records import BatchRecord, parse_records, read_records
 
-__all__ = ["Batch", "BatchRecord", "BatchSummary", "JsonLines", "ResultsFile", "ServerBusy", "default_concurrency",
+__all__ = ["Batch", "BatchRecord", "BatchSummary", "JsonLines", "ResultsFile", "ServerUsage", "default_concurrency",
            "parse_records", "read_records", "result_line", "same_file"]

@@ -40,20 +40,20 @@ class BusyMeter:
     def start(self) -> None:
         self._start = self._load()
 
-    def servers(self, wall_s: float) -> list["ServerBusy"]:
+    def servers(self, wall_s: float) -> list["ServerUsage"]:
         """Each server's share of its slot time spent serving (requests still open count up to now)."""
         out = []
         for url, now in self._load().items():
             before = self._start.get(url)
             busy = now.busy_s - (before.busy_s if before else 0.0)
             served = now.served - (before.served if before else 0)
-            out.append(ServerBusy(url, now.slots, served, round(busy, 3),
+            out.append(ServerUsage(url, now.slots, served, round(busy, 3),
                                   round(busy / (now.slots * wall_s), 4) if wall_s > 0 else 0.0))
         return out
 
 
 @dataclass(frozen=True)
-class ServerBusy:
+class ServerUsage:
     """One server over the batch: requests served, and the share of its slots' time spent serving them."""
 
     url: str
@@ -81,7 +81,7 @@ class BatchSummary:
     interrupted: bool
     wall_s: float
     concurrency: int
-    servers: list[ServerBusy]
+    servers: list[ServerUsage]
     agent_failures: dict[str, int]
     "Failed requests per agent name (a worker's failure does not always cost the prompt its answer)."
     scoring: Scoreboard | None

@@ -1,16 +1,16 @@
 """Review strategies: how the workers' answers become the final one. One module per strategy — `synthesize`,
-`judge`, `council` — each a small object with one `review` method; `chain` holds the reviewer fallback chain
-they share."""
+`judge`, `council` — each a small object with one `review` method; `fallback` holds what they share: the
+reviewers tried in order, and a worker's answer when every reviewer fails."""
 
 from __future__ import annotations
 
 import random
 from typing import TYPE_CHECKING, Protocol
 
-from .chain import ReviewOutcome
+from .fallback import ReviewOutcome
 
 if TYPE_CHECKING:
-    from ..client import Run
+    from ..calls import Run
     from ..config import Fleet
     from ..result import AgentResult
 

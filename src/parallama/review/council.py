@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from ..events import RANKING, Ranked
 from . import synthesize
-from .chain import ReviewOutcome, ask_reviewers, finish
+from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
     from ..backends import Message
-    from ..client import Run
+    from ..calls import Run
     from ..config import Agent, Fleet
     from ..result import AgentResult, CouncilBallot
 

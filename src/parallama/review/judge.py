@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .chain import ReviewOutcome, ask_reviewers, finish
+from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
     from ..backends import Message
-    from ..client import Run
+    from ..calls import Run
     from ..config import Agent, Fleet
     from ..result import AgentResult
 

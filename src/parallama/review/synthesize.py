@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from .chain import ReviewOutcome, ask_reviewers, finish
+from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
     from ..backends import Message
-    from ..client import Run
+    from ..calls import Run
     from ..config import Agent, Fleet
     from ..result import AgentResult
 

@@ -13,7 +13,7 @@ from .review.synthesize import refine_messages
 
 if TYPE_CHECKING:
     from .backends import Message
-    from .client import Run
+    from .calls import Run
     from .config import Agent, Fleet
 
 

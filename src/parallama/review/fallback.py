@@ -1,5 +1,5 @@
-"""What every review strategy shares: the reviewers tried in order (the fallback chain), and a worker's answer as
-the final one when every reviewer fails."""
+"""The fallbacks every review strategy shares: the reviewers tried in order until one answers, and a worker's
+answer as the final one when every reviewer fails."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from ..events import REVIEW
 
 if TYPE_CHECKING:
-    from ..client import Run
+    from ..calls import Run
     from ..backends import Message
     from ..config import Agent, Fleet
     from ..result import AgentResult, CouncilBallot, CouncilRank, JudgeScore

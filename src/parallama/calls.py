@@ -1,0 +1,231 @@
+"""Requests through the gates, below the stages of a run: what every run of one client shares (its HTTP session,
+one gate per server, the `think` settings servers refused), a run's handle on them (`Run`), and each agent's
+request while it is queued or in flight (`_Call`, whose `send` is the hot loop: one call per streamed chunk).
+
+A request waits at its server's gate (`queued_s`), then its timeout starts as it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable
+
+import aiohttp
+
+from .backends import Message, backend_for
+from .errors import AgentTimeout, BackendError, HTTPStatus
+from .events import Delta, EventSink, Failed, Finished, Queued, Started, Thinking
+from .gates import Gate, Priority, gate_for
+from .redact import Redactor, valid_unicode
+from .result import AgentResult
+
+if TYPE_CHECKING:
+    from .backends.base import Completion
+    from .config import Agent
+    from .slots import SlotStore
+
+Job = tuple["Agent", list[Message]]
+"An agent and the messages to send it."
+
+_run_numbers = itertools.count()
+"Runs are numbered in the order they start, across every client in the process: the gates serve earlier runs first."
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The HTTP client: no timeouts of its own (each agent has its own) and no global connection cap (each
+    server's slots are the cap)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None))
+
+
+class Transport:
+    """What every run of one client sends through: the HTTP session, one gate per server (with its slots in
+    `store`, when shared beyond this process), and the (endpoint, model) pairs whose server refused the `think`
+    field (sent without it from then on)."""
+
+    __slots__ = ("session", "gates", "store", "think_refused")
+
+    def __init__(self, session: aiohttp.ClientSession, gates: dict[str, Gate], store: "SlotStore | None") -> None:
+        self.session = session
+        self.gates = gates
+        self.store = store
+        self.think_refused: set[tuple[str, str]] = set()
+
+    def gate(self, server: str) -> Gate:
+        gate = self.gates.get(server)
+        if gate is None:  # an agent on a server the fleet did not list (built by code): one slot
+            gate = self.gates[server] = gate_for(server, 1, self.store)
+        return gate
+
+    async def send(self, call: "_Call") -> None:
+        """`call` once its server's gate lets it through; the slot is freed however it ends."""
+        gate = self.gate(call.agent.server)
+        await gate.acquire(call.priority)
+        try:
+            await call.send(self.session)
+        finally:
+            gate.release()
+
+
+class Run:
+    """One run's handle on its client's transport: its id, its place in the gates' order, where its events go,
+    and what must be masked in what it reports."""
+
+    __slots__ = ("transport", "id", "number", "emit", "listening", "warnings", "redact", "_order")
+
+    def __init__(self, transport: Transport, run_id: str, emit: EventSink | None, redact: Redactor) -> None:
+        self.transport = transport
+        self.id = run_id
+        self.number = next(_run_numbers)
+        self.emit: EventSink = emit or _ignore
+        self.listening = emit is not None
+        self.warnings: list[str] = []
+        "What went wrong but was worked around during the run (say, a setting a server refused)."
+        self.redact = redact
+        "Masks the fleet's keys and URL passwords: every AgentResult is built through it."
+        self._order = itertools.count()
+
+    def priority(self) -> Priority:
+        """The next request's place: after every request of earlier runs and earlier in this run."""
+        return (self.number, next(self._order))
+
+    async def ask(self, stage: str, jobs: list[Job], until: float | None) -> list[AgentResult]:
+        """Send `jobs` (agent, messages) through the gates, all at once; each result in job order. Never raises
+        for a failed request: it becomes a failed result (and a `Failed` event)."""
+        now = time.perf_counter()
+        calls = [_Call(self, stage, agent, messages, now) for agent, messages in jobs]
+        if self.listening:
+            for call in calls:
+                self.emit(Queued(self.id, stage, call.agent))
+        tasks = [asyncio.create_task(self.transport.send(call)) for call in calls]
+        try:
+            timeout = None if until is None else max(0.0, until - time.perf_counter())
+            done, _ = await asyncio.wait(tasks, timeout=timeout)
+            for task in done:
+                task.result()  # a request only raises on a bug: let it show
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for call in calls:
+            if call.result is None:
+                call.fail(AgentTimeout("the run's deadline was reached before the answer was complete",
+                                       agent=call.agent.name, url=call.agent.endpoint))
+        return [call.result for call in calls]  # type: ignore[misc]
+
+
+class _Call:
+    """One agent's request while it is queued or in flight."""
+
+    __slots__ = ("run", "stage", "agent", "messages", "priority", "queued_at", "sent_at", "first_at", "parts",
+                 "thoughts", "result")
+
+    def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float) -> None:
+        self.run = run
+        self.stage = stage
+        self.agent = agent
+        self.messages = messages
+        self.priority = run.priority()
+        self.queued_at = queued_at
+        self.sent_at: float | None = None
+        self.first_at: float | None = None
+        self.parts: list[str] = []
+        self.thoughts: list[str] = []
+        self.result: AgentResult | None = None
+
+    async def send(self, session: aiohttp.ClientSession) -> None:
+        agent, run = self.agent, self.run
+        self.sent_at = sent = time.perf_counter()
+        emit, listening, parts = run.emit, run.listening, self.parts
+        if listening:
+            emit(Started(run.id, self.stage, agent, round(sent - self.queued_at, 3)))
+
+        def on_delta(text: str) -> None:  # the hot loop: one call per streamed chunk
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            parts.append(text)
+            if listening:
+                emit(Delta(run.id, self.stage, agent, text))
+
+        def on_thinking(text: str) -> None:
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            self.thoughts.append(text)
+            if listening:
+                emit(Thinking(run.id, self.stage, agent, text))
+
+        try:
+            completion = await asyncio.wait_for(self._chat(session, on_delta, on_thinking), agent.timeout)
+        except asyncio.TimeoutError:
+            self.fail(AgentTimeout(f"no complete answer within its timeout of {agent.timeout:g} s",
+                                   agent=agent.name, url=agent.endpoint))
+            return
+        except BackendError as exc:
+            self.fail(exc)
+            return
+        if not completion.text.strip():
+            self.fail(BackendError("the model returned an empty answer", agent=agent.name, url=agent.endpoint))
+            return
+        self.result = self._result("ok", completion=completion)
+        emit(Finished(run.id, self.stage, agent, self.result))
+
+    async def _chat(self, session: aiohttp.ClientSession, on_delta: Callable[[str], None],
+                    on_thinking: Callable[[str], None]) -> "Completion":
+        """The request; a server that refuses the `think` field gets it again without, and the run says so."""
+        agent, refused_by = self.agent, self.run.transport.think_refused
+        backend = backend_for(agent.protocol)
+        refused = (agent.endpoint, agent.model) in refused_by
+        if agent.think is not None and not refused:
+            try:
+                return await backend.chat(session, agent, self.messages, on_delta, on_thinking)
+            except HTTPStatus as exc:
+                if not 400 <= exc.status_code < 500 or exc.status_code in (401, 403, 404, 429) or self.parts:
+                    raise
+                refused_by.add((agent.endpoint, agent.model))
+                self.run.warnings.append(f"{agent.name} ({agent.endpoint}) refused the thinking setting "
+                                         f"(think: {agent.think!r}; {exc.cause}); asked again without it")
+        plain = replace(agent, think=None) if agent.think is not None else agent
+        return await backend.chat(session, plain, self.messages, on_delta, on_thinking)
+
+    def fail(self, error: BackendError) -> None:
+        self.result = self._result(error.status, error=error)
+        self.run.emit(Failed(self.run.id, self.stage, self.agent, self.result))
+
+    def _result(self, status: str, *, completion: "Completion | None" = None,
+                error: BackendError | None = None) -> AgentResult:
+        agent = self.agent
+        ended = time.perf_counter()
+        sent = self.sent_at
+        # Once per answer, not per chunk: what a server streams or says is cleaned here for everything downstream
+        # (views, JSON, history, reviewers' prompts): no key or URL password, no lone surrogate.
+        redact = self.run.redact
+        text = redact(valid_unicode(completion.text if completion else "".join(self.parts))[0])
+        tokens = completion.completion_tokens if completion else (len(self.parts) or None)
+        thinking = redact(valid_unicode(completion.thinking if completion else "".join(self.thoughts))[0])
+        thinking_tokens = completion.thinking_tokens if completion else (len(self.thoughts) or None)
+        generated = (tokens or 0) + (thinking_tokens or 0)  # the rate counts every token the model produced
+        tokens_per_s = None
+        if completion and completion.generation_s and generated:
+            tokens_per_s = generated / completion.generation_s
+        elif generated and self.first_at is not None and ended > self.first_at:
+            tokens_per_s = generated / (ended - self.first_at)
+        return AgentResult(
+            name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
+            status=status, content=text,  # type: ignore[arg-type]
+            error=redact(valid_unicode(str(error))[0]) if error else None, error_kind=error.kind if error else None,
+            queued_s=round((sent if sent is not None else ended) - self.queued_at, 3),
+            elapsed_s=round(ended - sent, 3) if sent is not None else 0.0,
+            ttft_s=round(self.first_at - sent, 3) if self.first_at is not None and sent is not None else None,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=tokens,
+            tokens_per_s=round(tokens_per_s, 2) if tokens_per_s else None,
+            stage=self.stage,
+            thinking=thinking or None,
+            thinking_tokens=thinking_tokens,
+        )
+
+
+def _ignore(event: Any) -> None:
+    return None
