@@ -4,6 +4,7 @@ answers and bodies. Each answer is in the API's own shape; nothing reaches a wor
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -169,3 +170,98 @@ async def test_a_role_or_option_name_with_a_line_break_is_a_400_before_any_worke
     status, headers, _ = await request("POST", running.url + "/api/chat",
                                        {**ASK, "messages": [{"role": "tool", "content": "a"}, hi]})
     assert status == 200 and headers["X-Parallama-Ignored"] == "tool messages"
+
+
+# ---------------------------------------------------------------- 17. think tags inside the progress
+
+async def test_think_tags_in_a_workers_answer_neither_close_the_block_nor_come_back_next_turn(servers, serve):
+    import openai
+
+    config = guide_fleet(servers)
+    # (An answer with a `</think>` and no `<think>` before it would be R1-style thinking: see test_thinking.py.)
+    servers[0].model("m", latency=0.1, tokens=6, text="Tags: <THINK> then </think> and </Think")
+    servers[1].model("m", latency=0.1, text="Beta says 4 <think></think>")
+    running = await serve(config, progress="think-tags")
+    client = openai.AsyncOpenAI(base_url=running.url + "/v1", api_key="none")
+    stream = await client.chat.completions.create(
+        model="parallama", stream=True, messages=[{"role": "user", "content": "2 + 2?"}])
+    content = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    lowered = content.lower()
+    assert content.startswith("<think>\n") and lowered.count("<think") == 1 and lowered.count("</think") == 1
+    progress, answer = content.split("</think>")
+    assert "Alpha" not in answer and answer.strip() == "The answer is 4."
+    assert "Tags: <\u200bTHINK> then <\u200b/think> and <\u200b/Think" in progress  # shown, but only text
+    # The next turn: the earlier answer goes back without serve's progress.
+    for s in servers:
+        s.reset()
+    servers[0].model("m", latency=0.05, text="ok")
+    servers[1].model("m", latency=0.05, text="ok")
+    await client.chat.completions.create(model="parallama", messages=[
+        {"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": content},
+        {"role": "user", "content": "and 3 + 3?"}])
+    earlier = servers[0].requests[0].messages[-2]
+    assert earlier == {"role": "assistant", "content": "The answer is 4."}
+
+
+def test_only_the_blocks_an_answer_starts_with_are_reasoning():
+    from parallama.serve.conversation import without_reasoning
+
+    assert without_reasoning("<think>a</think>\n<details type=\"reasoning\">b</details> The <think>x</think> y") \
+        == "The <think>x</think> y"
+    assert without_reasoning("Use <think>…</think> tags.") == "Use <think>…</think> tags."
+
+
+# ---------------------------------------------------------------- 18. SIGTERM with runs in progress
+
+def test_sigterm_marks_running_and_queued_runs_interrupted(tmp_path, servers):
+    import threading
+    import time
+    import urllib.request
+
+    config = guide_fleet(servers)
+    servers[0].model("m", latency=30.0, tokens=30, text="slow " * 30)
+    write_config(tmp_path / "c.json", config)
+    process, url, _ = start_serve("-c", "c.json")
+    body = json.dumps({**ASK, "stream": True}).encode()
+
+    def ask() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url + "/api/chat", data=body), timeout=30).read()
+        except (OSError, http.client.HTTPException):  # the server went away mid-answer, as it should
+            pass
+
+    askers = [threading.Thread(target=ask, daemon=True) for _ in range(2)]  # one runs, one waits for the slots
+    for asker in askers:
+        asker.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(json.loads(invoke("history", "--json").stdout or "[]")) < 2:
+        time.sleep(0.1)
+    err = stop(process)
+    assert process.returncode == 0, err
+    runs = json.loads(invoke("history", "--json").stdout)
+    assert len(runs) == 2 and [r["status"] for r in runs] == ["interrupted", "interrupted"], runs
+
+
+# ---------------------------------------------------------------- 19. a damaged history database
+
+def test_serve_warns_about_a_damaged_history_and_serves_unrecorded(tmp_path, servers):
+    from parallama.paths import history_db
+
+    path = history_db()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not a database" * 100)
+    write_config(tmp_path / "c.json", guide_fleet(servers))
+    process, url, banner = start_serve("-c", "c.json")
+    try:
+        import urllib.request
+
+        reply = json.loads(urllib.request.urlopen(urllib.request.Request(
+            url + "/api/chat", data=json.dumps(ASK).encode()), timeout=30).read())
+        assert reply["message"]["content"] == "The answer is 4."
+    finally:
+        err = stop(process)
+    text = "".join(banner) + err
+    assert process.returncode == 0
+    assert "warning:" in text and str(path) in text and "--no-history" in text and "history: off" in text
+    assert "Unclosed" not in text and "Traceback" not in text
+    assert path.read_bytes() == b"this is not a database" * 100  # left as it was, for the user to look at

@@ -181,3 +181,43 @@ def test_doctor_and_plan_warn_when_a_thinking_model_has_a_short_timeout(tmp_path
     config["worker_agents"][0]["think"] = False
     write_config(tmp_path / "c.json", config)
     assert "thinks before" not in invoke("doctor", "-c", "c.json", "--ram", "64").stdout
+
+
+def split_r1(chunks: list[str]) -> tuple[str, str]:
+    """As a Stream does: what turns out to be R1-style thinking moves from the answer to the thinking."""
+    answer: list[str] = []
+    thought: list[str] = []
+
+    def was_thinking() -> None:
+        thought.extend(answer)
+        answer.clear()
+
+    splitter = ThinkSplitter(answer.append, thought.append, was_thinking)
+    for chunk in chunks:
+        splitter.feed(chunk)
+    splitter.close()
+    return "".join(answer), "".join(thought)
+
+
+def test_r1_style_thinking_without_an_opening_tag_and_tags_in_any_case_are_read():
+    text = f"{THOUGHT}</think>\n\n{ANSWER}"
+    for i in range(1, len(text)):
+        for j in range(i, min(len(text), i + 12)):
+            assert split_r1([text[:i], text[i:j], text[j:]]) == (ANSWER, THOUGHT), (i, j)
+    assert split_r1([f"<THINK>{THOUGHT}</Think>{ANSWER}"]) == (ANSWER, THOUGHT)
+    assert split_r1([f"{THOUGHT}</THINK>", ANSWER]) == (ANSWER, THOUGHT)
+    # Text that only mentions the tags stays answer.
+    assert split_r1(["The answer. <thi", "nk>x</think> and on"]) == ("The answer. <think>x</think> and on", "")
+    assert split_r1(["no tags at all, a </thin", "g> of a kind"]) == ("no tags at all, a </thing> of a kind", "")
+    assert split_r1(["<think>never closed"]) == ("", "never closed")
+
+
+async def test_an_r1_style_worker_answers_apart_from_its_thinking(servers):
+    thinker, reviewer, _ = servers
+    thinker.model("r1", text=f"{THOUGHT} </think>\n\n{ANSWER}", tokens=9)
+    reviewer.model("rev", text="Final.", tokens=2)
+    result = await run("why blue?", {"worker_agents": [worker(thinker, "r1", name="R1")],
+                                     "reviewer_agent": worker(reviewer, "rev")})
+    [r1] = result.workers
+    assert r1.content == ANSWER and r1.thinking.strip() == THOUGHT
+    assert THOUGHT not in reviewer.requests[0].messages[-1]["content"]

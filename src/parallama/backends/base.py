@@ -53,13 +53,18 @@ class Stream:
         self.parts: list[str] = []
         self.thoughts: list[str] = []
         self._on_delta, self._on_thinking = on_delta, on_thinking
-        self._splitter = ThinkSplitter(self._answer, self.think)
+        self._splitter = ThinkSplitter(self._answer, self.think, self._was_thinking)
         self.feed = self._splitter.feed
         "Answer text as the server sent it (inline `<think>` separated here)."
 
     def _answer(self, text: str) -> None:
         self.parts.append(text)
         self._on_delta(text)
+
+    def _was_thinking(self) -> None:
+        """An R1-style answer reached its `</think>`: what came so far was the thinking."""
+        self.thoughts += self.parts
+        self.parts = []
 
     def think(self, text: str) -> None:
         """Thinking the server sent apart from the answer."""

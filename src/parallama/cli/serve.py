@@ -80,6 +80,9 @@ async def _serve(fleet: "Fleet", options: "ServeOptions", host: str, port: int, 
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False
+    notes = logging.getLogger("parallama.serve")  # warnings (a damaged history) and a bug's traceback
+    if not notes.handlers:
+        notes.addHandler(logging.StreamHandler(sys.stderr))
     try:
         running = await start(fleet, options, host=host, port=port, access_log=access)
     except OSError as exc:
@@ -137,6 +140,6 @@ def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env
         f"  OpenAI API  {url}/v1{auth}   base_url for the openai SDK, Continue, llm",
         f"  Web page    {url}/ui/" + ("   (it asks for the key)" if key_env else ""),
         f"  {service.capacity} run(s) at once on these servers' slots, {options.max_queue} more may wait (then 429);"
-        f" progress: {options.progress}; history: {'on' if options.history else 'off'}",
+        f" progress: {options.progress}; history: {'on' if service.history is not None else 'off'}",
         "  Ctrl-C stops it.",
     ]

@@ -16,13 +16,48 @@ REASONING_BLOCKS = re.compile(
     r"|<details\s+type=\"reasoning\"[^>]*>.*?</details>",  # how Open WebUI keeps reasoning in a saved answer
     re.DOTALL | re.IGNORECASE)
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+LEADING_BLOCKS = re.compile(r"\s*(?:" + REASONING_BLOCKS.pattern + r")", re.DOTALL | re.IGNORECASE)
+REASONING_TAG = re.compile(r"<(/?)(think|thinking|thought|reasoning|reason|details)\b", re.IGNORECASE)
+"The opening of a tag that chat clients (Open WebUI, LibreChat, …) read as the start or end of reasoning."
+ZWSP = "\u200b"
+
+
+class TagGuard:
+    """Text that goes inside serve's own `<think>…</think>` (`--progress think-tags`), made unable to close or open
+    a block: a zero-width space after the `<` of every reasoning tag (`<\u200b/think>` looks the same, is read as
+    text). A tag cut across two pieces is held until the next one."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        cut = text.rfind("<")
+        if cut >= 0 and len(text) - cut <= len("</reasoning") and ">" not in text[cut:] \
+                and not REASONING_TAG.match(text, cut):
+            self._held, text = text[cut:], text[:cut]
+        else:
+            self._held = ""
+        return neutralised(text)
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return neutralised(text)
+
+
+def neutralised(text: str) -> str:
+    return REASONING_TAG.sub(lambda m: f"<{ZWSP}{m.group(1)}{m.group(2)}", text) if "<" in text else text
 
 
 def without_reasoning(text: str) -> str:
-    """An earlier answer without its `<think>…</think>` and `<details type="reasoning">…</details>` blocks."""
+    """An earlier answer without the `<think>…</think>` and `<details type="reasoning">…</details>` blocks it
+    starts with (where clients and `--progress think-tags` put reasoning); tags later in the answer are its text."""
     if "<" not in text:
         return text
-    return REASONING_BLOCKS.sub("", text).strip()
+    end = 0
+    while match := LEADING_BLOCKS.match(text, end):
+        end = match.end()
+    return text[end:].strip() if end else text
 
 
 def split(turns: Iterable[tuple[str, str]]) -> tuple[tuple["Message", ...], str, list[str]]:

@@ -11,12 +11,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from aiohttp import web
 
 from ..events import RunEnded
 from ..redact import Redactor
+from .conversation import TagGuard
 from .errors import ApiError
 from .models import Catalogue
 from .progress import CONTENT, REASONING, Narrator, Piece
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ..config import Fleet
     from ..events import Event
     from ..history import History
+    from ..result import RunResult
     from .wire import ProgressMode
 
 log = logging.getLogger("parallama.serve")
@@ -97,6 +99,7 @@ class Service:
         "A moving average of served runs' wall time, for Retry-After."
         self._client: FleetClient | None = None
         self._history: History | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def client(self) -> "FleetClient":
@@ -107,17 +110,37 @@ class Service:
     async def start(self) -> None:
         from ..client import FleetClient
 
+        if self.options.history:
+            from ..errors import HistoryError
+            from ..history import History
+
+            try:
+                self._history = History()
+            except HistoryError as exc:  # as `run` does: say so once, and serve unrecorded
+                log.warning("warning: %s; served runs are not kept in the history (serve with --no-history to "
+                            "not try)", exc)
         client = FleetClient(self.fleet)
         await client.__aenter__()
         self._client = client
-        if self.options.history:
-            from ..history import History, HistoryWriter
+        if self._history is not None:
+            from ..history import HistoryWriter
 
-            self._history = History()
             secrets = (self.options.api_key,) if self.options.api_key else ()
             client.subscribe(HistoryWriter(self._history, origin="serve", secrets=secrets))
 
+    def launch(self, run: "Coroutine[Any, Any, RunResult | None]") -> "asyncio.Task[RunResult | None]":
+        """Start a served run's task; `close` cancels and waits for those still going."""
+        task = asyncio.ensure_future(run)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def close(self) -> None:
+        # Runs still going (serve is stopping) end first, so that the history marks each `interrupted`.
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.__aexit__(None, None, None)
             self._client = None
@@ -199,6 +222,7 @@ class Reply:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._think_open = False
+        self._tags = TagGuard()
         self._content_begun = False
         self._last_sent = 0.0
         self.error_status = 502
@@ -208,7 +232,7 @@ class Reply:
         self.service.admit(self.run_id, self.ask.model)
         self._last_sent = asyncio.get_running_loop().time()
         self._pending = self.narrator.opening()
-        self._task = asyncio.create_task(self.service.client.run(
+        self._task = self.service.launch(self.service.client.run(
             self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy, seed=self.ask.seed,
             run_id=self.run_id, on_event=self._on_event))
         return self
@@ -285,13 +309,14 @@ class Reply:
             if channel == REASONING:
                 if mode == "none" or self._content_begun:
                     continue
+                text = self._tags.feed(text)  # a worker's `</think>` must not end serve's block
                 if not self._think_open:
                     self._think_open = True
                     text = "<think>\n" + text
             else:
                 if self._think_open:
                     self._think_open = False
-                    text = "\n</think>\n\n" + text
+                    text = self._tags.flush() + "\n</think>\n\n" + text
                 self._content_begun = True
             out.append((CONTENT, text))
         return out

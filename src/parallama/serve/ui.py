@@ -202,7 +202,7 @@ class PageRun:
     async def __aenter__(self) -> "PageRun":
         reviewed = bool(self.service.fleet.reviewers)
         self.service.admit(self.run_id, f"parallama:{self.strategy}" if reviewed else "parallama:latest")
-        self._task = asyncio.create_task(self.service.client.run(
+        self._task = self.service.launch(self.service.client.run(
             self.prompt, strategy=self.strategy, context=self.context, run_id=self.run_id, on_event=self._on_event))
         return self
 
