@@ -19,11 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run each test in its own empty directory with no parallama settings from the environment."""
+    """Run each test in its own empty directory with no parallama settings from the environment, and every file
+    parallama keeps (state, logs, history) under `tmp_path/home` through `PARALLAMA_HOME`: platformdirs ignores
+    `XDG_*` on macOS and Windows, so those alone would let the suite write into the user's real directories."""
     for name in list(os.environ):
         if name.startswith("PARALLAMA_"):
             monkeypatch.delenv(name)
-    for name in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+    monkeypatch.setenv("PARALLAMA_HOME", str(tmp_path / "home"))
+    for name in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):  # for the libraries we use
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -38,6 +38,33 @@ def llama_servers() -> list[psutil.Process]:
     return found
 
 
+def streaming(ports: list[str], within: float = 120) -> None:
+    """Wait until each of these servers is answering a chat request: uvicorn logs the `200` of a streamed answer as
+    the stream starts, so the line means the request is in flight (not merely that the server is up)."""
+    logs = [InstanceStore().log_dir() / f"llama-cpp-{port}.log" for port in ports]
+    deadline = time.time() + within
+    while time.time() < deadline:
+        if all(log.is_file() and '"POST /v1/chat/completions HTTP/1.1" 200' in log.read_text(errors="replace")
+               for log in logs):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no chat request in flight on ports {ports} within {within:g} s")
+
+
+def port_of(server: psutil.Process) -> str:
+    cmd = server.cmdline()
+    return cmd[cmd.index("--port") + 1]
+
+
+def until(condition, within: float = 30) -> bool:
+    deadline = time.time() + within
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -137,8 +164,7 @@ def test_demo_answers_why_the_sky_is_blue(tmp_path):
     assert data["final_source"] == "review" and len(data["final"].split()) >= 5
     assert not echoed(data["final"]), data["final"]
     # The instances it started are stopped: no llama.cpp server is left behind.
-    time.sleep(0.5)
-    assert {p.pid for p in llama_servers()} <= before
+    assert until(lambda: {p.pid for p in llama_servers()} <= before)
 
 
 def test_demo_says_which_ports_it_used_when_the_default_is_busy(tmp_path):
@@ -170,9 +196,9 @@ def test_a_crashed_llama_cpp_server_is_named_with_the_rebuild_command(tmp_path):
                    if "llama_cpp.server" in " ".join(p.cmdline())]
         time.sleep(0.2)
     assert len(servers) == 3
-    time.sleep(2.5)  # servers up, requests in flight
-    last = max(servers, key=lambda p: int(p.cmdline()[p.cmdline().index("--port") + 1]))  # a worker's, not the reviewer's
-    port = last.cmdline()[last.cmdline().index("--port") + 1]
+    last = max(servers, key=lambda p: int(port_of(p)))  # a worker's, not the reviewer's
+    port = port_of(last)
+    streaming([port])
     last.send_signal(signal.SIGSEGV)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err  # the other workers and the reviewer still answer
@@ -207,13 +233,14 @@ def test_ctrl_c_during_embedded_run_stops_its_instances(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "parallama", "run", "Write a long story about a dragon."],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.time() + 120
-    started: list[int] = []
-    while time.time() < deadline and len(started) < 3:
-        started = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)
+    servers: list[psutil.Process] = []
+    while time.time() < deadline and len(servers) < 3:
+        servers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                    if "llama_cpp.server" in " ".join(p.cmdline())]
         time.sleep(0.2)
-    assert len(started) == 3
-    time.sleep(2.5)  # servers up, requests in flight
+    assert len(servers) == 3
+    started = [p.pid for p in servers]
+    streaming([port_of(p) for p in servers])
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

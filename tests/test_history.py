@@ -19,6 +19,19 @@ from parallama.history import MIGRATIONS, History
 from parallama.paths import history_db
 
 
+def test_every_test_keeps_parallamas_files_under_its_own_home(tmp_path, server):
+    """The suite roots state and history in each test's directory through `PARALLAMA_HOME`, which holds on every
+    platform (platformdirs ignores `XDG_*` on macOS and Windows): a run's history lands there, nowhere else."""
+    from parallama.paths import data_dir, state_dir
+
+    home = tmp_path / "home"
+    assert (state_dir(), data_dir(), history_db()) == (home / "state", home / "data", home / "data" / "history.db")
+    server.model("m", latency=0.05)
+    write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
+    assert invoke("run", "hi", "-c", "c.json").exit_code == 0
+    assert (home / "data" / "history.db").is_file()
+
+
 def test_a_successful_run_is_kept_whole(tmp_path, servers, monkeypatch):
     a, b, c = servers
     monkeypatch.setenv("SECRET_KEY_VAR", "sk-very-secret-value")
