@@ -131,3 +131,41 @@ def test_slot_store_none_turns_sharing_off(tmp_path):
             run.communicate(timeout=60)
             assert run.returncode == 0
         assert fake.max_in_flight == 2  # each process kept its one slot to itself
+
+
+async def test_every_view_counts_the_other_processes(tmp_path):
+    from parallama import FleetClient
+    from parallama.report.live import servers_line
+
+    with FakeServer(slots=None) as fake:
+        fake.model("w", latency=4.0, text="held")
+        config = one_worker(tmp_path, fake, timeout=30)
+        holder = parallama("run", "q", "-c", "c.json", "--no-review", "--no-history")
+        serve, url = start_serve("-c", "c.json")
+        try:
+            deadline = time.monotonic() + 20
+            while not fake.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            fake.model("w", latency=0.1, text="after")
+            (tmp_path / "prompts.txt").write_text("one\ntwo\n")
+            batch = parallama("batch", "prompts.txt", "-c", "c.json", "--no-review", "-o", "out.jsonl")
+            time.sleep(1.5)  # the batch is up and waiting behind the holder
+            async with FleetClient(config) as client:
+                (load,) = client.load().values()
+            assert (load.in_flight, load.own_in_flight, load.shared) == (1, 0, "local")
+            assert load.waiting >= 1 and load.own_waiting == 0
+            assert "1/1 busy" in servers_line({fake.url: load}) and "in other processes" in servers_line(
+                {fake.url: load})
+            (ui,) = get_json(url + "/ui/api/load")["servers"]
+            (ps,) = get_json(url + "/api/ps")["servers"]
+            for shown in (ui, ps):
+                assert shown["in_flight"] == 1 and shown["own_in_flight"] == 0 and shown["waiting"] >= 1
+                assert shown["shared"] == "local"
+            summary, err = batch.communicate(timeout=60)
+        finally:
+            stop(serve)
+            holder.kill()
+            holder.wait()
+        assert batch.returncode == 0, err
+        assert "other processes on these slots" in summary and "waited" in summary
+        assert fake.max_in_flight == 1

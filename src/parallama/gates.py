@@ -41,12 +41,23 @@ class ServerLoad:
     "This process's requests waiting."
     shared: str = "none"
     "Who shares the slots: `none` (this process), `local` (this machine) or `redis` (every host on the Redis)."
+    shared_wait_s: float = 0.0
+    "Seconds this process's requests waited, past its own gate, for slots other processes held."
+
+    def as_json(self, server: str) -> dict[str, object]:
+        """The server's load as `serve`'s JSON APIs give it."""
+        return {"server": server, "slots": self.slots, "in_flight": self.in_flight, "waiting": self.waiting,
+                "own_in_flight": self.own_in_flight, "own_waiting": self.own_waiting, "shared": self.shared}
+
+    def others(self) -> tuple[int, int]:
+        """(in flight, waiting) of the other processes sharing the slots."""
+        return max(0, self.in_flight - self.own_in_flight), max(0, self.waiting - self.own_waiting)
 
 
 class Gate:
     """A FIFO slot limit for one server, served in priority order."""
 
-    __slots__ = ("server", "slots", "in_flight", "waiting", "sending", "busy_s", "served", "shared", "kind", "_since",
+    __slots__ = ("server", "slots", "in_flight", "waiting", "sending", "busy_s", "served", "shared", "kind", "shared_wait_s", "_since",
                  "_queue", "_tiebreak", "__weakref__")
 
     def __init__(self, server: str, slots: int, shared: SharedSlots | None = None, kind: str = "none") -> None:
@@ -62,6 +73,7 @@ class Gate:
         "Requests holding a shared slot: sent to the server."
         self.busy_s = 0.0
         self.served = 0
+        self.shared_wait_s = 0.0
         self._since = time.perf_counter()
         self._queue: list[tuple[Priority, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
@@ -70,7 +82,8 @@ class Gate:
         self._count_busy()
         in_flight, waiting = self.shared.counts() if self.shared is not None else (self.sending, self.waiting)
         return ServerLoad(self.slots, in_flight, waiting, round(self.busy_s, 6), self.served,
-                          self.sending, self.waiting + self.in_flight - self.sending, self.kind)
+                          self.sending, self.waiting + self.in_flight - self.sending, self.kind,
+                          round(self.shared_wait_s, 3))
 
     def _count_busy(self) -> None:
         """Add the slot-seconds since the last change of `sending`: call before every change."""
@@ -87,11 +100,14 @@ class Gate:
             await self._wait(priority)
         shared = self.shared
         if shared is not None and not shared.try_acquire():
+            began = time.perf_counter()
             try:
                 await shared.acquire()
             except BaseException:
                 self._hand_on()
                 raise
+            finally:
+                self.shared_wait_s += time.perf_counter() - began
         self._count_busy()
         self.sending += 1
         self.served += 1

@@ -47,8 +47,11 @@ class BusyMeter:
             before = self._start.get(url)
             busy = now.busy_s - (before.busy_s if before else 0.0)
             served = now.served - (before.served if before else 0)
+            waited = now.shared_wait_s - (before.shared_wait_s if before else 0.0)
+            others_in_flight, others_waiting = now.others()
             out.append(ServerUsage(url, now.slots, served, round(busy, 3),
-                                  round(busy / (now.slots * wall_s), 4) if wall_s > 0 else 0.0))
+                                   round(busy / (now.slots * wall_s), 4) if wall_s > 0 else 0.0,
+                                   now.shared, round(waited, 3), others_in_flight, others_waiting))
         return out
 
 
@@ -61,6 +64,14 @@ class ServerUsage:
     requests: int
     busy_s: float
     busy_fraction: float
+    shared: str = "none"
+    "Who shares the server's slots: `none`, `local` (this machine) or `redis`."
+    waited_for_others_s: float = 0.0
+    "Seconds the batch's requests waited for slots other processes held."
+    others_in_flight: int = 0
+    "Other processes' requests in flight on the server as the batch ended."
+    others_waiting: int = 0
+    "Other processes' requests waiting for the server as the batch ended."
 
 
 @dataclass

@@ -179,6 +179,11 @@ def print_summary(summary: BatchSummary, console: Console, *, output: str | None
         busy = [f"{s.url.split('://', 1)[-1]} {s.busy_fraction:.0%}" + (f" of {s.slots} slots" if s.slots > 1 else "")
                 for s in summary.servers]
         say("  servers busy  " + " · ".join(busy))
+        shared = [f"{s.url.split('://', 1)[-1]}: waited {s.waited_for_others_s:.1f} s behind them; "
+                  f"{s.others_in_flight} busy, {s.others_waiting} waiting of theirs at the end"
+                  for s in summary.servers if s.waited_for_others_s >= 0.05 or s.others_in_flight or s.others_waiting]
+        if shared:
+            say("  other processes on these slots  " + " · ".join(shared))
     if summary.agent_failures:
         say("  failed requests  " + " · ".join(f"{name} {n}" for name, n in summary.agent_failures.items()))
     if summary.failed:

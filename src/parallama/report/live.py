@@ -84,11 +84,15 @@ class LiveView(Progress):
 
 
 def servers_line(load: dict[str, ServerLoad]) -> str:
-    """`servers  localhost:11434 1/1 busy, 2 waiting · localhost:11435 0/1 busy`"""
+    """`servers  localhost:11434 1/1 busy, 2 waiting (1 busy, 1 waiting in other processes) · localhost:11435 0/1
+    busy`: the counts are every process's that shares the slots."""
     parts = []
     for url, gate in load.items():
         text = f"{url.split('://', 1)[-1]} {gate.in_flight}/{gate.slots} busy"
         if gate.waiting:
             text += f", {gate.waiting} waiting"
+        busy, waiting = gate.others()
+        if busy or waiting:
+            text += f" ({busy} busy, {waiting} waiting in other processes)"
         parts.append(text)
     return "servers  " + " · ".join(parts)

@@ -46,7 +46,10 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def running(request: web.Request) -> web.Response:
-    return web.json_response({"models": request.app[SERVICE].running()})
+    """Ollama's `models` with runs in progress, and (ours) each server's load across every sharing process."""
+    service = request.app[SERVICE]
+    return web.json_response({"models": service.running(),
+                              "servers": [now.as_json(url) for url, now in service.client.load().items()]})
 
 
 async def show(request: web.Request) -> web.Response:

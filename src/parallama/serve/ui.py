@@ -121,10 +121,10 @@ async def fleet(request: web.Request) -> web.Response:
 
 
 async def load(request: web.Request) -> web.Response:
-    """Per server: requests in flight, its slots, requests waiting; and the runs in progress."""
+    """Per server: requests in flight, its slots, requests waiting (every process's that shares the slots, and
+    this one's); and the runs in progress."""
     service = request.app[SERVICE]
-    servers = [{"server": url, "slots": now.slots, "in_flight": now.in_flight, "waiting": now.waiting}
-               for url, now in service.client.load().items()]
+    servers = [now.as_json(url) for url, now in service.client.load().items()]
     return web.json_response({"servers": servers, "runs": len(service.runs), "capacity": service.capacity,
                               "max_queue": service.options.max_queue})
 
