@@ -325,3 +325,26 @@ def test_runs_are_found_by_words_of_their_prompt(tmp_path, server):
     listed = invoke("history", "--search", "sky")
     assert listed.stdout.count("\n") == 2 and "Sky at night" in listed.stdout and "whale" not in listed.stdout
     assert "no run's prompt holds 'zebra'" in invoke("history", "--search", "zebra").stderr
+
+
+def test_a_search_is_bounded_a_nul_is_no_wildcard_and_an_id_is_never_a_pattern(tmp_path, server):
+    server.model("m", latency=0.01)
+    write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
+    for prompt in ["Why is the sky blue?", "x" * 2000 + " long"]:
+        assert invoke("run", prompt, "-c", "c.json").exit_code == 0
+    many = " ".join(f"word{i}" for i in range(999))
+    result = invoke("history", "--search", many)  # SQLite's expression depth gave a traceback
+    assert result.exit_code == 2
+    assert result.stderr == "error: a search takes at most 64 different words, not 999\n"
+    result = invoke("history", "--search", " ".join(["sky"] * 999))  # one word, said 999 times
+    assert result.exit_code == 0 and "Why is the sky blue?" in result.stdout
+    with History() as store:
+        runs = store.runs()
+        assert store.runs(search="\0") == [] and store.runs(search="sky \0") == []  # NUL ended the LIKE pattern
+        assert [len(run["prompt"]) for run in store.runs(prompt_chars=500)] == [500, 20]
+        first = runs[0]["id"]
+        assert store.run("%") is None and store.run("_" * len(first)) is None  # not LIKE patterns
+        assert store.run(first[:-3] + "%") is None
+        found = store.run(first[:6])
+        assert found is not None and found["id"] == first  # a prefix still finds its run
+        assert store.run(first[:6], exact=True) is None and store.run(first, exact=True)["id"] == first

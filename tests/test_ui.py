@@ -381,3 +381,22 @@ async def test_a_quiet_run_gets_keepalives_and_thinking_streams_apart(servers, s
     assert thought == "Let me count: two and two."
     ended = {v["agent"]: v for v in by_type(views, "ended")}
     assert ended["B"]["content"] == "Four." and ended["B"]["thinking_tokens"] > 0
+
+
+async def test_history_api_bounds_its_search_cuts_prompts_and_takes_ids_whole(servers, serve):
+    running = await serve(guide_fleet(servers), history=True)
+    for prompt in ("Why is the sky blue?", "a NUL \x00 inside", "y" * 3000):
+        await start_run(running.url, {"prompt": prompt})
+    response, body = await get(running.url + "/ui/api/history", params={"q": " ".join(f"w{i}" for i in range(999))})
+    assert response.status == 400  # SQLite's expression depth: it was a 500
+    assert json.loads(body)["error"] == "a search takes at most 64 different words, not 999"
+    _, body = await get(running.url + "/ui/api/history", params={"q": "\x00"})  # it matched every run
+    assert [r["prompt"] for r in json.loads(body)["runs"]] == ["a NUL \x00 inside"]
+    _, body = await get(running.url + "/ui/api/history")
+    runs = json.loads(body)["runs"]
+    assert [r["prompt"][:9] for r in runs[1:]] == ["a NUL \x00 i", "Why is th"] and len(runs[0]["prompt"]) == 500
+    for wildcard in ("%25", "_" * len(runs[0]["id"]), runs[0]["id"][:8]):  # `%` loaded every stored prompt
+        response, body = await get(running.url + "/ui/api/history/" + wildcard)
+        assert response.status == 404, wildcard
+    response, _ = await get(running.url + "/ui/api/history/" + runs[0]["id"])
+    assert response.status == 200

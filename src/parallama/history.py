@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypedDict
 
 from .config import Agent, Fleet
-from .errors import HistoryError
+from .errors import HistoryError, UsageError
 from .events import Event, Failed, Finished, RunEnded, RunStarted
 from .paths import history_db
 from .redact import Redactor
@@ -29,6 +29,8 @@ from .result import AgentResult, RunResult
 HISTORY_ENV = "PARALLAMA_NO_HISTORY"
 BUSY_TIMEOUT_S = 5.0
 "How long a write waits for another process's (a concurrent run's row, a migration) before it gives up."
+SEARCH_WORDS = 64
+"Different words a history search takes at most (each is one LIKE over every stored prompt)."
 
 
 def history_disabled() -> bool:
@@ -189,21 +191,40 @@ class History:
         self.close()
 
     # reading
-    def runs(self, limit: int = 20, *, search: str | None = None) -> list["RunSummary"]:
+    def runs(self, limit: int = 20, *, search: str | None = None,
+             prompt_chars: int | None = None) -> list["RunSummary"]:
         """The latest runs, newest first; with `search`, only those whose prompt holds every word of it (in any
-        order; case-insensitive for ASCII letters, as SQLite's LIKE is)."""
-        words = (search or "").split()
-        where = " AND ".join("r.prompt LIKE ? ESCAPE '\\'" for _ in words)
-        patterns = ["%" + _like_escape(word) + "%" for word in words]
+        order; case-insensitive for ASCII letters, as SQLite's LIKE is; at most SEARCH_WORDS different words). With
+        `prompt_chars`, each prompt is cut to that many characters by SQLite (the rest is never read)."""
+        words = list(dict.fromkeys((search or "").split()))
+        if len(words) > SEARCH_WORDS:
+            raise UsageError(f"a search takes at most {SEARCH_WORDS} different words, not {len(words)}")
+        # LIKE ends a pattern at a NUL (so it would match every prompt): such a word is looked for as it is.
+        where = " AND ".join("instr(r.prompt, ?) > 0" if "\0" in word else "r.prompt LIKE ? ESCAPE '\\'"
+                             for word in words)
+        patterns = [word if "\0" in word else "%" + _like_escape(word) + "%" for word in words]
+        # Cut as bytes (4 per character at most): SQLite's substr() of text would also stop at a NUL.
+        columns = ", ".join(f"substr(CAST(r.prompt AS BLOB), 1, {4 * int(prompt_chars)}) AS prompt"
+                            if name == "prompt" and prompt_chars is not None else f"r.{name}"
+                            for name in RunSummary.__annotations__ if name not in ("workers", "workers_ok"))
         rows = self.db.execute(
-            "SELECT r.*, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers') "
+            f"SELECT {columns}, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers') "
             "AS workers, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers' "
             "AND a.status = 'ok') AS workers_ok FROM runs r " + (f"WHERE {where} " if words else "") +
             "ORDER BY started_at DESC LIMIT ?", (*patterns, limit))
-        return [RunSummary(**dict(row)) for row in rows]  # type: ignore[typeddict-item]
+        runs = [RunSummary(**dict(row)) for row in rows]  # type: ignore[typeddict-item]
+        if prompt_chars is not None:
+            for run in runs:  # the last character may have been cut in its middle: that part is left out
+                run["prompt"] = bytes(run["prompt"]).decode("utf-8", "ignore")[:prompt_chars]
+        return runs
 
-    def run(self, run_id: str) -> "RunRecord | None":
-        row = self.db.execute("SELECT * FROM runs WHERE id = ? OR id LIKE ?", (run_id, run_id + "%")).fetchall()
+    def run(self, run_id: str, *, exact: bool = False) -> "RunRecord | None":
+        """The run with this id, or (unless `exact`) the one run whose id starts with it; None when there is no such
+        run, or several."""
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall()
+        if not row and not exact:  # a prefix, taken literally (`%` is no wildcard); two rows are enough to refuse
+            row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                                  (_like_escape(run_id) + "%",)).fetchall()
         if len(row) != 1:
             return None
         run = dict(row[0])

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .. import __version__
+from ..errors import UsageError
 from ..events import RunEnded
 from .conversation import split
 from .errors import ApiError
@@ -43,6 +44,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 LOAD_PATH = "/ui/api/load"
 "Polled by every open page: left out of the access log."
 HISTORY_LIMIT = 200
+PROMPT_SHOWN = 500
+"Characters of each prompt the history list shows."
 SSE = "text/event-stream"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -140,11 +143,17 @@ async def history(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, "limit: a whole number, please", param="limit") from exc
     redact = service.page_redact
-    runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"])[:500],
+    # SQLite cuts each prompt; with room for a secret that starts before the cut, so it is masked whole.
+    margin = max((len(secret) for secret in redact.secrets), default=0)
+    try:
+        stored = store.runs(limit, search=request.query.get("q"), prompt_chars=PROMPT_SHOWN + margin)
+    except UsageError as exc:
+        raise ApiError(400, str(exc), param="q") from exc
+    runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"])[:PROMPT_SHOWN],
              "status": "running" if r["id"] in service.runs else r["status"], "strategy": r["strategy"],
              "origin": r["origin"], "workers": r["workers"], "workers_ok": r["workers_ok"],
              "final_source": r["final_source"], "wall_s": r["wall_s"]}
-            for r in store.runs(limit, search=request.query.get("q"))]
+            for r in stored]
     return web.json_response({"enabled": True, "runs": runs})
 
 
@@ -152,8 +161,8 @@ async def history_run(request: web.Request) -> web.Response:
     """One run from the history as the events the page draws."""
     service = request.app[SERVICE]
     run_id = request.match_info["run_id"]
-    record = service.history.run(run_id) if service.history is not None else None
-    if record is None or record["id"] != run_id:
+    record = service.history.run(run_id, exact=True) if service.history is not None else None
+    if record is None:
         raise ApiError(404, f"no run {run_id!r} in the history")
     return web.json_response({"events": replay(record, service.page_redact)})
 
