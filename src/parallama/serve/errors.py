@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -17,18 +18,20 @@ class ApiError(Exception):
     """A request `serve` answers with an error status; rendered in the shape of the API that was called."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 retry_after: int | None = None) -> None:
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code or OPENAI_CODES.get(status)
         self.param = param
         self.retry_after = retry_after
-        "Seconds, for 429: when a place in the queue is likely to be free (≤ 120, which the openai SDK honours)."
+        "Seconds, for 429: when a place in the queue is likely to be free (≤ 60, which every openai SDK honours)."
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is not None:
-            return {"Retry-After": str(self.retry_after), "x-should-retry": "true"}
+            # Retry-After takes whole seconds (RFC 9110); the openai SDKs read `retry-after-ms` first, to the ms.
+            return {"Retry-After": str(math.ceil(self.retry_after)),
+                    "retry-after-ms": str(round(self.retry_after * 1000)), "x-should-retry": "true"}
         # Retrying anything else would not help, and would run the whole ensemble again (twice, by default).
         headers = {"x-should-retry": "false"}
         if self.status == 401:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import random
 import time
 import uuid
 from collections import Counter
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parallama.serve")
 
-RETRY_AFTER_MAX_S = 120
-"The openai SDK honours a Retry-After up to two minutes; past that it gives up on the header."
+RETRY_AFTER_MAX_S = 60.0
+"""openai-python (as every Stainless SDK) sleeps as long as a Retry-After says only up to 60 s in its older releases
+(two minutes in newer ones); past that it backs off on its own: serve never asks for more."""
 
 
 @dataclass(frozen=True)
@@ -184,11 +185,13 @@ class Service:
             await asyncio.gather(task, return_exceptions=True)
         self.release(run_id, completed=completed())
 
-    def retry_after(self) -> int:
-        """Seconds until the oldest run is likely to end, and a place with it: 1 to 120."""
+    def retry_after(self) -> float:
+        """When to try again, in seconds: a random moment between the oldest run's likely end (the first place to
+        free) and one typical run later (by then the runs now going have made room), so that refused clients
+        spread out instead of coming back in lockstep; within 1 … RETRY_AFTER_MAX_S."""
         oldest = min((r.started for r in self.runs.values()), default=time.perf_counter())
-        left = oldest + self.typical_run_s - time.perf_counter()
-        return max(1, min(RETRY_AFTER_MAX_S, math.ceil(left)))
+        first = max(1.0, oldest + self.typical_run_s - time.perf_counter())
+        return round(min(RETRY_AFTER_MAX_S, random.uniform(first, first + self.typical_run_s)), 3)
 
     def running(self) -> list[dict[str, Any]]:
         """`/api/ps`: each fleet name with runs in progress, and those runs."""
