@@ -289,3 +289,29 @@ def test_sigterm_stops_a_batch_whose_regexes_backtrack_without_end(tmp_path):
     lines = read_lines(out)
     assert 2 <= len(lines) < 40
     assert all(line["score"]["gave_up"] == ["A", "B"] for line in lines)
+
+
+# ---------------------------------------------------------------- 12. a full disk
+
+
+def test_a_full_disk_mid_batch_is_one_line_exit_1_and_a_resume_goes_on(tmp_path, server):
+    import resource
+
+    one_worker(tmp_path, server, text="x" * 3000)
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"q{i:02d}", "prompt": f"p{i}"} for i in range(60)])
+
+    def small_disk() -> None:  # files of this process stop growing at 64 KiB, as on a full disk (EFBIG, not ENOSPC)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    proc = subprocess.run([sys.executable, "-m", "parallama", "batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json",
+                           "-q"], capture_output=True, text=True, timeout=60, preexec_fn=small_disk,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: out.jsonl: cannot write: File too large (the lines before it are kept: make room, "
+                           "then go on with --resume)\n")
+    assert (tmp_path / "out.jsonl").stat().st_size == 64 * 1024
+
+    result = invoke("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert "dropped its last line, cut off" in result.stderr
+    assert sorted(by_id(tmp_path / "out.jsonl")) == [f"q{i:02d}" for i in range(60)]

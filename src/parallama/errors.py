@@ -8,6 +8,7 @@
     │   └── InputErrors       (2)  several at once, one line each
     ├── SetupError            (2)  this machine lacks something: an engine, a free port, a model file, an extra
     │   └── NothingFits       (2)  no fleet fits the memory `recommend` was given
+    ├── OutputError           (1)  a batch's output file could not be written mid-run (a full disk); names it
     ├── StartError            (1)  an instance did not come up; names its log
     ├── HistoryError          (1)  the run history cannot be opened or written; names the database file
     └── BackendError          (1)  one agent's request failed; names the agent, the URL and the cause
@@ -51,6 +52,19 @@ class SetupError(ParallamaError):
 
 class NothingFits(SetupError):
     """No fleet fits the memory budget `recommend` was given."""
+
+
+class OutputError(ParallamaError):
+    """A batch's output file could not be written once the batch was under way (a full disk, a quota); names the
+    file. What was written before stays, and a resume goes on from it."""
+
+    def __init__(self, message: str, *, file: "os.PathLike[str] | str") -> None:
+        self.message = message
+        self.file = str(file)
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
 
 
 class StartError(ParallamaError):

@@ -10,6 +10,7 @@ locked while a batch writes to it, also while a resume rewrites it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from ..errors import InputError, InputErrors
+from ..errors import InputError, InputErrors, OutputError
 from ..scoring import Score, score_answers
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class ResultsFile(JsonLines):
         "Lines for ids that are not in this input (kept as they are)."
         self.duplicates = 0
         "Further answered lines for an id already answered above them (taken out)."
+        self.failed = False
+        "A write failed (and said so): closing does not say it again."
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], records: Sequence["BatchRecord"]) -> "ResultsFile":
@@ -132,10 +135,17 @@ class ResultsFile(JsonLines):
         try:
             super().write(line)
         except OSError as exc:  # a full disk: say so in one line (a resume drops what was cut short)
-            raise InputError(f"cannot write: {exc.strerror or exc}", source=str(self.path)) from exc
+            self.failed = True
+            raise OutputError(f"cannot write: {exc.strerror or exc} (the lines before it are kept: make room, then "
+                              "go on with --resume)", file=self.path) from exc
 
     def close(self) -> None:
-        self.stream.close()
+        try:
+            self.stream.close()  # closes the file even when its last flush fails
+        except OSError as exc:
+            if not self.failed:
+                raise OutputError(f"cannot write: {exc.strerror or exc}", file=self.path) from exc
+            # else the write that failed said so; the rest of its line, still buffered, is let go with the file
 
     def __enter__(self) -> "ResultsFile":
         return self
@@ -268,9 +278,12 @@ def _replace(path: Path, stream: TextIO, kept: Iterable[bytes]) -> TextIO:
             os.replace(temporary, path)
             return open(path, "a+", encoding="utf-8", newline="\n")
         os.replace(temporary, path)
-    except BaseException:
-        new.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # its flush fails again on a full disk
+            new.close()
         temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot rewrite it: {exc.strerror or exc} (it is left as it was)", file=path) from exc
         raise
     stream.close()
     return new
