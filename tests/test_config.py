@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import invoke, run_process, write_config
-from parallama.config import Fleet, load_config
+from parallama.config import load_config
+from parallama.fleet import Fleet
 from parallama.errors import ConfigError
 
 GUIDE_CONFIG = """{"reviewer_agent": {"name": "Reviewer (Llama 3 70B)", "api_url": "http://localhost:11434/api/chat", "model": "llama3:70b", "timeout": 120},

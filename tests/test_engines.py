@@ -155,6 +155,13 @@ def test_binding_elsewhere_warns(stand_in):
     assert "warning: binding to 0.0.0.0" in result.stderr and "no authentication" in result.stderr
 
 
+def test_binding_to_any_loopback_address_does_not_warn(stand_in):
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--host", "127.0.0.2")
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr and f"http://127.0.0.2:{port}" in result.stdout + result.stderr
+
+
 def test_pull_through_an_instance_with_progress(stand_in):
     port = base_port()
     assert invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port)).exit_code == 0

@@ -86,8 +86,31 @@ def test_usage_errors(tmp_path, servers):
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{busy.port}" in result.stderr
 
 
+def serve_banner(*args: str) -> str:
+    """What `parallama serve` prints at start (then it is stopped)."""
+    process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", "--no-history", *args],
+                               stderr=subprocess.PIPE, text=True)
+    lines = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line)
+        if "Ctrl-C" in line or "error" in line:
+            break
+    stop(process)
+    return "".join(lines)
+
+
+def test_serve_warns_off_loopback_only(tmp_path, servers):
+    write_config(tmp_path / "c.json", guide_fleet(servers))
+    loopback = serve_banner("-c", "c.json", "--host", "127.0.0.2")
+    assert "Ollama API  http://127.0.0.2:" in loopback and "warning" not in loopback
+    exposed = serve_banner("-c", "c.json", "--host", "0.0.0.0")
+    assert "warning: listening on 0.0.0.0 with no API key" in exposed and "Ctrl-C" in exposed
+
+
 def test_exposure_warning_only_off_loopback_without_a_key():
     assert exposure_warning("127.0.0.1", 11400, keyed=False) is None
     assert exposure_warning("::1", 11400, keyed=False) is None
+    assert exposure_warning("127.0.0.2", 11400, keyed=False) is None
     assert exposure_warning("0.0.0.0", 11400, keyed=True) is None
     assert "anyone who can reach port 11400" in exposure_warning("0.0.0.0", 11400, keyed=False)

@@ -12,9 +12,9 @@ _EXPORTS = {
     "run_sync": "parallama.oneshot",
     "FleetClient": "parallama.client",
     "load_config": "parallama.config",
-    "Fleet": "parallama.config",
-    "Agent": "parallama.config",
-    "Server": "parallama.config",
+    "Fleet": "parallama.fleet",
+    "Agent": "parallama.fleet",
+    "Server": "parallama.fleet",
     "RunResult": "parallama.result",
     "AgentResult": "parallama.result",
     "ParallamaError": "parallama.errors",
@@ -23,8 +23,9 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .config import Agent, Fleet, Server, load_config
+    from .config import load_config
     from .errors import BackendError, ConfigError, ParallamaError
+    from .fleet import Agent, Fleet, Server
     from .result import AgentResult, RunResult
     from .client import FleetClient
     from .oneshot import run, run_sync

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .client import FleetClient
-from .config import Agent, Fleet
 from .events import Delta, Event, Failed, Finished, RUN_EVENTS, Started
+from .fleet import Agent, Fleet
 from .result import AgentResult
+from .urls import is_local
 
 WARMUP_PROMPT = "Reply with the single word: ready."
 SLOWER_THAN_IDEAL = 0.85
@@ -219,7 +220,6 @@ def _same_process(fleet: Fleet) -> list[str]:
     from urllib.parse import urlsplit
 
     from .engines.ports import port_holder
-    from .hints import is_local
 
     owners: dict[int, list[str]] = {}
     for url in fleet.servers:

@@ -24,7 +24,7 @@ from .result import AgentResult
 
 if TYPE_CHECKING:
     from .backends.base import Completion
-    from .config import Agent
+    from .fleet import Agent
     from .slots import SlotStore
 
 Job = tuple["Agent", list[Message]]

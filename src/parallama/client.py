@@ -19,14 +19,15 @@ from .backends import Message
 from .calls import Run, Transport, client_session
 from .config import STRATEGIES, ConfigLike, as_fleet
 from .events import WORKERS, Event, EventSink, RunEnded, RunStarted
+from .fleet import secrets_of
 from .gates import Gate, ServerLoad, gate_for
 from .redact import Redactor, valid_unicode
-from .slots import SlotStore, close_store, open_store
 from .result import AgentResult, RunResult
+from .slots import SlotStore, close_store, open_store
 from .stages import orchestrate, worker_messages
 
 if TYPE_CHECKING:
-    from .config import Agent
+    from .fleet import Agent
     from .history import History, HistoryWriter
 
 
@@ -146,5 +147,5 @@ class FleetClient:
             def emit(event: Event) -> None:
                 for sink in sinks:
                     sink(event)
-        redact = Redactor.for_agents(self.fleet.agents + agents)  # keys as the environment holds them now
+        redact = Redactor(secrets_of(self.fleet.agents + agents))  # keys as the environment holds them now
         return Run(self._transport, run_id or uuid.uuid4().hex[:12], emit, redact)

@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import difflib
 import json
 import os
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal, Mapping, Union
-from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, ConfigErrors
-from .hints import LOOPBACK_HOSTS
-from .redact import public_url
+from .fleet import OPENAI_OPTION_FIELDS, Agent, Fleet, Role, Server
 from .slots import check_setting
+from .urls import OPENAI, credentials, parse_api_url, public_url, server_of
 
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
-
-Protocol = Literal["ollama", "openai"]
-Role = Literal["worker", "reviewer"]
-OLLAMA: Protocol = "ollama"
-OPENAI: Protocol = "openai"
-
-# Ollama options with an OpenAI-compatible request field; the rest have no equivalent there.
-OPENAI_OPTION_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",  # not OpenAI's own, but vLLM and llama.cpp's server accept it
-    "seed": "seed",
-    "stop": "stop",
-    "num_predict": "max_tokens",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -176,158 +155,6 @@ class ConfigFile(BaseModel):
         return value
 
 
-# ---------------------------------------------------------------- the resolved fleet
-
-
-@dataclass(frozen=True)
-class Server:
-    """A model server, `scheme://host:port`, and how many requests it takes at once."""
-
-    url: str
-    parallel: int = 1
-
-
-@dataclass(frozen=True, eq=False)
-class Agent:
-    """One worker or reviewer, resolved: protocol, endpoint and server known, defaults applied."""
-
-    name: str
-    role: Role
-    model: str
-    api_url: str
-    protocol: Protocol
-    endpoint: str
-    server: str
-    timeout: float
-    system: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    api_key_env: str | None = None
-    think: bool | str | None = None
-    "Sent as Ollama's `think`, or OpenAI-compatible `reasoning_effort` (levels) / `enable_thinking` (on, off)."
-    extra_body: Mapping[str, Any] = field(default_factory=dict)
-    "Raw request fields merged into the body (set by code, such as the embedded fleet; not from the file)."
-    url_auth: tuple[str, str] | None = field(default=None, repr=False)
-    "(user, password) from the api_url's `user:password@`, sent as HTTP Basic auth. `api_url` and `endpoint` are "
-    "kept without it, so whatever shows or stores them cannot leak it."
-
-    def api_key(self) -> str | None:
-        """The key from the environment, read when a request is made; never stored or shown."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
-
-    def authorization(self) -> str | None:
-        """The `Authorization` header: `Bearer <key>` from api_key_env, or `Basic …` from the URL's user:password."""
-        key = self.api_key()
-        if key:
-            return f"Bearer {key}"
-        if self.url_auth:
-            return "Basic " + base64.b64encode(":".join(self.url_auth).encode()).decode("ascii")
-        return None
-
-    def secrets(self) -> list[str]:
-        """What this agent sends that must never be shown or stored: its key, its URL password (and both as the
-        Authorization header carries them)."""
-        found = []
-        key = self.api_key()
-        if key:
-            found.append(key)
-        if self.url_auth:
-            found.append(self.url_auth[1])
-            found.append(self.authorization().split(" ", 1)[1])  # type: ignore[union-attr]
-        return [s for s in found if s]
-
-    def __repr__(self) -> str:
-        return f"Agent(name={self.name!r}, model={self.model!r}, api_url={self.api_url!r})"
-
-
-@dataclass(frozen=True)
-class Fleet:
-    """The validated config: workers in config order, an optional reviewer, and the servers they use."""
-
-    workers: tuple[Agent, ...]
-    reviewers: tuple[Agent, ...]
-    "Tried in order until one succeeds; empty when there is no review."
-    servers: Mapping[str, Server]
-    strategy: str = "synthesize"
-    review_prompt: str | None = None
-    review_system: str | None = None
-    rounds: int = 1
-    source: str = "config"
-    warnings: tuple[str, ...] = ()
-    slot_store: str | None = None
-    "The config's `slot_store` (PARALLAMA_SLOT_STORE wins over it when the client opens)."
-
-    @property
-    def reviewer(self) -> Agent | None:
-        """The first reviewer (the others are its fallbacks)."""
-        return self.reviewers[0] if self.reviewers else None
-
-    @property
-    def agents(self) -> tuple[Agent, ...]:
-        return self.workers + self.reviewers
-
-    def with_extra_body(self, extra: Mapping[str, Any]) -> "Fleet":
-        """The same fleet with `extra` merged into every agent's request body."""
-        def add(agent: Agent) -> Agent:
-            return replace(agent, extra_body={**agent.extra_body, **extra})
-
-        return replace(self, workers=tuple(add(w) for w in self.workers),
-                       reviewers=tuple(add(r) for r in self.reviewers))
-
-
-def parse_api_url(url: str) -> tuple[Protocol, str]:
-    """Return (protocol, chat endpoint) for an agent's api_url, or raise ValueError saying why not."""
-    parts = urlsplit(url.strip())
-    shown = public_url(url)
-    _check_userinfo(parts, shown)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{shown!r} must start with http:// or https://")
-    if not parts.hostname:
-        raise ValueError(f"{shown!r} has no host")
-    try:
-        port = parts.port
-    except ValueError:  # the cause quotes what stands after the last `:`, which may be part of a password
-        raise ValueError(f"{shown!r} has a bad port") from None
-    if port == 0:
-        raise ValueError(f"{shown!r} has port 0, which no server listens on (Ollama's is 11434)")
-    path = parts.path.rstrip("/")
-    base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-    if path == "" or path.endswith("/api/chat"):
-        return OLLAMA, base + (path or "/api/chat")
-    if path.endswith("/v1"):
-        return OPENAI, base + path + "/chat/completions"
-    if path.endswith("/v1/chat/completions"):
-        return OPENAI, base + path
-    raise ValueError(
-        f"cannot tell the protocol from the path {parts.path!r}: use .../api/chat (Ollama) "
-        "or .../v1 (OpenAI-compatible)"
-    )
-
-
-def _check_userinfo(parts: SplitResult, shown: str) -> None:
-    """A `@` past the host part is a password holding `/`, `?` or `#`, which cut the host part short."""
-    if "@" in parts.path + parts.query + parts.fragment:
-        raise ValueError(f"{shown!r}: a user:password in a URL must write / ? # @ as %2F %3F %23 %40 "
-                         "(the password is not shown)")
-
-
-def server_of(url: str) -> str:
-    """The server an URL belongs to, as `scheme://host:port`; loopback names count as one host."""
-    parts = urlsplit(url.strip())
-    _check_userinfo(parts, public_url(url))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{public_url(url)!r} is not a server URL like http://localhost:11434")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:  # the cause quotes what stands after the last `:`, which may be part of a password
-        raise ValueError(f"{public_url(url)!r} has a bad port") from None
-    host = parts.hostname.lower()
-    if host in LOOPBACK_HOSTS:
-        host = "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port}"
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -413,7 +240,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
         if a.api_key_env and a.api_key_env not in os.environ:
             errors.append(ConfigError(
                 f"environment variable {a.api_key_env} is not set", source=source, json_path=f"{where}.api_key_env"))
-        url_auth = _url_auth(a.api_url)
+        url_auth = credentials(a.api_url)
         if url_auth and a.api_key_env:
             errors.append(ConfigError(
                 "api_url has a user:password and api_key_env names a key: both would be the Authorization header; "
@@ -458,14 +285,6 @@ def _check_depth(data: Any, source: str) -> None:
                       json_path=json_path(level[0][1][:4]) + "…")
 
 
-def _url_auth(url: str) -> tuple[str, str] | None:
-    """(user, password) written into the URL, percent-decoded as a browser would send them."""
-    parts = urlsplit(url.strip())
-    if parts.username is None and parts.password is None:
-        return None
-    return unquote(parts.username or ""), unquote(parts.password or "")
-
-
 def _unique(name: str, taken: set[str]) -> str:
     candidate, n = name, 1
     while candidate in taken:
@@ -476,14 +295,6 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 # ---------------------------------------------------------------- error messages
-
-_FIELDS_AT = {
-    "": ConfigFile,
-    "agent": AgentSpec,
-    "servers": ServerSpec,
-    "review": ReviewSpec,
-}
-
 
 def json_path(loc: tuple[Any, ...]) -> str:
     """`('worker_agents', 1, 'timeout')` → `worker_agents[1].timeout`."""

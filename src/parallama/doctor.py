@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .config import Fleet
+from .fleet import Fleet
 from .memory import Machine
-from .hints import pull_command, serve_command
+from .ollama_commands import pull_command, serve_command
 from .plan import FleetPlan, make_plan
 
 Status = Literal["pass", "warn", "fail"]

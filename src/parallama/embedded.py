@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .config import Fleet, fleet_from_dict
+from .config import fleet_from_dict
+from .fleet import Fleet
 from .demo_model import ALIAS, model_path
 from .engines.state import Instance, InstanceStore
 

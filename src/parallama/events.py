@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Union
 
 if TYPE_CHECKING:
     from .backends import Message
-    from .config import Agent, Fleet
+    from .fleet import Agent, Fleet
     from .result import AgentResult, CouncilBallot, CouncilRank, RunResult
 
 WORKERS = "workers"

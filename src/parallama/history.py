@@ -19,8 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypedDict
 
-from .config import Agent, Fleet
 from .errors import HistoryError, UsageError
+from .fleet import Agent, Fleet
 from .events import Event, Failed, Finished, RunEnded, RunStarted
 from .paths import history_db
 from .redact import Redactor
@@ -341,7 +341,7 @@ class RunRecorder:
         self.db = history.db
         self.id = run_id or uuid.uuid4().hex[:12]
         self.agents = {a.name: a for a in fleet.agents}
-        self.redact = Redactor([*(secret for agent in fleet.agents for secret in agent.secrets()), *secrets])
+        self.redact = Redactor([*fleet.secrets(), *secrets])
         self.seq = 0
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy, origin, context) "

@@ -8,11 +8,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Agent, Fleet
+from .fleet import Agent, Fleet
 from .memory import (CATALOGUE, GB, INSTANCE_OVERHEAD_GB, CatalogueModel, Machine, ModelEstimate, catalogue_entry,
                      estimate_from_catalogue, estimate_from_gguf, estimate_from_show, this_machine)
-from .hints import is_local
 from .probe import ServerProbe, probe_servers, same_model
+from .urls import is_local, server_of
 
 DEFAULT_CONTEXT = {"ollama": 4096, "openai": 4096}
 
@@ -184,8 +184,6 @@ def _estimate_models(fleet: Fleet, plan: ServerPlan) -> None:
 
 
 def _same_server(a: str, b: str) -> bool:
-    from .config import server_of
-
     return server_of(a) == server_of(b)
 
 

@@ -11,11 +11,7 @@ the key, a row of `*`, `.` or `…`, and an end of the key is masked whole too, 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable
-from urllib.parse import urlsplit
-
-if TYPE_CHECKING:
-    from .config import Agent
+from typing import Iterable
 
 MASK = "***"
 RUN = 8
@@ -23,24 +19,6 @@ RUN = 8
 
 _ABBREVIATED = re.compile(r"(?<![\w\-])[\w\-]*(?:[*…•]+|\.{2,})+[\w\-]*")
 _SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def public_url(url: str) -> str:
-    """`url` without its `user:password@`, for showing and storing.
-
-    A password holding `/`, `?` or `#` (not percent-encoded) ends the URL's host part early, and its rest lands in
-    the path, query or fragment: any `@` after `://` is then taken as the end of a user:password, and everything up
-    to the last one is left out. A URL too broken to parse is shown the same way."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is not None and "@" not in parts.path + parts.query + parts.fragment:
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 class Redactor:
@@ -52,11 +30,6 @@ class Redactor:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         runs = {s[i:i + RUN] for s in self.secrets for i in range(max(1, len(s) - RUN + 1))}
         self._runs = re.compile("|".join(re.escape(r) for r in sorted(runs))) if runs else None
-
-    @classmethod
-    def for_agents(cls, agents: Iterable["Agent"]) -> "Redactor":
-        """Every key and URL password these agents send."""
-        return cls(secret for agent in agents for secret in agent.secrets())
 
     def __call__(self, text: str) -> str:
         if not self.secrets or not text:

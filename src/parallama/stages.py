@@ -14,7 +14,7 @@ from .review.synthesize import refine_messages
 if TYPE_CHECKING:
     from .backends import Message
     from .calls import Run
-    from .config import Agent, Fleet
+    from .fleet import Agent, Fleet
 
 
 TASK_WITH_CONVERSATION = """\

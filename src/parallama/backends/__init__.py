@@ -9,7 +9,7 @@ from .base import Completion, Message
 if TYPE_CHECKING:
     import aiohttp
 
-    from ..config import Agent
+    from ..fleet import Agent
 
 DeltaSink = Callable[[str], None]
 

@@ -11,12 +11,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken
-from ..hints import is_local, port_of, pull_command, serve_command
+from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
+from ..urls import is_local, port_of
 from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
-    from ..config import Agent
+    from ..fleet import Agent
     from . import DeltaSink
 
 
@@ -99,7 +100,7 @@ async def open_stream(
     session: aiohttp.ClientSession, agent: "Agent", body: dict
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST `body` to the agent's endpoint and yield the streaming response; every failure becomes a BackendError."""
-    with TransportErrors(agent.endpoint, agent=agent.name, redact=Redactor.for_agents([agent]),
+    with TransportErrors(agent.endpoint, agent=agent.name, redact=Redactor(agent.secrets()),
                          unreachable_hint=_start_hint(agent)) as request:
         async with session.post(agent.endpoint, json=body, headers=request_headers(agent),
                                 read_bufsize=READ_BUFSIZE) as response:
@@ -112,7 +113,7 @@ async def open_stream(
 def server_words(agent: "Agent", text: str) -> str:
     """Text the server sent, fit to show: the agent's key or URL password (whole or in part) masked, as servers
     quote the Authorization header back in their 401s and error lines."""
-    return Redactor.for_agents([agent])(text)
+    return Redactor(agent.secrets())(text)
 
 
 def malformed(agent: "Agent", line: bytes) -> StreamBroken:

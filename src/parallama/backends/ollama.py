@@ -10,7 +10,7 @@ from .base import Completion, Message, Stream, mid_stream_error, open_stream, pa
 if TYPE_CHECKING:
     import aiohttp
 
-    from ..config import Agent
+    from ..fleet import Agent
     from . import DeltaSink
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config import OPENAI_OPTION_FIELDS
 from ..errors import StreamBroken
+from ..fleet import OPENAI_OPTION_FIELDS
 from .base import Completion, Message, Stream, malformed, mid_stream_error, open_stream, parse_json_line
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from ..config import Agent
+    from ..fleet import Agent
     from . import DeltaSink
 
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:")

@@ -16,7 +16,7 @@ from .output import result_line, score_line
 if TYPE_CHECKING:
     from ..client import FleetClient
     from ..gates import ServerLoad
-    from ..config import Fleet
+    from ..fleet import Fleet
     from .records import BatchRecord
 
 LineSink = Callable[[dict[str, Any]], None]

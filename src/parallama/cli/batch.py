@@ -13,7 +13,7 @@ from .common import CONFIG_ENV, DEFAULT_CONFIG, echo_json, load_fleet, user_erro
 
 if TYPE_CHECKING:
     from ..batch import Batch, BatchRecord, BatchSummary
-    from ..config import Fleet
+    from ..fleet import Fleet
     from ..report.batch_view import BatchProgress
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 if TYPE_CHECKING:
-    from ..config import Fleet
+    from ..fleet import Fleet
 
 CONFIG_ENV = "PARALLAMA_CONFIG"
 DEFAULT_CONFIG = "parallama.json"

@@ -12,7 +12,7 @@ import click
 from .common import CONFIG_ENV, DEFAULT_CONFIG, Number, find_config, user_errors
 
 if TYPE_CHECKING:
-    from ..config import Fleet
+    from ..fleet import Fleet
     from ..history import History
     from ..result import RunResult
 

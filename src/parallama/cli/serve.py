@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..urls import is_loopback
 from .common import CONFIG_ENV, DEFAULT_CONFIG, load_fleet, user_errors
 
 if TYPE_CHECKING:
-    from ..config import Fleet
+    from ..fleet import Fleet
     from ..serve import Running, ServeOptions
 
 DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here so `--help` imports nothing
@@ -103,8 +104,6 @@ async def _serve(fleet: "Fleet", options: "ServeOptions", host: str, port: int, 
 
 def exposure_warning(host: str, port: int, *, keyed: bool) -> str | None:
     """What to say when other machines can reach the server and nothing keeps them out."""
-    from ..serve.origins import is_loopback
-
     if is_loopback(host) or keyed:
         return None
     return (f"listening on {host} with no API key: anyone who can reach port {port} can run your fleet; "

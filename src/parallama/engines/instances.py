@@ -16,11 +16,11 @@ from typing import Callable
 import psutil
 
 from ..errors import SetupError, StartError
+from ..urls import is_loopback
 from . import Engine, LaunchSpec
 from .ports import PortHolder, port_holder, port_is_free
 from .state import Instance, InstanceStore
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 5.0
 
 
@@ -76,7 +76,7 @@ def default_threads(n: int) -> int:
 
 
 def exposure_warning(host: str) -> str | None:
-    if host in LOOPBACK:
+    if is_loopback(host):
         return None
     return (f"binding to {host}: anyone who can reach this machine can use the server "
             "(Ollama and llama.cpp's server have no authentication)")

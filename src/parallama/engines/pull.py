@@ -12,7 +12,7 @@ async def pull_stream(url: str, model: str, on_status) -> None:
     import aiohttp
 
     from ..backends.transport import READ_BUFSIZE, TransportErrors
-    from ..redact import public_url
+    from ..urls import public_url
 
     endpoint = url.rstrip("/") + "/api/pull"
     shown = public_url(endpoint)  # a password in --url is sent, never shown

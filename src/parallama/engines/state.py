@@ -22,7 +22,7 @@ import psutil
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..errors import SetupError
-from ..hints import http_url
+from ..urls import http_url
 from ..paths import state_dir
 
 STATE_FILE = "instances.json"

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..config import Fleet
+from ..fleet import Fleet
 from ..events import REVIEW, WORKERS
 from ..gates import ServerLoad
 from .progress import AgentRow, Progress, tail_text

@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from ..config import Fleet
+from ..fleet import Fleet
 from ..result import RunResult
 from .progress import AgentRow, Progress, summary_line
 

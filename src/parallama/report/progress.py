@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..config import Agent, Fleet
+from ..fleet import Agent, Fleet
 from ..events import (
     REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RUN_EVENTS, Started, Thinking)
 from ..redact import Redactor
@@ -72,7 +72,7 @@ class Progress:
         if review and fleet.reviewer is not None:
             self.rows[(REVIEW, fleet.reviewer.name)] = AgentRow(fleet.reviewer, REVIEW)
         self.ended: list[AgentRow] = []
-        self.redact = Redactor.for_agents(fleet.agents)
+        self.redact = Redactor(fleet.secrets())
         "Streamed text is raw (results are masked once they end): a tail is masked when it is drawn."
 
     def __call__(self, event: Event) -> None:

@@ -11,7 +11,7 @@ from .fallback import ReviewOutcome
 
 if TYPE_CHECKING:
     from ..calls import Run
-    from ..config import Fleet
+    from ..fleet import Fleet
     from ..result import AgentResult
 
 

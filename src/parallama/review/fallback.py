@@ -11,7 +11,7 @@ from ..events import REVIEW
 if TYPE_CHECKING:
     from ..calls import Run
     from ..backends import Message
-    from ..config import Agent, Fleet
+    from ..fleet import Agent, Fleet
     from ..result import AgentResult, CouncilBallot, CouncilRank, JudgeScore
 
 

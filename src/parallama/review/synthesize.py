@@ -10,7 +10,7 @@ from .fallback import ReviewOutcome, ask_reviewers, finish
 if TYPE_CHECKING:
     from ..backends import Message
     from ..calls import Run
-    from ..config import Agent, Fleet
+    from ..fleet import Agent, Fleet
     from ..result import AgentResult
 
 INSTRUCTIONS = """\

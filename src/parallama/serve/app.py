@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from ..hints import http_url
+from ..urls import http_url
 from ..redact import Redactor
 from . import ollama_api, openai_api, origins, ui
 from .errors import ApiError
@@ -21,7 +21,7 @@ from .runs import SERVICE, Service, ServeOptions
 from .wire import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
-    from ..config import Fleet
+    from ..fleet import Fleet
 
 DEFAULT_PORT = 11400
 "Outside Ollama's 11434 (and the guide's 11435–11436, where the workers live) and llama.cpp's 8080."

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import STRATEGIES
 
 if TYPE_CHECKING:
-    from ..config import Fleet
+    from ..fleet import Fleet
 
 FAMILY = "parallama"
 LATEST = "latest"

@@ -1,7 +1,7 @@
 """Which web pages may call the Ollama and OpenAI APIs from a browser, as Ollama's `OLLAMA_ORIGINS` decides.
 
 Programs (Open WebUI's backend, Continue, the official clients, curl) send no `Origin` and are not concerned. A
-browser sends one: a page on this machine (localhost, 127.0.0.1, [::1], 0.0.0.0, any port) or an app shell
+browser sends one: a page on this machine (localhost, 127.0.0.0/8, [::1], 0.0.0.0, any port) or an app shell
 (`app://`, `file://`, `tauri://`, `vscode-webview://`, `vscode-file://`) may call, like Ollama's defaults; any
 other site is refused with 403 unless `--allow-origin` names it — otherwise any page the user opens could make
 this machine run the fleet. Allowed origins get CORS headers, and their preflight `OPTIONS` an answer.
@@ -14,7 +14,6 @@ its `Host`; any other name is refused, on every route and the preflight too.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 from functools import lru_cache
@@ -23,38 +22,22 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..urls import is_ip_address, is_loopback, is_this_machine
 from .errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 APP_SCHEMES = ("app", "file", "tauri", "vscode-webview", "vscode-file")
 ALLOWED_HEADERS = "Authorization, Content-Type, Accept, User-Agent, X-Requested-With, OpenAI-Organization, " \
                   "OpenAI-Project, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, X-Stainless-Arch, " \
                   "X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, X-Stainless-Timeout"
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or an address) is this machine's loopback."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def local_name(host: str) -> bool:
     """Whether a `Host` header (with or without a port) names this server in a way no other site can: an IP
     address, `localhost`, `*.localhost` (browsers resolve those to loopback themselves), or this machine's name."""
     name = (urlsplit(f"//{host}").hostname or "").rstrip(".").lower() if host else ""
-    if name == "localhost" or name.endswith(".localhost") or name == _machine_name():
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+    return name == "localhost" or name.endswith(".localhost") or name == _machine_name() or is_ip_address(name)
 
 
 @lru_cache(maxsize=1)
@@ -97,7 +80,7 @@ def origin_allowed(origin: str, host: str, extra: Sequence[str]) -> bool:
     parts = urlsplit(origin)
     if parts.scheme in APP_SCHEMES:
         return True
-    if parts.scheme in ("http", "https") and ((parts.hostname or "") in LOCAL_HOSTS or parts.netloc == host):
+    if parts.scheme in ("http", "https") and (is_this_machine(parts.hostname or "") or parts.netloc == host):
         return True
     return any(pattern == "*" or _pattern(pattern).fullmatch(origin) for pattern in extra)
 

@@ -18,7 +18,7 @@ from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded,
 from ..redact import StreamMask
 
 if TYPE_CHECKING:
-    from ..config import Fleet
+    from ..fleet import Fleet
     from ..redact import Redactor
     from ..events import Event
     from ..result import AgentResult, RunResult

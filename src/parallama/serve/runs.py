@@ -25,7 +25,7 @@ from .progress import CONTENT, REASONING, Narrator, Piece
 if TYPE_CHECKING:
     from ..backends import Message
     from ..client import FleetClient
-    from ..config import Fleet
+    from ..fleet import Fleet
     from ..events import Event
     from ..history import History
     from ..result import RunResult
@@ -90,7 +90,7 @@ class Service:
         self.options = options
         self.catalogue = Catalogue(fleet)
         self.capacity = run_capacity(fleet)
-        self.redact = Redactor.for_agents(fleet.agents)
+        self.redact = Redactor(fleet.secrets())
         "The fleet's keys and URL passwords, masked in what is streamed (results come masked already)."
         self.page_redact = Redactor([*self.redact.secrets, *([options.api_key] if options.api_key else [])])
         "What the web page never shows: the fleet's secrets and serve's own key (say, pasted into a prompt)."

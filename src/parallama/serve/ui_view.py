@@ -23,14 +23,14 @@ import functools
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..config import server_of
+from ..urls import server_of
 from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking
 from ..redact import StreamMask
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-    from ..config import Agent, Fleet
+    from ..fleet import Agent, Fleet
     from ..events import Event
     from ..history import RunRecord
     from ..redact import Redactor

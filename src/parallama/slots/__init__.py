@@ -14,7 +14,7 @@ import weakref
 
 from ..errors import SetupError
 from ..paths import state_dir
-from ..redact import public_url
+from ..urls import public_url
 from .base import SharedSlots, SlotStore
 from .local import LocalStore
 

@@ -1,0 +1,128 @@
+"""The fleet as the rest of parallama sees it: agents (workers and reviewers, resolved from the config), the servers
+they use, and the review settings. `config` builds a Fleet from a file; code may build one directly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Literal, Mapping
+
+from .urls import Protocol, basic_auth
+
+Role = Literal["worker", "reviewer"]
+
+# Ollama options with an OpenAI-compatible request field; the rest have no equivalent there.
+OPENAI_OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",  # not OpenAI's own, but vLLM and llama.cpp's server accept it
+    "seed": "seed",
+    "stop": "stop",
+    "num_predict": "max_tokens",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A model server, `scheme://host:port`, and how many requests it takes at once."""
+
+    url: str
+    parallel: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Agent:
+    """One worker or reviewer, resolved: protocol, endpoint and server known, defaults applied."""
+
+    name: str
+    role: Role
+    model: str
+    api_url: str
+    protocol: Protocol
+    endpoint: str
+    server: str
+    timeout: float
+    system: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    api_key_env: str | None = None
+    think: bool | str | None = None
+    "Sent as Ollama's `think`, or OpenAI-compatible `reasoning_effort` (levels) / `enable_thinking` (on, off)."
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    "Raw request fields merged into the body (set by code, such as the embedded fleet; not from the file)."
+    url_auth: tuple[str, str] | None = field(default=None, repr=False)
+    "(user, password) from the api_url's `user:password@`, sent as HTTP Basic auth. `api_url` and `endpoint` are "
+    "kept without it, so whatever shows or stores them cannot leak it."
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read when a request is made; never stored or shown."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def authorization(self) -> str | None:
+        """The `Authorization` header: `Bearer <key>` from api_key_env, or `Basic …` from the URL's user:password."""
+        key = self.api_key()
+        if key:
+            return f"Bearer {key}"
+        if self.url_auth:
+            return basic_auth(*self.url_auth)
+        return None
+
+    def secrets(self) -> list[str]:
+        """What this agent sends that must never be shown or stored: its key, its URL password (and both as the
+        Authorization header carries them)."""
+        found = []
+        key = self.api_key()
+        if key:
+            found.append(key)
+        if self.url_auth:
+            found.append(self.url_auth[1])
+            found.append(self.authorization().split(" ", 1)[1])  # type: ignore[union-attr]
+        return [s for s in found if s]
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.name!r}, model={self.model!r}, api_url={self.api_url!r})"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The validated config: workers in config order, an optional reviewer, and the servers they use."""
+
+    workers: tuple[Agent, ...]
+    reviewers: tuple[Agent, ...]
+    "Tried in order until one succeeds; empty when there is no review."
+    servers: Mapping[str, Server]
+    strategy: str = "synthesize"
+    review_prompt: str | None = None
+    review_system: str | None = None
+    rounds: int = 1
+    source: str = "config"
+    warnings: tuple[str, ...] = ()
+    slot_store: str | None = None
+    "The config's `slot_store` (PARALLAMA_SLOT_STORE wins over it when the client opens)."
+
+    @property
+    def reviewer(self) -> Agent | None:
+        """The first reviewer (the others are its fallbacks)."""
+        return self.reviewers[0] if self.reviewers else None
+
+    @property
+    def agents(self) -> tuple[Agent, ...]:
+        return self.workers + self.reviewers
+
+    def secrets(self) -> list[str]:
+        """Every key and URL password its agents send (keys as the environment holds them now)."""
+        return secrets_of(self.agents)
+
+    def with_extra_body(self, extra: Mapping[str, Any]) -> "Fleet":
+        """The same fleet with `extra` merged into every agent's request body."""
+        def add(agent: Agent) -> Agent:
+            return replace(agent, extra_body={**agent.extra_body, **extra})
+
+        return replace(self, workers=tuple(add(w) for w in self.workers),
+                       reviewers=tuple(add(r) for r in self.reviewers))
+
+
+def secrets_of(agents: Iterable[Agent]) -> list[str]:
+    """Every key and URL password these agents send, for a Redactor."""
+    return [secret for agent in agents for secret in agent.secrets()]
