@@ -213,10 +213,11 @@ def test_an_output_with_results_is_not_appended_to_without_resume(tmp_path, serv
     server.model("m", latency=0.05)
     write_config(tmp_path / "c.json", {"worker_agents": [worker(server, "m")]})
     (tmp_path / "in.txt").write_text("one\ntwo\n")
-    (tmp_path / "out.jsonl").write_text('{"id": "1", "answered": true}\n')
+    held = '{"id": "1", "answered": true, "prompt_sha256": "%s"}\n' % ("0" * 64)
+    (tmp_path / "out.jsonl").write_text(held)
     result = invoke("batch", "in.txt", "-o", "out.jsonl", "-c", "c.json")
     assert result.exit_code == 2 and "already holds results: add --resume" in result.stderr
-    assert (tmp_path / "out.jsonl").read_text() == '{"id": "1", "answered": true}\n'
+    assert (tmp_path / "out.jsonl").read_text() == held
     assert server.requests == []
 
 

@@ -88,6 +88,23 @@ def test_input_lines_are_never_taken_for_results(tmp_path, server):
     assert server.requests == []
 
 
+def test_a_last_line_without_its_newline_is_dropped_only_when_it_is_a_result_cut_short(tmp_path, server):
+    one_worker(tmp_path, server, text="fine")
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "q1", "prompt": "one"}])
+    (tmp_path / "notes.jsonl").write_text("my notes, no newline at the end")
+    (tmp_path / "one.jsonl").write_text('{"id": "q1", "prompt": "one"}')  # a copy of the input's only line
+    for output in ("notes.jsonl", "one.jsonl"):
+        before = (tmp_path / output).read_text()
+        result = invoke("batch", "in.jsonl", "-o", output, "-c", "c.json", "--resume")  # emptied it
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {output}:1: not a result line")
+        result = invoke("batch", "in.jsonl", "-o", output, "-c", "c.json")
+        assert result.exit_code == 2
+        assert result.stderr == (f"error: {output} is not empty, and what it holds is not results of parallama "
+                                 "batch: choose another -o\n")
+        assert (tmp_path / output).read_text() == before
+    assert server.requests == []
+
+
 def test_lines_written_before_fingerprints_are_still_resumed(tmp_path, server):
     one_worker(tmp_path, server, text="fine")
     write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}])

@@ -14,9 +14,9 @@ resumable, and scored against expected answers.
 keeps the counts; the scores come from `parallama.scoring`.
 """
 
-from .output import JsonLines, ResultsFile, result_line, same_file
+from .output import JsonLines, ResultsFile, first_line_is_a_result, result_line, same_file
 from .pipeline import Batch, BatchSummary, ServerUsage, default_concurrency
 from .records import BatchRecord, parse_records, read_records
 
 __all__ = ["Batch", "BatchRecord", "BatchSummary", "JsonLines", "ResultsFile", "ServerUsage", "default_concurrency",
-           "parse_records", "read_records", "result_line", "same_file"]
+           "first_line_is_a_result", "parse_records", "read_records", "result_line", "same_file"]

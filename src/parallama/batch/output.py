@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .records import BatchRecord
 
 MAX_SHOWN = 20
+MAX_LINE = 64 * 1024 * 1024
+"The most of a line read to tell what a file holds."
 
 
 def result_line(record: "BatchRecord", result: "RunResult") -> dict[str, Any]:
@@ -188,29 +190,42 @@ def same_file(a: str | os.PathLike[str] | int, b: str | os.PathLike[str]) -> boo
     return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino) and first.st_ino != 0
 
 
+def first_line_is_a_result(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the file's first line is a result line of a batch; None when the file is empty or missing."""
+    try:
+        with open(path, "rb") as held:
+            first = b""
+            while not first.strip():
+                first = held.readline(MAX_LINE)
+                if not first:
+                    return None
+    except OSError:
+        return None
+    if first.endswith(b"\n"):
+        return _parse(first.rstrip(b"\r\n")) is not None
+    return _parse(first) is not None or _cut_short(first)
+
+
 def _read_lines(data: bytes, source: str) -> tuple[list[tuple[bytes, dict[str, Any]]], bool]:
-    """Every line as (bytes, parsed); and whether an unreadable last line without its newline was left out."""
+    """Every line as (bytes, parsed); and whether a last line cut short (no newline, no whole JSON, the start of a
+    result line) was left out."""
     raws = data.split(b"\n")
     tail = raws.pop()  # b"" when the file ends with a newline
     lines: list[tuple[bytes, dict[str, Any]]] = []
     errors: list[InputError] = []
-    for n, raw in enumerate(raws, 1):
+    cut_off = False
+    for n, raw in enumerate([*raws, tail], 1):
         if not raw.strip():
             continue
         line = _parse(raw)
-        if line is None:
+        if line is not None:
+            lines.append((raw, line))
+        elif n == len(raws) + 1 and _cut_short(raw):
+            cut_off = True  # a write cut short by a kill: the only place a line can be broken
+        else:
             errors.append(InputError("not a result line of parallama batch (a JSON object with \"id\", "
                                      "\"answered\" and \"prompt_sha256\"): is this the right file?",
                                      source=source, line=n))
-        else:
-            lines.append((raw, line))
-    cut_off = False
-    if tail.strip():
-        line = _parse(tail)
-        if line is None:
-            cut_off = True  # a write cut short by a kill: the only place a line can be broken
-        else:
-            lines.append((tail, line))
     if errors:
         if len(errors) > MAX_SHOWN:
             errors = errors[:MAX_SHOWN] + [InputError(f"… and {len(errors) - MAX_SHOWN} more", source=source)]
@@ -231,6 +246,18 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     if fingerprint is None:
         return line if isinstance(line.get("workers"), list) and isinstance(line.get("prompt"), str) else None
     return line if isinstance(fingerprint, str) and len(fingerprint) == 64 else None
+
+
+def _cut_short(raw: bytes) -> bool:
+    """Whether `raw` is how a result line starts (as `json.dumps` writes it), and not whole JSON: a write cut short.
+    Anything else on the last line (a note without its newline, an input line) is not a batch's, and stays."""
+    if not raw.startswith(b'{"id": '):
+        return False
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return True
+    return False
 
 
 def _open_locked(path: Path, shown: str) -> TextIO:

@@ -4,7 +4,6 @@ resumable after a crash, and scored against expected answers."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import click
@@ -44,6 +43,7 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
     2 bad usage, config or input; 130 interrupted (what finished is written).
     """
     with user_errors():
+        from ..batch import first_line_is_a_result
         from ..errors import UsageError
 
         if output == "-":
@@ -56,9 +56,13 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
         if output is not None:
             _not_the_input(input_path, output)
         records = _read_input(input_path)
-        if output is not None and not resume and _holds_results(Path(output)):
+        held = first_line_is_a_result(output) if output is not None and not resume else None
+        if held is True:
             raise UsageError(f"{output} already holds results: add --resume to go on from them (only prompts "
                              "without an answer run), or choose another -o")
+        if held is False:
+            raise UsageError(f"{output} is not empty, and what it holds is not results of parallama batch: "
+                             "choose another -o")
         code = _run(fleet, records, input_path, output, concurrency=concurrency, review=not no_review,
                     strategy=strategy, as_json=as_json, quiet=quiet)
     sys.exit(code)
@@ -84,13 +88,6 @@ def _not_the_input(input_path: str, output: str) -> None:
     if same_file(source, output):
         raise UsageError(f"{output} is the input file ({input_path}): the results must go to another file "
                          "(-o answers.jsonl)")
-
-
-def _holds_results(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except OSError:
-        return False
 
 
 def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: str | None, *,
