@@ -71,6 +71,17 @@ class Behaviour:
     "Length of the one line the `long_line` faults send."
     show_delay: float = 0.0
     "Seconds /api/show takes to answer (a model being loaded from a slow disk)."
+    tool_calls: Any = None
+    "When the request offers `tools`: the calls to answer with, as [(name, arguments dict)], or a function of the"
+    " request's messages returning them (empty: answer with text). Ollama sends them whole in one chunk's"
+    " `message.tool_calls`; OpenAI as `delta.tool_calls` fragments (the arguments' JSON in pieces), then"
+    " `finish_reason: \"tool_calls\"`."
+
+    def calls(self, body: dict) -> list[tuple[str, dict]]:
+        if not body.get("tools") or self.tool_calls is None:
+            return []
+        calls = self.tool_calls(body.get("messages") or []) if callable(self.tool_calls) else self.tool_calls
+        return list(calls or [])
 
     def pieces(self, model: str, messages: list[dict] | None = None) -> list[str]:
         text = self.respond(messages or []) if self.respond else self.text
@@ -83,7 +94,10 @@ class Behaviour:
         return [f"{model}-{i} " for i in range(self.tokens)]
 
     def stream(self, model: str, body: dict) -> list[tuple[str, str]]:
-        """What to stream, as (kind, text) pieces: kind `thinking` or `content`."""
+        """What to stream, as (kind, text) pieces: kind `thinking`, `content` or `tool_calls` (then a list of calls)."""
+        calls = self.calls(body)
+        if calls:
+            return [("tool_calls", calls)]  # type: ignore[list-item]
         answer = [("content", p) for p in self.pieces(model, body.get("messages"))]
         wants = body.get("think", (body.get("chat_template_kwargs") or {}).get("enable_thinking", True))
         if not self.thinking or wants is False:
@@ -334,17 +348,27 @@ class FakeServer:
             record.ended = time.perf_counter()
             return web.json_response({"error": "server busy, please try again.  maximum pending requests exceeded"},
                                      status=503)
+        if any(not isinstance(call.get("function", {}).get("arguments", {}), dict)
+               for m in record.messages for call in m.get("tool_calls") or []):
+            record.ended = time.perf_counter()  # Ollama's arguments are an object (a Go map)
+            return web.json_response({"error": "json: cannot unmarshal string into Go struct field "
+                                               "ToolCallFunction.messages.tool_calls.function.arguments of type "
+                                               "api.ToolCallFunctionArguments"}, status=400)
 
-        async def frame(piece: str, kind: str = "content") -> bytes:
-            message = ({"role": "assistant", "content": piece} if kind == "content"
-                       else {"role": "assistant", "content": "", "thinking": piece})
+        async def frame(piece: Any, kind: str = "content") -> bytes:
+            if kind == "tool_calls":
+                message = {"role": "assistant", "content": "", "tool_calls": [
+                    {"function": {"name": name, "arguments": arguments}} for name, arguments in piece]}
+            else:
+                message = ({"role": "assistant", "content": piece} if kind == "content"
+                           else {"role": "assistant", "content": "", "thinking": piece})
             return (json.dumps({"model": model, "created_at": _now(), "message": message, "done": False})
                     + "\n").encode()
 
         def final(count: int, started: float) -> bytes:
             total = int((time.perf_counter() - record.arrived) * 1e9)
             gen = int((time.perf_counter() - started) * 1e9)
-            prompt_tokens = sum(len(m.get("content", "").split()) for m in record.messages)
+            prompt_tokens = sum(len((m.get("content") or "").split()) for m in record.messages)
             return (json.dumps({
                 "model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
                 "done_reason": "stop", "done": True, "total_duration": total, "load_duration": 1_000_000,
@@ -380,6 +404,15 @@ class FakeServer:
             return web.json_response({"error": {"message": _bad_key_message(record, behaviour.fault),
                                                 "type": "invalid_request_error", "param": None,
                                                 "code": "invalid_api_key"}}, status=401)
+        unanswered = next((i for i, m in enumerate(record.messages)
+                           if m.get("role") == "tool" and not m.get("tool_call_id")), None)
+        if unanswered is not None:
+            record.ended = time.perf_counter()
+            return web.json_response({"error": {"message": f"Missing parameter 'tool_call_id': messages with role "
+                                                           f"'tool' must have a 'tool_call_id'.",
+                                                "type": "invalid_request_error",
+                                                "param": f"messages.[{unanswered}].tool_call_id",
+                                                "code": "missing_required_parameter"}}, status=400)
         if behaviour.fault in ("500", "503"):
             record.ended = time.perf_counter()
             status = int(behaviour.fault)
@@ -391,7 +424,26 @@ class FakeServer:
         include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
         first = [True]
 
-        async def frame(piece: str, kind: str = "content") -> bytes:
+        called = [False]
+
+        async def frame(piece: Any, kind: str = "content") -> bytes:
+            if kind == "tool_calls":  # the name in the first fragment of each call, its arguments in pieces
+                called[0] = True
+                out = b""
+                for index, (name, arguments) in enumerate(piece):
+                    text = json.dumps(arguments)
+                    fragments = [{"index": index, "id": f"call_fake{index}", "type": "function",
+                                  "function": {"name": name, "arguments": ""}}]
+                    fragments += [{"index": index, "function": {"arguments": text[i:i + 7]}}
+                                  for i in range(0, len(text), 7)]
+                    for fragment in fragments:
+                        delta = {"role": "assistant", "content": None, "tool_calls": [fragment]} if first[0] \
+                            else {"tool_calls": [fragment]}
+                        first[0] = False
+                        out += _sse({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                     "model": model, "system_fingerprint": "fp_fake",
+                                     "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                return out
             key = "content" if kind == "content" else behaviour.reasoning_field
             delta = {"role": "assistant", key: piece} if first[0] else {key: piece}
             first[0] = False
@@ -402,9 +454,10 @@ class FakeServer:
         def final(count: int, started: float) -> bytes:
             out = _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                         "system_fingerprint": "fp_fake",
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                        "choices": [{"index": 0, "delta": {},
+                                     "finish_reason": "tool_calls" if called[0] else "stop"}]})
             if include_usage:
-                prompt_tokens = sum(len(m.get("content", "").split()) for m in record.messages)
+                prompt_tokens = sum(len((m.get("content") or "").split()) for m in record.messages)
                 out += _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                              "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count,
                                                       "total_tokens": prompt_tokens + count}})

@@ -11,11 +11,11 @@ import asyncio
 import itertools
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import aiohttp
 
-from .backends import Message, backend_for
+from .backends import Message, Tool, backend_for
 from .errors import AgentTimeout, BackendError, HTTPStatus
 from .events import Delta, EventSink, Failed, Finished, Queued, Started, Thinking
 from .gates import Gate, Priority, gate_for
@@ -91,11 +91,13 @@ class Run:
         """The next request's place: after every request of earlier runs and earlier in this run."""
         return (self.number, next(self._order))
 
-    async def ask(self, stage: str, jobs: list[Job], until: float | None) -> list[AgentResult]:
+    async def ask(self, stage: str, jobs: list[Job], until: float | None,
+                  tools: Sequence[Tool] = ()) -> list[AgentResult]:
         """Send `jobs` (agent, messages) through the gates, all at once; each result in job order. Never raises
-        for a failed request: it becomes a failed result (and a `Failed` event)."""
+        for a failed request: it becomes a failed result (and a `Failed` event). `tools`: offered to each agent,
+        whose answer may then be tool calls instead of text."""
         now = time.perf_counter()
-        calls = [_Call(self, stage, agent, messages, now) for agent, messages in jobs]
+        calls = [_Call(self, stage, agent, messages, now, tools) for agent, messages in jobs]
         if self.listening:
             for call in calls:
                 self.emit(Queued(self.id, stage, call.agent))
@@ -119,14 +121,16 @@ class Run:
 class _Call:
     """One agent's request while it is queued or in flight."""
 
-    __slots__ = ("run", "stage", "agent", "messages", "priority", "queued_at", "sent_at", "first_at", "parts",
-                 "thoughts", "result")
+    __slots__ = ("run", "stage", "agent", "messages", "tools", "priority", "queued_at", "sent_at", "first_at",
+                 "parts", "thoughts", "result")
 
-    def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float) -> None:
+    def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float,
+                 tools: Sequence[Tool] = ()) -> None:
         self.run = run
         self.stage = stage
         self.agent = agent
         self.messages = messages
+        self.tools = tools
         self.priority = run.priority()
         self.queued_at = queued_at
         self.sent_at: float | None = None
@@ -165,7 +169,7 @@ class _Call:
         except BackendError as exc:
             self.fail(exc)
             return
-        if not completion.text.strip():
+        if not completion.text.strip() and not completion.tool_calls:
             self.fail(BackendError("the model returned an empty answer", agent=agent.name, url=agent.endpoint))
             return
         self.result = self._result("ok", completion=completion)
@@ -179,7 +183,7 @@ class _Call:
         refused = (agent.endpoint, agent.model) in refused_by
         if agent.think is not None and not refused:
             try:
-                return await backend.chat(session, agent, self.messages, on_delta, on_thinking)
+                return await backend.chat(session, agent, self.messages, on_delta, on_thinking, tools=self.tools)
             except HTTPStatus as exc:
                 if not 400 <= exc.status_code < 500 or exc.status_code in (401, 403, 404, 429) or self.parts:
                     raise
@@ -187,7 +191,7 @@ class _Call:
                 self.run.warnings.append(f"{agent.name} ({agent.endpoint}) refused the thinking setting "
                                          f"(think: {agent.think!r}; {exc.cause}); asked again without it")
         plain = replace(agent, think=None) if agent.think is not None else agent
-        return await backend.chat(session, plain, self.messages, on_delta, on_thinking)
+        return await backend.chat(session, plain, self.messages, on_delta, on_thinking, tools=self.tools)
 
     def fail(self, error: BackendError) -> None:
         self.result = self._result(error.status, error=error)
@@ -224,6 +228,7 @@ class _Call:
             stage=self.stage,
             thinking=thinking or None,
             thinking_tokens=thinking_tokens,
+            tool_calls=completion.tool_calls if completion else (),
         )
 
 

@@ -15,10 +15,10 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .backends import Message
+from .backends import Message, Tool
 from .calls import Run, Transport, client_session
 from .config import STRATEGIES, ConfigLike, as_fleet
-from .events import WORKERS, Event, EventSink, RunEnded, RunStarted
+from .events import ALONE, WORKERS, Event, EventSink, RunEnded, RunStarted
 from .fleet import secrets_of
 from .gates import Gate, ServerLoad, gate_for
 from .redact import Redactor, valid_unicode
@@ -132,6 +132,14 @@ class FleetClient:
         for job in jobs:
             results += await run.ask(WORKERS, [job], None)
         return results
+
+    async def ask_agent(self, agent: "Agent", messages: Sequence[Message], *, tools: Sequence[Tool] = (),
+                        on_event: EventSink | None = None, run_id: str | None = None) -> AgentResult:
+        """One agent on its own, with `messages` as they are (no review): one request through its server's gate, in
+        turn with every run's requests. With `tools` its answer may be tool calls (`AgentResult.tool_calls`)."""
+        run = self._open_run(on_event, run_id, (agent,))
+        [result] = await run.ask(ALONE, [(agent, list(messages))], None, tools)
+        return result
 
     # ------------------------------------------------------------ inside a run
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 WORKERS = "workers"
 RANKING = "ranking"
 REVIEW = "review"
+ALONE = "alone"
+"The stage of an agent asked on its own, outside a run's stages (`FleetClient.ask_agent`)."
 
 
 def round_stage(k: int) -> str:

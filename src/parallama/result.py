@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from .backends import ToolCall
 
 Status = Literal["ok", "error", "timeout"]
 
@@ -59,6 +62,8 @@ class AgentResult:
     thinking: str | None = None
     "A reasoning model's thinking, kept apart: it never reaches the reviewer or the final answer."
     thinking_tokens: int | None = None
+    tool_calls: "tuple[ToolCall, ...]" = ()
+    "The tools the agent asked to call, when it was offered tools (its `content` may then be empty)."
 
     @property
     def ok(self) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, Sequence
 
 from .base import Completion, Message
+from .tools import Tool, ToolCall
 
 if TYPE_CHECKING:
     import aiohttp
@@ -19,7 +20,7 @@ class Backend(Protocol):
 
     def chat(
         self, session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: DeltaSink,
-        on_thinking: DeltaSink,
+        on_thinking: DeltaSink, *, tools: Sequence[Tool] = (),
     ) -> Awaitable[Completion]: ...
 
 
@@ -36,4 +37,4 @@ def backend_for(protocol: str) -> Backend:
     raise ValueError(f"unknown protocol {protocol!r}")
 
 
-__all__ = ["Backend", "Completion", "DeltaSink", "Message", "backend_for"]
+__all__ = ["Backend", "Completion", "DeltaSink", "Message", "Tool", "ToolCall", "backend_for"]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, TypedDict
+from typing import TYPE_CHECKING, Any, AsyncIterator, TypedDict
 from urllib.parse import urlsplit
 
 import aiohttp
+from typing_extensions import NotRequired  # typing has it from Python 3.11
 
 from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken
 from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
 from ..urls import is_local, port_of
+from .tools import ToolCall, ToolCallParts
 from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
@@ -24,6 +26,12 @@ if TYPE_CHECKING:
 class Message(TypedDict):
     role: str
     content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    "An assistant's tool calls, in OpenAI's shape (see `tools`)."
+    tool_call_id: NotRequired[str]
+    "A `tool` message: the call whose result it is."
+    name: NotRequired[str]
+    "A `tool` message: the tool's name (Ollama's `tool_name`)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +49,14 @@ class Completion:
     "What a reasoning model thought before answering (Ollama `message.thinking`, OpenAI-compatible"
     " `reasoning_content` / `reasoning`, or inline `<think>…</think>`)."
     thinking_tokens: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    "The tools the model asked to call (only when the request offered tools)."
 
 
 class Stream:
     """Collects one streamed answer: answer text through the inline-thinking splitter, thinking apart."""
 
-    __slots__ = ("parts", "thoughts", "feed", "_splitter", "_on_delta", "_on_thinking")
+    __slots__ = ("parts", "thoughts", "feed", "calls", "_splitter", "_on_delta", "_on_thinking")
 
     def __init__(self, on_delta: "DeltaSink", on_thinking: "DeltaSink") -> None:
         from .thinking import ThinkSplitter
@@ -57,6 +67,8 @@ class Stream:
         self._splitter = ThinkSplitter(self._answer, self.think, self._was_thinking)
         self.feed = self._splitter.feed
         "Answer text as the server sent it (inline `<think>` separated here)."
+        self.calls = ToolCallParts()
+        "The tool calls, as they come."
 
     def _answer(self, text: str) -> None:
         self.parts.append(text)
@@ -84,7 +96,7 @@ class Stream:
             answer_tokens = max(0, generated_tokens - (thinking_tokens or 0))
         return Completion(text="".join(self.parts), prompt_tokens=prompt_tokens, completion_tokens=answer_tokens,
                           generation_s=generation_s, thinking="".join(self.thoughts),
-                          thinking_tokens=thinking_tokens)
+                          thinking_tokens=thinking_tokens, tool_calls=self.calls.calls() if self.calls else ())
 
 
 def request_headers(agent: "Agent") -> dict[str, str]:
@@ -129,6 +141,11 @@ def parse_json_line(agent: "Agent", line: bytes) -> dict:
     if not isinstance(chunk, dict):
         raise malformed(agent, line)
     return chunk
+
+
+def bad_tool_call(agent: "Agent", exc: ValueError) -> StreamBroken:
+    """A tool call that is not the protocol's shape."""
+    return StreamBroken(f"malformed tool call in stream: {exc}", agent=agent.name, url=agent.endpoint)
 
 
 def mid_stream_error(agent: "Agent", error: object) -> BackendError:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import StreamBroken
-from .base import Completion, Message, Stream, mid_stream_error, open_stream, parse_json_line
+from .base import Completion, Message, Stream, bad_tool_call, mid_stream_error, open_stream, parse_json_line
+from .tools import Tool, ollama_messages
 
 if TYPE_CHECKING:
     import aiohttp
@@ -14,8 +15,14 @@ if TYPE_CHECKING:
     from . import DeltaSink
 
 
-def request_body(agent: "Agent", messages: list[Message]) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": agent.model, "messages": messages, "stream": True}
+def request_body(agent: "Agent", messages: list[Message], tools: Sequence[Tool] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": agent.model, "stream": True}
+    if tools or any(m["role"] == "tool" or "tool_calls" in m for m in messages):
+        body["messages"] = ollama_messages(messages)
+    else:
+        body["messages"] = messages
+    if tools:
+        body["tools"] = list(tools)
     if agent.options:
         body["options"] = dict(agent.options)
     if agent.think is not None:
@@ -25,12 +32,12 @@ def request_body(agent: "Agent", messages: list[Message]) -> dict[str, Any]:
 
 
 async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: "DeltaSink",
-               on_thinking: "DeltaSink") -> Completion:
+               on_thinking: "DeltaSink", *, tools: Sequence[Tool] = ()) -> Completion:
     """Stream one chat from an Ollama server: the answer from `message.content`, thinking from
-    `message.thinking` (or inline `<think>` in the content)."""
+    `message.thinking` (or inline `<think>` in the content), the tools it calls from `message.tool_calls`."""
     stream = Stream(on_delta, on_thinking)
     feed, think = stream.feed, stream.think
-    async with open_stream(session, agent, request_body(agent, messages)) as response:
+    async with open_stream(session, agent, request_body(agent, messages, tools)) as response:
         async for line in response.content:
             if not line.strip():
                 continue
@@ -45,6 +52,12 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
                 text = message.get("content")
                 if text:
                     feed(text)
+                calls = message.get("tool_calls")
+                if calls:
+                    try:
+                        stream.calls.add_ollama(calls)
+                    except ValueError as exc:
+                        raise bad_tool_call(agent, exc) from exc
             if chunk.get("done"):
                 eval_ns = chunk.get("eval_duration")
                 return stream.completion(prompt_tokens=chunk.get("prompt_eval_count"),

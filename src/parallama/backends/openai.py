@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import StreamBroken
 from ..fleet import OPENAI_OPTION_FIELDS
-from .base import Completion, Message, Stream, malformed, mid_stream_error, open_stream, parse_json_line
+from .base import (Completion, Message, Stream, bad_tool_call, malformed, mid_stream_error, open_stream,
+                   parse_json_line)
+from .tools import Tool
 
 if TYPE_CHECKING:
     import aiohttp
@@ -17,13 +19,15 @@ if TYPE_CHECKING:
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:")
 
 
-def request_body(agent: "Agent", messages: list[Message]) -> dict[str, Any]:
+def request_body(agent: "Agent", messages: list[Message], tools: Sequence[Tool] = ()) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": agent.model,
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if tools:
+        body["tools"] = list(tools)
     for option, value in agent.options.items():
         field = OPENAI_OPTION_FIELDS.get(option)
         if field:
@@ -38,13 +42,14 @@ def request_body(agent: "Agent", messages: list[Message]) -> dict[str, Any]:
 
 
 async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message], on_delta: "DeltaSink",
-               on_thinking: "DeltaSink") -> Completion:
+               on_thinking: "DeltaSink", *, tools: Sequence[Tool] = ()) -> Completion:
     """Stream one chat: the answer from `choices[0].delta.content`, thinking from `delta.reasoning_content` or
-    `delta.reasoning` (or inline `<think>`), token counts from the final `usage`."""
+    `delta.reasoning` (or inline `<think>`), the tools it calls from `delta.tool_calls` fragments, token counts
+    from the final `usage`."""
     stream = Stream(on_delta, on_thinking)
     feed, think = stream.feed, stream.think
     usage: dict | None = None
-    async with open_stream(session, agent, request_body(agent, messages)) as response:
+    async with open_stream(session, agent, request_body(agent, messages, tools)) as response:
         async for line in response.content:
             line = line.strip()
             if not line or line.startswith(b":"):
@@ -56,10 +61,13 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
             data = line[5:].strip()
             if data == b"[DONE]":
                 details = (usage or {}).get("completion_tokens_details") or {}
-                return stream.completion(
-                    prompt_tokens=usage.get("prompt_tokens") if usage else None,
-                    generated_tokens=usage.get("completion_tokens") if usage else None,
-                    thinking_tokens=details.get("reasoning_tokens") or None)
+                try:
+                    return stream.completion(
+                        prompt_tokens=usage.get("prompt_tokens") if usage else None,
+                        generated_tokens=usage.get("completion_tokens") if usage else None,
+                        thinking_tokens=details.get("reasoning_tokens") or None)
+                except ValueError as exc:  # a tool call never named
+                    raise bad_tool_call(agent, exc) from exc
             chunk = parse_json_line(agent, data)
             if "error" in chunk:
                 raise mid_stream_error(agent, chunk["error"])
@@ -73,6 +81,12 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
                     text = delta.get("content")
                     if text:
                         feed(text)
+                    calls = delta.get("tool_calls")
+                    if calls:
+                        try:
+                            stream.calls.add_openai(calls)
+                        except ValueError as exc:
+                            raise bad_tool_call(agent, exc) from exc
             if chunk.get("usage"):
                 usage = chunk["usage"]
         raise StreamBroken("stream ended before `data: [DONE]`", agent=agent.name, url=agent.endpoint)
