@@ -328,3 +328,14 @@ def test_bad_review_system_template_is_a_config_error(tmp_path):
     result = invoke("run", "x", "-c", "c.json")
     assert result.exit_code == 2
     assert "review.system" in result.stderr and "unknown placeholder {answer_lst}" in result.stderr
+
+
+def test_every_strategy_is_named_once_with_a_review_and_a_description():
+    from parallama.review import IMPLEMENTATIONS, strategy_named
+    from parallama.strategies import DEFAULT_STRATEGY, DESCRIPTIONS, STRATEGIES
+
+    assert [s.name for s in IMPLEMENTATIONS] == list(STRATEGIES) == list(DESCRIPTIONS)
+    assert DEFAULT_STRATEGY == "synthesize" and all(DESCRIPTIONS.values())
+    assert [strategy_named(name).name for name in STRATEGIES] == list(STRATEGIES)
+    with pytest.raises(ValueError, match="unknown strategy 'vote': use one of synthesize, judge, council"):
+        strategy_named("vote")

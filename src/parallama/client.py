@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from .backends import Message, Tool
 from .calls import Run, Transport, client_session
-from .config import STRATEGIES, ConfigLike, as_fleet
+from .config import ConfigLike, as_fleet
 from .events import ALONE, WORKERS, Event, EventSink, RunEnded, RunStarted
 from .fleet import secrets_of
 from .gates import Gate, ServerLoad, gate_for
@@ -25,6 +25,7 @@ from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 from .slots import SlotStore, close_store, open_store
 from .stages import orchestrate, worker_messages
+from .strategies import check_strategy
 
 if TYPE_CHECKING:
     from .fleet import Agent
@@ -89,18 +90,16 @@ class FleetClient:
         review the answers with the strategy. `deadline` bounds the whole run, in seconds. `context`: the earlier
         turns of a conversation that `prompt` continues (`system`, `user`, `assistant` messages, oldest first);
         the workers get them as messages, the reviewers and later rounds read them with the task."""
-        strategy = strategy or self.fleet.strategy
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        chosen = check_strategy(strategy or self.fleet.strategy)
         prompt, undecodable = valid_unicode(prompt)
         run = self._open_run(on_event, run_id)
         context = tuple(context or ())
-        started = RunStarted(run.id, prompt, self.fleet, strategy if review and self.fleet.reviewers else None,
+        started = RunStarted(run.id, prompt, self.fleet, chosen if review and self.fleet.reviewers else None,
                              context)
         self.running[run.id] = started
         run.emit(started)
         try:
-            result = await orchestrate(run, self.fleet, prompt, deadline=deadline, review=review, strategy=strategy,
+            result = await orchestrate(run, self.fleet, prompt, deadline=deadline, review=review, strategy=chosen,
                                        rng=random.Random(seed), context=context)
         except BaseException:
             run.emit(RunEnded(run.id, None))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from .errors import ConfigError, ConfigErrors
 from .fleet import OPENAI_OPTION_FIELDS, Agent, Fleet, Role, Server
 from .slots import check_setting
+from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import OPENAI, credentials, parse_api_url, public_url, server_of
 
 WORKER_TIMEOUT_S = 60.0
@@ -69,7 +70,6 @@ class ServerSpec(BaseModel):
     "Requests the server takes at once (OLLAMA_NUM_PARALLEL); more wait on the client side."
 
 
-STRATEGIES = ("synthesize", "judge", "council")
 PROMPT_FIELDS = ("task", "answers", "answer_list")
 ANSWER_FIELDS = ("answers", "answer_list")
 
@@ -93,8 +93,8 @@ class ReviewSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["synthesize", "judge", "council"] = "synthesize"
-    "synthesize: one best answer from all; judge: score each, keep the best; council: workers rank each other first."
+    strategy: StrategyName = DEFAULT_STRATEGY
+    "One of `strategies.STRATEGIES`."
     system: str | None = None
     "Template for the reviewer's system message (after the agent's own `system`); replaces the strategy's instructions."
     prompt: str | None = None

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
+from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import Protocol, basic_auth
 
 Role = Literal["worker", "reviewer"]
@@ -92,7 +93,7 @@ class Fleet:
     reviewers: tuple[Agent, ...]
     "Tried in order until one succeeds; empty when there is no review."
     servers: Mapping[str, Server]
-    strategy: str = "synthesize"
+    strategy: StrategyName = DEFAULT_STRATEGY
     review_prompt: str | None = None
     review_system: str | None = None
     rounds: int = 1

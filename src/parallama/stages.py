@@ -10,6 +10,7 @@ from .events import WORKERS, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
 from .review.synthesize import refine_messages
+from .strategies import StrategyName
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -48,7 +49,7 @@ def task_text(prompt: str, context: Sequence["Message"] = ()) -> str:
 
 
 async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: float | None, review: bool,
-                      strategy: str, rng: random.Random, context: Sequence["Message"] = ()) -> RunResult:
+                      strategy: StrategyName, rng: random.Random, context: Sequence["Message"] = ()) -> RunResult:
     """Every stage of one run through the client's gates; the RunResult at the end. `context` holds the earlier
     turns of a conversation (and its system prompt) that `prompt` continues."""
     started = time.perf_counter()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from ..strategies import STRATEGIES
 from .common import CONFIG_ENV, DEFAULT_CONFIG, echo_json, load_fleet, user_errors
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
               help="Prompts in progress at once (default: the fleet's slots + 1, enough to keep every slot busy).")
 @click.option("--resume", is_flag=True,
               help="Go on from OUTPUT: skip the ids answered there, run the rest (failed ones included) again.")
-@click.option("--strategy", type=click.Choice(["synthesize", "judge", "council"]),
+@click.option("--strategy", type=click.Choice(STRATEGIES),
               help="How the answers are reviewed (default: the config's review.strategy, else synthesize).")
 @click.option("--no-review", is_flag=True, help="Skip the reviewer; each line holds the workers' answers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and scores) as JSON on stdout; needs -o.")

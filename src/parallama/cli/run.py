@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..strategies import STRATEGIES
 from .common import CONFIG_ENV, DEFAULT_CONFIG, Number, find_config, user_errors
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT
 @click.option("--deadline", type=Number(min=0, min_open=True), metavar="SECONDS",
               help="Bound the whole run; whatever is unfinished then counts as timed out.")
 @click.option("--no-review", is_flag=True, help="Skip the reviewer; print every worker's answer under its name.")
-@click.option("--strategy", type=click.Choice(["synthesize", "judge", "council"]),
+@click.option("--strategy", type=click.Choice(STRATEGIES),
               help="How the answers are reviewed (default: the config's review.strategy, else synthesize).")
 @click.option("--no-history", is_flag=True, help=f"Do not keep this run in the history (or set {'PARALLAMA_NO_HISTORY'}=1).")
 def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool, deadline: float | None,

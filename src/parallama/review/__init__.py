@@ -7,7 +7,11 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Protocol
 
+from ..strategies import check_strategy
+from .council import Council
 from .fallback import ReviewOutcome
+from .judge import Judge
+from .synthesize import Synthesize
 
 if TYPE_CHECKING:
     from ..calls import Run
@@ -24,21 +28,14 @@ class Strategy(Protocol):
                      until: float | None, rng: random.Random) -> ReviewOutcome: ...
 
 
+IMPLEMENTATIONS: tuple[type[Strategy], ...] = (Synthesize, Judge, Council)
+"One class per name in `strategies.STRATEGIES`."
+
+
 def strategy_named(name: str) -> Strategy:
-    """The strategy object for `synthesize`, `judge` or `council`."""
-    if name == "judge":
-        from .judge import Judge
-
-        return Judge()
-    if name == "council":
-        from .council import Council
-
-        return Council()
-    if name == "synthesize":
-        from .synthesize import Synthesize
-
-        return Synthesize()
-    raise ValueError(f"unknown review strategy {name!r}")
+    """The strategy object for one of `strategies.STRATEGIES`; ValueError for any other name."""
+    name = check_strategy(name)
+    return next(strategy for strategy in IMPLEMENTATIONS if strategy.name == name)()
 
 
-__all__ = ["ReviewOutcome", "Strategy", "strategy_named"]
+__all__ = ["IMPLEMENTATIONS", "ReviewOutcome", "Strategy", "strategy_named"]

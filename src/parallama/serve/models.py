@@ -8,7 +8,7 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..config import STRATEGIES
+from ..strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from ..fleet import Fleet

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from ..strategies import StrategyName
 from .errors import ApiError
 
 # Request fields that change what a single model would do, but not what the fleet does: reported, not used.
@@ -132,7 +133,7 @@ class PageRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str
-    strategy: Optional[Literal["synthesize", "judge", "council"]] = None
+    strategy: Optional[StrategyName] = None
     "None: the config's."
     context: list[PageTurn] = Field(default_factory=list)
     "The conversation so far (a follow-up question continues it), oldest first."

@@ -1,0 +1,30 @@
+"""The review strategies by name, each with one line saying what it does: the one list that config validation, the
+CLI's choices, `serve`'s model names (`parallama:judge` …), the review package and the web page read."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+StrategyName = Literal["synthesize", "judge", "council"]
+"How the reviewer turns the workers' answers into the final one."
+
+STRATEGIES: tuple[StrategyName, ...] = get_args(StrategyName)
+"Every strategy's name, the default first."
+
+DEFAULT_STRATEGY: StrategyName = STRATEGIES[0]
+
+DESCRIPTIONS: dict[StrategyName, str] = {
+    "synthesize": "the reviewer reads every answer and writes one better answer",
+    "judge": "the reviewer scores every answer from 1 to 10, and the best-scored one is the reply",
+    "council": "the workers rank each other's answers anonymously, then the reviewer writes the final answer with "
+               "that ranking in view",
+}
+"One line per strategy, for people (the page shows them)."
+
+
+def check_strategy(name: str) -> StrategyName:
+    """`name` as a strategy's name, or ValueError naming the ones there are."""
+    for known in STRATEGIES:
+        if name == known:
+            return known
+    raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
