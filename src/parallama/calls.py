@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import aiohttp
 
 from .backends import Message, Tool, backend_for
+from .cutoff import CUT, Cutoff, earliest
 from .errors import AgentTimeout, BackendError, HTTPStatus
-from .events import Delta, EventSink, Failed, Finished, Queued, Started, Thinking
+from .events import Cut, Delta, EventSink, Failed, Finished, Queued, Started, Thinking
 from .gates import Gate, Priority, gate_for
 from .redact import Redactor, valid_unicode
 from .result import AgentResult
@@ -92,10 +93,12 @@ class Run:
         return (self.number, next(self._order))
 
     async def ask(self, stage: str, jobs: list[Job], until: float | None,
-                  tools: Sequence[Tool] = ()) -> list[AgentResult]:
+                  tools: Sequence[Tool] = (), cutoffs: Sequence[Cutoff] = ()) -> list[AgentResult]:
         """Send `jobs` (agent, messages) through the gates, all at once; each result in job order. Never raises
         for a failed request: it becomes a failed result (and a `Failed` event). `tools`: offered to each agent,
-        whose answer may then be tool calls instead of text."""
+        whose answer may then be tool calls instead of text. With `cutoffs` (a quorum, a vote's early stop), the
+        requests still running when one of them says so are closed and marked `cut`, except those of `required`
+        agents."""
         now = time.perf_counter()
         calls = [_Call(self, stage, agent, messages, now, tools) for agent, messages in jobs]
         if self.listening:
@@ -103,10 +106,7 @@ class Run:
                 self.emit(Queued(self.id, stage, call.agent))
         tasks = [asyncio.create_task(self.transport.send(call)) for call in calls]
         try:
-            timeout = None if until is None else max(0.0, until - time.perf_counter())
-            done, _ = await asyncio.wait(tasks, timeout=timeout)
-            for task in done:
-                task.result()  # a request only raises on a bug: let it show
+            await self._wait(calls, tasks, until, cutoffs)
         finally:
             for task in tasks:
                 task.cancel()
@@ -117,6 +117,46 @@ class Run:
                                        agent=call.agent.name, url=call.agent.endpoint))
         return [call.result for call in calls]  # type: ignore[misc]
 
+    async def _wait(self, calls: list["_Call"], tasks: list[asyncio.Task[None]], until: float | None,
+                    cutoffs: Sequence[Cutoff]) -> None:
+        """Until every request ended, the deadline passed, or a cutoff closed the ones still running."""
+        pending = set(tasks)
+        cut_at: float | None = None
+        total = len(calls)
+        while pending:
+            now = time.perf_counter()
+            ends = [t for t in (until, cut_at) if t is not None]
+            timeout = max(0.0, min(ends) - now) if ends else None
+            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a request only raises on a bug: let it show
+            now = time.perf_counter()
+            if until is not None and now >= until:
+                return
+            if not cutoffs or not pending:
+                continue
+            answers = sorted((c.result for c in calls if c.result is not None and c.result.ok),
+                             key=lambda r: r.queued_s + r.elapsed_s)
+            running = sum(1 for c in calls if c.result is None)
+            if done:
+                found = earliest(cutoffs, answers, running, total, now)
+                if found is not None and (cut_at is None or found[0] < cut_at):
+                    cut_at = found[0]
+            if cut_at is None or now < cut_at:
+                continue
+            found = earliest(cutoffs, answers, running, total, now)
+            reason = found[1] if found else "cut"
+            cut = [(call, task) for call, task in zip(calls, tasks)
+                   if call.result is None and not call.agent.required and not task.done()]
+            for _, task in cut:
+                task.cancel()  # closes its connection; the gate hands its slot on
+            await asyncio.gather(*(task for _, task in cut), return_exceptions=True)
+            for call, task in cut:
+                if call.result is None:
+                    call.cut(reason)
+                pending.discard(task)
+            cut_at = None
+            cutoffs = ()  # what is left is required: waited for
 
 class _Call:
     """One agent's request while it is queued or in flight."""
@@ -197,8 +237,13 @@ class _Call:
         self.result = self._result(error.status, error=error)
         self.run.emit(Failed(self.run.id, self.stage, self.agent, self.result))
 
+    def cut(self, reason: str) -> None:
+        """Closed by a cutoff: what had arrived is kept, and the result says why it stopped."""
+        self.result = self._result(CUT, reason=reason)
+        self.run.emit(Cut(self.run.id, self.stage, self.agent, self.result))
+
     def _result(self, status: str, *, completion: "Completion | None" = None,
-                error: BackendError | None = None) -> AgentResult:
+                error: BackendError | None = None, reason: str | None = None) -> AgentResult:
         agent = self.agent
         ended = time.perf_counter()
         sent = self.sent_at
@@ -218,7 +263,8 @@ class _Call:
         return AgentResult(
             name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
             status=status, content=text,  # type: ignore[arg-type]
-            error=redact(valid_unicode(str(error))[0]) if error else None, error_kind=error.kind if error else None,
+            error=redact(valid_unicode(str(error))[0]) if error else reason,
+            error_kind=error.kind if error else (CUT if reason else None),
             queued_s=round((sent if sent is not None else ended) - self.queued_at, 3),
             elapsed_s=round(ended - sent, 3) if sent is not None else 0.0,
             ttft_s=round(self.first_at - sent, 3) if self.first_at is not None and sent is not None else None,

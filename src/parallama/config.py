@@ -10,6 +10,7 @@ from typing import Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
+from .cutoff import Quorum
 from .errors import ConfigError, ConfigErrors
 from .fleet import OPENAI_OPTION_FIELDS, Agent, Fleet, Role, Server
 from .slots import check_setting
@@ -46,6 +47,8 @@ class AgentSpec(BaseModel):
     "Name of the environment variable holding an API key, sent as a Bearer token."
     think: StrictBool | Literal["low", "medium", "high"] | None = None
     "Reasoning models: think or not (Ollama's `think`), or how hard (`reasoning_effort` on OpenAI-compatible)."
+    required: StrictBool = False
+    "A worker the run always waits for: a quorum or a settled vote never cuts it."
 
     @field_validator("api_url")
     @classmethod
@@ -88,6 +91,17 @@ def _template_fields(value: str) -> set[str]:
     return fields
 
 
+class QuorumSpec(BaseModel):
+    """When the workers' stage stops waiting for stragglers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_answers: int = Field(ge=1, strict=True)
+    "Once this many workers have answered, the rest get `grace_s` more, then are cut."
+    grace_s: float = Field(default=0.0, ge=0)
+    "Seconds the rest may still take once `min_answers` have answered."
+
+
 class ReviewSpec(BaseModel):
     """How the reviewer combines the workers' answers."""
 
@@ -101,6 +115,8 @@ class ReviewSpec(BaseModel):
     "Template for the reviewer's user message, with {task} and {answers} (or {answer_list}); replaces the strategy's."
     rounds: int = Field(default=1, ge=1, le=10, strict=True)
     "Mixture-of-Agents layers: in round k+1 every worker sees the round-k answers and refines."
+    quorum: QuorumSpec | None = None
+    "Stop waiting for stragglers: once `min_answers` workers answered, the rest get `grace_s` more, then are cut."
 
     @field_validator("system")
     @classmethod
@@ -249,16 +265,24 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
             dropped = sorted(k for k in a.options if k not in OPENAI_OPTION_FIELDS)
             if dropped:
                 warnings.append(f"{where}.options: {', '.join(dropped)} has no OpenAI-compatible field; not sent")
+        if a.required and role == "reviewer":
+            errors.append(ConfigError("only a worker can be required (a quorum cuts workers, never reviewers)",
+                                      source=source, json_path=f"{where}.required"))
         return Agent(
             name=name, role=role, model=a.model, api_url=public_url(a.api_url), protocol=protocol,
             endpoint=endpoint, server=server, timeout=a.timeout or default_timeout, system=a.system,
             options=dict(a.options), api_key_env=a.api_key_env, think=a.think, url_auth=url_auth,
+            required=a.required,
         )
 
     workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))
     listed = len(spec.reviewer_agent or []) > 1
     reviewers = tuple(agent(r, "reviewer", f"reviewer_agent[{i}]" if listed else "reviewer_agent", REVIEWER_TIMEOUT_S)
                       for i, r in enumerate(spec.reviewer_agent or []))
+    quorum = spec.review.quorum
+    if quorum is not None and quorum.min_answers > len(workers):
+        errors.append(ConfigError(f"must be at most the number of workers ({len(workers)})", source=source,
+                                  json_path="review.quorum.min_answers"))
     if errors:
         raise ConfigErrors(errors)
     used = {a.server for a in workers + reviewers}
@@ -268,7 +292,8 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     return Fleet(workers=workers, reviewers=reviewers, servers=servers, strategy=spec.review.strategy,
                  review_prompt=spec.review.prompt, review_system=spec.review.system, rounds=spec.review.rounds,
                  source=source,
-                 warnings=tuple(warnings), slot_store=spec.slot_store)
+                 warnings=tuple(warnings), slot_store=spec.slot_store,
+                 quorum=Quorum(quorum.min_answers, quorum.grace_s) if quorum is not None else None)
 
 
 def _check_depth(data: Any, source: str) -> None:
@@ -319,6 +344,8 @@ def _schema_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
         return ServerSpec
     if head == "review" and len(parent) == 1:
         return ReviewSpec
+    if parent == ("review", "quorum"):
+        return QuorumSpec
     return None
 
 

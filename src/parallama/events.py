@@ -2,7 +2,7 @@
 consume the same stream.
 
 A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → (`Thinking`… →) `Delta`… →
-`Finished` or `Failed`, then `RunEnded`. A council run also sends `Ranked` when the workers' rankings are read,
+`Finished`, `Failed` or `Cut` (closed by a quorum or a settled vote), then `RunEnded`. A council run also sends `Ranked` when the workers' rankings are read,
 before its reviewer writes. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
 """
 
@@ -101,6 +101,13 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Cut(Failed):
+    """The agent's request was closed because the stage had heard enough (a quorum, a settled vote);
+    `result.status` is `cut` and `result.error` says why. A `Failed` too, for views that only tell ended from
+    failed."""
+
+
+@dataclass(frozen=True, slots=True)
 class Ranked:
     """council: the workers' rankings of each other's answers are read, and added up (None when none could be
     read); the reviewer writes next."""
@@ -119,10 +126,10 @@ class RunEnded:
     result: "RunResult | None"
 
 
-AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed]
+AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed, Cut]
 RunEvent = Union[RunStarted, Ranked, RunEnded]
 "The events of a run as a whole, with no agent."
 RUN_EVENTS = (RunStarted, Ranked, RunEnded)
 "For `isinstance(event, RUN_EVENTS)`: a view that follows agents skips these (and any run-level event added later)."
-Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Ranked, RunEnded]
+Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Cut, Ranked, RunEnded]
 EventSink = Callable[[Event], None]

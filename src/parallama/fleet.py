@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
 from .strategies import DEFAULT_STRATEGY, StrategyName
+from .cutoff import Quorum
 from .urls import Protocol, basic_auth
 
 Role = Literal["worker", "reviewer"]
@@ -48,6 +49,8 @@ class Agent:
     system: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     api_key_env: str | None = None
+    required: bool = False
+    "A worker a quorum or a settled vote never cuts."
     think: bool | str | None = None
     "Sent as Ollama's `think`, or OpenAI-compatible `reasoning_effort` (levels) / `enable_thinking` (on, off)."
     extra_body: Mapping[str, Any] = field(default_factory=dict)
@@ -101,6 +104,8 @@ class Fleet:
     warnings: tuple[str, ...] = ()
     slot_store: str | None = None
     "The config's `slot_store` (PARALLAMA_SLOT_STORE wins over it when the client opens)."
+    quorum: Quorum | None = None
+    "Cut the workers' stragglers once enough have answered (None: wait for every worker)."
 
     @property
     def reviewer(self) -> Agent | None:

@@ -312,7 +312,7 @@ class RunRecord(TypedDict):
     wall_s: float | None
     warnings: list[str]
     details: dict[str, Any]
-    "judge scores, council rankings and the aggregate ranking"
+    "judge scores, council rankings and the aggregate ranking, the workers cut (`cut`), a vote's `tally`"
     origin: str | None
     "Who asked for the run: None (the CLI, the library) or `serve`."
     context: list[dict[str, str]]
@@ -378,7 +378,8 @@ class RunRecorder:
                  result.thinking_tokens))
 
     def finish(self, result: RunResult) -> None:
-        details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking") if getattr(result, k, None)}
+        details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking", "cut", "tally")
+                   if getattr(result, k, None)}
         with self.db:
             self.db.execute(
                 "UPDATE runs SET status = 'complete', ended_at = ?, final = ?, final_source = ?, wall_s = ?, "

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 if TYPE_CHECKING:
     from .backends import ToolCall
 
-Status = Literal["ok", "error", "timeout"]
+Status = Literal["ok", "error", "timeout", "cut"]
+"`cut`: closed because the stage had heard enough (a quorum, a settled vote); `error` says why."
 
 
 class JudgeScore(TypedDict):
@@ -33,6 +34,14 @@ class CouncilRank(TypedDict):
 
     name: str
     points: int
+
+
+class VoteCount(TypedDict):
+    """vote: one distinct answer, how many workers gave it, and which."""
+
+    answer: str
+    count: int
+    workers: list[str]
 
 
 @dataclass(frozen=True)
@@ -79,11 +88,12 @@ class RunResult:
     review: AgentResult | None
     final: str | None
     final_source: str | None
-    "`review`, `worker:<name>` when the reviewer failed, or None."
+    ("`review`, `vote`, `judge:<name>`, `worker:<name>` when the reviewer failed (or a vote had no majority and no "
+     "reviewer), or None.")
     wall_s: float
     warnings: list[str] = field(default_factory=list)
     strategy: str | None = None
-    "How the answers were reviewed: synthesize, judge or council (None: no review)."
+    "How the answers were reviewed: synthesize, judge, council or vote (None: no review)."
     earlier_rounds: list[list[AgentResult]] = field(default_factory=list)
     "With `rounds: N`, the workers' results of rounds 1 … N−1 (`workers` is the last round)."
     review_attempts: list[AgentResult] = field(default_factory=list)
@@ -94,9 +104,18 @@ class RunResult:
     "council: each worker's ranking of the others (what it was shown, its order, or why it was left out)."
     ranking: list[CouncilRank] | None = None
     "council: the aggregate (Borda count), best first."
+    cut: list[str] = field(default_factory=list)
+    "Workers whose requests were cut (a quorum, a settled vote), in any round: the result is partial."
+    tally: list["VoteCount"] | None = None
+    "vote: each distinct answer (normalised as batch scoring does), how many workers gave it and who, most first."
     run_id: str | None = None
     history_id: str | None = None
     "The run's id in the history database, when the run was kept there (the same as `run_id`)."
+
+    @property
+    def partial(self) -> bool:
+        """Some workers were cut: the answer was made without them."""
+        return bool(self.cut)
 
     @property
     def answered(self) -> bool:

@@ -6,6 +6,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from .cutoff import CUT
 from .events import WORKERS, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
@@ -55,25 +56,49 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
     task = task_text(prompt, context)
+    reviewed = review and bool(fleet.reviewers)
+    cutoffs = [fleet.quorum] if fleet.quorum is not None else []
     rounds: list[list[AgentResult]] = [
-        await run.ask(WORKERS, [(a, worker_messages(a, prompt, context)) for a in fleet.workers], until)]
+        await run.ask(WORKERS, [(a, worker_messages(a, prompt, context)) for a in fleet.workers], until,
+                      cutoffs=cutoffs)]
     for k in range(2, fleet.rounds + 1):
         previous = [w for w in rounds[-1] if w.ok]
         if not previous:
             break
         jobs = [(a, refine_messages(task, previous, a.system)) for a in fleet.workers]
-        rounds.append(await run.ask(round_stage(k), jobs, until))
+        rounds.append(await run.ask(round_stage(k), jobs, until, cutoffs=cutoffs))
     workers = rounds[-1]
     answers = [w for w in workers if w.ok]
     if not answers and len(rounds) > 1:
         answers = [w for w in rounds[-2] if w.ok]  # the last round failed entirely: review the one before
-    reviewed = review and bool(fleet.reviewers)
     outcome = ReviewOutcome()
     if reviewed and answers:
         outcome = await strategy_named(strategy).review(run, fleet, task, answers, until, rng)
+    cut = _cut(rounds)
     return RunResult(
         prompt=prompt, workers=workers, review=outcome.review, final=outcome.final,
         final_source=outcome.final_source, wall_s=round(time.perf_counter() - started, 3),
-        warnings=list(fleet.warnings) + run.warnings + outcome.warnings, strategy=strategy if reviewed else None,
+        warnings=_cut_notes(rounds) + list(fleet.warnings) + run.warnings + outcome.warnings,
+        strategy=strategy if reviewed else None, cut=cut,
         earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
         rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id)
+
+
+def _cut(rounds: list[list[AgentResult]]) -> list[str]:
+    """The workers cut in any round, in config order, each once."""
+    names = [w.name for results in rounds for w in results if w.status == CUT]
+    return list(dict.fromkeys(names))
+
+
+def _cut_notes(rounds: list[list[AgentResult]]) -> list[str]:
+    """One warning per round that was cut short: the result is partial, and says so first."""
+    notes = []
+    for results in rounds:
+        cut = [w for w in results if w.status == CUT]
+        if cut:
+            where = f" in {cut[0].stage}" if cut[0].stage != WORKERS else ""
+            names = ", ".join(w.name for w in cut)
+            why = (cut[0].error or "").removeprefix("cut: ")
+            notes.append(f"partial result: {names} {'was' if len(cut) == 1 else 'were'} cut{where} "
+                         f"({why}); the answer was made without {'it' if len(cut) == 1 else 'them'}")
+    return notes

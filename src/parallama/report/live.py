@@ -16,7 +16,7 @@ from ..gates import ServerLoad
 from .progress import AgentRow, Progress, tail_text
 
 _STATE_STYLE = {"waiting": "dim", "queued": "yellow", "thinking": "magenta", "running": "cyan", "done": "green",
-                "failed": "red", "timeout": "red"}
+                "failed": "red", "timeout": "red", "cut": "yellow"}
 
 
 class LiveView(Progress):

@@ -57,7 +57,8 @@ def print_result(result: RunResult, *, as_json: bool, rule: Console | None = Non
         return
     if result.final is not None:
         if rule is not None:
-            rule.rule(f"final answer ({source_label(result)})", style="dim")
+            partial = f" · partial: {', '.join(result.cut)} cut" if result.cut else ""
+            rule.rule(f"final answer ({source_label(result)}{partial})", style="dim")
         out.write(result.final.rstrip() + "\n")
         return
     answers = [w for w in result.workers if w.ok]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ..cutoff import CUT
 from ..fleet import Agent, Fleet
 from ..events import (
     REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, RUN_EVENTS, Started, Thinking)
@@ -141,5 +142,7 @@ def summary_line(result: AgentResult) -> str:
         if result.tokens_per_s:
             parts.append(f"{result.tokens_per_s:.1f} tok/s")
         return "  ".join(parts)
+    if result.status == CUT:
+        return f"✂ {result.name} {result.error}"
     mark = "⏱" if result.status == "timeout" else "✗"
     return f"{mark} {result.error}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
+from ..events import RANKING, REVIEW, Cut, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
 from ..redact import StreamMask
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Narrator:
             return []
         if kind is Started:
             return self._started(event)  # type: ignore[arg-type]
-        if kind is Finished or kind is Failed:
+        if kind is Finished or kind is Failed or kind is Cut:
             return self._ended(event)  # type: ignore[arg-type]
         if kind is RunEnded:
             return self._run_ended(event.result)  # type: ignore[union-attr,arg-type]
@@ -154,7 +154,8 @@ class Narrator:
         held = self._flush() if event.stage == REVIEW else []
         if not result.ok:
             mark = "⏱" if result.status == "timeout" else "✗"
-            out = held + [(REASONING, f"{mark} {result.error}\n")]
+            line = f"✂ {result.name} {result.error}\n" if isinstance(event, Cut) else f"{mark} {result.error}\n"
+            out = held + [(REASONING, line)]
             if event.stage == REVIEW and self._streamed:
                 self._streamed = []
                 out.append((CONTENT, HALFWAY_NOTE.format(name=result.name, cause=result.error)))

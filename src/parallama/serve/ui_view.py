@@ -13,7 +13,8 @@ The page's events, each with `type`:
   thinking stage, agent, text                         (a piece of a reasoning model's thinking)
   ended    t, stage, agent, status, content, html, error, error_kind, queued_s, elapsed_s, ttft_s, tokens, …
   ranked   t, stage, rankings, ranking                (council: each worker's ranking, and the aggregate)
-  result   t, final, final_html, final_source, scores, rankings, ranking, warnings, wall_s, history_id, error
+  result   t, final, final_html, final_source, scores, rankings, ranking, warnings, wall_s, history_id, error,
+           cut (workers cut: the answer is partial), tally (vote: each distinct answer, its count and workers)
   error    message                                    (the run ended without a result)
 """
 
@@ -115,7 +116,8 @@ def result_view(t: float, result: Mapping[str, Any], reviewed: bool, redact: "Re
     return {"type": "result", "t": t, "final": final, "final_html": markdown_html(final), "final_source": source,
             "scores": result.get("scores"), "rankings": result.get("rankings"), "ranking": result.get("ranking"),
             "warnings": [redact(w) for w in result.get("warnings") or []], "wall_s": result.get("wall_s"),
-            "history_id": result.get("history_id"), "error": error}
+            "history_id": result.get("history_id"), "error": error, "cut": list(result.get("cut") or []),
+            "tally": result.get("tally")}
 
 
 class RunView:

@@ -280,8 +280,8 @@ const HANDLERS = {
     entry.result = view;
     if (entry.startedT === null) entry.startedT = view.t - (view.elapsed_s || 0);
     if (entry.queuedT === null) entry.queuedT = entry.startedT - (view.queued_s || 0);
-    const label = { ok: "done", timeout: "timed out" }[view.status] || "failed";
-    setState(entry, view.status === "ok" ? "done" : "failed", label);
+    const label = { ok: "done", timeout: "timed out", cut: "cut" }[view.status] || "failed";
+    setState(entry, view.status === "ok" ? "done" : view.status === "cut" ? "cut" : "failed", label);
     showAgentError(entry.errorLine, view.error);
     if (view.stage === "review") {
       entry.text.replaceChildren(el("p", "muted", view.status !== "ok" ? "" :
@@ -313,7 +313,8 @@ const HANDLERS = {
     } else {
       body.replaceChildren(el("p", "error-line", view.error));
     }
-    $("final-source").textContent = sourceText(view.final_source) + (view.wall_s != null ? ` · ${secs(view.wall_s)} in all` : "");
+    const partial = view.cut && view.cut.length ? ` · partial: ${view.cut.join(", ")} cut` : "";
+    $("final-source").textContent = sourceText(view.final_source) + partial + (view.wall_s != null ? ` · ${secs(view.wall_s)} in all` : "");
     $("warnings").replaceChildren(...(view.warnings || []).map((w) => el("li", "", w)));
     if (view.scores) showScores(view.scores);
     if (view.rankings) showRankings(view.rankings, view.ranking);
@@ -557,7 +558,7 @@ function drawTimeline() {
     const sent = entry.startedT ?? now;
     if (sent - entry.queuedT > 0) track.append(span("tl-bar queued", entry.queuedT, sent, scale));
     if (entry.startedT !== null) {
-      const kind = entry.state === "failed" ? "failed" : entry.stage === "review" ? "review" : "running";
+      const kind = entry.state === "failed" || entry.state === "cut" ? entry.state : entry.stage === "review" ? "review" : "running";
       track.append(span(`tl-bar ${kind}`, entry.startedT, entry.endT ?? now, scale));
     }
     row.dataset.stage = entry.stage;
