@@ -38,6 +38,8 @@ RENEW_S = 3.0
 "How often the leases and tickets of this process are renewed."
 POLL_S = 0.5
 "How often a waiting process asks again without having heard of a release."
+COUNTS_FRESH_S = 0.25
+"Counts older than this are asked for again when someone looks (the answer shows on the next look)."
 CONNECT_TIMEOUT_S = 3.0
 PREFIX = "parallama:slots:"
 
@@ -363,7 +365,7 @@ class RedisSlots(SharedSlots):
     def counts(self) -> tuple[int, int]:
         if self._local is not None:
             return self._local.counts()
-        if time.monotonic() - self._counted_at > 1.0:
+        if time.monotonic() - self._counted_at > COUNTS_FRESH_S:
             self._counted_at = time.monotonic()
             self.store.spawn(self.renew())  # fresh counts for the next look
         held, queued, others = self._counts
