@@ -167,11 +167,12 @@ def down(ports: tuple[int, ...], everything: bool) -> None:
 @click.option("--gpu", is_flag=True, help="Reserve the NVIDIA GPUs for every container.")
 @click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="OLLAMA_NUM_PARALLEL.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Host address the ports are published on.")
+@click.option("--redis", is_flag=True, help="Add a Redis for the slots several parallama replicas share.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="docker-compose.yml", show_default=True)
-def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, output: str) -> None:
+def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, redis: bool, output: str) -> None:
     """Write a docker compose file: one ollama/ollama container per port, one shared models volume."""
     with user_errors():
-        from ..engines.compose import compose_yaml
+        from ..engines.compose import REDIS_PORT, compose_yaml
         from ..engines.instances import exposure_warning
         from ..errors import UsageError
 
@@ -181,10 +182,12 @@ def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, out
         if base_port + count - 1 > 65535:
             raise UsageError(f"ports {base_port}–{base_port + count - 1} go past 65535: use a --base-port of at most "
                              f"{65536 - count} for {count} containers")
-        write_file(output, compose_yaml(count, base_port=base_port, gpu=gpu, host=host, num_parallel=parallel),
-                   "--output")
+        write_file(output, compose_yaml(count, base_port=base_port, gpu=gpu, host=host, num_parallel=parallel,
+                                        redis=redis), "--output")
         click.echo(f"wrote {output}: `docker compose -f {output} up -d`, then ports "
                    f"{base_port}–{base_port + count - 1}", err=True)
+        if redis:
+            click.echo(f"slots shared by every replica: PARALLAMA_SLOT_STORE=redis://{host}:{REDIS_PORT}/0", err=True)
 
 
 @click.command()
