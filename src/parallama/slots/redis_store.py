@@ -209,7 +209,13 @@ class RedisStore(SlotStore):
             for slot in list(self._servers.values()):
                 await slot.renew()
 
+    async def settled(self) -> None:
+        """Wait until the scripts sent in the background (releases) are done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def aclose(self) -> None:
+        await self.settled()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
@@ -247,6 +253,8 @@ class RedisSlots(SharedSlots):
         if self._local is None:
             self._local = self.store.fallback.slots_for(self.server, self.slots)
             self._local.report_waiting(self._gate_waiting)
+            for _ in self.leases:  # requests in flight hold this machine's slots from now on, where some are free
+                self._local.try_acquire()
         self.leases.clear()  # no longer held anywhere we can give them back to
         self.wake()
 
