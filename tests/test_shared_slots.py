@@ -169,3 +169,41 @@ async def test_every_view_counts_the_other_processes(tmp_path):
         assert batch.returncode == 0, err
         assert "other processes on these slots" in summary and "waited" in summary
         assert fake.max_in_flight == 1
+
+
+def test_compose_adds_a_redis_for_the_replicas(tmp_path):
+    import yaml
+
+    from conftest import invoke
+
+    result = invoke("compose", "-n", "2", "--redis", "-o", "dc.yml")
+    assert result.exit_code == 0
+    assert "PARALLAMA_SLOT_STORE=redis://127.0.0.1:6379/0" in result.stderr
+    services = yaml.safe_load((tmp_path / "dc.yml").read_text())["services"]
+    assert list(services) == ["ollama1", "ollama2", "redis"]
+    assert services["redis"]["image"].startswith("redis:") and services["redis"]["ports"] == ["127.0.0.1:6379:6379"]
+    assert "redis" not in yaml.safe_load(
+        (invoke("compose", "-n", "1", "-o", "plain.yml"), tmp_path / "plain.yml")[1].read_text())["services"]
+
+
+def test_a_busy_process_does_not_starve_another(tmp_path):
+    with FakeServer(slots=1) as fake:
+        fake.model("w", latency=0.2, text="busy")
+        one_worker(tmp_path, fake, timeout=5)
+        (tmp_path / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(30)))
+        batch = parallama("batch", "prompts.txt", "-c", "c.json", "--no-review", "-o", "out.jsonl",
+                          "--concurrency", "4")
+        deadline = time.monotonic() + 20
+        while len(fake.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        run = parallama("run", "late", "-c", "c.json", "--no-review", "--json", "--no-history")
+        out, err = run.communicate(timeout=60)
+        served_before_it = len(fake.requests)
+        batch.communicate(timeout=60)
+    assert run.returncode == 0 and batch.returncode == 0, err
+    (result,) = json.loads(out)["workers"]
+    assert result["status"] == "ok"
+    # The batch keeps 4 requests waiting the whole time; the run waits for a turn or two, not for the batch's end.
+    assert result["queued_s"] < 1.5
+    assert served_before_it < 25 and len(fake.requests) == 31
+    assert fake.max_in_flight == 1
