@@ -207,3 +207,6 @@ def test_the_servers_line_shows_slots_in_use_and_the_queue():
 
     line = servers_line({"http://localhost:11434": ServerLoad(1, 1, 2), "http://localhost:11435": ServerLoad(2, 0, 0)})
     assert line == "servers  localhost:11434 1/1 busy, 2 waiting · localhost:11435 0/2 busy"
+    shared = ServerLoad(1, 1, 3, own_in_flight=0, own_waiting=1, shared="local")
+    assert servers_line({"http://localhost:11434": shared}) == (
+        "servers  localhost:11434 1/1 busy, 3 waiting (1 busy, 2 waiting in other processes)")

@@ -51,6 +51,8 @@ class ServerLoad:
 
     def others(self) -> tuple[int, int]:
         """(in flight, waiting) of the other processes sharing the slots."""
+        if self.shared == "none":
+            return 0, 0
         return max(0, self.in_flight - self.own_in_flight), max(0, self.waiting - self.own_waiting)
 
 
