@@ -24,9 +24,10 @@ def openai_client(running, **kwargs) -> openai.AsyncOpenAI:
                               **{"max_retries": 0, **kwargs})
 
 
-async def test_both_apis_list_the_fleet_under_every_strategy(servers, serve):
+async def test_both_apis_list_the_fleet_under_every_strategy_then_each_agent(servers, serve):
     running = await serve(guide_fleet(servers))
-    names = ["parallama:latest", "parallama:synthesize", "parallama:judge", "parallama:council"]
+    names = ["parallama:latest", "parallama:synthesize", "parallama:judge", "parallama:council",
+             "parallama/a", "parallama/b", "parallama/rev"]
     listed = await ollama_client(running).list()
     assert [m.model for m in listed.models] == names
     assert all(m.digest and m.modified_at and m.details.family == "parallama" for m in listed.models)
@@ -42,7 +43,7 @@ async def test_show_describes_the_fleet_for_the_ollama_client(servers, serve):
     config["reviewer_agent"]["options"] = {"num_ctx": 16384}
     running = await serve(config)
     shown = await ollama_client(running).show("parallama")  # untagged: :latest
-    assert shown.capabilities == ["completion"] and ".Suffix" not in shown.template
+    assert shown.capabilities == ["completion", "tools"] and ".Suffix" not in shown.template
     assert shown.modelinfo["parallama.context_length"] == 4096 and shown.parameters == "num_ctx 4096"
     assert "worker A: m" in shown.modelfile and "reviewer Rev: rev" in shown.modelfile
     with pytest.raises(ollama.ResponseError) as missing:

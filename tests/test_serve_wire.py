@@ -170,7 +170,7 @@ async def test_bad_requests_are_answered_in_each_apis_shape(servers, serve):
         status, body, _ = await call("GET", "/api/chat")
         assert status == 405 and "GET is not allowed" in body["error"]
         status, body, _ = await call("POST", "/api/show", json={"name": "parallama:council"})
-        assert status == 200 and body["capabilities"] == ["completion"] and "model_info" in body
+        assert status == 200 and body["capabilities"] == ["completion", "tools"] and "model_info" in body
         async with session.head(running.url + "/") as response:
             assert response.status == 200
 

@@ -140,6 +140,15 @@ class ReviewSpec(BaseModel):
         return value
 
 
+class ServeSpec(BaseModel):
+    """What `parallama serve` does beyond running the fleet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools_agent: str | None = Field(default=None, min_length=1)
+    "The agent (by name) that answers a request carrying tools; default: the first reviewer."
+
+
 class ConfigFile(BaseModel):
     """The whole config file."""
 
@@ -152,6 +161,7 @@ class ConfigFile(BaseModel):
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     slot_store: str | None = None
     "Who shares the servers' slots: `local` (every process on this machine, the default), `none`, or `redis://…`."
+    serve: ServeSpec = Field(default_factory=ServeSpec)
 
     @field_validator("slot_store")
     @classmethod
@@ -283,6 +293,13 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     if quorum is not None and quorum.min_answers > len(workers):
         errors.append(ConfigError(f"must be at most the number of workers ({len(workers)})", source=source,
                                   json_path="review.quorum.min_answers"))
+    tools_agent = spec.serve.tools_agent
+    if tools_agent is not None and tools_agent not in {a.name for a in workers + reviewers}:
+        names = [a.name for a in workers + reviewers]
+        close = difflib.get_close_matches(tools_agent, names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "the agents are " + ", ".join(map(repr, names))
+        errors.append(ConfigError(f"no agent is named {tools_agent!r} ({hint})", source=source,
+                                  json_path="serve.tools_agent"))
     if errors:
         raise ConfigErrors(errors)
     used = {a.server for a in workers + reviewers}
@@ -293,7 +310,8 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
                  review_prompt=spec.review.prompt, review_system=spec.review.system, rounds=spec.review.rounds,
                  source=source,
                  warnings=tuple(warnings), slot_store=spec.slot_store,
-                 quorum=Quorum(quorum.min_answers, quorum.grace_s) if quorum is not None else None)
+                 quorum=Quorum(quorum.min_answers, quorum.grace_s) if quorum is not None else None,
+                 tools_agent_name=tools_agent)
 
 
 def _check_depth(data: Any, source: str) -> None:
@@ -346,6 +364,8 @@ def _schema_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
         return ReviewSpec
     if parent == ("review", "quorum"):
         return QuorumSpec
+    if head == "serve" and len(parent) == 1:
+        return ServeSpec
     return None
 
 

@@ -106,11 +106,21 @@ class Fleet:
     "The config's `slot_store` (PARALLAMA_SLOT_STORE wins over it when the client opens)."
     quorum: Quorum | None = None
     "Cut the workers' stragglers once enough have answered (None: wait for every worker)."
+    tools_agent_name: str | None = None
+    "The config's `serve.tools_agent`."
 
     @property
     def reviewer(self) -> Agent | None:
         """The first reviewer (the others are its fallbacks)."""
         return self.reviewers[0] if self.reviewers else None
+
+    @property
+    def tools_agent(self) -> Agent | None:
+        """The agent that answers `serve`'s requests carrying tools: the one `serve.tools_agent` names, else the
+        first reviewer; None when there is neither."""
+        if self.tools_agent_name is None:
+            return self.reviewer
+        return next((a for a in self.agents if a.name == self.tools_agent_name), None)
 
     @property
     def agents(self) -> tuple[Agent, ...]:

@@ -60,6 +60,31 @@ def without_reasoning(text: str) -> str:
     return text[end:].strip() if end else text
 
 
+def for_agent(messages: Iterable["Message"]) -> tuple[list["Message"], list[str]]:
+    """A conversation one agent answers as it is, tool calls and their results kept → (the messages, roles left
+    out). Earlier answers lose the reasoning they start with; the last message must be the user's or a tool's
+    result."""
+    kept: list[Message] = []
+    dropped: list[str] = []
+    for message in messages:
+        role = "tool" if message["role"] == "tool" else ROLES.get(message["role"])
+        if role is None:
+            dropped.append(message["role"])
+            continue
+        message = {**message, "role": role}
+        if role == "assistant":
+            message["content"] = without_reasoning(message["content"])
+            if not message["content"] and not message.get("tool_calls"):
+                continue
+        kept.append(message)
+    if not kept:
+        raise ApiError(400, "messages: no system, user, assistant or tool message to answer", param="messages")
+    if kept[-1]["role"] not in ("user", "tool"):
+        raise ApiError(400, f"messages: the last message must be the user's or a tool's result (it is the "
+                            f"{kept[-1]['role']}'s)", param="messages")
+    return kept, sorted(set(dropped))
+
+
 def split(turns: Iterable[tuple[str, str]]) -> tuple[tuple["Message", ...], str, list[str]]:
     """(role, text) pairs, oldest first → (earlier turns, the prompt, roles left out). Tool messages have no
     place in a run and are left out; the last message must be the user's."""

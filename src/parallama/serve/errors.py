@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -49,3 +50,18 @@ class ApiError(Exception):
         body = self.openai_body() if openai else self.ollama_body()
         return web.Response(status=self.status, text=json.dumps(body), content_type="application/json",
                             headers=self.headers())
+
+
+def no_answer_note(headline: str, causes: list[str]) -> str:
+    """What a streamed reply carries as content when there is no answer: what failed and each cause with its fix
+    (as the terminal says them), as a short Markdown note. Chat front-ends (Open WebUI) show content but drop an
+    error line at the end of a stream. Each cause is a code span: a server's words cannot become links or markup."""
+    return f"**parallama: no answer, {headline}.**\n\n" + "".join(f"- {_code(cause)}\n" for cause in causes)
+
+
+def _code(text: str) -> str:
+    """`text` as one Markdown code span, whatever backticks it holds (CommonMark: a longer fence, padded)."""
+    text = " ".join(text.split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"{fence}{text}{fence}"

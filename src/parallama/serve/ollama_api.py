@@ -11,15 +11,19 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import __version__
-from .conversation import split
+from ..backends.tools import ToolCall, new_call_id
+from .alone import AgentAsk, AgentReply
+from .conversation import for_agent, split
 from .progress import CONTENT, REASONING, coalesce
 from .runs import SERVICE, Ask, Reply
 from .errors import ApiError
-from .wire import (OLLAMA_IGNORED, OllamaChatRequest, OllamaGenerateRequest, OllamaShowRequest, ignored_fields,
-                   parse, seed_of)
+from .wire import (OLLAMA_IGNORED, OllamaChatRequest, OllamaGenerateRequest, OllamaMessage, OllamaShowRequest,
+                   ignored_fields, parse, seed_of)
 
 if TYPE_CHECKING:
-    from .progress import Narrator
+    from ..backends import Message
+    from ..fleet import Agent
+    from .alone import Tally
     from .runs import Service
 
 API_VERSION = "0.12.6"
@@ -58,17 +62,25 @@ async def show(request: web.Request) -> web.Response:
     name = body.model or body.name
     if not name:
         raise ApiError(400, "model is required", param="model")
-    service.strategy_for(name)
+    service.check_model(name)
     return web.json_response(service.catalogue.show(name))
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     body = await parse(request, OllamaChatRequest)
-    strategy = service.strategy_for(body.model)
+    agent = service.agent_to_answer(body.model, body.tools)
+    strategy = service.strategy_for(body.model) if agent is None else ""
     lines = ChatLines(body.model)
     if not body.messages:
         return web.json_response(lines.loaded(body))
+    if agent is not None:
+        messages, dropped = for_agent(_messages(body.messages))
+        ignored = (ignored_fields(body, OLLAMA_IGNORED) + [f"options.{key}" for key in body.options or {}]
+                   + [f"{r} messages" for r in dropped] + (["images"] if any(m.images for m in body.messages) else []))
+        tools = tuple(t.model_dump(exclude_none=True) for t in body.tools or ())
+        alone = AgentAsk(body.model, agent, tuple(messages), tools, _thinking(service, body.think))
+        return await answer_alone(request, service, alone, lines, stream=body.stream, ignored=ignored)
     context, prompt, dropped = split((m.role, m.content or "") for m in body.messages)
     ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options) + [f"{r} messages" for r in dropped]
     if any(m.images for m in body.messages):
@@ -80,11 +92,17 @@ async def chat(request: web.Request) -> web.StreamResponse:
 async def generate(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     body = await parse(request, OllamaGenerateRequest)
-    strategy = service.strategy_for(body.model)
+    agent: Agent | None = service.catalogue.agent_for(body.model)
+    strategy = service.strategy_for(body.model) if agent is None else ""
     lines = GenerateLines(body.model)
     if not (body.prompt or "").strip():
         return web.json_response(lines.loaded(body))
     turns = ([("system", body.system)] if body.system else []) + [("user", body.prompt or "")]
+    if agent is not None:
+        ignored = ignored_fields(body, OLLAMA_IGNORED) + [f"options.{key}" for key in body.options or {}]
+        messages: tuple[Message, ...] = tuple({"role": role, "content": text} for role, text in turns)
+        alone = AgentAsk(body.model, agent, messages, (), _thinking(service, body.think))
+        return await answer_alone(request, service, alone, lines, stream=body.stream, ignored=ignored)
     context, prompt, _ = split(turns)
     ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
     ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options))
@@ -110,9 +128,38 @@ async def answer(request: web.Request, service: "Service", ask: Ask, lines: "Cha
                 continue
             await response.write(b"".join(lines.piece(channel, text) for channel, text in coalesce(pieces)))
         if reply.narrator.error:
-            await response.write(_line({"error": reply.narrator.error}))
+            # Front-ends drop an error line: the reason is content too, and the stream ends as streams do.
+            await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply.narrator)
+                                 + _line({"error": reply.narrator.error}))
         else:
             await response.write(lines.final(reply.narrator))
+        await response.write_eof()
+        return response
+
+
+async def answer_alone(request: web.Request, service: "Service", ask: AgentAsk, lines: "ChatLines", *,
+                       stream: bool, ignored: list[str]) -> web.StreamResponse:
+    """One agent's answer (see `alone`): its text, or the tool calls it asks for in `message.tool_calls`."""
+    headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
+    async with AgentReply(service, ask) as reply:  # 429 before anything is sent
+        if not stream:
+            reasoning, content = await reply.collect()
+            if reply.result is None:
+                raise ApiError(reply.error_status, reply.error or "no answer")
+            return web.json_response(lines.whole(reply, content, reasoning, reply.result.tool_calls),
+                                     headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
+        await response.prepare(request)
+        while (pieces := await reply.next()) is not None:
+            await response.write(b"".join(lines.piece(channel, text) for channel, text in coalesce(pieces))
+                                 if pieces else lines.piece(CONTENT, ""))
+        if reply.result is None:
+            await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply)
+                                 + _line({"error": reply.error}))
+        else:
+            if reply.result.tool_calls:  # as Ollama streams them: whole, in a line of their own before the last
+                await response.write(lines.calls(reply.result.tool_calls))
+            await response.write(lines.final(reply))
         await response.write_eof()
         return response
 
@@ -131,20 +178,27 @@ class ChatLines:
     def piece(self, channel: str, text: str) -> bytes:
         return _line({"model": self.model, "created_at": _now(), **self._text(channel, text), "done": False})
 
-    def _end(self, narrator: "Narrator") -> dict[str, Any]:
+    def _end(self, narrator: "Tally") -> dict[str, Any]:
         times = narrator.durations_ns()
         return {"done_reason": "stop", "done": True, "total_duration": times["total_duration"],
                 "load_duration": times["load_duration"], "prompt_eval_count": narrator.prompt_tokens,
                 "prompt_eval_duration": times["prompt_eval_duration"], "eval_count": narrator.completion_tokens,
                 "eval_duration": times["eval_duration"]}
 
-    def final(self, narrator: "Narrator") -> bytes:
+    def final(self, narrator: "Tally") -> bytes:
         return _line({"model": self.model, "created_at": _now(), **self._text(CONTENT, ""), **self._end(narrator)})
 
-    def whole(self, narrator: "Narrator", content: str, reasoning: str) -> dict[str, Any]:
+    def calls(self, calls: "tuple[ToolCall, ...]") -> bytes:
+        message = {"role": "assistant", "content": "", "tool_calls": [call.ollama() for call in calls]}
+        return _line({"model": self.model, "created_at": _now(), "message": message, "done": False})
+
+    def whole(self, narrator: "Tally", content: str, reasoning: str,
+              calls: "tuple[ToolCall, ...]" = ()) -> dict[str, Any]:
         message = self._text(CONTENT, content)
         if reasoning:
             message["message"]["thinking"] = reasoning
+        if calls:
+            message["message"]["tool_calls"] = [call.ollama() for call in calls]
         return {"model": self.model, "created_at": _now(), **message, **self._end(narrator)}
 
     def loaded(self, body: Any) -> dict[str, Any]:
@@ -163,11 +217,42 @@ class GenerateLines(ChatLines):
             return {"response": "", "thinking": text}
         return {"response": text}
 
-    def whole(self, narrator: "Narrator", content: str, reasoning: str) -> dict[str, Any]:
+    def whole(self, narrator: "Tally", content: str, reasoning: str,
+              calls: "tuple[ToolCall, ...]" = ()) -> dict[str, Any]:
         fields = self._text(CONTENT, content)
         if reasoning:
             fields["thinking"] = reasoning
         return {"model": self.model, "created_at": _now(), **fields, **self._end(narrator)}
+
+
+def _messages(messages: "list[OllamaMessage]") -> list["Message"]:
+    """Ollama's messages as one agent takes them (OpenAI's shape, see `backends.tools`): each earlier call gets an
+    id (Ollama's have none), and a tool's result answers the first call of its tool not yet answered."""
+    out: list[Message] = []
+    waiting: list[tuple[str, str]] = []  # (id, tool) of calls not yet answered
+    for m in messages:
+        message: Message = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            calls = [ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments
+                              if isinstance(c.function.arguments, str) else json.dumps(c.function.arguments))
+                     for c in m.tool_calls]
+            message["tool_calls"] = [call.openai() for call in calls]
+            waiting = [(call.id, call.name) for call in calls]
+        elif m.role == "tool":
+            answered = next((w for w in waiting if w[1] == m.tool_name), waiting[0] if waiting else None)
+            if answered is not None:
+                waiting.remove(answered)
+            message["tool_call_id"] = answered[0] if answered else new_call_id()
+            name = m.tool_name or (answered[1] if answered else None)
+            if name:
+                message["name"] = name
+        out.append(message)
+    return out
+
+
+def _thinking(service: "Service", think: object) -> bool:
+    """An agent's own thinking is shown as `thinking` unless the request or serve's progress setting says no."""
+    return think is not False and service.options.progress == "thinking"
 
 
 def _progress(service: "Service", think: object) -> Any:

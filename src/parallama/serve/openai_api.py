@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .conversation import split
+from .alone import AgentAsk, AgentReply
+from .conversation import for_agent, split
 from .errors import ApiError
 from .progress import CONTENT, coalesce
 from .runs import SERVICE, Ask, Reply
-from .wire import OPENAI_IGNORED, OpenAIChatRequest, ignored_fields, openai_text, parse
+from .wire import OPENAI_IGNORED, OpenAIChatRequest, OpenAIMessage, ignored_fields, openai_text, parse
 
 if TYPE_CHECKING:
-    from .progress import Narrator
+    from ..backends import Message, ToolCall
+    from .alone import Tally
+    from .progress import Piece
+    from .runs import Service
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
@@ -41,13 +45,22 @@ async def models(request: web.Request) -> web.Response:
 async def model(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     name = request.match_info["model"]
-    service.strategy_for(name)
+    service.check_model(name)
     return web.json_response(service.catalogue.openai_entry(service.catalogue.canonical(name)))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     body = await parse(request, OpenAIChatRequest)
+    agent = service.agent_to_answer(body.model, body.tools)
+    if agent is not None:
+        messages, not_text = _messages(body.messages)
+        kept, dropped = for_agent(messages)
+        ignored = (ignored_fields(body, OPENAI_IGNORED) + (["seed"] if body.seed is not None else [])
+                   + [f"{r} messages" for r in dropped] + (["content parts that are not text"] if not_text else []))
+        tools = tuple(t.model_dump(exclude_none=True) for t in body.tools or ())
+        alone = AgentAsk(body.model, agent, tuple(kept), tools, service.options.progress == "thinking")
+        return await answer_alone(request, service, alone, body, ignored)
     strategy = service.strategy_for(body.model)
     turns = []
     not_text = False
@@ -82,8 +95,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 chunks.delta({"content": text} if channel == CONTENT else {"reasoning_content": text})
                 for channel, text in coalesce(pieces)))
         if reply.narrator.error:
+            # Front-ends drop an error event: the reason is content too, and the stream ends as streams do.
             error = ApiError(reply.error_status, reply.narrator.error, code="no_answer")
-            await response.write(b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n")
+            await response.write(chunks.delta({"content": reply.note()}) + chunks.delta({}, finish="stop")
+                                 + b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n")
         else:
             await response.write(chunks.delta({}, finish="stop"))
             if include_usage:
@@ -91,6 +106,67 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await response.write(DONE)
         await response.write_eof()
         return response
+
+
+async def answer_alone(request: web.Request, service: "Service", ask: AgentAsk, body: OpenAIChatRequest,
+                       ignored: list[str]) -> web.StreamResponse:
+    """One agent's answer (see `alone`): its text, or the tool calls it asks for (`finish_reason: "tool_calls"`)."""
+    headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    chunks = Chunks(body.model)
+    async with AgentReply(service, ask) as reply:  # 429 before anything is sent
+        if not body.stream:
+            reasoning, content = await reply.collect()
+            if reply.result is None:
+                raise ApiError(reply.error_status, reply.error or "no answer", code="no_answer")
+            return web.json_response(chunks.whole(reply, content, reasoning, reply.result.tool_calls),
+                                     headers=headers)
+        response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+        await response.prepare(request)
+        await response.write(chunks.delta({"role": "assistant", "content": ""}))
+        while (pieces := await reply.next()) is not None:
+            await response.write(_deltas(chunks, pieces) if pieces else b": working\n\n")
+        if reply.result is None:
+            error = ApiError(reply.error_status, reply.error or "no answer", code="no_answer")
+            await response.write(chunks.delta({"content": reply.note()}) + chunks.delta({}, finish="stop")
+                                 + b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n")
+        else:
+            calls = reply.result.tool_calls
+            for index, call in enumerate(calls):  # each call whole in one delta, as servers may send them
+                await response.write(chunks.delta({"tool_calls": [{"index": index, **call.openai()}]}))
+            await response.write(chunks.delta({}, finish="tool_calls" if calls else "stop"))
+            if include_usage:
+                await response.write(chunks.usage(reply))
+        await response.write(DONE)
+        await response.write_eof()
+        return response
+
+
+def _deltas(chunks: "Chunks", pieces: "list[Piece]") -> bytes:
+    return b"".join(chunks.delta({"content": text} if channel == CONTENT else {"reasoning_content": text})
+                    for channel, text in coalesce(pieces))
+
+
+def _messages(messages: list[OpenAIMessage]) -> "tuple[list[Message], bool]":
+    """OpenAI's messages as one agent takes them, tool calls and results kept; (them, whether some content parts
+    were not text)."""
+    out: list[Message] = []
+    not_text = False
+    for m in messages:
+        text, other = openai_text(m.content)
+        not_text = not_text or other
+        message: Message = {"role": m.role, "content": text}
+        if m.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                                     for c in m.tool_calls]
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        name = (m.model_extra or {}).get("name")
+        if m.role == "tool" and isinstance(name, str):
+            message["name"] = name
+        out.append(message)
+    return out, not_text
 
 
 class Chunks:
@@ -105,26 +181,30 @@ class Chunks:
                       '"system_fingerprint": null, "choices": [{"index": 0, "delta": '
                       % (json.dumps(self.id), self.created, json.dumps(model)))
 
-    def delta(self, delta: dict[str, str], *, finish: str | None = None) -> bytes:
+    def delta(self, delta: dict[str, Any], *, finish: str | None = None) -> bytes:
         tail = ', "logprobs": null, "finish_reason": %s}]}\n\n' % (json.dumps(finish))
         return (self._head + json.dumps(delta, ensure_ascii=False) + tail).encode()
 
-    def usage(self, narrator: "Narrator") -> bytes:
+    def usage(self, narrator: "Tally") -> bytes:
         return b"data: " + json.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                                        "model": self.model, "system_fingerprint": None, "choices": [],
                                        "usage": _usage(narrator)}).encode() + b"\n\n"
 
-    def whole(self, narrator: "Narrator", content: str, reasoning: str) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": content}
+    def whole(self, narrator: "Tally", content: str, reasoning: str,
+              calls: "tuple[ToolCall, ...]" = ()) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
         if reasoning:
             message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = [call.openai() for call in calls]
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "system_fingerprint": None,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "logprobs": None,
+                             "finish_reason": "tool_calls" if calls else "stop"}],
                 "usage": _usage(narrator)}
 
 
-def _usage(narrator: "Narrator") -> dict[str, int]:
+def _usage(narrator: "Tally") -> dict[str, int]:
     """Tokens of every request the run made (workers, rounds, rankings, reviewers)."""
     return {"prompt_tokens": narrator.prompt_tokens, "completion_tokens": narrator.completion_tokens,
             "total_tokens": narrator.prompt_tokens + narrator.completion_tokens}

@@ -11,21 +11,23 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 from aiohttp import web
 
 from ..events import RunEnded
 from ..redact import Redactor
 from .conversation import TagGuard
-from .errors import ApiError
+from .errors import ApiError, no_answer_note
 from .models import Catalogue
 from .progress import CONTENT, REASONING, Narrator, Piece
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from ..backends import Message
     from ..client import FleetClient
-    from ..fleet import Fleet
+    from ..fleet import Agent, Fleet
     from ..events import Event
     from ..history import History
     from ..result import RunResult
@@ -129,8 +131,8 @@ class Service:
             secrets = (self.options.api_key,) if self.options.api_key else ()
             client.subscribe(HistoryWriter(self._history, origin="serve", secrets=secrets))
 
-    def launch(self, run: "Coroutine[Any, Any, RunResult | None]") -> "asyncio.Task[RunResult | None]":
-        """Start a served run's task; `close` cancels and waits for those still going."""
+    def launch(self, run: "Coroutine[Any, Any, T]") -> "asyncio.Task[T]":
+        """Start a served run's task (or one agent's answer); `close` cancels and waits for those still going."""
         task = asyncio.ensure_future(run)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -160,6 +162,26 @@ class Service:
         if strategy is None:
             raise ApiError(404, self.catalogue.unknown_model_message(model), code="model_not_found", param="model")
         return strategy
+
+    def check_model(self, model: str) -> None:
+        """A 404 ApiError unless `model` is one of the names this server answers to."""
+        if self.catalogue.agent_for(model) is None:
+            self.strategy_for(model)
+
+    def agent_to_answer(self, model: str, tools: object) -> "Agent | None":
+        """The agent that answers alone: the one a `parallama/<agent>` name asks for, or, for a fleet name with
+        tools in the request, the tools agent (a 400 ApiError when the fleet has none); None: the fleet runs."""
+        agent = self.catalogue.agent_for(model)
+        if agent is not None or not tools:
+            return agent
+        self.strategy_for(model)  # an unknown name is a 404 first
+        agent = self.fleet.tools_agent
+        if agent is None:
+            raise ApiError(400, "this request offers tools, and no agent here is set to call them: name one in the "
+                                'config as "serve": {"tools_agent": "<agent name>"} (the default, the first reviewer, '
+                                "does not exist: this fleet has no reviewer), or ask a parallama/<agent> model",
+                           code="tools_not_supported", param="tools")
+        return agent
 
     def admit(self, run_id: str, model: str) -> None:
         """Count a run in, or refuse it (429) when `max_queue` runs already wait beyond those that can go."""
@@ -294,6 +316,13 @@ class Reply:
             log.exception("run %s failed", self.run_id)
             self.error_status = 500
             self.narrator.error = f"internal error in parallama: {type(exc).__name__}: {exc}"
+
+    def note(self) -> str:
+        """Why there is no answer, as content (see `no_answer_note`): each worker's failure and its fix."""
+        result = self.narrator.result
+        if result is not None and not any(w.ok for w in result.workers):
+            return no_answer_note("every worker failed", [w.error or w.status for w in result.workers])
+        return no_answer_note("the run did not finish", [self.narrator.error or "no answer"])
 
     def keepalive_text(self) -> str | None:
         """The progress line for a quiet moment, in this request's progress mode, or None (send no text)."""

@@ -20,9 +20,10 @@ from .errors import ApiError
 
 # Request fields that change what a single model would do, but not what the fleet does: reported, not used.
 OPENAI_IGNORED = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
-                  "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice",
+                  "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
                   "functions", "function_call", "response_format", "reasoning_effort")
-OLLAMA_IGNORED = ("format", "tools", "raw", "template", "suffix", "images", "context")
+OLLAMA_IGNORED = ("format", "raw", "template", "suffix", "images", "context")
+"`tools` is not among them: a request with tools is answered by the fleet's tools agent (see `alone`)."
 
 MAX_BODY_BYTES = 16 * 2**20
 "A request body's bound: a conversation of a million tokens is about 4 MB; aiohttp refuses more with a 413."
@@ -42,6 +43,40 @@ Name = Annotated[str, AfterValidator(_a_name)]
 Options = Optional[dict[Name, Any]]
 
 
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: Name
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+    "A JSON schema, passed on as it is."
+
+
+class ToolDefinition(BaseModel):
+    """A tool a client offers, as both APIs write it; passed on to the agent that answers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class OllamaCalled(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: Name
+    arguments: Union[dict[str, Any], str] = Field(default_factory=dict)
+
+
+class OllamaToolCall(BaseModel):
+    """An earlier tool call in the conversation, as Ollama writes it: no id, arguments as an object."""
+
+    model_config = ConfigDict(extra="allow")
+
+    function: OllamaCalled
+    id: Optional[str] = None
+
+
 class OllamaMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -50,6 +85,10 @@ class OllamaMessage(BaseModel):
     "Text; Ollama messages carry one string."
     images: Optional[list[Any]] = None
     "Not passed on: the workers get text."
+    tool_calls: Optional[list[OllamaToolCall]] = None
+    "An assistant's calls, earlier in the conversation."
+    tool_name: Optional[Name] = None
+    "A `tool` message: which tool's result it is."
 
 
 class OllamaChatRequest(BaseModel):
@@ -64,6 +103,8 @@ class OllamaChatRequest(BaseModel):
     "`false` leaves the progress out of this answer (no `thinking`)."
     options: Options = None
     "Only `seed` is used; the agents keep their own options."
+    tools: Optional[list[ToolDefinition]] = None
+    "Answered by the tools agent (or the agent a `parallama/<agent>` name asks for)."
 
 
 class OllamaGenerateRequest(BaseModel):
@@ -94,12 +135,32 @@ class OpenAIContentPart(BaseModel):
     text: Optional[str] = None
 
 
+class OpenAICalled(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: Name
+    arguments: str = ""
+    "JSON text."
+
+
+class OpenAIToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: OpenAICalled
+
+
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Name
     content: Union[str, list[OpenAIContentPart], None] = None
     "A string, or parts of which the `text` ones are kept."
+    tool_calls: Optional[list[OpenAIToolCall]] = None
+    "An assistant's calls, earlier in the conversation."
+    tool_call_id: Optional[str] = Field(default=None, max_length=200)
+    "A `tool` message: the call whose result it is."
 
 
 class StreamOptions(BaseModel):
@@ -118,6 +179,8 @@ class OpenAIChatRequest(BaseModel):
     n: Optional[int] = Field(default=None, ge=1, le=1)
     "One answer per request: the fleet writes one."
     seed: Optional[int] = None
+    tools: Optional[list[ToolDefinition]] = None
+    "Answered by the tools agent (or the agent a `parallama/<agent>` name asks for)."
 
 
 class PageTurn(BaseModel):

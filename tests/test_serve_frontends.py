@@ -1,0 +1,262 @@
+"""What chat front-ends (Open WebUI, Continue, the `llm` CLI) need of `serve`, through the official `ollama` and
+`openai` clients and on the raw wire: every agent as its own model (a task model that waits its turn), tool calls
+answered by the tools agent, and a reply with no answer that still says why, as content."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import ollama
+import openai
+import pytest
+
+from conftest import guide_fleet, worker
+from parallama.config import fleet_from_dict
+from parallama.errors import ConfigErrors
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def weather_calls(messages: list[dict]) -> list[tuple[str, dict]]:
+    """Call the tool until its result is in the conversation, then answer in text."""
+    return [] if any(m.get("role") == "tool" for m in messages) else [("get_weather", {"city": "Paris"})]
+
+
+def ollama_client(running) -> ollama.AsyncClient:
+    return ollama.AsyncClient(host=running.url)
+
+
+def openai_client(running) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+
+
+# ---------------------------------------------------------------- every agent as its own model
+
+def slug_fleet(servers) -> dict:
+    a, b, c = servers
+    a.model("m", latency=0.1, text="Alpha says four.")
+    b.model("m", latency=0.1, text="Beta says 4.")
+    c.model("rev", latency=0.1, text="The answer is 4.")
+    return {"worker_agents": [worker(a, "m", name="Worker A (Llama 3 8B)"), worker(b, "m", name="worker a: llama-3 8b")],
+            "reviewer_agent": worker(c, "rev", name="Ré-viewer")}
+
+
+async def test_every_agent_is_a_model_listed_after_the_ensembles_with_colliding_slugs_numbered(servers, serve):
+    running = await serve(slug_fleet(servers))
+    agents = ["parallama/worker-a-llama-3-8b", "parallama/worker-a-llama-3-8b-2", "parallama/r-viewer"]
+    listed = [m.model for m in (await ollama_client(running).list()).models]
+    assert listed == ["parallama:latest", "parallama:synthesize", "parallama:judge", "parallama:council", *agents]
+    assert [m.id for m in (await openai_client(running).models.list()).data] == listed
+    shown = await ollama_client(running).show("parallama/worker-a-llama-3-8b-2")
+    assert "worker a: llama-3 8b" in shown.modelfile and "answering alone" in shown.modelfile
+    assert shown.details.families == ["m"] and shown.capabilities == ["completion"]
+    assert (await ollama_client(running).show("parallama/r-viewer")).capabilities == ["completion", "tools"]
+    assert (await openai_client(running).models.retrieve("parallama/r-viewer")).id == "parallama/r-viewer"
+
+
+async def test_an_agent_model_answers_alone_streamed_and_whole_in_both_apis(servers, serve):
+    a, b, c = servers
+    running = await serve(slug_fleet(servers))
+    parts = [p async for p in await ollama_client(running).chat("parallama/worker-a-llama-3-8b-2", messages=ASK,
+                                                                stream=True)]
+    assert "".join(p.message.content or "" for p in parts) == "Beta says 4."
+    assert not any(p.message.thinking for p in parts)  # no progress
+    assert parts[-1].done and parts[-1].done_reason == "stop" and parts[-1].eval_count > 0
+    whole = await openai_client(running).chat.completions.create(model="parallama/r-viewer:latest", messages=[
+        {"role": "system", "content": "Title this chat."}, *ASK])
+    assert whole.choices[0].message.content == "The answer is 4." and whole.choices[0].finish_reason == "stop"
+    assert whole.usage.completion_tokens > 0
+    generated = await ollama_client(running).generate("parallama/worker-a-llama-3-8b", prompt="2 + 2?")
+    assert generated.response == "Alpha says four."
+    # One request each, with the messages as sent: no other worker, no reviewer.
+    assert [len(s.requests) for s in servers] == [1, 1, 1]
+    assert c.requests[0].messages == [{"role": "system", "content": "Title this chat."}, *ASK]
+
+
+async def test_an_agent_model_waits_its_turn_behind_a_run_on_the_same_server(servers, serve):
+    a, _, _ = servers
+    config = guide_fleet(servers)
+    a.model("m", latency=1.0, tokens=5, text="Alpha says four, slowly.")
+    running = await serve(config)
+    async with aiohttp.ClientSession() as session:
+        run = asyncio.create_task(session.post(running.url + "/api/chat", json={
+            "model": "parallama", "messages": ASK, "stream": False}))
+        while not a.requests:  # the run's worker holds A's one slot
+            await asyncio.sleep(0.01)
+        async with session.post(running.url + "/api/chat", json={"model": "parallama/a", "messages": ASK,
+                                                                 "stream": False}) as title:
+            assert (await title.json())["message"]["content"] == "Alpha says four, slowly."
+        await (await run).read()
+    worker_request, title_request = a.requests
+    assert a.max_in_flight == 1  # never sent beside the worker: it waited at serve's gate
+    assert title_request.arrived >= worker_request.ended
+
+
+# ---------------------------------------------------------------- tool calls
+
+async def test_tools_through_the_ollama_client_whole_and_streamed_then_the_results_follow_up(servers, serve):
+    a, b, c = servers
+    config = guide_fleet(servers)
+    c.model("rev", text="Sunny in Paris, 24 °C.", tool_calls=weather_calls)
+    running = await serve(config)
+    client = ollama_client(running)
+    whole = await client.chat("parallama", messages=ASK, tools=[WEATHER], stream=False)
+    [call] = whole.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
+    assert whole.done and not whole.message.content
+    parts = [p async for p in await client.chat("parallama", messages=ASK, tools=[WEATHER], stream=True)]
+    streamed = [tc for p in parts for tc in (p.message.tool_calls or [])]
+    assert [(tc.function.name, tc.function.arguments) for tc in streamed] == [("get_weather", {"city": "Paris"})]
+    assert parts[-1].done and parts[-1].done_reason == "stop"
+    follow_up = [*ASK, whole.message, {"role": "tool", "content": "sunny, 24 °C", "tool_name": "get_weather"}]
+    answer = await client.chat("parallama", messages=follow_up, tools=[WEATHER], stream=False)
+    assert answer.message.content == "Sunny in Paris, 24 °C." and not answer.message.tool_calls
+    assert not a.requests and not b.requests  # the tools agent (the first reviewer) alone
+    sent = c.requests[-1].body
+    assert sent["tools"] == [WEATHER]
+    assert sent["messages"][1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert sent["messages"][2] == {"role": "tool", "content": "sunny, 24 °C", "tool_name": "get_weather"}
+
+
+async def test_tools_through_the_openai_client_with_the_agent_the_config_names(servers, serve):
+    a, b, c = servers
+    config = guide_fleet(servers)
+    b.model("m", text="Sunny in Paris, 24 °C.", tool_calls=weather_calls)
+    config["worker_agents"][1]["api_url"] = b.url + "/v1"  # the tools agent speaks OpenAI's API
+    config["serve"] = {"tools_agent": "B"}
+    running = await serve(config)
+    client = openai_client(running)
+    stream = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER], stream=True,
+                                                  stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    deltas = [tc for c_ in chunks if c_.choices for tc in (c_.choices[0].delta.tool_calls or [])]
+    assert [(d.index, d.id, d.function.name) for d in deltas] == [(0, "call_fake0", "get_weather")]
+    assert json.loads(deltas[0].function.arguments) == {"city": "Paris"}
+    assert [c_.choices[0].finish_reason for c_ in chunks if c_.choices][-1] == "tool_calls"
+    assert chunks[-1].usage is not None
+    whole = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER])
+    [choice] = whole.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    follow_up = [*ASK, choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}]
+    answer = await client.chat.completions.create(model="parallama", messages=follow_up, tools=[WEATHER])
+    assert answer.choices[0].message.content == "Sunny in Paris, 24 °C."
+    assert answer.choices[0].finish_reason == "stop"
+    assert not a.requests and not c.requests
+    sent = b.requests[-1].body
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}
+
+
+async def test_an_ollama_conversation_with_tools_reaches_an_openai_tools_agent_with_ids(servers, serve):
+    a, b, c = servers
+    config = guide_fleet(servers)
+    c.model("rev", text="Sunny.", tool_calls=weather_calls)
+    config["reviewer_agent"]["api_url"] = c.url + "/v1"
+    running = await serve(config)
+    earlier = {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    answer = await ollama_client(running).chat("parallama", tools=[WEATHER], messages=[
+        *ASK, earlier, {"role": "tool", "content": "sunny", "tool_name": "get_weather"}])
+    assert answer.message.content == "Sunny."
+    said, result = c.requests[-1].body["messages"][1:]
+    assert said["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert result["tool_call_id"] == said["tool_calls"][0]["id"] and result["role"] == "tool"
+
+
+async def test_without_a_tools_agent_a_request_with_tools_is_a_400_in_each_apis_shape(servers, serve):
+    a, b, _ = servers
+    a.model("m")
+    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")]})
+    with pytest.raises(ollama.ResponseError) as by_ollama:
+        await ollama_client(running).chat("parallama", messages=ASK, tools=[WEATHER])
+    assert by_ollama.value.status_code == 400 and '"tools_agent"' in by_ollama.value.error
+    with pytest.raises(openai.BadRequestError) as by_openai:
+        await openai_client(running).chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER])
+    assert by_openai.value.code == "tools_not_supported" and by_openai.value.param == "tools"
+    assert not a.requests and not b.requests
+    # A `parallama/<agent>` model takes the tools itself.
+    a.model("m", tool_calls=weather_calls)
+    called = await ollama_client(running).chat("parallama/a", messages=ASK, tools=[WEATHER])
+    assert called.message.tool_calls[0].function.arguments == {"city": "Paris"}
+
+
+def test_the_tools_agent_must_be_one_of_the_agents():
+    config = {"worker_agents": [{"name": "Coder", "api_url": "http://localhost:11434", "model": "m"}],
+              "serve": {"tools_agent": "Codre"}}
+    with pytest.raises(ConfigErrors) as bad:
+        fleet_from_dict(config)
+    assert "serve.tools_agent" in str(bad.value) and "did you mean 'Coder'?" in str(bad.value)
+    config["serve"] = {"tools_agnet": "Coder"}
+    with pytest.raises(ConfigErrors, match="did you mean 'tools_agent'"):
+        fleet_from_dict(config)
+    config["serve"] = {"tools_agent": "Coder"}
+    assert fleet_from_dict(config).tools_agent.name == "Coder"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- no answer, said as content
+
+def failing_fleet(servers) -> dict:
+    a, b, c = servers
+    a.model("other")  # no "m" here: 404, with the pull to run as its fix
+    b.model("m", fault="500")
+    c.model("rev")
+    return {"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
+            "reviewer_agent": worker(c, "rev", name="Rev")}
+
+
+async def test_no_answer_streams_the_reason_as_content_and_ends_as_streams_end(servers, serve):
+    running = await serve(failing_fleet(servers))
+    parts = []
+    with pytest.raises(ollama.ResponseError, match="every worker failed"):  # the error line, for clients that read it
+        async for part in await ollama_client(running).chat("parallama", messages=ASK, stream=True):
+            parts.append(part)
+    content = "".join(p.message.content or "" for p in parts)
+    assert "no answer, every worker failed" in content and "ollama pull m" in content and "HTTP 500" in content
+    assert parts[-1].done and parts[-1].done_reason == "stop"
+    chunks = []
+    with pytest.raises(openai.APIError, match="every worker failed"):
+        async for chunk in await openai_client(running).chat.completions.create(model="parallama", messages=ASK,
+                                                                                 stream=True):
+            chunks.append(chunk)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "no answer, every worker failed" in content and "ollama pull m" in content
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_no_answer_on_the_raw_wire(servers, serve):
+    running = await serve(failing_fleet(servers))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(running.url + "/api/chat", json={"model": "parallama", "messages": ASK}) as r:
+            lines = [json.loads(line) for line in (await r.read()).splitlines()]
+        async with session.post(running.url + "/v1/chat/completions",
+                                json={"model": "parallama", "messages": ASK, "stream": True}) as r:
+            events = [e for e in (await r.text()).split("\n\n") if e.startswith("data: ")]
+    note, done, error = lines[-3:]
+    assert note["message"]["content"].startswith("**parallama: no answer, every worker failed.**")
+    causes = note["message"]["content"].splitlines()[2:]  # each a code span: a server's words are not markup
+    assert [line[:6] for line in causes] == ["- `` A", "- `B ("] and causes[0].endswith(" ``")
+    assert done["done"] is True and done["done_reason"] == "stop" and "every worker failed" in error["error"]
+    assert not any(line.get("done") for line in lines[:-2])
+    *_, finish, failure, end = events
+    assert json.loads(finish[6:])["choices"][0]["finish_reason"] == "stop"
+    assert json.loads(failure[6:])["error"]["code"] == "no_answer" and end == "data: [DONE]"
+
+
+async def test_an_agent_model_with_no_answer_says_why_as_content_or_502_when_whole(servers, serve):
+    running = await serve(failing_fleet(servers))
+    parts = []
+    with pytest.raises(ollama.ResponseError):
+        async for part in await ollama_client(running).chat("parallama/a", messages=ASK, stream=True):
+            parts.append(part)
+    content = "".join(p.message.content or "" for p in parts)
+    assert "no answer, A failed" in content and "ollama pull m" in content and parts[-1].done_reason == "stop"
+    with pytest.raises(openai.InternalServerError) as whole:
+        await openai_client(running).chat.completions.create(model="parallama/b", messages=ASK)
+    assert whole.value.status_code == 502 and "HTTP 500" in whole.value.message
