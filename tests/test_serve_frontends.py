@@ -260,3 +260,39 @@ async def test_an_agent_model_with_no_answer_says_why_as_content_or_502_when_who
     with pytest.raises(openai.InternalServerError) as whole:
         await openai_client(running).chat.completions.create(model="parallama/b", messages=ASK)
     assert whole.value.status_code == 502 and "HTTP 500" in whole.value.message
+
+
+# ---------------------------------------------------------------- the progress: every worker, ignored settings
+
+async def test_the_progress_lists_a_worker_waiting_for_its_slot_before_the_first_answer(servers, serve):
+    a, _, c = servers
+    a.model("m", latency=0.8, tokens=4, text="Alpha says four.")
+    a.model("m2", latency=0.1, text="Beta says 4.")
+    c.model("rev", text="The answer is 4.")
+    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(a, "m2", name="B")],
+                           "reviewer_agent": worker(c, "rev", name="Rev")})  # A and B share A's one slot
+    parts = [p async for p in await ollama_client(running).chat("parallama", messages=ASK, stream=True)]
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    waiting = f"◦ B (m2) is waiting for a slot on localhost:{a.port}\n"
+    assert thinking.count(waiting) == 1 and "◦ A " not in thinking  # A got the slot at once
+    assert thinking.index("▸ A (m) started") < thinking.index(waiting) < thinking.index("✓ A answered")
+    assert thinking.index("✓ A answered") < thinking.index("▸ B (m2) started after waiting")
+    stream = await openai_client(running).chat.completions.create(model="parallama", messages=ASK, stream=True)
+    reasoning = "".join([c_.choices[0].delta.model_extra.get("reasoning_content") or ""
+                         async for c_ in stream if c_.choices])
+    assert reasoning.count(waiting) == 1
+
+
+async def test_ignored_settings_are_named_once_in_the_progress_and_in_the_header(servers, serve):
+    running = await serve(guide_fleet(servers))
+    parts = [p async for p in await ollama_client(running).chat(
+        "parallama", messages=ASK, stream=True, options={"temperature": 0.2, "num_predict": 50}, format="json")]
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    assert thinking.count("Not used: format, options.temperature, options.num_predict (each agent keeps") == 1
+    raw = await openai_client(running).chat.completions.with_raw_response.create(
+        model="parallama", messages=ASK, temperature=0.2, stop=["\n"])
+    assert raw.headers["x-parallama-ignored"] == "temperature, stop"
+    reasoning = raw.parse().choices[0].message.model_extra["reasoning_content"]
+    assert reasoning.count("Not used: temperature, stop (") == 1
+    quiet = await openai_client(running).chat.completions.create(model="parallama", messages=ASK)
+    assert "Not used" not in quiet.choices[0].message.model_extra["reasoning_content"]

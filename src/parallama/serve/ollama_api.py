@@ -85,7 +85,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options) + [f"{r} messages" for r in dropped]
     if any(m.images for m in body.messages):
         ignored.append("images")
-    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options))
+    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options),
+              tuple(ignored))
     return await answer(request, service, ask, lines, stream=body.stream, ignored=ignored)
 
 
@@ -105,7 +106,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
         return await answer_alone(request, service, alone, lines, stream=body.stream, ignored=ignored)
     context, prompt, _ = split(turns)
     ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
-    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options))
+    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options),
+              tuple(ignored))
     return await answer(request, service, ask, lines, stream=body.stream, ignored=ignored)
 
 

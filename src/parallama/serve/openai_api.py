@@ -73,7 +73,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not_text:
         ignored.append("content parts that are not text")
     headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
-    ask = Ask(body.model, strategy, prompt, context, service.options.progress, body.seed)
+    ask = Ask(body.model, strategy, prompt, context, service.options.progress, body.seed, tuple(ignored))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = Chunks(body.model)
     async with Reply(service, ask) as reply:  # 429 before anything is sent

@@ -12,13 +12,13 @@ answer, not inside it).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from ..events import RANKING, REVIEW, Cut, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
+from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
 from ..redact import StreamMask
 
 if TYPE_CHECKING:
-    from ..fleet import Fleet
+    from ..fleet import Agent, Fleet
     from ..redact import Redactor
     from ..events import Event
     from ..result import AgentResult, RunResult
@@ -56,6 +56,8 @@ class Narrator:
         self.error: str | None = None
         "Why there is no answer (every worker failed), when there is none."
         self._busy: dict[tuple[str, str], bool] = {}  # (stage, agent) → sent (True) or waiting for a slot
+        self._queued: dict[tuple[str, str], tuple[float, Agent]] = {}  # waiting for a slot: since when, who
+        self._said_waiting: set[tuple[str, str]] = set()
         self._stages: set[str] = set()
         self._streamed: list[str] = []  # the current reviewer's text, as it came
         # Results arrive masked; the reviewer's raw stream is masked here, when the fleet has secrets at all.
@@ -65,8 +67,9 @@ class Narrator:
 
     # ---------------------------------------------------------------- the stream
 
-    def opening(self) -> list[Piece]:
-        """What the fleet will do, sent before anything has happened (the first byte)."""
+    def opening(self, ignored: Sequence[str] = ()) -> list[Piece]:
+        """What the fleet will do, sent before anything has happened (the first byte); and, once, the request's
+        settings the fleet does not use (each agent keeps the options its config gives it)."""
         workers = self.fleet.workers
         names = ", ".join(a.name for a in workers)
         text = f"parallama: {len(workers)} workers ({names}) answer at once" if len(workers) > 1 else \
@@ -76,6 +79,8 @@ class Narrator:
         if self.reviewed:
             text += "; " + STRATEGY_PLANS[self.strategy].format(reviewer=self.fleet.reviewers[0].name)
         lines = [text + ".\n"] + [f"⚠ {warning}\n" for warning in self.fleet.warnings]
+        if ignored:
+            lines.append(f"Not used: {', '.join(ignored)} (each agent keeps the settings its config gives it).\n")
         return self._out([(REASONING, "".join(lines) + "\n")])
 
     def feed(self, event: "Event") -> list[Piece]:
@@ -102,7 +107,9 @@ class Narrator:
                 return [(REASONING, text)] if text else []
             return []
         if kind is Queued:
-            self._busy[(event.stage, event.agent.name)] = False  # type: ignore[union-attr]
+            key = (event.stage, event.agent.name)  # type: ignore[union-attr]
+            self._busy[key] = False
+            self._queued[key] = (time.perf_counter(), event.agent)  # type: ignore[union-attr]
             return []
         if kind is Started:
             return self._started(event)  # type: ignore[arg-type]
@@ -123,12 +130,26 @@ class Narrator:
             parts.append(f"{waiting} request{'s' if waiting != 1 else ''} queued for a slot")
         return f"… {time.perf_counter() - self.started:.0f} s" + (": " + "; ".join(parts) if parts else "") + "\n"
 
+    def waiting(self, for_s: float) -> list[Piece]:
+        """A line for each agent that has waited `for_s` or more for a slot and was not said to wait yet: every
+        agent is listed early, not only once its server lets it start."""
+        now = time.perf_counter()
+        lines = []
+        for key, (since, agent) in self._queued.items():
+            if now - since >= for_s and key not in self._said_waiting:
+                self._said_waiting.add(key)
+                stage = "" if key[0] == WORKERS else f" ({key[0]})"
+                lines.append(f"◦ {agent.name}{stage} ({agent.model}) is waiting for a slot on "
+                             f"{agent.server.split('://', 1)[-1]}\n")
+        return self._out([(REASONING, "".join(lines))]) if lines else []
+
     # ---------------------------------------------------------------- the events
 
     def _started(self, event: Started) -> list[Piece]:
         if self.first_sent is None:
             self.first_sent = time.perf_counter()
         self._busy[(event.stage, event.agent.name)] = True
+        self._queued.pop((event.stage, event.agent.name), None)
         out = []
         if event.stage not in self._stages:
             self._stages.add(event.stage)
@@ -149,6 +170,7 @@ class Narrator:
     def _ended(self, event: Finished | Failed) -> list[Piece]:
         result = event.result
         self._busy.pop((event.stage, event.agent.name), None)
+        self._queued.pop((event.stage, event.agent.name), None)
         self.prompt_tokens += result.prompt_tokens or 0
         self.completion_tokens += (result.completion_tokens or 0) + (result.thinking_tokens or 0)
         held = self._flush() if event.stage == REVIEW else []

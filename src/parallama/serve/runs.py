@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 from aiohttp import web
 
-from ..events import RunEnded
+from ..events import Queued, RunEnded
 from ..redact import Redactor
 from .conversation import TagGuard
 from .errors import ApiError, no_answer_note
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from .wire import ProgressMode
 
 log = logging.getLogger("parallama.serve")
+
+WAITING_AFTER_S = 0.25
+"A request still waiting for its slot this long after it was queued is listed as waiting in the progress."
 
 RETRY_AFTER_MAX_S = 60.0
 """openai-python (as every Stainless SDK) sleeps as long as a Retry-After says only up to 60 s in its older releases
@@ -69,6 +72,8 @@ class Ask:
     context: "tuple[Message, ...]" = ()
     progress: "ProgressMode" = "thinking"
     seed: int | None = None
+    ignored: tuple[str, ...] = ()
+    "The request's settings the fleet does not use: named in the header and, once, in the progress."
 
 
 @dataclass
@@ -250,28 +255,41 @@ class Reply:
         self._tags = TagGuard()
         self._content_begun = False
         self._last_sent = 0.0
+        self._waiting_check: asyncio.TimerHandle | None = None
         self.error_status = 502
         "The status of an answer sent whole when there is none: 502 (every worker failed), 500 (a bug)."
 
     async def __aenter__(self) -> "Reply":
         self.service.admit(self.run_id, self.ask.model)
         self._last_sent = asyncio.get_running_loop().time()
-        self._pending = self.narrator.opening()
+        self._pending = self.narrator.opening(self.ask.ignored)
         self._task = self.service.launch(self.service.client.run(
             self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy, seed=self.ask.seed,
             run_id=self.run_id, on_event=self._on_event))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._waiting_check is not None:
+            self._waiting_check.cancel()
         await self.service.settle(self.run_id, self._task, lambda: self.narrator.result is not None)
 
     def _on_event(self, event: "Event") -> None:
+        if type(event) is Queued and not self._waiting_check:
+            # Said once it is clear that a request waits (not for one its server takes at once).
+            self._waiting_check = asyncio.get_running_loop().call_later(WAITING_AFTER_S, self._say_waiting)
         pieces = self.narrator.feed(event)
         if pieces:
             self._pending += pieces
             self._wake.set()
         if type(event) is RunEnded:
             self._done = True
+            self._wake.set()
+
+    def _say_waiting(self) -> None:
+        self._waiting_check = None
+        pieces = self.narrator.waiting(WAITING_AFTER_S)
+        if pieces:
+            self._pending += pieces
             self._wake.set()
 
     async def next(self) -> list[Piece] | None:
