@@ -164,6 +164,43 @@ async def test_the_client_is_used_as_a_context_manager():
         await client.run("hi")
 
 
+async def test_a_client_is_entered_once(server):
+    """Like httpx's clients: entering a closed client again (or an open one) is a clear error, not a second life
+    with its history writer subscribed twice."""
+    from parallama.history import History
+
+    server.model("m", latency=0.01, text="hello")
+    client = FleetClient({"worker_agents": [worker(server, "m")]}, history=True)
+    async with client:
+        first = await client.run("one")
+        with pytest.raises(RuntimeError, match="this FleetClient is open: a client is entered once"):
+            await client.__aenter__()
+    with pytest.raises(RuntimeError, match="this FleetClient is closed: a client is entered once; make a new"):
+        async with client:
+            raise AssertionError("entered a closed client")
+    with pytest.raises(RuntimeError, match="this FleetClient is closed: make a new one"):
+        await client.run("two")
+    async with FleetClient({"worker_agents": [worker(server, "m")]}, history=True) as again:
+        second = await again.run("two")
+    with History() as store:
+        assert {run["id"] for run in store.runs()} == {first.history_id, second.history_id}
+        stored = [store.run(run_id, exact=True) for run_id in (first.history_id, second.history_id)]
+    assert [len(run["agents"]) for run in stored if run] == [1, 1]  # each request kept once: no writer stacked
+    assert len(server.requests) == 2
+
+
+async def test_closing_a_client_unsubscribes_its_history_writer(server):
+    """The writer the client subscribed on entry leaves with it; the caller's own subscribers stay theirs."""
+    server.model("m", latency=0.01, text="hello")
+    client = FleetClient({"worker_agents": [worker(server, "m")]}, history=True)
+    mine: list = []
+    client.subscribe(mine.append)
+    async with client:
+        assert len(client._subscribers) == 2
+        await client.run("one")
+    assert client._subscribers == [mine.append]
+
+
 async def test_the_live_view_has_a_row_per_stage(servers):
     """Later rounds and council rankings get rows of their own, labelled by stage, instead of reusing the
     worker's row; the reviewer's row comes last."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 from .backends import Message, Tool
 from .calls import Run, Transport, client_session
@@ -40,6 +40,8 @@ class FleetClient:
         self._history = history
         self._owned_store: "History | None" = None
         self._writer: "HistoryWriter | None" = None
+        self._unsubscribe_writer: Callable[[], None] | None = None
+        self._state: Literal["unopened", "open", "closed"] = "unopened"
         self._transport: Transport | None = None
         self._gates: dict[str, Gate] = {}
         self._store: SlotStore | None = None
@@ -48,13 +50,18 @@ class FleetClient:
         "The runs in progress, by run id."
 
     async def __aenter__(self) -> "FleetClient":
-        if self._history is not False:  # first: a HistoryError here leaves nothing open
-            from .history import History, HistoryWriter
-
-            store = self._owned_store = History() if self._history is True else None
-            self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
-            self.subscribe(self._writer)
+        # Used once, like httpx's clients: a second `async with` on one client would stack its history writers.
+        if self._state != "unopened":
+            raise RuntimeError(f"this FleetClient is {self._state}: a client is entered once; make a new "
+                               "FleetClient for another `async with`")
+        self._state = "open"
         try:
+            if self._history is not False:  # first: a HistoryError here leaves nothing open
+                from .history import History, HistoryWriter
+
+                store = self._owned_store = History() if self._history is True else None
+                self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
+                self._unsubscribe_writer = self.subscribe(self._writer)
             self._store = await open_store(self.fleet.slot_store)
         except BaseException:
             await self.__aexit__()
@@ -64,6 +71,10 @@ class FleetClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._state = "closed"
+        if self._unsubscribe_writer is not None:
+            self._unsubscribe_writer()
+            self._unsubscribe_writer = None
         self._gates = {}
         store, self._store = self._store, None
         await close_store(store)
@@ -144,7 +155,8 @@ class FleetClient:
 
     def _open_run(self, on_event: EventSink | None, run_id: str | None, agents: "tuple[Agent, ...]" = ()) -> Run:
         if self._transport is None:
-            raise RuntimeError("use the client as `async with FleetClient(...) as client:`")
+            raise RuntimeError("this FleetClient is closed: make a new one" if self._state == "closed" else
+                               "use the client as `async with FleetClient(...) as client:`")
         sinks = [s for s in (on_event, *self._subscribers) if s is not None]
         if not sinks:
             emit: EventSink | None = None
