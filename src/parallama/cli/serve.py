@@ -126,14 +126,20 @@ def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env
 
         url = f"http://{socket.gethostname()}:{running.port}"
     service = running.service
-    names = service.catalogue.names
+    catalogue = service.catalogue
+    ensembles = [name for name in catalogue.names if name not in catalogue.agents]
+    tools_agent = fleet.tools_agent
     workers = ", ".join(f"{a.name} ({a.model})" for a in fleet.workers)
     reviewer = f"; reviewer {fleet.reviewers[0].name} ({fleet.reviewers[0].model}), {fleet.strategy}" \
         if fleet.reviewers else "; no reviewer"
     auth = f"  (with Authorization: Bearer ${key_env})" if key_env else ""
     return [
         f"parallama serve: {len(fleet.workers)} worker{'s' if len(fleet.workers) != 1 else ''}: {workers}{reviewer}",
-        f"  models      {', '.join(names)}",
+        f"  models      {', '.join(ensembles)}",
+        f"  each agent  {', '.join(catalogue.agents)}   (alone: a task model for titles and tags)",
+        "  tools       " + (f"requests with tools go to {tools_agent.name} (serve.tools_agent in the config)"
+                             if tools_agent else "none: set serve.tools_agent in the config (requests with tools "
+                                                 "get 400)"),
         f"  Ollama API  {url}{auth}   Open WebUI: an Ollama connection to this URL; "
         f"OLLAMA_HOST={url} for the ollama client",
         f"  OpenAI API  {url}/v1{auth}   base_url for the openai SDK, Continue, llm",
