@@ -31,9 +31,10 @@ from typing import Any
 from aiohttp import web
 
 FAULTS = {"404", "500", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty",
-          "long_line", "long_unterminated", "401_echo", "401_partial", "echo", "error_echo"}
+          "long_line", "long_unterminated", "401_echo", "401_partial", "echo", "error_echo", "raw_chunk"}
 """`long_line`: mid-stream, one chunk `line_bytes` long; `long_unterminated`: the same without its newline, then the
-end. `401_echo` / `401_partial`: 401 quoting the caller's key whole / as hosted APIs abbreviate it
+end. `raw_chunk`: mid-stream, the JSON text `raw_chunk` as one more chunk, framed as the protocol frames one (an
+NDJSON line, an SSE `data:` event), then the rest of the stream. `401_echo` / `401_partial`: 401 quoting the caller's key whole / as hosted APIs abbreviate it
 (`sk-abc1****…wxyz`); `echo`: the answer repeats the Authorization header, split over two chunks; `error_echo`: an
 error line quoting it mid-stream."""
 
@@ -76,6 +77,8 @@ class Behaviour:
     " request's messages returning them (empty: answer with text). Ollama sends them whole in one chunk's"
     " `message.tool_calls`; OpenAI as `delta.tool_calls` fragments (the arguments' JSON in pieces), then"
     " `finish_reason: \"tool_calls\"`."
+    raw_chunk: str = ""
+    "What the `raw_chunk` fault sends as one chunk (a hostile server's wrong-typed field, say)."
 
     def calls(self, body: dict) -> list[tuple[str, dict]]:
         if not body.get("tools") or self.tool_calls is None:
@@ -510,6 +513,9 @@ class FakeServer:
             # Against absolute times, so sleep overshoot does not pile up over many tokens.
             due = started + first + i * (behaviour.latency - first) / max(1, steps - 1) if steps > 1 else started + first
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            if i == steps // 2 and fault == "raw_chunk":
+                raw = behaviour.raw_chunk.encode()
+                await response.write(b"data: " + raw + b"\n\n" if done_line else raw + b"\n")
             if i == steps // 2 and fault in ("long_line", "long_unterminated"):
                 line = await frame("x" * behaviour.line_bytes)
                 await response.write(line if fault == "long_line" else line.rstrip(b"\n"))

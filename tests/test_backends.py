@@ -62,13 +62,13 @@ async def test_openai_stream_without_usage_counts_chunks():
 
 @pytest.mark.parametrize("body,path,kind,words", [
     (OLLAMA_STREAM.rsplit(b"\n", 2)[0] + b"\n", "/api/chat", "stream_broken", "before the final chunk"),
-    (OLLAMA_STREAM[:200] + b"\nnot json at all\n", "/api/chat", "stream_broken", "malformed line"),
+    (OLLAMA_STREAM[:200] + b"\nnot json at all\n", "/api/chat", "malformed", "malformed line"),
     (OLLAMA_STREAM.split(b"\n")[0] + b'\n{"error":"llama runner process has terminated"}\n', "/api/chat",
      "error", "llama runner process has terminated"),
     (OPENAI_STREAM.replace(b"data: [DONE]\r\n\r\n", b""), "/v1", "stream_broken", "[DONE]"),
     (b'data: {"error": {"message": "context length exceeded", "type": "invalid_request_error"}}\n\n', "/v1",
      "error", "context length exceeded"),
-    (b"event: message\nid: 1\ndata: not-json\n\n", "/v1", "stream_broken", "malformed line"),
+    (b"event: message\nid: 1\ndata: not-json\n\n", "/v1", "malformed", "malformed line"),
 ])
 async def test_broken_streams_become_typed_errors(body, path, kind, words):
     worker, fake = await replay(body, path)

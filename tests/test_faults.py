@@ -16,7 +16,7 @@ FAULTS = [
     ("503", "server_busy", "server busy"),
     ("cut", "stream_broken", "stream cut off"),
     ("truncated", "stream_broken", "before the final chunk"),
-    ("garbage", "stream_broken", "malformed line"),
+    ("garbage", "malformed", "malformed line"),
     ("error_line", "error", "unexpected EOF"),
     ("hang", "timeout", "timeout of 1 s"),
     ("empty", "error", "empty answer"),

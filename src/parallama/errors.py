@@ -16,7 +16,8 @@
         ├── HTTPStatus             a 4xx/5xx answer (`status_code`)
         │   ├── ModelNotFound      the server lacks the model; the hint is the `ollama pull` to run
         │   └── ServerBusy         503
-        ├── StreamBroken           the stream was cut, or carried what is not the protocol
+        ├── StreamBroken           the stream was cut, or ended before its last chunk
+        │   └── Malformed          a line that is not the protocol: not JSON, or a field of the wrong type
         └── AgentTimeout           the agent's timeout or the run's deadline ran out
 
 Every error is complete when raised: the agent, URL and hint are given to the constructor, never patched on later,
@@ -215,6 +216,12 @@ class StreamBroken(BackendError):
     """The stream ended before its final chunk, or carried a line that is not the protocol."""
 
     kind = "stream_broken"
+
+
+class Malformed(StreamBroken):
+    """A line of the stream is not the protocol: not JSON, or a field of the wrong type (`message.content: 123`)."""
+
+    kind = "malformed"
 
 
 class AgentTimeout(BackendError):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, TypedDict
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, AsyncIterator, TypedDict, TypeVar
 
 import aiohttp
+from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired  # typing has it from Python 3.11
 
-from ..errors import BackendError, HTTPStatus, ModelNotFound, ServerBusy, StreamBroken
+from ..errors import BackendError, HTTPStatus, Malformed, ModelNotFound, ServerBusy
 from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
 from ..urls import is_local, port_of
@@ -21,6 +21,9 @@ from .transport import READ_BUFSIZE, TransportErrors
 if TYPE_CHECKING:
     from ..fleet import Agent
     from . import DeltaSink
+
+
+C = TypeVar("C")
 
 
 class Message(TypedDict):
@@ -128,24 +131,48 @@ def server_words(agent: "Agent", text: str) -> str:
     return Redactor(agent.secrets())(text)
 
 
-def malformed(agent: "Agent", line: bytes) -> StreamBroken:
+def malformed(agent: "Agent", line: bytes) -> Malformed:
+    """A line that is not the protocol at all (not JSON, not an object)."""
     text = server_words(agent, line.decode("utf-8", "replace").strip())
-    return StreamBroken(f"malformed line in stream: {text[:80]!r}", agent=agent.name, url=agent.endpoint)
+    return Malformed(f"malformed line in stream: {text[:80]!r}", agent=agent.name, url=agent.endpoint)
 
 
-def parse_json_line(agent: "Agent", line: bytes) -> dict:
+def parse_chunk(agent: "Agent", adapter: "TypeAdapter[C]", line: bytes) -> C:
+    """One stream line as the protocol's typed chunk; a line that is not one fails the agent as `Malformed`,
+    naming the field and what it held."""
     try:
-        chunk = json.loads(line)
-    except ValueError as exc:
+        return adapter.validate_json(line)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] != "json_invalid":
+            raise _wrong(agent, line, exc) from exc
+    # pydantic's parser refuses what `json` reads: a lone surrogate escape (`"\ud800"`, replaced by U+FFFD where
+    # a result is built) and NaN. `json` bounds the depth with a RecursionError.
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError) as exc:
         raise malformed(agent, line) from exc
-    if not isinstance(chunk, dict):
-        raise malformed(agent, line)
-    return chunk
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise _wrong(agent, line, exc) from exc
 
 
-def bad_tool_call(agent: "Agent", exc: ValueError) -> StreamBroken:
+def _wrong(agent: "Agent", line: bytes, exc: ValidationError) -> Malformed:
+    """`message.content should be a valid string, not 123`: the first field of the wrong type, and its value."""
+    error = exc.errors(include_url=False)[0]
+    if not error["loc"]:  # not an object at all
+        return malformed(agent, line)
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    what = error["msg"].removeprefix("Input ")
+    value = server_words(agent, json.dumps(error["input"], ensure_ascii=False, default=str))
+    shown = value if len(value) <= 60 else value[:59] + "…"
+    return Malformed(f"malformed chunk in stream: {field} {what}, not {shown}", agent=agent.name,
+                     url=agent.endpoint)
+
+
+def bad_tool_call(agent: "Agent", exc: ValueError) -> Malformed:
     """A tool call that is not the protocol's shape."""
-    return StreamBroken(f"malformed tool call in stream: {exc}", agent=agent.name, url=agent.endpoint)
+    return Malformed(f"malformed tool call in stream: {exc}", agent=agent.name, url=agent.endpoint)
 
 
 def mid_stream_error(agent: "Agent", error: object) -> BackendError:

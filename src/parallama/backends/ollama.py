@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import StreamBroken
-from .base import Completion, Message, Stream, bad_tool_call, mid_stream_error, open_stream, parse_json_line
+from .base import Completion, Message, Stream, bad_tool_call, mid_stream_error, open_stream, parse_chunk
+from .chunks import OLLAMA_CHUNK
 from .tools import Tool, ollama_messages
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
         async for line in response.content:
             if not line.strip():
                 continue
-            chunk = parse_json_line(agent, line)
+            chunk = parse_chunk(agent, OLLAMA_CHUNK, line)
             if "error" in chunk:
                 raise mid_stream_error(agent, chunk["error"])
             message = chunk.get("message")

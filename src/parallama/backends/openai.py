@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..errors import StreamBroken
 from ..fleet import OPENAI_OPTION_FIELDS
 from .base import (Completion, Message, Stream, bad_tool_call, malformed, mid_stream_error, open_stream,
-                   parse_json_line)
+                   parse_chunk)
+from .chunks import OPENAI_CHUNK, OpenAIUsage
 from .tools import Tool
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
     from the final `usage`."""
     stream = Stream(on_delta, on_thinking)
     feed, think = stream.feed, stream.think
-    usage: dict | None = None
+    usage: OpenAIUsage | None = None
     async with open_stream(session, agent, request_body(agent, messages, tools)) as response:
         async for line in response.content:
             line = line.strip()
@@ -68,7 +69,7 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
                         thinking_tokens=details.get("reasoning_tokens") or None)
                 except ValueError as exc:  # a tool call never named
                     raise bad_tool_call(agent, exc) from exc
-            chunk = parse_json_line(agent, data)
+            chunk = parse_chunk(agent, OPENAI_CHUNK, data)
             if "error" in chunk:
                 raise mid_stream_error(agent, chunk["error"])
             choices = chunk.get("choices")

@@ -1,0 +1,119 @@
+"""A hostile or broken model server: one wrong-typed field in one chunk fails only that agent, as a `malformed`
+stream error naming the agent, the URL and the field, through `run`, `serve` and `batch`; the run goes on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import aiohttp
+import pytest
+
+from conftest import invoke, worker, write_config
+from fakes import FakeServer
+from parallama import run
+
+MESSAGE = '"message": {"role": "assistant", "content": ""}'
+OLLAMA = [  # (chunk, the field the error names)
+    ('{"message": {"role": "assistant", "content": 123}, "done": false}', "message.content"),
+    ('{"message": {"role": "assistant", "content": ["a"]}, "done": false}', "message.content"),
+    ('{"message": {"role": "assistant", "content": {"text": "a"}}, "done": false}', "message.content"),
+    ('{"message": "hello", "done": false}', "message"),
+    ('{"message": {"role": "assistant", "content": "", "thinking": 5}, "done": false}', "message.thinking"),
+    ('{%s, "done": true, "eval_count": 3, "eval_duration": "abc"}' % MESSAGE, "eval_duration"),
+    ('{%s, "done": true, "eval_count": "12", "eval_duration": 5}' % MESSAGE, "eval_count"),
+    ('{%s, "done": true, "prompt_eval_count": "7", "eval_count": 3}' % MESSAGE, "prompt_eval_count"),
+    ('{%s, "done": "yes"}' % MESSAGE, "done"),
+]
+OPENAI = [
+    ('{"choices": "abc"}', "choices"),
+    ('{"choices": ["x"]}', "choices[0]"),
+    ('{"choices": [{"index": 0, "delta": "x"}]}', "choices[0].delta"),
+    ('{"choices": [{"index": 0, "delta": {"content": 5}}]}', "choices[0].delta.content"),
+    ('{"choices": [{"index": 0, "delta": {"reasoning_content": ["a"]}}]}', "choices[0].delta.reasoning_content"),
+    ('{"choices": [{"index": 0, "delta": {"reasoning": 5}}]}', "choices[0].delta.reasoning"),
+    ('{"choices": [], "usage": "x"}', "usage"),
+    ('{"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": "3"}}', "usage.completion_tokens"),
+    ('{"choices": [], "usage": {"prompt_tokens": "7", "completion_tokens": 3}}', "usage.prompt_tokens"),
+    ('{"choices": [], "usage": {"completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": "1"}}}',
+     "usage.completion_tokens_details.reasoning_tokens"),
+]
+VARIANTS = [("/api/chat", chunk, field) for chunk, field in OLLAMA] + [("/v1", chunk, field) for chunk, field in OPENAI]
+
+
+def hostile_fleet(good: FakeServer, bad: FakeServer, reviewer: FakeServer,
+                  variants=VARIANTS) -> tuple[dict, list[str]]:
+    """A good worker, one worker per wrong-typed chunk (each its own model on the bad server), a good reviewer."""
+    good.model("m", latency=0.05, text="The good answer.")
+    reviewer.model("rev", latency=0.05, text="Reviewed answer.")
+    names, agents = [], [worker(good, "m", name="Good")]
+    for i, (path, chunk, _) in enumerate(variants):
+        bad.model(f"bad{i}", latency=0.05, tokens=4, fault="raw_chunk", raw_chunk=chunk)
+        names.append(f"Bad {i}")
+        agents.append({"name": f"Bad {i}", "api_url": bad.url + path, "model": f"bad{i}"})
+    return ({"worker_agents": agents, "reviewer_agent": worker(reviewer, "rev", name="Rev"),
+             "servers": {bad.url: {"parallel": 4}}}, names)
+
+
+def assert_malformed(row: dict, name: str, url: str, field: str) -> None:
+    assert row["status"] == "error" and row["error_kind"] == "malformed", row
+    assert row["error"].startswith(f"{name} ({url}): malformed chunk in stream: {field} should be "), row["error"]
+
+
+@pytest.mark.parametrize("path,chunk,field", VARIANTS, ids=[f"{p}:{f}" for p, _, f in VARIANTS])
+async def test_one_wrong_typed_field_fails_only_its_agent(servers, path, chunk, field):
+    good, bad, reviewer = servers
+    config, _ = hostile_fleet(good, bad, reviewer, [(path, chunk, field)])
+    result = await run("hi", config)
+    ok, broken = result.workers
+    assert ok.ok and ok.content == "The good answer."
+    url = bad.url + ("/api/chat" if path == "/api/chat" else "/v1/chat/completions")
+    assert_malformed(dataclasses.asdict(broken), "Bad 0", url, field)
+    assert result.final == "Reviewed answer." and result.final_source == "review"
+
+
+def test_run_exits_0_with_the_reviewers_answer(tmp_path, servers):
+    good, bad, reviewer = servers
+    config, names = hostile_fleet(good, bad, reviewer)
+    write_config(tmp_path / "c.json", config)
+    result = invoke("run", "hi", "-c", "c.json", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["final"] == "Reviewed answer."
+    good_row, *bad_rows = data["workers"]
+    assert good_row["status"] == "ok"
+    for row, name, (path, _, field) in zip(bad_rows, names, VARIANTS):
+        assert_malformed(row, name, row["api_url"].replace("/v1", "/v1/chat/completions"), field)
+    assert "Traceback" not in result.stderr
+
+
+async def test_serve_answers_both_apis_without_a_500(servers, serve):
+    good, bad, reviewer = servers
+    config, _ = hostile_fleet(good, bad, reviewer)
+    running = await serve(config)
+    ask = {"role": "user", "content": "hi"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(running.url + "/api/chat", json={"model": "parallama", "stream": False,
+                                                                 "messages": [ask]}) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["message"]["content"] == "Reviewed answer."
+        async with session.post(running.url + "/v1/chat/completions",
+                                json={"model": "parallama", "messages": [ask]}) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["choices"][0]["message"]["content"] == "Reviewed answer."
+
+
+def test_batch_writes_every_line(tmp_path, servers):
+    good, bad, reviewer = servers
+    config, names = hostile_fleet(good, bad, reviewer)
+    write_config(tmp_path / "c.json", config)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"prompt {i}"}) + "\n"
+                                               for i in range(3)))
+    result = invoke("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == ["q0", "q1", "q2"]
+    for line in lines:
+        assert line["final"] == "Reviewed answer."
+        kinds = [w["error_kind"] for w in line["workers"]]
+        assert kinds == [None] + ["malformed"] * len(VARIANTS)
