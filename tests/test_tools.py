@@ -66,5 +66,5 @@ async def test_a_tool_call_without_a_name_is_a_broken_stream():
         async with FleetClient({"worker_agents": [worker(fake, "m", name="T")]}) as client:
             result = await client.ask_agent(client.fleet.workers[0], [{"role": "user", "content": "hi"}],
                                             tools=[WEATHER])
-    assert result.status == "error" and result.error_kind == "stream_broken"
+    assert result.status == "error" and result.error_kind == "malformed"
     assert "malformed tool call" in (result.error or "")
