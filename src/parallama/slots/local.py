@@ -32,8 +32,8 @@ SLOT_POLL_S = 0.001
 DOOR_POLL_S = 0.002
 "How often a process with requests waiting tries the door (with jitter, so none is always first)."
 COURTESY_S = 0.003
-("After taking a slot through the door, how long a process waits before it tries the door again: another process "
- "polling the door gets its turn.")
+("After taking a slot through the door, how long a process waits before it tries the door again when others wait: "
+ "another process polling the door gets its turn.")
 
 
 def _try_lock(fd: int, how: int = fcntl.LOCK_EX) -> bool:
@@ -175,14 +175,16 @@ class LocalSlots(SharedSlots):
                         self.release()
                     _unlock(self._door)
                     self._door_held = False
-                    delay = COURTESY_S * random.uniform(1.0, 1.5)
+                    # Another process waiting gets a turn at the door before this one's next request.
+                    delay = COURTESY_S * random.uniform(1.0, 1.5) if self._others_waiting() else 0.0
                     if not self._waiters:
                         break
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                if delay:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    except asyncio.TimeoutError:
+                        pass
         finally:
             if self._door_held and not self._closed:
                 _unlock(self._door)
