@@ -118,7 +118,8 @@ class RedisStore(SlotStore):
     kind = "redis"
 
     def __init__(self, url: str, *, fallback: LocalStore, on_lost: Callable[[str], None] = say_lost,
-                 lease_s: float = LEASE_S, renew_s: float = RENEW_S) -> None:
+                 lease_s: float = LEASE_S, renew_s: float = RENEW_S, client: Any = None) -> None:
+        """`client`: an asyncio Redis client to use instead of one made from `url`."""
         self.url = url
         self.where = public_url(url)
         self.fallback = fallback
@@ -129,6 +130,7 @@ class RedisStore(SlotStore):
         self.lost: str | None = None
         "Why Redis was given up (None while it answers)."
         self._client: Any = None
+        self._given_client = client
         self._scripts: dict[str, Any] = {}
         self._servers: "weakref.WeakValueDictionary[str, RedisSlots]" = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,8 +138,8 @@ class RedisStore(SlotStore):
 
     async def start(self) -> None:
         """Connect and check that Redis answers; SetupError naming the URL when it does not."""
-        client = aioredis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                   socket_timeout=CONNECT_TIMEOUT_S + LEASE_S)
+        client = self._given_client or aioredis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                                         socket_timeout=CONNECT_TIMEOUT_S + LEASE_S)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:

@@ -1,0 +1,82 @@
+"""Quick unit tests of the Redis slot scripts on fakeredis (the real-Redis tests are in test_shared_slots_redis.py):
+arrival order across stores, a lease that is not renewed expires, a cancelled waiter leaves the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import fakeredis
+import pytest
+
+from parallama.slots.local import LocalStore
+from parallama.slots.redis_store import RedisStore
+
+SERVER = "http://gpu1:11434"
+
+
+async def store(server: fakeredis.FakeServer, tmp_path, name: str, **options) -> RedisStore:
+    """One process's store on the shared fake Redis."""
+    redis = RedisStore("redis://fake:6379/0", fallback=LocalStore(tmp_path / name), **options,
+                       client=fakeredis.FakeAsyncRedis(server=server))
+    await redis.start()
+    return redis
+
+
+async def test_waiting_requests_are_served_in_arrival_order_across_processes(tmp_path):
+    server = fakeredis.FakeServer()
+    one, two = await store(server, tmp_path, "one"), await store(server, tmp_path, "two")
+    slots_one, slots_two = one.slots_for(SERVER, 1), two.slots_for(SERVER, 1)
+    await slots_one.acquire()
+    order: list[str] = []
+
+    async def wait(slots, name: str) -> None:
+        await slots.acquire()
+        order.append(name)
+
+    first = asyncio.create_task(wait(slots_two, "two, first to wait"))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(wait(slots_one, "one, second to wait"))
+    await asyncio.sleep(0.05)
+    assert slots_one.counts() == (1, 2)
+    slots_one.release()  # process one's own waiter is woken at once, but the other process came first
+    await asyncio.wait_for(first, 2)
+    assert order == ["two, first to wait"] and not second.done()
+    slots_two.release()
+    await asyncio.wait_for(second, 2)
+    assert order == ["two, first to wait", "one, second to wait"]
+    slots_one.release()
+    await one.aclose()
+    await two.aclose()
+
+
+async def test_a_lease_not_renewed_expires(tmp_path):
+    server = fakeredis.FakeServer()
+    crashed = await store(server, tmp_path, "crashed", lease_s=0.3, renew_s=60)
+    alive = await store(server, tmp_path, "alive")
+    await crashed.slots_for(SERVER, 1).acquire()
+    began = time.monotonic()
+    await asyncio.wait_for(alive.slots_for(SERVER, 1).acquire(), 3)
+    assert 0.25 < time.monotonic() - began < 1.5  # the lease's 0.3 s, then the next poll
+    await alive.aclose()
+    await crashed.aclose()
+
+
+async def test_a_cancelled_waiter_leaves_the_queue(tmp_path):
+    server = fakeredis.FakeServer()
+    one, two, three = [await store(server, tmp_path, name) for name in ("one", "two", "three")]
+    holder, quitter, stayer = one.slots_for(SERVER, 1), two.slots_for(SERVER, 1), three.slots_for(SERVER, 1)
+    await holder.acquire()
+    gone = asyncio.create_task(quitter.acquire())
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    await two.settled()
+    waiting = asyncio.create_task(stayer.acquire())
+    await asyncio.sleep(0.05)
+    holder.release()
+    await asyncio.wait_for(waiting, 2)  # not stuck behind the cancelled ticket
+    assert stayer.counts()[0] == 1
+    for each in (one, two, three):
+        await each.aclose()
