@@ -265,3 +265,113 @@ def test_serve_warns_about_a_damaged_history_and_serves_unrecorded(tmp_path, ser
     assert "warning:" in text and str(path) in text and "--no-history" in text and "history: off" in text
     assert "Unclosed" not in text and "Traceback" not in text
     assert path.read_bytes() == b"this is not a database" * 100  # left as it was, for the user to look at
+
+
+# ---------------------------------------------------------------- 13. slow and greedy connections
+
+HALF_SENT = b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+async def closed_within(reader, seconds: float) -> bool:
+    import asyncio
+
+    async def until_closed() -> None:
+        while await reader.read(65536):
+            pass
+
+    try:
+        await asyncio.wait_for(until_closed(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def test_half_sent_requests_are_closed_in_time_and_cannot_lock_others_out(servers, serve):
+    import asyncio
+    import time
+
+    import ollama
+
+    running = await serve(guide_fleet(servers), idle_timeout_s=1.0, body_timeout_s=1.0, max_connections=32)
+    held = []
+    for _ in range(100):  # three times the cap, each a request whose headers never end
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(HALF_SENT)
+        held.append((reader, writer))
+    await asyncio.sleep(0.2)
+    started = time.perf_counter()
+    reply = await ollama.AsyncClient(host=running.url).chat(
+        "parallama", messages=[{"role": "user", "content": "2 + 2?"}])
+    assert reply.message.content == "The answer is 4." and time.perf_counter() - started < 5
+    # Room was made by closing the oldest idle ones: no more than the cap are still open ...
+    still_open = [r for r, _ in held if not r.at_eof()]
+    assert len(still_open) <= 32
+    # ... and those are closed once their headers are overdue.
+    started = time.perf_counter()
+    assert all(await asyncio.gather(*(closed_within(r, 4.0) for r in still_open)))
+    assert time.perf_counter() - started < 3.5
+    for _, writer in held:
+        writer.close()
+
+    # A body that stops coming: a 408 in the API's shape after the body timeout.
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(HALF_SENT + b"Content-Length: 1000\r\n\r\n" + b'{"model": "parallama"')
+    started = time.perf_counter()
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b'{"error": "the request body stopped coming' in answer
+    assert 0.8 < time.perf_counter() - started < 3
+    writer.close()
+
+    # An idle keep-alive connection is closed after the idle timeout.
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    assert await closed_within(reader, 4.0)
+    writer.close()
+
+
+def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_requests(tmp_path, servers):
+    import resource
+    import socket
+    import time
+
+    import ollama
+
+    write_config(tmp_path / "c.json", guide_fleet(servers))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))  # serve caps its connections at 64
+
+    process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", "-c", "c.json",
+                                "--no-history"], stderr=subprocess.PIPE, text=True, preexec_fn=low_limit,
+                               env={**os.environ})
+    lines = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line)
+        if "Ctrl-C" in line:
+            break
+    import re
+
+    url = re.search(r"Ollama API  (http://127\.0\.0\.1:\d+)", "".join(lines)).group(1)  # type: ignore[union-attr]
+    port = int(url.rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(600):  # more than the whole file limit
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(HALF_SENT)
+            held.append(sock)
+        started = time.perf_counter()
+        client = ollama.Client(host=url, timeout=10)
+        for _ in range(3):
+            assert client.chat("parallama", messages=[{"role": "user", "content": "2 + 2?"}]).message.content \
+                == "The answer is 4."
+        assert time.perf_counter() - started < 8
+    finally:
+        for sock in held:
+            sock.close()
+        err = stop(process)
+    assert process.returncode == 0
+    assert "Too many open files" not in err and "Traceback" not in err, err[-2000:]

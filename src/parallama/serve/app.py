@@ -16,6 +16,7 @@ from aiohttp.web_log import AccessLogger
 from ..urls import http_url
 from ..redact import Redactor
 from . import ollama_api, openai_api, origins, ui
+from .connections import BODY_TIMEOUT, CAP, CappedSite, ConnectionCap, default_max_connections
 from .errors import ApiError
 from .runs import SERVICE, Service, ServeOptions
 from .wire import MAX_BODY_BYTES
@@ -79,11 +80,14 @@ async def root(request: web.Request) -> web.Response:
 def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Application:
     """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
     options = options or ServeOptions()
-    middlewares: list[Any] = [api_errors, origins.rebinding_guard(keyed=options.api_key is not None),
+    cap = ConnectionCap(options.max_connections or default_max_connections())
+    middlewares: list[Any] = [cap.track, api_errors, origins.rebinding_guard(keyed=options.api_key is not None),
                               origins.cross_origin(options.allow_origins), ui.same_origin]
     if options.api_key:
         middlewares.append(require_key(options.api_key))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    app[BODY_TIMEOUT] = options.body_timeout_s
+    app[CAP] = cap
     app.on_response_prepare.append(origins.cors_headers(options.allow_origins, keyed=options.api_key is not None))
     service = app[SERVICE] = Service(fleet, options)
 
@@ -152,14 +156,14 @@ async def start(fleet: "Fleet", options: ServeOptions | None = None, *, host: st
         redact = app[SERVICE].page_redact
 
     # handler_cancellation: a client that goes away cancels its handler, and with it the run and its requests.
+    options = app[SERVICE].options
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=access_log,
-                           access_log_class=Log)
+                           access_log_class=Log, keepalive_timeout=options.idle_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = CappedSite(runner, host, port, cap=app[CAP])
     try:
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
-    bound = site._server.sockets[0].getsockname()[1] if port == 0 else port  # type: ignore[union-attr]
-    return Running(runner, host, bound)
+    return Running(runner, host, site.port)

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..events import Queued, RunEnded
 from ..redact import Redactor
 from .conversation import TagGuard
+from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from .errors import ApiError, no_answer_note
 from .models import Catalogue
 from .progress import CONTENT, REASONING, Narrator, Piece
@@ -59,6 +60,12 @@ class ServeOptions:
     "A quiet stream gets a keepalive after this many seconds."
     allow_origins: tuple[str, ...] = ()
     "Browser origins allowed beyond this machine's pages (patterns like https://*.example.com, or *)."
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    "A request's headers must come within this long of the connection opening or its last answer; idle keep-alive."
+    body_timeout_s: float = BODY_TIMEOUT_S
+    "A request body that sends nothing for this long gets a 408."
+    max_connections: int | None = None
+    "Connections open at once, beyond which new ones are closed on arrival; None: half the open-file limit."
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..strategies import StrategyName
+from .connections import BODY_TIMEOUT
 from .errors import ApiError
 
 # Request fields that change what a single model would do, but not what the fleet does: reported, not used.
@@ -205,10 +206,30 @@ class PageRunRequest(BaseModel):
 async def parse(request: web.Request, model: type[BaseModel]) -> Any:
     """The request body as `model`, or a 400 ApiError saying what is wrong and where. A large body is parsed in a
     thread (the event loop goes on serving); aiohttp has refused one over MAX_BODY_BYTES with a 413 already."""
-    raw = await request.read()
+    raw = await read_body(request)
     if len(raw) > OFF_LOOP_BYTES:
         return await asyncio.to_thread(_parse, raw, model)
     return _parse(raw, model)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body: at most MAX_BODY_BYTES (413), and never `body_timeout_s` without a byte (408)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+    timeout = request.app[BODY_TIMEOUT]
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), timeout)
+        except asyncio.TimeoutError as exc:
+            raise ApiError(408, f"the request body stopped coming: nothing for {timeout:g} s") from exc
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=size)
+        chunks.append(chunk)
 
 
 def _parse(raw: bytes, model: type[BaseModel]) -> Any:
