@@ -117,3 +117,65 @@ def test_batch_writes_every_line(tmp_path, servers):
         assert line["final"] == "Reviewed answer."
         kinds = [w["error_kind"] for w in line["workers"]]
         assert kinds == [None] + ["malformed"] * len(VARIANTS)
+
+
+# ---------------------------------------------------------------- a reviewer's reply nested too deep to read
+
+DEEP = 5000
+NESTED = {  # a judge's "scores" and a ranker's reply, each nested DEEP levels
+    "judge": '{"scores": ' + "[" * DEEP + "]" * DEEP + "}",
+    "judge_objects": '{"scores": [{"response": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + ', "score": 5}]}',
+    "council": "FINAL RANKING: " + "[" * DEEP + "Response A" + "]" * DEEP,
+}
+
+
+def nested_fleet(servers, reply: str) -> dict:
+    a, b, c = servers
+    a.model("m", latency=0.05, text="first answer")
+    b.model("m", latency=0.05, text="second answer", respond=lambda m: reply if "FINAL RANKING" in str(m) else
+            "second answer")
+    c.model("rev", latency=0.05, text=reply)
+    return {"reviewer_agent": worker(c, "rev", name="Rev"), "worker_agents": [worker(a, "m", name="F"),
+                                                                             worker(b, "m", name="S")]}
+
+
+@pytest.mark.parametrize("shape", ["judge", "judge_objects"])
+async def test_a_judge_reply_nested_too_deep_is_unreadable_and_the_fallback_answers(servers, shape):
+    result = await run("task", nested_fleet(servers, NESTED[shape]), strategy="judge")
+    assert result.final == "first answer" and result.final_source == "worker:F"
+    [attempt] = result.review_attempts
+    assert attempt.error_kind == "unreadable" and "nested too deep" in attempt.error
+    assert len(servers[2].requests) == 2  # asked again once, more strictly
+
+
+async def test_a_ranking_nested_too_deep_is_left_out(servers):
+    result = await run("task", nested_fleet(servers, NESTED["council"]), strategy="council")
+    assert result.final == NESTED["council"] and result.final_source == "review"  # the reviewer's text, as is
+    assert result.answered
+
+
+def test_run_and_batch_fall_back_from_a_judge_nested_too_deep(tmp_path, servers):
+    write_config(tmp_path / "c.json", nested_fleet(servers, NESTED["judge"]))
+    ran = invoke("run", "task", "-c", "c.json", "--strategy", "judge")
+    assert ran.exit_code == 0 and ran.stdout == "first answer\n"
+    assert "unreadable answer, twice" in ran.stderr and "Traceback" not in ran.stderr
+    (tmp_path / "in.jsonl").write_text('{"id": "q1", "prompt": "task"}\n{"id": "q2", "prompt": "again"}\n')
+    batch = invoke("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--strategy", "judge")
+    assert batch.exit_code == 0, batch.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == ["q1", "q2"]
+    assert all(line["final"] == "first answer" and line["final_source"] == "worker:F" for line in lines)
+
+
+async def test_serve_falls_back_from_a_judge_nested_too_deep(servers, serve):
+    running = await serve(nested_fleet(servers, NESTED["judge"]))
+    ask = {"role": "user", "content": "task"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(running.url + "/api/chat", json={"model": "parallama:judge", "stream": False,
+                                                                 "messages": [ask]}) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["message"]["content"] == "first answer"
+        async with session.post(running.url + "/v1/chat/completions",
+                                json={"model": "parallama:judge", "messages": [ask]}) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["choices"][0]["message"]["content"] == "first answer"

@@ -16,6 +16,7 @@ from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
 from ..urls import is_local, port_of
 from .tools import ToolCall, ToolCallParts
+from .chunks import read_json
 from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
@@ -146,10 +147,10 @@ def parse_chunk(agent: "Agent", adapter: "TypeAdapter[C]", line: bytes) -> C:
         if exc.errors()[0]["type"] != "json_invalid":
             raise _wrong(agent, line, exc) from exc
     # pydantic's parser refuses what `json` reads: a lone surrogate escape (`"\ud800"`, replaced by U+FFFD where
-    # a result is built) and NaN. `json` bounds the depth with a RecursionError.
+    # a result is built) and NaN.
     try:
-        data = json.loads(line)
-    except (ValueError, RecursionError) as exc:
+        data = read_json(line)
+    except ValueError as exc:
         raise malformed(agent, line) from exc
     try:
         return adapter.validate_python(data)
@@ -192,7 +193,7 @@ async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTP
     raw = await response.read()
     text = raw.decode("utf-8", "replace").strip()
     try:
-        body = json.loads(text)
+        body = read_json(text)
     except ValueError:
         body = None
     if isinstance(body, dict) and ("error" in body or "detail" in body):

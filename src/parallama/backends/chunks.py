@@ -10,6 +10,7 @@ object per chunk.
 
 from __future__ import annotations
 
+import json
 from typing import Any, List, Optional
 
 from pydantic import ConfigDict, TypeAdapter
@@ -91,6 +92,16 @@ class OpenAIChunk(TypedDict, total=False):
     usage: Optional[OpenAIUsage]
     error: Any
     "The server's words when generation failed mid-stream (an object with `message`)."
+
+
+def read_json(text: str | bytes) -> Any:
+    """JSON that a model or a server wrote, read with a bound: ValueError for anything that is not JSON, nesting
+    too deep to read included (`json` stops at the interpreter's recursion limit; past it, a caller that expects
+    only ValueError would crash on a RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("nested too deep to read") from exc
 
 
 OLLAMA_CHUNK: TypeAdapter[OllamaChunk] = TypeAdapter(OllamaChunk)

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .chunks import read_json
+
 if TYPE_CHECKING:
     from .base import Message
 
@@ -32,7 +34,7 @@ class ToolCall:
     def arguments_object(self) -> dict[str, Any]:
         """The arguments as Ollama carries them: an object (text that is not a JSON object gives `{}`)."""
         try:
-            value = json.loads(self.arguments or "{}")
+            value = read_json(self.arguments or "{}")
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from ..errors import BackendError
 
 
@@ -11,6 +9,7 @@ async def pull_stream(url: str, model: str, on_status) -> None:
     """POST /api/pull and call `on_status(status, completed, total)` per line; raise on an error line."""
     import aiohttp
 
+    from ..backends.chunks import read_json
     from ..backends.transport import READ_BUFSIZE, TransportErrors
     from ..urls import public_url
 
@@ -27,7 +26,7 @@ async def pull_stream(url: str, model: str, on_status) -> None:
                     if not line.strip():
                         continue
                     try:
-                        item = json.loads(line)
+                        item = read_json(line)
                     except ValueError as exc:
                         raise BackendError(f"malformed line: {line[:80]!r}", url=shown) from exc
                     if not isinstance(item, dict):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..backends.chunks import read_json
 from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
     if not match:
         raise ScoresUnreadable("no JSON object in the reply")
     try:
-        data = json.loads(match.group(0))
+        data = read_json(match.group(0))
     except ValueError as exc:
         raise ScoresUnreadable(f"not JSON: {exc}") from exc
     items = data.get("scores") if isinstance(data, dict) else None
@@ -103,13 +104,13 @@ def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
     for item in items:
         if not isinstance(item, dict):
             raise ScoresUnreadable("a score is not an object")
-        label = str(item.get("response", "")).strip().removeprefix("Response ").strip().upper()
-        score = item.get("score")
-        if label not in names:
-            raise ScoresUnreadable(f"unknown response {item.get('response')!r}")
+        response, score, reason = item.get("response"), item.get("score"), item.get("reason")
+        label = response.strip().removeprefix("Response ").strip().upper() if isinstance(response, str) else ""
+        if label not in names:  # (reprlib: a reply may nest a value as deep as it likes)
+            raise ScoresUnreadable(f"unknown response {reprlib.repr(response)}")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
-            raise ScoresUnreadable(f"score for {label} is not a number from 1 to 10: {score!r}")
-        by_label[label] = Score(names[label].name, int(round(score)), str(item.get("reason", "")).strip())
+            raise ScoresUnreadable(f"score for {label} is not a number from 1 to 10: {reprlib.repr(score)}")
+        by_label[label] = Score(names[label].name, int(round(score)), reason.strip() if isinstance(reason, str) else "")
     missing = [label for label in names if label not in by_label]
     if missing:
         raise ScoresUnreadable(f"no score for response {', '.join(missing)}")
