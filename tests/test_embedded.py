@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -42,13 +43,21 @@ def streaming(ports: list[str], within: float = 120) -> None:
     """Wait until each of these servers is answering a chat request: uvicorn logs the `200` of a streamed answer as
     the stream starts, so the line means the request is in flight (not merely that the server is up)."""
     logs = [InstanceStore().log_dir() / f"llama-cpp-{port}.log" for port in ports]
-    deadline = time.time() + within
-    while time.time() < deadline:
-        if all(log.is_file() and '"POST /v1/chat/completions HTTP/1.1" 200' in log.read_text(errors="replace")
-               for log in logs):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no chat request in flight on ports {ports} within {within:g} s")
+
+    def answering(log: Path) -> bool:
+        return log.is_file() and '"POST /v1/chat/completions HTTP/1.1" 200' in log.read_text(errors="replace")
+
+    assert until(lambda: all(answering(log) for log in logs), within), f"no chat request in flight on {ports}"
+
+
+def started_servers(proc: subprocess.Popen, count: int, within: float = 120) -> list[psutil.Process]:
+    """The llama.cpp servers `proc` started, once there are `count` of them."""
+    def servers() -> list[psutil.Process]:
+        return [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if "llama_cpp.server" in " ".join(p.cmdline())]
+
+    assert until(lambda: len(servers()) >= count, within), f"{count} llama.cpp servers did not start"
+    return servers()
 
 
 def port_of(server: psutil.Process) -> str:
@@ -189,13 +198,7 @@ def test_a_crashed_llama_cpp_server_is_named_with_the_rebuild_command(tmp_path):
     """A server killed by SIGSEGV (as a miscompiled llama.cpp build is) is said plainly, with how to rebuild."""
     proc = subprocess.Popen([sys.executable, "-m", "parallama", "run", "Write a long story about a dragon.", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.time() + 120
-    servers: list[psutil.Process] = []
-    while time.time() < deadline and len(servers) < 3:
-        servers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "llama_cpp.server" in " ".join(p.cmdline())]
-        time.sleep(0.2)
-    assert len(servers) == 3
+    servers = started_servers(proc, 3)
     last = max(servers, key=lambda p: int(port_of(p)))  # a worker's, not the reviewer's
     port = port_of(last)
     streaming([port])
@@ -232,13 +235,7 @@ def test_missing_demo_model_says_how_to_install_it(tmp_path):
 def test_ctrl_c_during_embedded_run_stops_its_instances(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "parallama", "run", "Write a long story about a dragon."],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.time() + 120
-    servers: list[psutil.Process] = []
-    while time.time() < deadline and len(servers) < 3:
-        servers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "llama_cpp.server" in " ".join(p.cmdline())]
-        time.sleep(0.2)
-    assert len(servers) == 3
+    servers = started_servers(proc, 3)
     started = [p.pid for p in servers]
     streaming([port_of(p) for p in servers])
     proc.send_signal(signal.SIGINT)

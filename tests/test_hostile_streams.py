@@ -87,20 +87,26 @@ def test_run_exits_0_with_the_reviewers_answer(tmp_path, servers):
     assert "Traceback" not in result.stderr
 
 
+async def answers_from_serve(running, model: str) -> list[str]:
+    """The whole answer from serve's Ollama chat and from its OpenAI chat; any status but 200 fails the test."""
+    ask = {"role": "user", "content": "task"}
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        for path in ("/api/chat", "/v1/chat/completions"):
+            async with session.post(running.url + path, json={"model": model, "stream": False,
+                                                              "messages": [ask]}) as response:
+                assert response.status == 200, await response.text()
+                body = await response.json()
+            answers.append(body["message"]["content"] if path == "/api/chat" else
+                           body["choices"][0]["message"]["content"])
+    return answers
+
+
 async def test_serve_answers_both_apis_without_a_500(servers, serve):
     good, bad, reviewer = servers
     config, _ = hostile_fleet(good, bad, reviewer)
     running = await serve(config)
-    ask = {"role": "user", "content": "hi"}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(running.url + "/api/chat", json={"model": "parallama", "stream": False,
-                                                                 "messages": [ask]}) as response:
-            assert response.status == 200, await response.text()
-            assert (await response.json())["message"]["content"] == "Reviewed answer."
-        async with session.post(running.url + "/v1/chat/completions",
-                                json={"model": "parallama", "messages": [ask]}) as response:
-            assert response.status == 200, await response.text()
-            assert (await response.json())["choices"][0]["message"]["content"] == "Reviewed answer."
+    assert await answers_from_serve(running, "parallama") == ["Reviewed answer."] * 2
 
 
 def test_batch_writes_every_line(tmp_path, servers):
@@ -169,13 +175,4 @@ def test_run_and_batch_fall_back_from_a_judge_nested_too_deep(tmp_path, servers)
 
 async def test_serve_falls_back_from_a_judge_nested_too_deep(servers, serve):
     running = await serve(nested_fleet(servers, NESTED["judge"]))
-    ask = {"role": "user", "content": "task"}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(running.url + "/api/chat", json={"model": "parallama:judge", "stream": False,
-                                                                 "messages": [ask]}) as response:
-            assert response.status == 200, await response.text()
-            assert (await response.json())["message"]["content"] == "first answer"
-        async with session.post(running.url + "/v1/chat/completions",
-                                json={"model": "parallama:judge", "messages": [ask]}) as response:
-            assert response.status == 200, await response.text()
-            assert (await response.json())["choices"][0]["message"]["content"] == "first answer"
+    assert await answers_from_serve(running, "parallama:judge") == ["first answer"] * 2
