@@ -24,6 +24,7 @@ OLLAMA = [  # (chunk, the field the error names)
     ('{%s, "done": true, "eval_count": "12", "eval_duration": 5}' % MESSAGE, "eval_count"),
     ('{%s, "done": true, "prompt_eval_count": "7", "eval_count": 3}' % MESSAGE, "prompt_eval_count"),
     ('{%s, "done": "yes"}' % MESSAGE, "done"),
+    ('{%s, "done": true, "eval_count": -3, "eval_duration": 5}' % MESSAGE, "eval_count"),
 ]
 OPENAI = [
     ('{"choices": "abc"}', "choices"),
@@ -37,6 +38,7 @@ OPENAI = [
     ('{"choices": [], "usage": {"prompt_tokens": "7", "completion_tokens": 3}}', "usage.prompt_tokens"),
     ('{"choices": [], "usage": {"completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": "1"}}}',
      "usage.completion_tokens_details.reasoning_tokens"),
+    ('{"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": -1}}', "usage.completion_tokens"),
 ]
 VARIANTS = [("/api/chat", chunk, field) for chunk, field in OLLAMA] + [("/v1", chunk, field) for chunk, field in OPENAI]
 

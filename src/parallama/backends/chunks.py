@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any, List, Optional
 
-from pydantic import ConfigDict, TypeAdapter
-from typing_extensions import TypedDict
+from pydantic import ConfigDict, Field, TypeAdapter
+from typing_extensions import Annotated, TypedDict
 
 _STRICT = ConfigDict(strict=True)
+Count = Annotated[int, Field(ge=0)]
+"A number of tokens or nanoseconds: a whole number, never below 0."
 
 
 class OllamaMessage(TypedDict, total=False):
@@ -39,11 +41,11 @@ class OllamaChunk(TypedDict, total=False):
     done: bool
     error: Any
     "The server's words when generation failed mid-stream (a string)."
-    prompt_eval_count: Optional[int]
+    prompt_eval_count: Optional[Count]
     "Tokens of the prompt."
-    eval_count: Optional[int]
+    eval_count: Optional[Count]
     "Tokens generated, thinking included."
-    eval_duration: Optional[int]
+    eval_duration: Optional[Count]
     "Time spent generating, in nanoseconds."
 
 
@@ -69,15 +71,15 @@ class OpenAIChoice(TypedDict, total=False):
 class OpenAITokenDetails(TypedDict, total=False):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
 
-    reasoning_tokens: Optional[int]
+    reasoning_tokens: Optional[Count]
     "Tokens of thinking, counted in `completion_tokens` too."
 
 
 class OpenAIUsage(TypedDict, total=False):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
 
-    prompt_tokens: Optional[int]
-    completion_tokens: Optional[int]
+    prompt_tokens: Optional[Count]
+    completion_tokens: Optional[Count]
     "Tokens generated, thinking included."
     completion_tokens_details: Optional[OpenAITokenDetails]
 
