@@ -27,8 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..errors import SetupError
-from ..urls import is_local
-from ..urls import public_url
+from ..urls import is_local, public_url
 from .base import SharedSlots, SlotStore
 from .local import LocalStore
 
