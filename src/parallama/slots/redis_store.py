@@ -3,9 +3,10 @@ clock), taken and given back by one Lua script each, renewed while its request r
 
 Waiting requests hold tickets in an arrival-ordered queue; a ticket gets a slot when fewer than `slots` leases are
 held and fewer tickets than the free slots are ahead of it, so every host is served in arrival order. A release
-publishes on the server's channel and every waiting process tries again at once (and every `POLL_S` anyway, which
-is how a crashed holder's expired lease is noticed). Tickets expire like leases, so a crashed waiter does not block
-the queue for longer than `LEASE_S`.
+hands the freed slot straight to the first ticket in the queue and publishes which one on the server's channel, so
+its process sends that request at once, with no second round trip. Every `POLL_S` a waiting process asks again,
+which is how a crashed holder's expired lease is found. Tickets expire like leases, so a crashed waiter does not
+block the queue for longer than `LEASE_S`.
 
 Redis unreachable at start is a SetupError naming the URL (without its password). Lost later, the store says so
 once and every server goes on with this machine's slots (`local`) for the rest of the process.
@@ -36,7 +37,7 @@ LEASE_S = 10.0
 RENEW_S = 3.0
 "How often the leases and tickets of this process are renewed."
 POLL_S = 0.5
-"How often a waiting process asks again without having heard of a release."
+"How often a waiting process asks again without having been handed a slot (a crashed holder's lease expires)."
 COUNTS_FRESH_S = 0.25
 "Counts older than this are asked for again when someone looks (the answer shows on the next look)."
 CONNECT_TIMEOUT_S = 3.0
@@ -64,6 +65,10 @@ end
 ACQUIRE = _NOW + _PURGE + """
 -- KEYS: held, queue, alive, seq, gates; ARGV: ticket, slots, lease ms, process id
 local expiry = now + tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then  -- a release handed it this slot already
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  return {1, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
+end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
 end
@@ -79,13 +84,25 @@ redis.call('ZADD', KEYS[3], expiry, ARGV[1])
 return {0, held, redis.call('ZCARD', KEYS[2]), others}
 """
 
-RELEASE = """
--- KEYS: held, queue, alive, channel; ARGV: lease or ticket
+RELEASE = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates, channel; ARGV: lease or ticket, slots, lease ms, process id
+-- The freed slots go straight to the first tickets in the queue; the channel names them.
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('PUBLISH', KEYS[4], '1')
-return 1
+local granted = {}
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free > 0 then
+  local expiry = now + tonumber(ARGV[3])
+  for _, ticket in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
+    redis.call('ZREM', KEYS[2], ticket)
+    redis.call('ZREM', KEYS[3], ticket)
+    redis.call('ZADD', KEYS[1], expiry, ticket)
+    granted[#granted + 1] = ticket
+  end
+end
+redis.call('PUBLISH', KEYS[6], table.concat(granted, ' '))
+return granted
 """
 
 RENEW = _NOW + _PURGE + """
@@ -182,7 +199,7 @@ class RedisStore(SlotStore):
             slot.fall_back()
 
     async def _listen(self) -> None:
-        """Wake the waiting requests of a server whenever any host releases one of its slots."""
+        """Start this process's requests that a release (on any host) handed a slot."""
         pubsub = self._client.pubsub()
         try:
             await pubsub.psubscribe(PREFIX + "*")
@@ -190,11 +207,11 @@ class RedisStore(SlotStore):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
                     continue
-                channel = message["channel"]
+                channel, data = message["channel"], message["data"]
                 channel = channel.decode() if isinstance(channel, bytes) else channel
                 slot = self._servers.get(channel[len(PREFIX):].rpartition(":freed")[0])
                 if slot is not None:
-                    slot.wake()
+                    slot.granted((data.decode() if isinstance(data, bytes) else str(data)).split())
         except (RedisError, OSError) as exc:
             self.give_up(exc)
         finally:
@@ -240,7 +257,8 @@ class RedisSlots(SharedSlots):
         self.channel = base + ":freed"
         self.slots = slots
         self.leases: list[str] = []
-        self._waiters: collections.deque[tuple[str, asyncio.Future[None]]] = collections.deque()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        "Tickets waiting in this process, oldest first."
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._gate_waiting = 0
@@ -262,6 +280,20 @@ class RedisSlots(SharedSlots):
     def wake(self) -> None:
         self._wake.set()
 
+    def granted(self, tickets: list[str]) -> None:
+        """A release (here or on another host) handed its slot to these tickets: ours go at once."""
+        for ticket in tickets:
+            future = self._waiters.pop(ticket, None)
+            if future is not None:
+                self._got(ticket, future)
+
+    def _got(self, ticket: str, future: asyncio.Future[None]) -> None:
+        self.leases.append(ticket)
+        if future.done():  # cancelled just now: give it on
+            self.release()
+        else:
+            future.set_result(None)
+
     def try_acquire(self) -> bool:
         return self._local.try_acquire() if self._local is not None else False
 
@@ -269,62 +301,55 @@ class RedisSlots(SharedSlots):
         if self._local is not None:
             return await self._local.acquire()
         ticket = f"{self.store.process_id}:{uuid.uuid4().hex[:12]}"
-        if not self._waiters and await self._try(ticket):
-            return
-        if self._local is not None:
-            return await self._local.acquire()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((ticket, future))
-        if self._pump is None:
-            self._pump = asyncio.get_running_loop().create_task(self._serve_waiters())
+        self._waiters[ticket] = future
         try:
+            await self._ask(ticket)  # into the queue, in arrival order (or straight to a free slot)
+            if not future.done() and self._pump is None:
+                self._pump = asyncio.get_running_loop().create_task(self._serve_waiters())
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()
             else:
                 future.cancel()
-                self.store.spawn(self._give_back(ticket))  # leave the queue
+                if self._waiters.pop(ticket, None) is not None and self._local is None:
+                    self.store.spawn(self._give_back(ticket))  # out of the queue (or the slot it just got)
             raise
 
-    async def _try(self, ticket: str) -> bool:
+    async def _ask(self, ticket: str) -> bool:
+        """Ask Redis for a slot for `ticket` (queueing it, the first time); False when it must wait."""
         reply = await self.store.script("acquire", self.keys,
                                         [ticket, self.slots, self.store.lease_ms, self.store.process_id])
-        if reply is None:
+        if reply is None:  # Redis lost: the pump hands the waiters to this machine's slots
+            self.wake()
             return False
         got, held, queued, others = (int(x) for x in reply)
         self._counts, self._counted_at = (held, queued, others), time.monotonic()
-        if got:
-            self.leases.append(ticket)
+        future = self._waiters.get(ticket)
+        if future is not None:
+            if got:
+                del self._waiters[ticket]
+                self._got(ticket, future)
+        elif ticket not in self.leases:
+            self.store.spawn(self._give_back(ticket))  # cancelled while we asked: out of the queue or the slot
         return bool(got)
 
     async def _serve_waiters(self) -> None:
-        """Ask again for the first waiting requests whenever a slot may have come free."""
+        """While requests wait: a release hands them slots (`granted`); every POLL_S the first one asks again,
+        which is how a crashed holder's expired lease is found."""
         try:
             while self._waiters:
                 self._wake.clear()
-                while self._waiters and self._local is None:
-                    ticket, future = self._waiters[0]
-                    if future.done():
-                        self._waiters.popleft()
-                        continue
-                    if not await self._try(ticket):
-                        break
-                    self._waiters.popleft()
-                    if future.done():  # cancelled while we asked
-                        self.leases.remove(ticket)
-                        self.store.spawn(self._give_back(ticket))
-                    else:
-                        future.set_result(None)
-                if self._local is not None:
-                    await self._hand_to_local()
-                    return
-                if not self._waiters:
-                    return
                 try:
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 except asyncio.TimeoutError:
                     pass
+                if self._local is not None:
+                    await self._hand_to_local()
+                    return
+                if self._waiters:
+                    await self._ask(next(iter(self._waiters)))
         finally:
             self._pump = None
 
@@ -333,14 +358,17 @@ class RedisSlots(SharedSlots):
         assert self._local is not None
         local = self._local
         while self._waiters:
-            _, future = self._waiters.popleft()
+            ticket = next(iter(self._waiters))
+            future = self._waiters[ticket]
             if future.done():
+                del self._waiters[ticket]
                 continue
             try:
                 await local.acquire()
             except asyncio.CancelledError:
                 future.cancel()
                 raise
+            self._waiters.pop(ticket, None)
             if future.done():
                 local.release()
             else:
@@ -353,13 +381,16 @@ class RedisSlots(SharedSlots):
             self._local.release()
 
     async def _give_back(self, lease: str) -> None:
-        await self.store.script("release", [*self.keys[:3], self.channel], [lease])
-        self.wake()
+        """Free a lease (or drop a ticket); the slot goes to the first tickets waiting, here or elsewhere."""
+        granted = await self.store.script("release", [*self.keys, self.channel],
+                                          [lease, self.slots, self.store.lease_ms, self.store.process_id])
+        if granted is not None:
+            self.granted([t.decode() if isinstance(t, bytes) else str(t) for t in granted])
 
     async def renew(self) -> None:
         if self._local is not None:
             return
-        tickets = [ticket for ticket, future in self._waiters if not future.done()]
+        tickets = [ticket for ticket, future in self._waiters.items() if not future.done()]
         reply = await self.store.script("renew", self.keys, ["", "", self.store.lease_ms, self.store.process_id,
                                                              self._gate_waiting, *self.leases, "|", *tickets])
         if reply is not None:
