@@ -31,12 +31,13 @@ from typing import Any
 from aiohttp import web
 
 FAULTS = {"404", "500", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty",
-          "long_line", "long_unterminated", "401_echo", "401_partial", "echo", "error_echo", "raw_chunk"}
+          "long_line", "long_unterminated", "401_echo", "401_partial", "echo", "error_echo", "raw_chunk", "endless"}
 """`long_line`: mid-stream, one chunk `line_bytes` long; `long_unterminated`: the same without its newline, then the
 end. `raw_chunk`: mid-stream, the JSON text `raw_chunk` as one more chunk, framed as the protocol frames one (an
 NDJSON line, an SSE `data:` event), then the rest of the stream. `401_echo` / `401_partial`: 401 quoting the caller's key whole / as hosted APIs abbreviate it
 (`sk-abc1****…wxyz`); `echo`: the answer repeats the Authorization header, split over two chunks; `error_echo`: an
-error line quoting it mid-stream."""
+error line quoting it mid-stream. `endless`: mid-stream, small chunks as fast as it can write, never ending (a
+broken server whose model does not stop)."""
 
 
 @dataclass
@@ -516,6 +517,10 @@ class FakeServer:
             if i == steps // 2 and fault == "raw_chunk":
                 raw = behaviour.raw_chunk.encode()
                 await response.write(b"data: " + raw + b"\n\n" if done_line else raw + b"\n")
+            if i == steps // 2 and fault == "endless":
+                batch = (await frame("many words ")) * 256
+                while True:
+                    await response.write(batch)
             if i == steps // 2 and fault in ("long_line", "long_unterminated"):
                 line = await frame("x" * behaviour.line_bytes)
                 await response.write(line if fault == "long_line" else line.rstrip(b"\n"))

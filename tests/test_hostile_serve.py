@@ -375,3 +375,77 @@ def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_reque
         err = stop(process)
     assert process.returncode == 0
     assert "Too many open files" not in err and "Traceback" not in err, err[-2000:]
+
+
+# ---------------------------------------------------------------- 14. an answer that never ends, a client that does not read
+
+def test_an_endless_answer_fails_that_worker_too_long_and_serves_memory_stays_bounded(tmp_path, servers):
+    import socket
+    import threading
+    import time
+
+    import ollama
+    import psutil
+
+    a, b, c = servers
+    config = guide_fleet(servers)
+    a.model("m", latency=0.1, tokens=4, fault="endless")
+    write_config(tmp_path / "c.json", config)
+    process, url, _ = start_serve("-c", "c.json", "--no-history")
+    serving = psutil.Process(process.pid)
+    peak = [serving.memory_info().rss]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                peak.append(serving.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        # A client that does not read its stream for a while …
+        port = int(url.rsplit(":", 1)[1])
+        body = json.dumps({**ASK, "stream": True}).encode()
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        # … while another asks the same and waits for the whole answer.
+        started = time.perf_counter()
+        reply = ollama.Client(host=url, timeout=30).chat("parallama", messages=ASK["messages"], stream=False)
+        took = time.perf_counter() - started
+        assert reply.message.content == "The answer is 4."
+        assert "✗ A (" in reply.message.thinking and "ran past 1,000,000 characters" in reply.message.thinking
+        assert "too_long" not in reply.message.thinking  # the kind is for --json; the words are for people
+        idle.settimeout(30)
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            chunk = idle.recv(1 << 16)
+            assert chunk, received[-500:]
+            received += chunk
+        assert b'"done": true' in received and b"ran past 1,000,000 characters" in received
+        idle.close()
+    finally:
+        done.set()
+        stop(process)
+    grew = (max(peak) - peak[0]) / 2**20
+    print(f"serve's RSS: {peak[0] / 2**20:.0f} MiB at start, {max(peak) / 2**20:.0f} MiB at most; run {took:.1f} s")
+    assert grew < 150, f"serve grew by {grew:.0f} MiB"
+    assert took < 30
+
+
+def test_max_answer_chars_in_the_config_and_the_kind_in_json(tmp_path, servers):
+    a, b, c = servers
+    config = guide_fleet(servers)
+    a.model("m", latency=0.1, tokens=4, fault="endless")
+    config["worker_agents"][0]["max_answer_chars"] = 5000
+    write_config(tmp_path / "c.json", config)
+    result = invoke("run", "2 + 2?", "-c", "c.json", "--json", "--no-history")
+    data = json.loads(result.stdout)
+    row = data["workers"][0]
+    assert row["status"] == "error" and row["error_kind"] == "too_long"
+    assert "ran past 5,000 characters (max_answer_chars)" in row["error"] and len(row["content"]) <= 5000
+    assert data["final"] == "The answer is 4." and result.exit_code == 0

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from .cutoff import Quorum
 from .errors import ConfigError, ConfigErrors
-from .fleet import OPENAI_OPTION_FIELDS, Agent, Fleet, Role, Server
+from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Role, Server
 from .slots import check_setting
 from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import OPENAI, credentials, parse_api_url, public_url, server_of
@@ -49,6 +49,8 @@ class AgentSpec(BaseModel):
     "Reasoning models: think or not (Ollama's `think`), or how hard (`reasoning_effort` on OpenAI-compatible)."
     required: StrictBool = False
     "A worker the run always waits for: a quorum or a settled vote never cuts it."
+    max_answer_chars: int | None = Field(default=None, gt=0, strict=True)
+    "The most characters of answer and thinking read from one request (default 1,000,000); more fails it as too_long."
 
     @field_validator("api_url")
     @classmethod
@@ -282,7 +284,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
             name=name, role=role, model=a.model, api_url=public_url(a.api_url), protocol=protocol,
             endpoint=endpoint, server=server, timeout=a.timeout or default_timeout, system=a.system,
             options=dict(a.options), api_key_env=a.api_key_env, think=a.think, url_auth=url_auth,
-            required=a.required,
+            required=a.required, max_answer_chars=a.max_answer_chars or MAX_ANSWER_CHARS,
         )
 
     workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))

@@ -224,6 +224,12 @@ class Malformed(StreamBroken):
     kind = "malformed"
 
 
+class AnswerTooLong(BackendError):
+    """The answer (with its thinking) ran past the agent's `max_answer_chars`; the request is closed there."""
+
+    kind = "too_long"
+
+
 class AgentTimeout(BackendError):
     """The agent's own timeout, or the run's deadline, ran out."""
 

@@ -34,6 +34,11 @@ class Server:
     parallel: int = 1
 
 
+MAX_ANSWER_CHARS = 1_000_000
+"""An answer's bound by default (≈ 250,000 tokens: more than any model writes in one answer). A server that streams
+on past it is broken or hostile; it fails only that agent, and keeps the client's memory bounded."""
+
+
 @dataclass(frozen=True, eq=False)
 class Agent:
     """One worker or reviewer, resolved: protocol, endpoint and server known, defaults applied."""
@@ -53,6 +58,8 @@ class Agent:
     "A worker a quorum or a settled vote never cuts."
     think: bool | str | None = None
     "Sent as Ollama's `think`, or OpenAI-compatible `reasoning_effort` (levels) / `enable_thinking` (on, off)."
+    max_answer_chars: int = MAX_ANSWER_CHARS
+    "The most characters of answer and thinking together read from one request; more fails it as `too_long`."
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     "Raw request fields merged into the body (set by code, such as the embedded fleet; not from the file)."
     url_auth: tuple[str, str] | None = field(default=None, repr=False)

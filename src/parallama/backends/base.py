@@ -11,7 +11,7 @@ import aiohttp
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired  # typing has it from Python 3.11
 
-from ..errors import BackendError, HTTPStatus, Malformed, ModelNotFound, ServerBusy
+from ..errors import AnswerTooLong, BackendError, HTTPStatus, Malformed, ModelNotFound, ServerBusy
 from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
 from ..urls import is_local, port_of
@@ -60,14 +60,19 @@ class Completion:
 class Stream:
     """Collects one streamed answer: answer text through the inline-thinking splitter, thinking apart."""
 
-    __slots__ = ("parts", "thoughts", "feed", "calls", "_splitter", "_on_delta", "_on_thinking")
+    __slots__ = ("parts", "thoughts", "feed", "calls", "_splitter", "_on_delta", "_on_thinking", "_agent", "_room",
+                 "_answer_pieces", "_thought_pieces")
 
-    def __init__(self, on_delta: "DeltaSink", on_thinking: "DeltaSink") -> None:
+    def __init__(self, agent: "Agent", on_delta: "DeltaSink", on_thinking: "DeltaSink") -> None:
         from .thinking import ThinkSplitter
 
         self.parts: list[str] = []
         self.thoughts: list[str] = []
         self._on_delta, self._on_thinking = on_delta, on_thinking
+        self._agent = agent
+        self._room = agent.max_answer_chars
+        "Characters of answer and thinking still to be read before the answer is too long."
+        self._answer_pieces = self._thought_pieces = 0  # chunks, which count tokens when the server does not
         self._splitter = ThinkSplitter(self._answer, self.think, self._was_thinking)
         self.feed = self._splitter.feed
         "Answer text as the server sent it (inline `<think>` separated here)."
@@ -75,17 +80,37 @@ class Stream:
         "The tool calls, as they come."
 
     def _answer(self, text: str) -> None:
+        self._room -= len(text)
+        if self._room < 0:
+            raise self._too_long()
         self.parts.append(text)
+        self._answer_pieces += 1
+        if not self._answer_pieces % PIECES_HELD:
+            _compact(self.parts)
         self._on_delta(text)
+
+    def _too_long(self) -> AnswerTooLong:
+        limit = self._agent.max_answer_chars
+        return AnswerTooLong(f"the answer ran past {limit:,} characters (max_answer_chars), so it was cut off "
+                             "there", agent=self._agent.name, url=self._agent.endpoint,
+                             hint="a model that does not stop; or raise max_answer_chars in the config")
 
     def _was_thinking(self) -> None:
         """An R1-style answer reached its `</think>`: what came so far was the thinking."""
         self.thoughts += self.parts
         self.parts = []
+        self._thought_pieces += self._answer_pieces
+        self._answer_pieces = 0
 
     def think(self, text: str) -> None:
         """Thinking the server sent apart from the answer."""
+        self._room -= len(text)
+        if self._room < 0:
+            raise self._too_long()
         self.thoughts.append(text)
+        self._thought_pieces += 1
+        if not self._thought_pieces % PIECES_HELD:
+            _compact(self.thoughts)
         self._on_thinking(text)
 
     def completion(self, *, prompt_tokens: int | None, generated_tokens: int | None,
@@ -93,14 +118,23 @@ class Stream:
         """The finished answer. `generated_tokens` is the server's count of everything it generated (thinking
         included, as Ollama's eval_count and OpenAI's completion_tokens are); None: count the chunks."""
         self._splitter.close()
-        thinking_tokens = thinking_tokens if thinking_tokens is not None else (len(self.thoughts) or None)
+        thinking_tokens = thinking_tokens if thinking_tokens is not None else (self._thought_pieces or None)
         if generated_tokens is None:
-            answer_tokens: int | None = len(self.parts)
+            answer_tokens: int | None = self._answer_pieces
         else:
             answer_tokens = max(0, generated_tokens - (thinking_tokens or 0))
         return Completion(text="".join(self.parts), prompt_tokens=prompt_tokens, completion_tokens=answer_tokens,
                           generation_s=generation_s, thinking="".join(self.thoughts),
                           thinking_tokens=thinking_tokens, tool_calls=self.calls.calls() if self.calls else ())
+
+
+PIECES_HELD = 2048
+"A server that sends a character a line: every this many pieces, the newest are joined into one to hold."
+
+
+def _compact(parts: list[str]) -> None:
+    """Join the newest PIECES_HELD pieces (or fewer) into one; the pieces joined before stay as they are."""
+    parts[-PIECES_HELD:] = ["".join(parts[-PIECES_HELD:])]
 
 
 def request_headers(agent: "Agent") -> dict[str, str]:

@@ -36,7 +36,7 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
                on_thinking: "DeltaSink", *, tools: Sequence[Tool] = ()) -> Completion:
     """Stream one chat from an Ollama server: the answer from `message.content`, thinking from
     `message.thinking` (or inline `<think>` in the content), the tools it calls from `message.tool_calls`."""
-    stream = Stream(on_delta, on_thinking)
+    stream = Stream(agent, on_delta, on_thinking)
     feed, think = stream.feed, stream.think
     async with open_stream(session, agent, request_body(agent, messages, tools)) as response:
         async for line in response.content:

@@ -47,7 +47,7 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
     """Stream one chat: the answer from `choices[0].delta.content`, thinking from `delta.reasoning_content` or
     `delta.reasoning` (or inline `<think>`), the tools it calls from `delta.tool_calls` fragments, token counts
     from the final `usage`."""
-    stream = Stream(on_delta, on_thinking)
+    stream = Stream(agent, on_delta, on_thinking)
     feed, think = stream.feed, stream.think
     usage: OpenAIUsage | None = None
     async with open_stream(session, agent, request_body(agent, messages, tools)) as response:

@@ -260,12 +260,13 @@ def coalesce(pieces: list[Piece]) -> list[Piece]:
     writes."""
     if len(pieces) < 2:
         return pieces
-    out = [pieces[0]]
-    for channel, text in pieces[1:]:
-        if channel == out[-1][0]:
-            out[-1] = (channel, out[-1][1] + text)
-        else:
-            out.append((channel, text))
+    out: list[Piece] = []
+    run: list[str] = []  # joined once per run of one channel: a client far behind has many pieces waiting
+    for i, (channel, text) in enumerate(pieces):
+        run.append(text)
+        if i + 1 == len(pieces) or pieces[i + 1][0] != channel:
+            out.append((channel, "".join(run)))
+            run = []
     return out
 
 

@@ -225,7 +225,8 @@ class PageRun:
             last = pending[-1] if pending else None
             if (last is not None and last["type"] == view["type"] in ("delta", "thinking")
                     and last["agent"] == view["agent"] and last["stage"] == view["stage"]):
-                last["text"] += view["text"]  # the page reads slower than the run writes: fewer, larger pieces
+                # The page reads slower than the run writes: fewer, larger pieces, joined once when sent.
+                last.setdefault("parts", [last["text"]]).append(view["text"])
                 last["n"] = last.get("n", 1) + 1  # how many pieces (≈ tokens) it stands for
             else:
                 pending.append(view)
@@ -243,6 +244,9 @@ class PageRun:
                 return []
         if self._pending:
             views, self._pending = self._pending, []
+            for view in views:
+                if "parts" in view:
+                    view["text"] = "".join(view.pop("parts"))
             return views
         return await self._settle()
 
