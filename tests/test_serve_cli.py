@@ -24,15 +24,21 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subproce
     """Start `parallama serve` on a free port; return it, its URL and the lines it printed at start."""
     process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", *args],
                                stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    lines = banner_of(process)
+    match = re.search(r"Ollama API  (http://127\.0\.0\.1:\d+)", "".join(lines))
+    assert match, "".join(lines)
+    return process, match.group(1), lines
+
+
+def banner_of(process: subprocess.Popen) -> list[str]:
+    """The lines `serve` prints at start, up to its Ctrl-C line (or an error)."""
     lines = []
     assert process.stderr is not None
     for line in process.stderr:
         lines.append(line)
         if "Ctrl-C" in line or "error" in line:
             break
-    match = re.search(r"Ollama API  (http://127\.0\.0\.1:\d+)", "".join(lines))
-    assert match, "".join(lines)
-    return process, match.group(1), lines
+    return lines
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
@@ -90,12 +96,7 @@ def serve_banner(*args: str) -> str:
     """What `parallama serve` prints at start (then it is stopped)."""
     process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", "--no-history", *args],
                                stderr=subprocess.PIPE, text=True)
-    lines = []
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line)
-        if "Ctrl-C" in line or "error" in line:
-            break
+    lines = banner_of(process)
     stop(process)
     return "".join(lines)
 

@@ -58,9 +58,8 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     task = task_text(prompt, context)
     reviewed = review and bool(fleet.reviewers)
     cutoffs = [fleet.quorum] if fleet.quorum is not None else []
-    rounds: list[list[AgentResult]] = [
-        await run.ask(WORKERS, [(a, worker_messages(a, prompt, context)) for a in fleet.workers], until,
-                      cutoffs=cutoffs)]
+    first = [(a, worker_messages(a, prompt, context)) for a in fleet.workers]
+    rounds: list[list[AgentResult]] = [await run.ask(WORKERS, first, until, cutoffs=cutoffs)]
     for k in range(2, fleet.rounds + 1):
         previous = [w for w in rounds[-1] if w.ok]
         if not previous:

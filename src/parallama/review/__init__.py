@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Protocol
 
-from ..strategies import check_strategy
+from ..strategies import StrategyName, check_strategy
 from .council import Council
 from .fallback import ReviewOutcome
 from .judge import Judge
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Strategy(Protocol):
     """Turns the successful answers into the final one; never raises for a failing reviewer."""
 
-    name: str
+    name: StrategyName
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome: ...

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..fleet import Agent, Fleet
     from ..result import AgentResult, CouncilBallot
+    from ..strategies import StrategyName
 
 INSTRUCTIONS = """\
 You are evaluating answers that other assistants gave to a task. They are anonymized as Response A, Response B, \
@@ -100,7 +101,7 @@ def ranking_note(ranking: list[tuple[str, int]], counted: int) -> str:
 class Council:
     """Each worker ranks the others' answers (stage `ranking`); the reviewer synthesizes with the ranking in view."""
 
-    name = "council"
+    name: StrategyName = "council"
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..fleet import Agent, Fleet
     from ..result import AgentResult
+    from ..strategies import StrategyName
 
 SCHEMA = {
     "type": "object",
@@ -125,7 +126,7 @@ def best(scores: list[Score]) -> Score:
 class Judge:
     """The reviewer scores every answer; the best-scored answer is the final one."""
 
-    name = "judge"
+    name: StrategyName = "judge"
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:

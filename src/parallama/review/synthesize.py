@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..fleet import Agent, Fleet
     from ..result import AgentResult
+    from ..strategies import StrategyName
 
 INSTRUCTIONS = """\
 You are the reviewer of a team of assistants. Several of them answered the same task independently; their \
@@ -84,7 +85,7 @@ def refine_messages(task: str, answers: list["AgentResult"], system: str | None)
 class Synthesize:
     """The reviewer reads every answer and writes one better answer."""
 
-    name = "synthesize"
+    name: StrategyName = "synthesize"
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
