@@ -10,9 +10,8 @@ from typing import Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
-from .cutoff import Quorum
 from .errors import ConfigError, ConfigErrors
-from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Role, Server
+from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Quorum, Role, Server
 from .slots import check_setting
 from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import OPENAI, credentials, parse_api_url, public_url, server_of

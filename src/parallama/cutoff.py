@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence
 
+from .fleet import Quorum
+
 if TYPE_CHECKING:
     from .result import AgentResult
 
@@ -25,19 +27,19 @@ class Cutoff(Protocol):
 
 
 @dataclass(frozen=True)
-class Quorum:
-    """Once `min_answers` workers have answered, wait at most `grace_s` more for the rest, then cut them."""
+class QuorumCutoff:
+    """The fleet's quorum as a rule: once `min_answers` workers have answered, wait at most `grace_s` more for the
+    rest, then cut them."""
 
-    min_answers: int
-    grace_s: float = 0.0
+    quorum: Quorum
 
     def cut_at(self, answers: Sequence["AgentResult"], running: int, total: int,
                now: float) -> tuple[float, str] | None:
-        if running == 0 or len(answers) < self.min_answers:
+        if running == 0 or len(answers) < self.quorum.min_answers:
             return None
         # `now` is when the answer that made the quorum arrived (this is asked each time one does).
-        return now + self.grace_s, (f"cut: {len(answers)} of {total} had answered; "
-                                    f"waited {self.grace_s:g} s more")
+        return now + self.quorum.grace_s, (f"cut: {len(answers)} of {total} had answered; "
+                                           f"waited {self.quorum.grace_s:g} s more")
 
 
 def earliest(rules: Sequence[Cutoff], answers: Sequence["AgentResult"], running: int, total: int,

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
 from .strategies import DEFAULT_STRATEGY, StrategyName
-from .cutoff import Quorum
 from .urls import Protocol, basic_auth
 
 Role = Literal["worker", "reviewer"]
@@ -24,6 +23,14 @@ OPENAI_OPTION_FIELDS = {
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
 }
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Once `min_answers` workers have answered, the rest get at most `grace_s` more, then are cut (`cutoff`)."""
+
+    min_answers: int
+    grace_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 if TYPE_CHECKING:
-    from .backends import ToolCall
+    from .backends.tools import ToolCall
 
 Status = Literal["ok", "error", "timeout", "cut"]
 "`cut`: closed because the stage had heard enough (a quorum, a settled vote); `error` says why."

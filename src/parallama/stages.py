@@ -6,7 +6,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Sequence
 
-from .cutoff import CUT
+from .cutoff import CUT, QuorumCutoff
 from .events import WORKERS, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
@@ -57,7 +57,7 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     until = started + deadline if deadline is not None else None
     task = task_text(prompt, context)
     reviewed = review and bool(fleet.reviewers)
-    cutoffs = [fleet.quorum] if fleet.quorum is not None else []
+    cutoffs = [QuorumCutoff(fleet.quorum)] if fleet.quorum is not None else []
     first = [(a, worker_messages(a, prompt, context)) for a in fleet.workers]
     rounds: list[list[AgentResult]] = [await run.ask(WORKERS, first, until, cutoffs=cutoffs)]
     for k in range(2, fleet.rounds + 1):

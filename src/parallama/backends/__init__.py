@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, Sequence
 
-from .base import Completion, Message
+from .base import Completion
+from .messages import Message
 from .tools import Tool, ToolCall
 
 if TYPE_CHECKING:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, TypedDict, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, TypeVar
 
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
-from typing_extensions import NotRequired  # typing has it from Python 3.11
 
 from ..errors import AnswerTooLong, BackendError, HTTPStatus, Malformed, ModelNotFound, ServerBusy
 from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
 from ..urls import is_local, port_of
-from .tools import ToolCall, ToolCallParts
 from .chunks import read_json
+from .messages import Message
+from .tools import ToolCall, ToolCallParts
 from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
@@ -25,17 +25,6 @@ if TYPE_CHECKING:
 
 
 C = TypeVar("C")
-
-
-class Message(TypedDict):
-    role: str
-    content: str
-    tool_calls: NotRequired[list[dict[str, Any]]]
-    "An assistant's tool calls, in OpenAI's shape (see `tools`)."
-    tool_call_id: NotRequired[str]
-    "A `tool` message: the call whose result it is."
-    name: NotRequired[str]
-    "A `tool` message: the tool's name (Ollama's `tool_name`)."
 
 
 @dataclass(frozen=True, slots=True)

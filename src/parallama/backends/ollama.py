@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import StreamBroken
-from .base import Completion, Message, Stream, bad_tool_call, mid_stream_error, open_stream, parse_chunk
+from .base import Completion, Stream, bad_tool_call, mid_stream_error, open_stream, parse_chunk
 from .chunks import OLLAMA_CHUNK
+from .messages import Message
 from .tools import Tool, ollama_messages
 
 if TYPE_CHECKING:

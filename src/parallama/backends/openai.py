@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import StreamBroken
 from ..fleet import OPENAI_OPTION_FIELDS
-from .base import (Completion, Message, Stream, bad_tool_call, malformed, mid_stream_error, open_stream,
+from .base import (Completion, Stream, bad_tool_call, malformed, mid_stream_error, open_stream,
                    parse_chunk)
 from .chunks import OPENAI_CHUNK, OpenAIUsage
+from .messages import Message
 from .tools import Tool
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from .chunks import read_json
 
 if TYPE_CHECKING:
-    from .base import Message
+    from .messages import Message
 
 Tool = dict[str, Any]
 """A tool definition as both APIs take it: `{type: "function", function: {name, description, parameters}}`."""
