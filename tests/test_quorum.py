@@ -153,7 +153,8 @@ def test_the_terminal_json_and_history_say_the_result_is_partial(four, tmp_path)
     assert warnings[0].startswith("warning: partial result: C was cut (2 of 3 had answered")
     assert "✂ C cut: 2 of 3 had answered; waited 0.5 s more" in lines
     shown = invoke("history", "show", data["run_id"])
-    assert "cut" in shown.stdout and "2 of 3 had answered" in shown.stdout
+    assert shown.stdout.splitlines()[1] == "partial: C cut (the answer was made without them)"
+    assert "— cut" in shown.stdout and "2 of 3 had answered" in shown.stdout
 
 
 async def test_serves_progress_and_the_page_show_the_cut(four, serve):

@@ -24,7 +24,7 @@ from .gates import Gate, ServerLoad, gate_for
 from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 from .slots import SlotStore, close_store, open_store
-from .stages import orchestrate, worker_messages
+from .stages import orchestrate, reviewing, worker_messages
 from .strategies import check_strategy
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ class FleetClient:
         prompt, undecodable = valid_unicode(prompt)
         run = self._open_run(on_event, run_id)
         context = tuple(context or ())
-        started = RunStarted(run.id, prompt, self.fleet, chosen if review and self.fleet.reviewers else None,
-                             context)
+        started = RunStarted(run.id, prompt, self.fleet, reviewing(self.fleet, chosen, review), context)
         self.running[run.id] = started
         run.emit(started)
         try:

@@ -6,12 +6,12 @@ import random
 import time
 from typing import TYPE_CHECKING, Sequence
 
-from .cutoff import CUT, QuorumCutoff
+from .cutoff import CUT, Cutoff, QuorumCutoff
 from .events import WORKERS, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
 from .review.synthesize import refine_messages
-from .strategies import StrategyName
+from .strategies import StrategyName, needs_reviewer
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -49,6 +49,14 @@ def task_text(prompt: str, context: Sequence["Message"] = ()) -> str:
         turns=TURNS_PART.format(text="\n\n".join(turns)) if turns else "", prompt=prompt)
 
 
+def reviewing(fleet: "Fleet", strategy: str, review: bool) -> str | None:
+    """The strategy a run is reviewed with, or None: no review asked, or none possible (no reviewer, and the
+    strategy needs one)."""
+    if not review:
+        return None
+    return strategy if fleet.reviewers or not needs_reviewer(strategy) else None
+
+
 async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: float | None, review: bool,
                       strategy: StrategyName, rng: random.Random, context: Sequence["Message"] = ()) -> RunResult:
     """Every stage of one run through the client's gates; the RunResult at the end. `context` holds the earlier
@@ -56,29 +64,51 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
     task = task_text(prompt, context)
-    reviewed = review and bool(fleet.reviewers)
-    cutoffs = [QuorumCutoff(fleet.quorum)] if fleet.quorum is not None else []
+    reviewed = reviewing(fleet, strategy, review)
+    early_stop = strategy_named(reviewed).cutoff() if reviewed else None
+    rounds = await worker_rounds(run, fleet, prompt, context, until, early_stop)
+    answers = reviewed_answers(rounds)
+    outcome = ReviewOutcome()
+    if reviewed and answers:
+        outcome = await strategy_named(reviewed).review(run, fleet, task, answers, until, rng)
+    return run_result(run, fleet, prompt, rounds, outcome, reviewed, time.perf_counter() - started)
+
+
+async def worker_rounds(run: "Run", fleet: "Fleet", prompt: str, context: Sequence["Message"], until: float | None,
+                        early_stop: "Cutoff | None" = None) -> list[list[AgentResult]]:
+    """The workers' answers, round by round (`rounds − 1` refinement rounds after the first): each round cut short
+    by the fleet's quorum, the last also by `early_stop` (a vote that is settled)."""
+    task = task_text(prompt, context)
+    cutoffs: list[Cutoff] = [QuorumCutoff(fleet.quorum)] if fleet.quorum is not None else []
+    last = cutoffs + ([early_stop] if early_stop is not None else [])
     first = [(a, worker_messages(a, prompt, context)) for a in fleet.workers]
-    rounds: list[list[AgentResult]] = [await run.ask(WORKERS, first, until, cutoffs=cutoffs)]
+    rounds: list[list[AgentResult]] = [
+        await run.ask(WORKERS, first, until, cutoffs=last if fleet.rounds == 1 else cutoffs)]
     for k in range(2, fleet.rounds + 1):
         previous = [w for w in rounds[-1] if w.ok]
         if not previous:
             break
         jobs = [(a, refine_messages(task, previous, a.system)) for a in fleet.workers]
-        rounds.append(await run.ask(round_stage(k), jobs, until, cutoffs=cutoffs))
-    workers = rounds[-1]
-    answers = [w for w in workers if w.ok]
+        rounds.append(await run.ask(round_stage(k), jobs, until, cutoffs=last if k == fleet.rounds else cutoffs))
+    return rounds
+
+
+def reviewed_answers(rounds: list[list[AgentResult]]) -> list[AgentResult]:
+    """The answers a strategy reviews: the last round's, or the round before when the last failed entirely."""
+    answers = [w for w in rounds[-1] if w.ok]
     if not answers and len(rounds) > 1:
-        answers = [w for w in rounds[-2] if w.ok]  # the last round failed entirely: review the one before
-    outcome = ReviewOutcome()
-    if reviewed and answers:
-        outcome = await strategy_named(strategy).review(run, fleet, task, answers, until, rng)
-    cut = _cut(rounds)
+        answers = [w for w in rounds[-2] if w.ok]
+    return answers
+
+
+def run_result(run: "Run", fleet: "Fleet", prompt: str, rounds: list[list[AgentResult]], outcome: ReviewOutcome,
+               strategy: str | None, wall_s: float) -> RunResult:
+    """The RunResult of worker rounds and a review's outcome; a cut is said first among the warnings."""
     return RunResult(
-        prompt=prompt, workers=workers, review=outcome.review, final=outcome.final,
-        final_source=outcome.final_source, wall_s=round(time.perf_counter() - started, 3),
+        prompt=prompt, workers=rounds[-1], review=outcome.review, final=outcome.final,
+        final_source=outcome.final_source, wall_s=round(wall_s, 3),
         warnings=_cut_notes(rounds) + list(fleet.warnings) + run.warnings + outcome.warnings,
-        strategy=strategy if reviewed else None, cut=cut,
+        strategy=strategy, cut=_cut(rounds), tally=outcome.tally,
         earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
         rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id)
 

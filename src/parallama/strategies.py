@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-StrategyName = Literal["synthesize", "judge", "council"]
+StrategyName = Literal["synthesize", "judge", "council", "vote"]
 "How the reviewer turns the workers' answers into the final one."
 
 STRATEGIES: tuple[StrategyName, ...] = get_args(StrategyName)
@@ -18,8 +18,19 @@ DESCRIPTIONS: dict[StrategyName, str] = {
     "judge": "the reviewer scores every answer from 1 to 10, and the best-scored one is the reply",
     "council": "the workers rank each other's answers anonymously, then the reviewer writes the final answer with "
                "that ranking in view",
+    "vote": "the answer most workers give is the reply (numbers compared as numbers); it stops waiting once the "
+            "majority is settled, and falls back to the reviewer when there is none",
 }
 "One line per strategy, for people (the page shows them)."
+
+
+WITHOUT_REVIEWER: tuple[StrategyName, ...] = ("vote",)
+"Strategies that make a final answer with no reviewer in the config (a reviewer is only their fallback)."
+
+
+def needs_reviewer(name: str) -> bool:
+    """Whether the strategy can only run with a reviewer in the config."""
+    return name not in WITHOUT_REVIEWER
 
 
 def check_strategy(name: str) -> StrategyName:

@@ -63,6 +63,9 @@ def show(run_id: str, as_json: bool) -> None:
         click.echo(f"run {run['id']}  {run['status']}  strategy {run['strategy']}  "
                    f"{run['wall_s'] if run['wall_s'] is not None else '—'} s"
                    + (f"  (via {run['origin']})" if run.get("origin") else ""))
+        details = run["details"]
+        if details.get("cut"):
+            click.echo(f"partial: {', '.join(details['cut'])} cut (the answer was made without them)")
         for turn in run["context"]:
             click.echo(f"{turn['role']}: {turn['content']}")
         click.echo(f"prompt: {run['prompt']}\n")
@@ -77,6 +80,8 @@ def show(run_id: str, as_json: bool) -> None:
             click.echo("")
         for warning in run["warnings"]:
             click.echo(f"warning: {warning}")
+        for count in details.get("tally") or []:
+            click.echo(f"votes: {count['count']}× {count['answer'] or '(empty)'}: {', '.join(count['workers'])}")
         click.echo(f"final ({run['final_source']}):\n{run['final'] if run['final'] is not None else '—'}")
 
 

@@ -28,11 +28,14 @@ class ProgressLines(Progress):
 
 
 def review_summary(result: RunResult) -> list[str]:
-    """The judge's scores or the council's aggregate ranking, one line each."""
+    """The judge's scores, a vote's tally or the council's aggregate ranking, one line each."""
     lines = []
     if result.scores:
         lines.append("judge's scores:")
         lines += [f"  {s['score']:>2}/10  {s['name']}: {s['reason']}" for s in result.scores]
+    if result.tally:
+        lines.append("votes:")
+        lines += [f"  {c['count']}× {c['answer'] or '(empty)'}: {', '.join(c['workers'])}" for c in result.tally]
     if result.ranking:
         lines.append("council ranking (Borda count):")
         lines += [f"  {i + 1}. {r['name']} ({r['points']} points)" for i, r in enumerate(result.ranking)]
@@ -44,6 +47,8 @@ def source_label(result: RunResult) -> str:
     kind, _, name = (result.final_source or "").partition(":")
     if kind == "judge":
         return f"judged best: {name}"
+    if kind == "vote":
+        return "majority vote"
     if kind == "worker":
         return f"fallback: {name}'s answer"
     return f"reviewer, {result.strategy}" if result.strategy else "reviewer"

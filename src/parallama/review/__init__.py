@@ -1,5 +1,5 @@
 """Review strategies: how the workers' answers become the final one. One module per strategy — `synthesize`,
-`judge`, `council` — each a small object with one `review` method; `fallback` holds what they share: the
+`judge`, `council`, `vote` — each a small object with one `review` method; `fallback` holds what they share: the
 reviewers tried in order, and a worker's answer when every reviewer fails."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from .council import Council
 from .fallback import ReviewOutcome
 from .judge import Judge
 from .synthesize import Synthesize
+from .vote import Vote
 
 if TYPE_CHECKING:
     from ..calls import Run
+    from ..cutoff import Cutoff
     from ..fleet import Fleet
     from ..result import AgentResult
 
@@ -24,11 +26,14 @@ class Strategy(Protocol):
 
     name: StrategyName
 
+    def cutoff(self) -> "Cutoff | None":
+        """A rule that ends the workers' last round early once its outcome is settled (vote), or None."""
+
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome: ...
 
 
-IMPLEMENTATIONS: tuple[type[Strategy], ...] = (Synthesize, Judge, Council)
+IMPLEMENTATIONS: tuple[type[Strategy], ...] = (Synthesize, Judge, Council, Vote)
 "One class per name in `strategies.STRATEGIES`."
 
 

@@ -103,6 +103,9 @@ class Council:
 
     name: StrategyName = "council"
 
+    def cutoff(self) -> None:
+        return None
+
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         outcome = ReviewOutcome()

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..backends import Message
     from ..fleet import Agent, Fleet
-    from ..result import AgentResult, CouncilBallot, CouncilRank, JudgeScore
+    from ..result import AgentResult, CouncilBallot, CouncilRank, JudgeScore, VoteCount
 
 
 @dataclass
@@ -26,6 +26,7 @@ class ReviewOutcome:
     scores: list["JudgeScore"] | None = None
     rankings: list["CouncilBallot"] | None = None
     ranking: list["CouncilRank"] | None = None
+    tally: list["VoteCount"] | None = None
     warnings: list[str] = field(default_factory=list)
 
 

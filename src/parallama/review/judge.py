@@ -128,6 +128,9 @@ class Judge:
 
     name: StrategyName = "judge"
 
+    def cutoff(self) -> None:
+        return None
+
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         outcome = ReviewOutcome()

@@ -87,6 +87,9 @@ class Synthesize:
 
     name: StrategyName = "synthesize"
 
+    def cutoff(self) -> None:
+        return None
+
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         def build(agent: "Agent") -> list["Message"]:

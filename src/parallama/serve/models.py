@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..strategies import STRATEGIES
+from ..strategies import STRATEGIES, needs_reviewer
 
 if TYPE_CHECKING:
     from ..fleet import Agent, Fleet
@@ -50,7 +50,7 @@ class Catalogue:
     def __init__(self, fleet: "Fleet", *, modified_at: datetime | None = None) -> None:
         self.fleet = fleet
         self.modified_at = modified_at or datetime.now(timezone.utc)
-        tags = [LATEST, *STRATEGIES] if fleet.reviewers else [LATEST]
+        tags = [LATEST, *(s for s in STRATEGIES if fleet.reviewers or not needs_reviewer(s))]
         self._strategies = {tag: (fleet.strategy if tag == LATEST else tag) for tag in tags}
         self.agents = {f"{FAMILY}/{slug}": agent for slug, agent in agent_slugs(fleet.agents).items()}
         "Each agent on its own, by its model name (`parallama/worker-a`)."

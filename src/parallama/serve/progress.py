@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
 from ..redact import StreamMask
+from ..stages import reviewing
 
 if TYPE_CHECKING:
     from ..fleet import Agent, Fleet
@@ -32,6 +33,8 @@ STRATEGY_PLANS = {
     "judge": "then {reviewer} scores their answers, and the best-scored one is the reply",
     "council": "then they rank each other's answers anonymously, and {reviewer} writes the final answer with that "
                "ranking in view",
+    "vote": "then the answer most of them give is the reply (a majority vote, which stops waiting once it is "
+            "settled){fallback}",
 }
 HALFWAY_NOTE = "\n\n*[parallama: {name} stopped in the middle of its answer ({cause}); the answer below replaces it]*\n\n"
 
@@ -42,8 +45,8 @@ class Narrator:
     def __init__(self, fleet: "Fleet", strategy: str, redact: "Redactor | None" = None) -> None:
         self.fleet = fleet
         self.strategy = strategy
-        self.reviewed = bool(fleet.reviewers)
-        self.answer_streams = self.reviewed and strategy != "judge"
+        self.reviewed = reviewing(fleet, strategy, True) is not None
+        self.answer_streams = self.reviewed and strategy not in ("judge", "vote")
         "The reviewer's text is the final answer as it is written (not so for the judge's scores)."
         self.started = time.perf_counter()
         self.first_sent: float | None = None
@@ -77,7 +80,9 @@ class Narrator:
         if self.fleet.rounds > 1:
             text += f", in {self.fleet.rounds} rounds"
         if self.reviewed:
-            text += "; " + STRATEGY_PLANS[self.strategy].format(reviewer=self.fleet.reviewers[0].name)
+            reviewer = self.fleet.reviewers[0].name if self.fleet.reviewers else ""
+            fallback = f"; with no majority, {reviewer} writes the final answer from theirs" if reviewer else ""
+            text += "; " + STRATEGY_PLANS[self.strategy].format(reviewer=reviewer, fallback=fallback)
         lines = [text + ".\n"] + [f"⚠ {warning}\n" for warning in self.fleet.warnings]
         if ignored:
             lines.append(f"Not used: {', '.join(ignored)} (each agent keeps the settings its config gives it).\n")
@@ -204,7 +209,12 @@ class Narrator:
         if result.ranking:
             notes.append("\nThe workers' ranking (Borda count):\n" + "".join(
                 f"{i + 1}. {r['name']} ({r['points']} points)\n" for i, r in enumerate(result.ranking)))
+        if result.tally:
+            notes.append("\nVotes:\n" + "".join(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})\n"
+                                                for c in result.tally))
         kind, _, name = (result.final_source or "").partition(":")
+        if kind == "vote":
+            notes.append("\nThe reply is the majority's answer.\n")
         if kind == "judge":
             notes.append(f"\nThe reply is {name}'s answer, scored best.\n")
         notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings]

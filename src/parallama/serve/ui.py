@@ -21,6 +21,7 @@ from aiohttp import web
 from .. import __version__
 from ..errors import UsageError
 from ..events import RunEnded
+from ..stages import reviewing
 from .conversation import split
 from .errors import ApiError
 from .origins import local_name
@@ -209,7 +210,7 @@ class PageRun:
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "PageRun":
-        reviewed = bool(self.service.fleet.reviewers)
+        reviewed = reviewing(self.service.fleet, self.strategy, True) is not None
         self.service.admit(self.run_id, f"parallama:{self.strategy}" if reviewed else "parallama:latest")
         self._task = self.service.launch(self.service.client.run(
             self.prompt, strategy=self.strategy, context=self.context, run_id=self.run_id, on_event=self._on_event))

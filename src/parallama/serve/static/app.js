@@ -12,6 +12,7 @@ const STRATEGY_NOTES = {
   synthesize: "the reviewer writes the final answer from the workers' answers",
   judge: "the reviewer scores the answers; the best-scored one is the final answer",
   council: "the workers rank each other's answers anonymously, then the reviewer writes the final answer",
+  vote: "the answer most workers give is the final answer; with no majority, the reviewer writes it",
 };
 
 const state = {
@@ -318,6 +319,7 @@ const HANDLERS = {
     $("warnings").replaceChildren(...(view.warnings || []).map((w) => el("li", "", w)));
     if (view.scores) showScores(view.scores);
     if (view.rankings) showRankings(view.rankings, view.ranking);
+    if (view.tally) showTally(view.tally);
   },
   error(view) {
     finish(nowT());
@@ -372,6 +374,7 @@ function sourceText(source) {
   const [kind, ...rest] = source.split(":");
   const name = rest.join(":");
   if (kind === "judge") return `the judge's pick: ${name}'s answer, scored best`;
+  if (kind === "vote") return "the majority's answer (a vote)";
   if (kind === "worker") return `${name}'s answer (the reviewer failed)`;
   return source;
 }
@@ -530,6 +533,25 @@ function showRankings(rankings, ranking) {
   }
   parts.push(el("h3", "", "Each ranker's order"), ballots);
   panel.replaceChildren(...parts);
+  panel.hidden = false;
+}
+
+function showTally(tally) {
+  const panel = $("verdict");
+  const table = el("table", "scores tally");
+  const most = Math.max(...tally.map((c) => c.count));
+  const voters = tally.reduce((n, c) => n + c.count, 0);
+  for (const count of tally) {
+    const row = el("tr", count.count === most ? "best" : "");
+    const bar = el("span", "bar");
+    bar.style.width = `${(100 * count.count) / voters}%`;
+    const meter = el("td", "meter");
+    meter.append(bar);
+    row.append(el("th", "", count.answer || "(empty)"), el("td", "score", `${count.count}`), meter,
+      el("td", "reason", count.workers.join(", ")));
+    table.append(row);
+  }
+  panel.replaceChildren(panelHeader("Votes"), table);
   panel.hidden = false;
 }
 
