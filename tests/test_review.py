@@ -319,7 +319,7 @@ def test_strategy_on_the_command_line_and_in_json(tmp_path, servers):
     text = invoke("run", "task", "-c", "c.json", "--strategy", "judge")
     assert "judge's scores:" in text.stderr and " 8/10  B: fine" in text.stderr
     assert "✓ judge " in text.stderr  # the judge's own progress line, though its request carried extra fields
-    assert invoke("run", "task", "-c", "c.json", "--strategy", "vote").exit_code == 2
+    assert invoke("run", "task", "-c", "c.json", "--strategy", "debate").exit_code == 2
 
 
 def test_bad_review_system_template_is_a_config_error(tmp_path):
@@ -337,5 +337,5 @@ def test_every_strategy_is_named_once_with_a_review_and_a_description():
     assert [s.name for s in IMPLEMENTATIONS] == list(STRATEGIES) == list(DESCRIPTIONS)
     assert DEFAULT_STRATEGY == "synthesize" and all(DESCRIPTIONS.values())
     assert [strategy_named(name).name for name in STRATEGIES] == list(STRATEGIES)
-    with pytest.raises(ValueError, match="unknown strategy 'vote': use one of synthesize, judge, council"):
-        strategy_named("vote")
+    with pytest.raises(ValueError, match="unknown strategy 'debate': use one of synthesize, judge, council, vote"):
+        strategy_named("debate")

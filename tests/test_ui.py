@@ -281,7 +281,7 @@ async def test_a_follow_up_sends_the_conversation_to_the_workers(servers, serve)
     assert [m["content"] for m in sent[-3:]] == ["2 + 2?", "4", "And times 3?"]
     response, [body] = await start_run(running.url, {"prompt": "  "})
     assert response.status == 400 and "prompt" in body["error"]
-    response, [body] = await start_run(running.url, {"prompt": "hi", "strategy": "vote"})
+    response, [body] = await start_run(running.url, {"prompt": "hi", "strategy": "debate"})
     assert response.status == 400 and "strategy" in body["error"]
 
 

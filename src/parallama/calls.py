@@ -76,10 +76,12 @@ class Run:
 
     __slots__ = ("transport", "id", "number", "emit", "listening", "warnings", "redact", "_order")
 
-    def __init__(self, transport: Transport, run_id: str, emit: EventSink | None, redact: Redactor) -> None:
+    def __init__(self, transport: Transport, run_id: str, emit: EventSink | None, redact: Redactor,
+                 number: int | None = None) -> None:
         self.transport = transport
         self.id = run_id
-        self.number = next(_run_numbers)
+        self.number = next(_run_numbers) if number is None else number
+        "The run's place in the gates' order (`number`: share an earlier run's, as a part of it)."
         self.emit: EventSink = emit or _ignore
         self.listening = emit is not None
         self.warnings: list[str] = []

@@ -24,7 +24,7 @@ from .gates import Gate, ServerLoad, gate_for
 from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 from .slots import SlotStore, close_store, open_store
-from .stages import orchestrate, reviewing, worker_messages
+from .stages import StrategyRun, compare, orchestrate, reviewing, worker_messages
 from .strategies import check_strategy
 
 if TYPE_CHECKING:
@@ -152,7 +152,24 @@ class FleetClient:
 
     # ------------------------------------------------------------ inside a run
 
-    def _open_run(self, on_event: EventSink | None, run_id: str | None, agents: "tuple[Agent, ...]" = ()) -> Run:
+    async def compare(self, prompt: str, strategies: Sequence[str], *, seed: int | None = None,
+                      deadline: float | None = None) -> list[StrategyRun]:
+        """The workers once, then each strategy's review of the same answers (every request through the gates):
+        one RunResult per strategy, with what its review cost. A vote stops the workers early only when it is
+        the one strategy (the others need every answer)."""
+        for name in strategies:
+            check_strategy(name)
+        prompt = valid_unicode(prompt)[0]
+        run = self._open_run(None, None)
+
+        def review_run(sink: EventSink) -> Run:
+            return self._open_run(sink, run.id, number=run.number)
+
+        return await compare(run, review_run, self.fleet, prompt, strategies, deadline=deadline,
+                             rng=random.Random(seed))
+
+    def _open_run(self, on_event: EventSink | None, run_id: str | None, agents: "tuple[Agent, ...]" = (),
+                  number: int | None = None) -> Run:
         if self._transport is None:
             raise RuntimeError("this FleetClient is closed: make a new one" if self._state == "closed" else
                                "use the client as `async with FleetClient(...) as client:`")
@@ -166,4 +183,4 @@ class FleetClient:
                 for sink in sinks:
                     sink(event)
         redact = Redactor(secrets_of(self.fleet.agents + agents))  # keys as the environment holds them now
-        return Run(self._transport, run_id or uuid.uuid4().hex[:12], emit, redact)
+        return Run(self._transport, run_id or uuid.uuid4().hex[:12], emit, redact, number)

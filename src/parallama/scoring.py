@@ -96,6 +96,8 @@ def is_correct(answer: str, expected: str, match: Match) -> bool:
 class _ScoreNotes(TypedDict, total=False):
     gave_up: list[str]
     "Answers the regex gave up on after REGEX_TIMEOUT_S (scored wrong): `final` and workers' names."
+    strategies: dict[str, bool | None]
+    "`batch --strategies`: each strategy's final answer, by strategy name."
 
 
 class Score(_ScoreNotes):
@@ -109,9 +111,10 @@ class Score(_ScoreNotes):
     "Each worker's own first answer (round 1), by name."
 
 
-def score_answers(expected: str, match: Match, final: str | None, workers: Iterable[tuple[str, str | None]]) -> Score:
-    """Score the final answer and each worker's (name, answer or None when it failed); an answer the regex gave up
-    on is wrong, and named in `gave_up`."""
+def score_answers(expected: str, match: Match, final: str | None, workers: Iterable[tuple[str, str | None]],
+                  strategies: Iterable[tuple[str, str | None]] = ()) -> Score:
+    """Score the final answer, each worker's (name, answer or None when it failed) and each compared strategy's
+    final answer; an answer the regex gave up on is wrong, and named in `gave_up`."""
     gave_up: list[str] = []
 
     def judge(who: str, answer: str | None) -> bool | None:
@@ -125,6 +128,9 @@ def score_answers(expected: str, match: Match, final: str | None, workers: Itera
 
     score = Score(expected=expected, match=match, final=judge("final", final),
                   workers={name: judge(name, answer) for name, answer in workers})
+    compared = {name: judge(f"strategy {name}", answer) for name, answer in strategies}
+    if compared:
+        score["strategies"] = compared
     if gave_up:
         score["gave_up"] = gave_up
     return score
@@ -160,8 +166,12 @@ class Scoreboard:
     final: Tally | None = None
     "None when no prompt was reviewed (`--no-review`): there is no final answer to score."
     any_worker: Tally = field(default_factory=Tally)
+    strategies: dict[str, Tally] = field(default_factory=dict)
+    "`batch --strategies`: each strategy's final answer, over the same worker answers."
 
     def add(self, score: Score, *, reviewed: bool) -> None:
+        for name, verdict in (score.get("strategies") or {}).items():
+            self.strategies.setdefault(name, Tally()).add(verdict)
         for name, verdict in score["workers"].items():
             self.workers.setdefault(name, Tally()).add(verdict)
         verdicts = score["workers"].values()
@@ -182,12 +192,13 @@ class Scoreboard:
             return None
         return max(self.workers.items(), key=lambda item: item[1].correct)
 
-    def gain(self) -> float | None:
-        """The final answer's accuracy minus the best worker's (a fraction: 0.06 is 6 points)."""
+    def gain(self, tally: Tally | None = None) -> float | None:
+        """The final answer's accuracy (or `tally`'s) minus the best worker's (a fraction: 0.06 is 6 points)."""
         best = self.best_worker()
-        if self.final is None or best is None or not self.scored:
+        tally = tally if tally is not None else self.final
+        if tally is None or best is None or not self.scored:
             return None
-        return (self.final.correct - best[1].correct) / self.scored
+        return (tally.correct - best[1].correct) / self.scored
 
     def to_dict(self) -> dict:
         best = self.best_worker()
@@ -200,4 +211,11 @@ class Scoreboard:
             "best_worker": best[0] if best else None,
             "ensemble_gain": round(gain, 4) if gain is not None else None,
             "ensemble_gain_prompts": (self.final.correct - best[1].correct) if self.final and best else None,
+            "strategies": [{"name": name, **tally.to_dict(), "gain": _rounded(self.gain(tally)),
+                            "gain_prompts": tally.correct - best[1].correct if best else None}
+                           for name, tally in self.strategies.items()],
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None

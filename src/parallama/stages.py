@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .cutoff import CUT, Cutoff, QuorumCutoff
-from .events import WORKERS, round_stage
+from .events import WORKERS, EventSink, Failed, Finished, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
 from .review.synthesize import refine_messages
@@ -16,6 +17,7 @@ from .strategies import StrategyName, needs_reviewer
 if TYPE_CHECKING:
     from .backends import Message
     from .calls import Run
+    from .events import Event
     from .fleet import Agent, Fleet
 
 
@@ -111,6 +113,57 @@ def run_result(run: "Run", fleet: "Fleet", prompt: str, rounds: list[list[AgentR
         strategy=strategy, cut=_cut(rounds), tally=outcome.tally,
         earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
         rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id)
+
+
+@dataclass
+class StrategyRun:
+    """One strategy's review of a prompt's worker answers (`FleetClient.compare`), and what the review cost: every
+    request it made (reviewers, their fallbacks, council's rankings), their tokens and seconds."""
+
+    strategy: str
+    result: RunResult
+    requests: int = 0
+    tokens: int = 0
+    "Prompt, answer and thinking tokens of the review's requests, as the servers counted them."
+    seconds: float = 0.0
+    "The review's requests' seconds from sending to the last token (time waiting for a slot not counted)."
+    warnings: list[str] = field(default_factory=list)
+    "What the review itself had to say (a failed reviewer, a vote with no majority)."
+
+    def __call__(self, event: "Event") -> None:
+        if isinstance(event, (Finished, Failed)):
+            r = event.result
+            self.requests += 1
+            self.tokens += (r.prompt_tokens or 0) + (r.completion_tokens or 0) + (r.thinking_tokens or 0)
+            self.seconds += r.elapsed_s
+
+    def cost(self) -> dict[str, float | int]:
+        return {"review_requests": self.requests, "review_tokens": self.tokens, "review_s": round(self.seconds, 3)}
+
+
+async def compare(run: "Run", review_run: Callable[[EventSink], "Run"], fleet: "Fleet", prompt: str,
+                  strategies: Sequence[str], *, deadline: float | None, rng: random.Random) -> list[StrategyRun]:
+    """The workers once on `run`, then each strategy in turn over the same answers, each on its own `review_run`
+    (which counts its cost)."""
+    started = time.perf_counter()
+    until = started + deadline if deadline is not None else None
+    usable = [name for name in strategies if reviewing(fleet, name, True)]
+    early_stop = strategy_named(usable[0]).cutoff() if len(usable) == 1 and len(strategies) == 1 else None
+    rounds = await worker_rounds(run, fleet, prompt, (), until, early_stop)
+    workers_s = time.perf_counter() - started
+    answers = reviewed_answers(rounds)
+    out = []
+    for name in strategies:
+        began = time.perf_counter()
+        outcome, runs = ReviewOutcome(), StrategyRun(name, None)  # type: ignore[arg-type]
+        reviewed = reviewing(fleet, name, True)
+        if reviewed and answers:
+            outcome = await strategy_named(name).review(review_run(runs), fleet, prompt, answers, until, rng)
+        runs.warnings = outcome.warnings
+        runs.result = run_result(run, fleet, prompt, rounds, outcome, reviewed,
+                                 workers_s + time.perf_counter() - began)
+        out.append(runs)
+    return out
 
 
 def _cut(rounds: list[list[AgentResult]]) -> list[str]:

@@ -26,6 +26,7 @@ from ..scoring import Score, score_answers
 
 if TYPE_CHECKING:
     from ..result import RunResult
+    from ..stages import StrategyRun
     from .records import BatchRecord
 
 MAX_SHOWN = 20
@@ -33,13 +34,29 @@ MAX_LINE = 64 * 1024 * 1024
 "The most of a line read to tell what a file holds."
 
 
-def result_line(record: "BatchRecord", result: "RunResult") -> dict[str, Any]:
-    """The output line of a finished prompt."""
+def result_line(record: "BatchRecord", result: "RunResult", compared: Sequence["StrategyRun"] = ()) -> dict[str, Any]:
+    """The output line of a finished prompt; with `compared` (`batch --strategies`), `result` is the first
+    strategy's and `strategies` holds each one's final answer, review details and cost."""
     line: dict[str, Any] = {"id": record.id, "answered": result.answered, "prompt_sha256": record.prompt_sha256,
                             **result.to_dict()}
+    if compared:
+        line["strategies"] = {run.strategy: strategy_entry(run) for run in compared}
     if record.expected is not None and record.match is not None:
         line["score"] = score_line(line, record)
     return line
+
+
+def strategy_entry(run: "StrategyRun") -> dict[str, Any]:
+    """One compared strategy in a line: its final answer and where it came from, its review's details, its cost."""
+    result = run.result
+    entry: dict[str, Any] = {"final": result.final, "final_source": result.final_source,
+                             "answered": result.answered, "wall_s": result.wall_s, **run.cost()}
+    for name in ("tally", "scores", "ranking"):
+        if getattr(result, name):
+            entry[name] = getattr(result, name)
+    if run.warnings:
+        entry["warnings"] = run.warnings
+    return entry
 
 
 def score_line(line: dict[str, Any], record: "BatchRecord") -> Score:
@@ -48,7 +65,9 @@ def score_line(line: dict[str, Any], record: "BatchRecord") -> Score:
     rounds = line.get("earlier_rounds") or []
     first = rounds[0] if rounds else line.get("workers") or []
     answers = [(w["name"], w["content"] if w.get("status") == "ok" else None) for w in first]
-    return score_answers(record.expected, record.match, line.get("final"), answers)
+    compared = [(name, entry.get("final")) for name, entry in (line.get("strategies") or {}).items()
+                if isinstance(entry, dict)]
+    return score_answers(record.expected, record.match, line.get("final"), answers, compared)
 
 
 class JsonLines:

@@ -97,6 +97,8 @@ class BatchSummary:
     "Failed requests per agent name (a worker's failure does not always cost the prompt its answer)."
     scoring: Scoreboard | None
     "Over every scored prompt of the input in the output, earlier ones included; None when none has `expected`."
+    review_cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    "`--strategies`: per strategy, over every prompt in the output: prompts, review requests, tokens and seconds."
 
     @property
     def prompts_per_min(self) -> float:
@@ -115,6 +117,7 @@ class BatchSummary:
             "prompts_per_min": round(self.prompts_per_min, 2), "concurrency": self.concurrency,
             "servers": [vars(s) for s in self.servers], "agent_failures": self.agent_failures,
             "scoring": self.scoring.to_dict() if self.scoring else None,
+            **({"review_cost": self.review_cost} if self.review_cost else {}),
         }
 
 
@@ -135,6 +138,8 @@ class Batch:
     "Runs in progress at once; 0: `default_concurrency(fleet)`."
     review: bool = True
     strategy: str | None = None
+    strategies: tuple[str, ...] = ()
+    "Compare these strategies: the workers once per prompt, each strategy's review over the same answers."
     prompts: int = 0
     "Prompts in the whole input (for the summary); 0: just `records`."
     before: Iterable[tuple["BatchRecord", dict[str, Any]]] = ()
@@ -153,10 +158,12 @@ class Batch:
         self.meter = BusyMeter(self.client.load)
         self.agent_failures: Counter[str] = Counter()
         self.scoring: Scoreboard | None = None
+        self.review_cost: dict[str, dict[str, float]] = {}
         self.previous = 0
         for record, line in self.before:
             self.previous += 1
             self._score(record, line)
+            self._add_cost(line)
 
     async def run(self, on_done: Callable[["BatchRecord", dict[str, Any]], None] | None = None) -> None:
         """Run every record, at most `concurrency` at once; write each line (then call `on_done`) as it finishes.
@@ -168,12 +175,20 @@ class Batch:
         async def lane() -> None:
             for record in records:  # the lanes share one iterator: runs start in input order
                 self.running += 1
-                result = await self.client.run(record.prompt, review=self.review, strategy=self.strategy)
+                if self.strategies:
+                    compared = await self.client.compare(record.prompt, self.strategies)
+                    result = compared[0].result
+                    reviews = [a for run in compared for a in run.result.review_attempts +
+                               ([run.result.review] if run.result.review else [])]
+                else:
+                    compared = []
+                    result = await self.client.run(record.prompt, review=self.review, strategy=self.strategy)
+                    reviews = result.review_attempts + ([result.review] if result.review else [])
                 self.running -= 1  # not when cancelled: then `running` counts the runs an interrupt stopped
-                line = result_line(record, result)
+                line = result_line(record, result, compared)
                 self.write(line)
-                self._count(record, line, result.workers + result.review_attempts +
-                            ([result.review] if result.review else []))
+                self._count(record, line, result.workers + reviews)
+                self._add_cost(line)
                 if on_done is not None:
                     on_done(record, line)
 
@@ -209,8 +224,22 @@ class Batch:
         fresh = isinstance(written, dict) and (written.get("expected"), written.get("match")) == (record.expected,
                                                                                                   record.match)
         # Scoring again could cost a regex's time limit per answer: only a score that is missing or stale.
+        if fresh and set(written.get("strategies") or ()) != set(line.get("strategies") or ()):  # type: ignore[union-attr]
+            fresh = False
         score: Score = written if fresh else score_line(line, record)  # type: ignore[assignment]
         self.scoring.add(score, reviewed=line.get("strategy") is not None)
+
+    def _add_cost(self, line: dict[str, Any]) -> None:
+        for name, entry in (line.get("strategies") or {}).items():
+            if not isinstance(entry, dict):
+                continue
+            cost = self.review_cost.setdefault(name, {"prompts": 0, "review_requests": 0, "review_tokens": 0,
+                                                       "review_s": 0.0})
+            cost["prompts"] += 1
+            for key in ("review_requests", "review_tokens", "review_s"):
+                value = entry.get(key)
+                if isinstance(value, (int, float)):
+                    cost[key] = round(cost[key] + value, 3)
 
     def wall_s(self) -> float:
         if self.started_at is None:
@@ -223,4 +252,5 @@ class Batch:
             prompts=self.prompts, before=self.previous, ran=self.done, answered=self.answered,
             failed=list(self.failed), in_flight=self.running if self.interrupted else 0,
             interrupted=self.interrupted, wall_s=wall, concurrency=self.concurrency,
-            servers=self.meter.servers(wall), agent_failures=dict(self.agent_failures), scoring=self.scoring)
+            servers=self.meter.servers(wall), agent_failures=dict(self.agent_failures), scoring=self.scoring,
+            review_cost=self.review_cost)

@@ -29,11 +29,15 @@ if TYPE_CHECKING:
               help="Go on from OUTPUT: skip the ids answered there, run the rest (failed ones included) again.")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="How the answers are reviewed (default: the config's review.strategy, else synthesize).")
+@click.option("--strategies", metavar="A,B,…",
+              help="Compare strategies (e.g. synthesize,judge,council,vote): the workers once per prompt, each "
+                   "strategy's review over the same answers; each line holds every final answer, the summary "
+                   "each strategy's accuracy, gain over the best worker and cost.")
 @click.option("--no-review", is_flag=True, help="Skip the reviewer; each line holds the workers' answers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and scores) as JSON on stdout; needs -o.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr; failed prompts and the summary still show.")
 def batch(input_path: str, output: str | None, config_path: str | None, concurrency: int | None, resume: bool,
-          strategy: str | None, no_review: bool, as_json: bool, quiet: bool) -> None:
+          strategy: str | None, strategies: str | None, no_review: bool, as_json: bool, quiet: bool) -> None:
     """Run every prompt of INPUT through the fleet, several at once, and write each result as it finishes.
 
     INPUT is JSON lines, {"id": "q1", "prompt": "...", "expected": "...", "match": "exact|number|contains|regex"}
@@ -54,6 +58,7 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
         if as_json and output is None:
             raise UsageError("--json prints the summary on stdout, where the result lines would go: add -o FILE")
         fleet = load_fleet(config_path)
+        compared = _strategies(strategies, fleet, strategy, no_review) if strategies is not None else ()
         if output is not None:
             _not_the_input(input_path, output)
         records = _read_input(input_path)
@@ -65,8 +70,29 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
             raise UsageError(f"{output} is not empty, and what it holds is not results of parallama batch: "
                              "choose another -o")
         code = _run(fleet, records, input_path, output, concurrency=concurrency, review=not no_review,
-                    strategy=strategy, as_json=as_json, quiet=quiet)
+                    strategy=strategy, strategies=compared, as_json=as_json, quiet=quiet)
     sys.exit(code)
+
+
+def _strategies(listed: str, fleet: "Fleet", strategy: str | None, no_review: bool) -> tuple[str, ...]:
+    """`--strategies a,b`: known names, each once, and a reviewer in the config for those that need one."""
+    from ..errors import UsageError
+    from ..strategies import needs_reviewer
+
+    if strategy is not None or no_review:
+        raise UsageError("--strategies compares strategies: leave out " + ("--strategy" if strategy else "--no-review"))
+    names = [name.strip() for name in listed.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"--strategies: name at least one of {', '.join(STRATEGIES)}")
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown:
+        raise UsageError(f"--strategies: unknown {unknown[0]!r}: use {', '.join(STRATEGIES)}")
+    if not fleet.reviewers:
+        needing = [name for name in names if needs_reviewer(name)]
+        if needing:
+            raise UsageError(f"--strategies: {', '.join(needing)} need{'s' if len(needing) == 1 else ''} a "
+                             f"reviewer_agent, and {fleet.source} has none")
+    return tuple(dict.fromkeys(names))
 
 
 def _read_input(input_path: str) -> list["BatchRecord"]:
@@ -92,7 +118,8 @@ def _not_the_input(input_path: str, output: str) -> None:
 
 
 def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: str | None, *,
-         concurrency: int | None, review: bool, strategy: str | None, as_json: bool, quiet: bool) -> int:
+         concurrency: int | None, review: bool, strategy: str | None, strategies: tuple[str, ...], as_json: bool,
+         quiet: bool) -> int:
     from contextlib import ExitStack
 
     from rich.console import Console
@@ -114,13 +141,14 @@ def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: 
         todo = [r for r in records if r.id not in done]
         before = [(r, done[r.id]) for r in records if r.id in done]
         summary = _pipeline(fleet, todo, before, len(records), writer, err, concurrency=concurrency, review=review,
-                            strategy=strategy, quiet=quiet)
+                            strategy=strategy, strategies=strategies, quiet=quiet)
     if as_json:
         echo_json({"input": input_path, "output": output, **summary.to_dict()})
     else:
         # The summary is what the command reports when the results went to a file; else stdout is the results'.
         out = Console(file=sys.stdout if output else sys.stderr, highlight=False, soft_wrap=True)
-        label = f"final ({strategy or fleet.strategy})" if review and fleet.reviewers else "final"
+        label = f"final ({strategies[0] if strategies else strategy or fleet.strategy})" if strategies or (
+            review and fleet.reviewers) else "final"
         print_summary(summary, out, output=output, final_label=label)
     if summary.interrupted:
         from shlex import quote
@@ -160,7 +188,8 @@ def _ids(ids: list[str], shown: int = 5) -> str:
 
 
 def _pipeline(fleet: "Fleet", todo: list["BatchRecord"], before: list, prompts: int, writer, err, *,
-              concurrency: int | None, review: bool, strategy: str | None, quiet: bool) -> "BatchSummary":
+              concurrency: int | None, review: bool, strategy: str | None, strategies: tuple[str, ...],
+              quiet: bool) -> "BatchSummary":
     """Run the batch in an event loop; Ctrl-C or SIGTERM stop it cleanly (the summary says it was interrupted)."""
     import asyncio
 
@@ -171,7 +200,7 @@ def _pipeline(fleet: "Fleet", todo: list["BatchRecord"], before: list, prompts: 
     async def go() -> "BatchSummary":
         async with FleetClient(fleet) as client:
             batch = Batch(client, todo, write=writer.write, concurrency=concurrency or 0, review=review,
-                          strategy=strategy, prompts=prompts, before=before)
+                          strategy=strategy, strategies=strategies, prompts=prompts, before=before)
             if err.is_terminal and not quiet:
                 view: BatchProgress = BarProgress(batch, err, server_load=client.load)
             else:

@@ -192,6 +192,29 @@ def print_summary(summary: BatchSummary, console: Console, *, output: str | None
     if summary.scoring is not None:
         console.print()
         print_scores(summary.scoring, console, final_label=final_label)
+        print_strategies(summary.scoring, summary.review_cost, console)
+
+
+def print_strategies(board: Scoreboard, cost: dict[str, dict[str, float]], console: Console) -> None:
+    """`--strategies`: each strategy's accuracy over the same worker answers, its gain over the best worker, and
+    what its review cost (requests, tokens, seconds of model time)."""
+    if not board.strategies:
+        return
+    best = board.best_worker()
+    table = Table(title="strategies over the same worker answers" + (f" (best worker: {best[0]}, "
+                  f"{best[1].correct}/{board.scored})" if best else ""), title_justify="left", box=None,
+                  header_style="bold", pad_edge=False)
+    for column in ("strategy", "correct", "accuracy", "gain", "review requests", "review tokens", "review time"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for name, tally in board.strategies.items():
+        gain = board.gain(tally)
+        spent = cost.get(name, {})
+        table.add_row(name, f"{tally.correct}/{tally.scored}", f"{tally.accuracy:.1%}" if tally.accuracy is not None
+                      else "—", f"{gain * 100:+.1f} pts" if gain is not None else "—",
+                      f"{int(spent.get('review_requests', 0))}", f"{int(spent.get('review_tokens', 0))}",
+                      duration(spent.get("review_s", 0.0)))
+    console.print()
+    console.print(table)
 
 
 def print_scores(board: Scoreboard, console: Console, *, final_label: str) -> None:
