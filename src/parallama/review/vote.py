@@ -11,6 +11,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
 from ..scoring import last_number, normalise
+from ..strategies import StrategyName
 from .fallback import ReviewOutcome
 from .synthesize import Synthesize
 
@@ -75,7 +76,7 @@ class SettledVote:
 class Vote:
     """The majority's answer; the reviewer (or the first answer) when there is none."""
 
-    name = "vote"
+    name: StrategyName = "vote"
 
     def cutoff(self) -> SettledVote:
         return SettledVote()
