@@ -178,3 +178,32 @@ def test_run_and_batch_fall_back_from_a_judge_nested_too_deep(tmp_path, servers)
 async def test_serve_falls_back_from_a_judge_nested_too_deep(servers, serve):
     running = await serve(nested_fleet(servers, NESTED["judge"]))
     assert await answers_from_serve(running, "parallama:judge") == ["first answer"] * 2
+
+
+# ---------------------------------------------------------------- what a server answers doctor's probes
+
+class OddTags(FakeServer):
+    """Answers /api/tags with the bytes given: a wrong shape, or JSON nested too deep."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    async def _tags(self, request):
+        from aiohttp import web
+
+        return web.Response(body=self.body, content_type="application/json")
+
+
+@pytest.mark.parametrize("body,why", [
+    (b'{"models": "x"}', "models: Input should be a valid array"),
+    (b'{"models": [{"name": 5}]}', "models.0.name: Input should be a valid string"),
+    (b'{"models": ' + b"[" * DEEP + b"]" * DEEP + b"}", "recursion limit exceeded"),
+])
+def test_doctor_says_a_probe_answer_is_unusable_instead_of_crashing(tmp_path, body, why):
+    with OddTags(body) as odd:
+        write_config(tmp_path / "c.json", {"worker_agents": [worker(odd, "m")]})
+        result = invoke("doctor", "-c", "c.json", "--ram", "64", "--vram", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    line = next(line for line in result.stdout.splitlines() if "no usable answer" in line)
+    assert why in line, line

@@ -6,15 +6,52 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, TypeVar
 
 import aiohttp
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from .backends.transport import TransportErrors
 from .errors import AgentTimeout, BackendError, HTTPStatus, Unreachable
 from .redact import Redactor
 
 PROBE_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+class _Version(TypedDict, total=False):
+    version: str
+
+
+class _Model(TypedDict, total=False):
+    name: str
+    model: str
+    size: int
+    "Bytes in memory (/api/ps)."
+
+
+class _Models(TypedDict, total=False):
+    """Ollama's /api/tags and /api/ps."""
+
+    models: List[_Model]
+
+
+class _Served(TypedDict, total=False):
+    id: str
+
+
+class _Listing(TypedDict, total=False):
+    """An OpenAI-compatible /v1/models."""
+
+    data: List[_Served]
+
+
+# What a server answers is typed where it is read, like every chunk of a chat: a wrong shape (or JSON nested too
+# deep) is a ValueError here, "no usable answer", never a crash further on.
+_VERSION, _MODELS, _LISTING = TypeAdapter(_Version), TypeAdapter(_Models), TypeAdapter(_Listing)
+_SHOW: TypeAdapter[Dict[str, Any]] = TypeAdapter(Dict[str, Any])
 
 
 @dataclass
@@ -60,15 +97,15 @@ async def probe_server(session: aiohttp.ClientSession, url: str, protocol: str, 
         with _transport(url, headers):
             started = time.perf_counter()
             if protocol == "ollama":
-                version = await _get(session, url + "/api/version", headers)
+                version = await _get(session, url + "/api/version", headers, _VERSION)
                 probe.latency_ms = (time.perf_counter() - started) * 1000
-                probe.version = str(version.get("version", "?"))
-                tags = await _get(session, url + "/api/tags", headers)
+                probe.version = version.get("version", "?")
+                tags = await _get(session, url + "/api/tags", headers, _MODELS)
                 probe.models = [m.get("name") or m.get("model", "") for m in tags.get("models", [])]
                 probe.reachable = True
                 await _details(session, url, headers, probe, models)
             else:
-                listing = await _get(session, url + "/models", headers)  # url is the .../v1 base here
+                listing = await _get(session, url + "/models", headers, _LISTING)  # url: the .../v1 base here
                 probe.latency_ms = (time.perf_counter() - started) * 1000
                 probe.models = [m.get("id", "") for m in listing.get("data", [])]
                 probe.version = "OpenAI-compatible"
@@ -84,8 +121,17 @@ async def probe_server(session: aiohttp.ClientSession, url: str, protocol: str, 
         probe.reachable = probe.reachable or not isinstance(exc, (Unreachable, AgentTimeout))
         probe.error, probe.hint = exc.cause, exc.hint
     except ValueError as exc:
-        probe.error = f"no usable answer: {type(exc).__name__} {exc}".strip()
+        probe.error = f"no usable answer: {_why(exc)}"
     return probe
+
+
+def _why(exc: ValueError) -> str:
+    """What was wrong with an answer, in a line: the first field of the wrong type, or why it is not JSON."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{where}: {error['msg']}" if where else error["msg"]
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _transport(url: str, headers: Mapping[str, str]) -> TransportErrors:
@@ -98,12 +144,12 @@ async def _details(session: aiohttp.ClientSession, url: str, headers: dict[str, 
                    models: list[str]) -> None:
     """What is loaded (/api/ps) and each model's details (/api/show): helpful for sizing, not needed to run, so a
     failure here is a note and the server stays usable."""
-    async def ask(path: str, what: str, body: dict | None = None) -> dict | None:
+    async def ask(path: str, what: str, adapter: TypeAdapter[Any], body: dict | None = None) -> Any:
         try:
             with _transport(url, headers):
                 if body is None:
-                    return await _get(session, url + path, headers)
-                return await _post(session, url + path, body, headers)
+                    return await _get(session, url + path, headers, adapter)
+                return await _post(session, url + path, body, headers, adapter)
         except AgentTimeout:
             probe.notes.append(f"{path} did not answer {what}within {PROBE_TIMEOUT_S:g} s")
         except HTTPStatus as exc:
@@ -115,8 +161,8 @@ async def _details(session: aiohttp.ClientSession, url: str, headers: dict[str, 
         return None
 
     present = [m for m in models if probe.has_model(m)]
-    ps, *shown = await asyncio.gather(ask("/api/ps", ""),
-                                      *(ask("/api/show", f"for {m} ", {"model": m}) for m in present))
+    ps, *shown = await asyncio.gather(ask("/api/ps", "", _MODELS),
+                                      *(ask("/api/show", f"for {m} ", _SHOW, {"model": m}) for m in present))
     if ps is not None:
         probe.loaded = {m.get("name") or m.get("model", ""): int(m.get("size") or 0) for m in ps.get("models", [])}
     for model, details in zip(present, shown):
@@ -131,19 +177,19 @@ async def probe_servers(targets: Sequence[tuple[str, str, list[str], Mapping[str
         return list(await asyncio.gather(*(probe_server(session, u, p, m, h) for u, p, m, h in targets)))
 
 
-async def _get(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str]) -> dict:
-    return await _json(session.get(url, headers=headers), url)
+async def _get(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], adapter: TypeAdapter[T]) -> T:
+    return await _read(session.get(url, headers=headers), url, adapter)
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: dict, headers: Mapping[str, str]) -> dict:
-    return await _json(session.post(url, json=body, headers=headers), url)
+async def _post(session: aiohttp.ClientSession, url: str, body: dict, headers: Mapping[str, str],
+                adapter: TypeAdapter[T]) -> T:
+    return await _read(session.post(url, json=body, headers=headers), url, adapter)
 
 
-async def _json(request, url: str) -> dict:
+async def _read(request, url: str, adapter: TypeAdapter[T]) -> T:
+    """The answer as `adapter`'s type; ValueError (pydantic's ValidationError is one) when it is not that."""
     async with request as response:
         if response.status >= 400:
             raise HTTPStatus(f"HTTP {response.status} from {url}", status_code=response.status, url=url)
-        data = await response.json(content_type=None)
-    if not isinstance(data, dict):
-        raise ValueError(f"{url} did not answer with a JSON object")
-    return data
+        raw = await response.read()
+    return adapter.validate_json(raw)
