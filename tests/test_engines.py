@@ -82,6 +82,12 @@ def test_up_status_down_ollama_instances(stand_in, tmp_path):
     ran = invoke("run", "hi", "-c", "fleet.json", "--json")
     assert ran.exit_code == 0, ran.stderr
     assert json.loads(ran.stdout)["final_source"] == "review"
+    # Workers that differ (system prompt, temperature, seed), each with a token cap: copies would answer alike.
+    workers = config["worker_agents"]
+    assert len({w["system"] for w in workers}) == 2 and all(w["system"] for w in workers)
+    assert len({(w["options"]["temperature"], w["options"]["seed"]) for w in workers}) == 2
+    assert all(w["options"]["num_predict"] > 0 for w in workers)
+    assert config["reviewer_agent"]["options"]["num_predict"] > 0
 
     pids = [r["pid"] for r in records]
     result = invoke("down", "--all")
@@ -311,3 +317,19 @@ def test_pull_sends_a_url_password_but_never_shows_it(server):
     assert "s3cret-pw" not in result.stderr + result.stdout and server.url in result.stderr
     [request] = server.requests
     assert request.headers["Authorization"].startswith("Basic ")
+
+
+def test_plain_workers_are_copies_and_need_write_config(tmp_path):
+    from parallama.engines.fleet_config import fleet_config
+    from parallama.engines.state import Instance
+
+    instances = [Instance(engine="ollama", pid=1, host="127.0.0.1", port=p, model="llama3.2:1b", log="x.log")
+                 for p in (11434, 11435, 11436, 11437, 11438)]
+    shaped = fleet_config(instances)["worker_agents"]
+    assert len({(w["system"], w["options"]["temperature"], w["options"]["seed"]) for w in shaped}) == 5
+    assert shaped[0]["name"] == "Worker A (careful)" and shaped[4]["options"]["seed"] != shaped[0]["options"]["seed"]
+    plain = fleet_config(instances, plain=True)
+    assert all(set(w) == {"name", "api_url", "model"} for w in plain["worker_agents"])
+    assert "options" not in plain["reviewer_agent"]
+    result = invoke("up", "--engine", "ollama", "--plain-workers")
+    assert result.exit_code == 2 and "--plain-workers shapes the config --write-config writes" in result.stderr

@@ -22,20 +22,13 @@ from .config import fleet_from_dict
 from .fleet import Fleet
 from .demo_model import ALIAS, model_path
 from .engines.state import Instance, InstanceStore
+from .personas import Persona, persona_options
 
 if TYPE_CHECKING:
     from .engines.instances import BusyPort, StartReport
 
 WORKERS = 3
 BASE_PORT = 8080
-
-
-@dataclass(frozen=True)
-class Persona:
-    name: str
-    system: str
-    temperature: float
-    seed: int
 
 
 PERSONAS = [
@@ -54,9 +47,7 @@ REVIEWER_MAX_TOKENS = 256
 def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
     """Three workers with different system prompts and temperatures, the reviewer on the first instance."""
     def agent(persona: Persona, instance: Instance, max_tokens: int, timeout: float) -> dict:
-        options = {"temperature": persona.temperature, "num_predict": max_tokens}
-        if seeded:
-            options["seed"] = persona.seed
+        options = persona_options(persona, max_tokens, seeded=seeded)
         return {"name": persona.name, "api_url": instance.api_url, "model": ALIAS, "system": persona.system,
                 "timeout": timeout, "options": options}
 

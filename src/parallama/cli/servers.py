@@ -49,9 +49,14 @@ def _default_engine() -> str:
 @click.option("--strict-ports", is_flag=True, help="Fail (exit 2) on a busy port instead of moving on.")
 @click.option("--ready-timeout", type=Number(min=0, min_open=True), default=120.0, show_default=True,
               metavar="SECONDS", help="How long to wait for each instance to answer.")
-@click.option("--write-config", type=click.Path(dir_okay=False), help="Write a config whose workers use the instances.")
+@click.option("--write-config", type=click.Path(dir_okay=False),
+              help="Write a config whose workers use the instances, each with its own system prompt, temperature "
+                   "and seed, and a token cap (copies that answer alike gain nothing).")
+@click.option("--plain-workers", is_flag=True,
+              help="With --write-config: workers that are plain copies of the model (no system prompt, no options).")
 def up(engine: str | None, count: int, base_port: int | None, model: str | None, threads: int | None,
-       parallel: int, host: str, strict_ports: bool, ready_timeout: float, write_config: str | None) -> None:
+       parallel: int, host: str, strict_ports: bool, ready_timeout: float, write_config: str | None,
+       plain_workers: bool) -> None:
     """Start N server instances on free ports and wait until each answers."""
     with user_errors():
         from ..engines import engine_named
@@ -63,6 +68,8 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
             raise UsageError("llama.cpp's server takes one request at a time: use -n for more instances")
         if write_config and name == "ollama" and not model:
             raise UsageError("--write-config needs --model with the ollama engine (the model the workers use)")
+        if plain_workers and not write_config:
+            raise UsageError("--plain-workers shapes the config --write-config writes: add --write-config FILE")
         if write_config:
             check_writable(write_config, "--write-config")
         warning = exposure_warning(host)
@@ -98,7 +105,7 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
             from ..engines.instances import stop_instances
 
             try:
-                write_file(write_config, json.dumps(fleet_config(report.instances), indent=2) + "\n",
+                write_file(write_config, json.dumps(fleet_config(report.instances, plain=plain_workers), indent=2) + "\n",
                            "--write-config")
             except UsageError:  # it could be written a moment ago: all or nothing, stop what was started
                 stop_instances(report.instances, store=store)

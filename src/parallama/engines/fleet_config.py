@@ -4,19 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..personas import REVIEWER_MAX_TOKENS, WORKER_MAX_TOKENS, persona_for, persona_options
 from .state import Instance
 
 
-def fleet_config(instances: list[Instance], *, reviewer: bool = True) -> dict:
-    """One worker per instance; the reviewer on the first one; slots recorded when an instance has several."""
+def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: bool = False) -> dict:
+    """One worker per instance, each with its own persona (system prompt, temperature, seed) and a token cap, or
+    plain copies of the model (`plain`); the reviewer on the first one; slots recorded when an instance has
+    several."""
     def agent(instance: Instance, name: str) -> dict:
         model = Path(instance.model).stem if instance.engine == "llama-cpp" else instance.model
         return {"name": name, "api_url": instance.api_url, "model": model}
 
+    def worker(i: int, instance: Instance) -> dict:
+        name = f"Worker {chr(ord('A') + i)}" if i < 26 else f"Worker {i + 1}"
+        if plain:
+            return agent(instance, name)
+        persona = persona_for(i)
+        return agent(instance, f"{name} ({persona.name})") | {
+            "system": persona.system, "options": persona_options(persona, WORKER_MAX_TOKENS)}
+
     config: dict = {}
     if reviewer and instances:
         config["reviewer_agent"] = agent(instances[0], "Reviewer") | {"timeout": 120}
-    config["worker_agents"] = [agent(inst, f"Worker {chr(ord('A') + i)}") for i, inst in enumerate(instances)]
+        if not plain:
+            config["reviewer_agent"]["options"] = {"temperature": 0.2, "num_predict": REVIEWER_MAX_TOKENS}
+    config["worker_agents"] = [worker(i, inst) for i, inst in enumerate(instances)]
     slots = {inst.url: {"parallel": inst.parallel} for inst in instances if inst.parallel > 1}
     if slots:
         config["servers"] = slots
