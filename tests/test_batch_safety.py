@@ -332,3 +332,18 @@ def test_a_full_disk_mid_batch_is_one_line_exit_1_and_a_resume_goes_on(tmp_path,
     assert result.exit_code == 0, result.stderr
     assert "dropped its last line, cut off" in result.stderr
     assert sorted(by_id(tmp_path / "out.jsonl")) == [f"q{i:02d}" for i in range(60)]
+
+
+def test_a_line_written_by_hand_with_a_lone_surrogate_escape_is_rescored_without_a_crash(tmp_path, server):
+    import hashlib
+
+    one_worker(tmp_path, server, text="fine")
+    (tmp_path / "in.jsonl").write_text('{"id": "ok", "prompt": "fine", "expected": "x"}\n')
+    line = {"id": "ok", "answered": True, "prompt_sha256": hashlib.sha256(b"fine").hexdigest(), "prompt": "fine",
+            "final": None, "strategy": None, "workers": [{"name": "W", "status": "ok", "content": "half \ud800"}]}
+    (tmp_path / "out.jsonl").write_text(json.dumps(line) + "\n")  # the surrogate as an escape: valid JSON
+    proc = run_process("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "out.jsonl: the expected answer changed for ok: scored again (no model call)" in proc.stderr
+    assert by_id(tmp_path / "out.jsonl")["ok"]["score"]["workers"] == {"W": False}
+    assert server.requests == []

@@ -136,7 +136,7 @@ class ResultsFile(JsonLines):
                 else:
                     if _score_of(line) != _score_wanted(record):
                         line = rescored(line, record)
-                        raw = json.dumps(line, ensure_ascii=False).encode("utf-8")
+                        raw = _encoded(line)
                         results.rescored.append(record.id)
                     results.done[record.id] = line
                 kept.append(raw)
@@ -181,6 +181,15 @@ def rescored(line: dict[str, Any], record: "BatchRecord") -> dict[str, Any]:
     if record.expected is not None and record.match is not None:
         line["score"] = score_line(line, record)
     return line
+
+
+def _encoded(line: dict[str, Any]) -> bytes:
+    """The line as the file holds it; escaped to ASCII when it holds what UTF-8 cannot (a lone surrogate's escape,
+    read back from a line written by hand)."""
+    try:
+        return json.dumps(line, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(line).encode("ascii")
 
 
 def _score_of(line: dict[str, Any]) -> tuple[Any, Any] | None:
