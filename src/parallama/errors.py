@@ -9,6 +9,7 @@
     ├── SetupError            (2)  this machine lacks something: an engine, a free port, a model file, an extra
     │   └── NothingFits       (2)  no fleet fits the memory `recommend` was given
     ├── OutputError           (1)  a batch's output file could not be written mid-run (a full disk); names it
+    ├── SearchError           (2)  a history search the store will not run (too many words)
     ├── StartError            (1)  an instance did not come up; names its log
     ├── HistoryError          (1)  the run history cannot be opened or written; names the database file
     └── BackendError          (1)  one agent's request failed; names the agent, the URL and the cause
@@ -66,6 +67,12 @@ class OutputError(ParallamaError):
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
+
+
+class SearchError(ParallamaError):
+    """A history search the store will not run, such as one of too many words (exit 2; a 400 on serve's page)."""
+
+    exit_code = 2
 
 
 class StartError(ParallamaError):

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypedDict
 
-from .errors import HistoryError, UsageError
+from .errors import HistoryError, SearchError
 from .fleet import Agent, Fleet
 from .events import Event, Failed, Finished, RunEnded, RunStarted
 from .paths import history_db
@@ -198,7 +198,7 @@ class History:
         `prompt_chars`, each prompt is cut to that many characters by SQLite (the rest is never read)."""
         words = list(dict.fromkeys((search or "").split()))
         if len(words) > SEARCH_WORDS:
-            raise UsageError(f"a search takes at most {SEARCH_WORDS} different words, not {len(words)}")
+            raise SearchError(f"a search takes at most {SEARCH_WORDS} different words, not {len(words)}")
         # LIKE ends a pattern at a NUL (so it would match every prompt): such a word is looked for as it is.
         where = " AND ".join("instr(r.prompt, ?) > 0" if "\0" in word else "r.prompt LIKE ? ESCAPE '\\'"
                              for word in words)

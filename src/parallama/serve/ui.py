@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import SearchError
 from ..events import RunEnded
 from ..stages import reviewing
 from .conversation import split
@@ -148,7 +148,7 @@ async def history(request: web.Request) -> web.Response:
     margin = max((len(secret) for secret in redact.secrets), default=0)
     try:
         stored = store.runs(limit, search=request.query.get("q"), prompt_chars=PROMPT_SHOWN + margin)
-    except UsageError as exc:
+    except SearchError as exc:
         raise ApiError(400, str(exc), param="q") from exc
     runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"])[:PROMPT_SHOWN],
              "status": "running" if r["id"] in service.runs else r["status"], "strategy": r["strategy"],
