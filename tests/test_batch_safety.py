@@ -102,6 +102,8 @@ def test_a_last_line_without_its_newline_is_dropped_only_when_it_is_a_result_cut
         assert result.stderr == (f"error: {output} is not empty, and what it holds is not results of parallama "
                                  "batch: choose another -o\n")
         assert (tmp_path / output).read_text() == before
+    result = invoke("batch", "in.jsonl", "-o", "/dev/zero", "-c", "c.json")  # not read for ever to find a line
+    assert result.exit_code == 2 and result.stderr == "error: /dev/zero: not a regular file (for stdout, leave out -o)\n"
     assert server.requests == []
 
 

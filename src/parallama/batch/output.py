@@ -219,8 +219,11 @@ def same_file(a: str | os.PathLike[str] | int, b: str | os.PathLike[str]) -> boo
 
 
 def first_line_is_a_result(path: str | os.PathLike[str]) -> bool | None:
-    """Whether the file's first line is a result line of a batch; None when the file is empty or missing."""
+    """Whether the file's first line is a result line of a batch; None when the file is empty, missing or not a
+    regular file (a device or a pipe could be read for ever)."""
     try:
+        if not Path(path).is_file():
+            return None
         with open(path, "rb") as held:
             first = b""
             while not first.strip():
