@@ -182,17 +182,23 @@ async def test_serve_falls_back_from_a_judge_nested_too_deep(servers, serve):
 
 # ---------------------------------------------------------------- what a server answers doctor's probes
 
-class OddTags(FakeServer):
-    """Answers /api/tags with the bytes given: a wrong shape, or JSON nested too deep."""
+class OddAnswers(FakeServer):
+    """Answers /api/tags, or /api/show, with the bytes given: a wrong shape, or JSON nested too deep."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, *, tags: bytes | None = None, show: bytes | None = None) -> None:
         super().__init__()
-        self.body = body
+        self.tags, self.show = tags, show
 
     async def _tags(self, request):
+        return await super()._tags(request) if self.tags is None else self._odd(self.tags)
+
+    async def _show(self, request):
+        return await super()._show(request) if self.show is None else self._odd(self.show)
+
+    def _odd(self, body: bytes):
         from aiohttp import web
 
-        return web.Response(body=self.body, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
 
 
 @pytest.mark.parametrize("body,why", [
@@ -201,9 +207,27 @@ class OddTags(FakeServer):
     (b'{"models": ' + b"[" * DEEP + b"]" * DEEP + b"}", "recursion limit exceeded"),
 ])
 def test_doctor_says_a_probe_answer_is_unusable_instead_of_crashing(tmp_path, body, why):
-    with OddTags(body) as odd:
+    with OddAnswers(tags=body) as odd:
         write_config(tmp_path / "c.json", {"worker_agents": [worker(odd, "m")]})
         result = invoke("doctor", "-c", "c.json", "--ram", "64", "--vram", "0")
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     line = next(line for line in result.stdout.splitlines() if "no usable answer" in line)
     assert why in line, line
+
+
+@pytest.mark.parametrize("body", [
+    b'{"details": "x"}',
+    b'{"capabilities": "thinking"}',
+    b'{"model_info": {"general.architecture": "llama", "general.parameter_count": 8000000000, '
+    b'"llama.block_count": "x", "llama.attention.head_count": 32, "llama.attention.head_count_kv": 8, '
+    b'"llama.embedding_length": [4096]}}',
+])
+def test_plan_estimates_without_a_show_answer_of_the_wrong_shape(tmp_path, body):
+    with OddAnswers(show=body) as odd:
+        odd.model("llama3:8b")
+        write_config(tmp_path / "c.json", {"worker_agents": [worker(odd, "llama3:8b")]})
+        plan = invoke("plan", "-c", "c.json", "--ram", "64", "--vram", "0", "--json")
+        doctor = invoke("doctor", "-c", "c.json", "--ram", "64", "--vram", "0")
+    assert plan.exit_code == 0 and doctor.exit_code == 0, plan.stderr + doctor.stdout
+    assert "Traceback" not in plan.stderr + doctor.stderr
+    assert json.loads(plan.stdout)["fits"] is True

@@ -114,22 +114,29 @@ def estimate_from_show(model: str, show: dict[str, Any], context: int) -> ModelE
     """From Ollama's /api/show: parameter count and quantization, and the exact KV size from model_info."""
     details = show.get("details") or {}
     info = show.get("model_info") or {}
-    params = info.get("general.parameter_count")
-    params_b = params / 1e9 if isinstance(params, (int, float)) else params_from_text(str(details.get("parameter_size", "")))
+    params = _positive(info.get("general.parameter_count"))
+    params_b = params / 1e9 if params else params_from_text(str(details.get("parameter_size", "")))
     if not params_b:
         return None
     quant = str(details.get("quantization_level") or DEFAULT_QUANT).upper()
     arch = info.get("general.architecture", "")
-    layers = info.get(f"{arch}.block_count")
-    heads = info.get(f"{arch}.attention.head_count")
-    kv_heads = info.get(f"{arch}.attention.head_count_kv") or heads
-    width = info.get(f"{arch}.embedding_length")
+    layers = _positive(info.get(f"{arch}.block_count"))
+    heads = _positive(info.get(f"{arch}.attention.head_count"))
+    kv_heads = _positive(info.get(f"{arch}.attention.head_count_kv")) or heads
+    width = _positive(info.get(f"{arch}.embedding_length"))
     if layers and heads and kv_heads and width:
         kv_kib = 2 * layers * kv_heads * (width / heads) * 2 / 1024
     else:
         kv_kib = kv_kib_guess(params_b)
     return ModelEstimate(model, params_b * BITS_PER_WEIGHT.get(quant, 4.85) / 8, kv_kib * 1024 * context / GB,
                          "server (/api/show)", params_b, quant, context)
+
+
+def _positive(value: Any) -> float | None:
+    """A number the server reported, or None for anything else (a server's `model_info` is not ours to trust)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        return None
+    return value
 
 
 def estimate_from_catalogue(model: str, context: int) -> ModelEstimate | None:

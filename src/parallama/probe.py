@@ -48,10 +48,23 @@ class _Listing(TypedDict, total=False):
     data: List[_Served]
 
 
+class _ShowDetails(TypedDict, total=False):
+    parameter_size: str
+    quantization_level: str
+
+
+class _Show(TypedDict, total=False):
+    """Ollama's /api/show, the parts `plan` reads (`model_info` values are checked where they are read)."""
+
+    details: _ShowDetails
+    model_info: Dict[str, Any]
+    capabilities: List[str]
+
+
 # What a server answers is typed where it is read, like every chunk of a chat: a wrong shape (or JSON nested too
 # deep) is a ValueError here, "no usable answer", never a crash further on.
 _VERSION, _MODELS, _LISTING = TypeAdapter(_Version), TypeAdapter(_Models), TypeAdapter(_Listing)
-_SHOW: TypeAdapter[Dict[str, Any]] = TypeAdapter(Dict[str, Any])
+_SHOW = TypeAdapter(_Show)
 
 
 @dataclass
@@ -167,7 +180,7 @@ async def _details(session: aiohttp.ClientSession, url: str, headers: dict[str, 
         probe.loaded = {m.get("name") or m.get("model", ""): int(m.get("size") or 0) for m in ps.get("models", [])}
     for model, details in zip(present, shown):
         if details is not None:
-            probe.shown[model] = details
+            probe.shown[model] = dict(details)
 
 
 async def probe_servers(targets: Sequence[tuple[str, str, list[str], Mapping[str, str]]]) -> list[ServerProbe]:
