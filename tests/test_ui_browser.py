@@ -366,3 +366,26 @@ def test_a_screenshot_of_a_finished_run(page, servers):
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert (width, height) == (1280, 800)
     print(f"screenshot: {shot}")
+
+
+def test_a_vote_shows_its_tally_and_the_cut_workers_as_cut_not_failed(page):
+    with FakeServer() as fake:
+        fake.model("a", latency=0.2, text="The answer is 42.")
+        fake.model("b", latency=0.3, text="42")
+        fake.model("c", latency=8.0, tokens=40, text="Perhaps 41 " * 8)
+        fake.model("rev", latency=0.1, text="42.")
+        config = {"worker_agents": [worker(fake, m, name=m.upper()) for m in "abc"],
+                  "reviewer_agent": worker(fake, "rev", name="Rev"), "servers": {fake.url: {"parallel": 4}}}
+        with ServeThread(config) as served:
+            page.open(served).ask("6 × 7?", strategy="vote")
+            page.wait_until_done()
+            assert page.badge("C") == "cut" and page.badge("A") == "done"
+            assert "cut: 2 of 3 agreed" in page.text('.card[data-agent="C"] .error-line')
+            assert page.all('.card.state-cut[data-agent="C"]') and not page.all('.card.state-failed')
+            assert page.all('.tl-row[data-agent="C"] .tl-bar.cut')
+            source = page.text("#final-source")
+            assert source.startswith("the majority's answer (a vote) · partial: C cut")
+            assert page.text("#final-body") == "The answer is 42."
+            votes = page.text("#verdict")
+            assert votes.lower().startswith("votes") and "42 2" in votes and "A, B" in votes
+            assert page.errors() == []
