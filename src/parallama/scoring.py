@@ -23,7 +23,7 @@ import regex
 
 Match = Literal["exact", "number", "contains", "regex"]
 MATCHES: tuple[str, ...] = get_args(Match)
-REGEX_TIMEOUT_S = 0.25
+REGEX_TIMEOUT_S = 0.1
 """The most one regex match may take. A sane pattern needs well under a millisecond on an answer; a catastrophic one
 would hold the batch (and its event loop, so also SIGTERM) for ever. Python's `re` cannot be stopped, so matching
 uses the `regex` module, whose matches take a timeout; its syntax is Python's (and the same answers match)."""
