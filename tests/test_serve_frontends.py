@@ -297,3 +297,21 @@ async def test_ignored_settings_are_named_once_in_the_progress_and_in_the_header
     assert reasoning.count("Not used: temperature, stop (") == 1
     quiet = await openai_client(running).chat.completions.create(model="parallama", messages=ASK)
     assert "Not used" not in quiet.choices[0].message.model_extra["reasoning_content"]
+
+
+async def test_an_agent_model_request_is_a_run_in_api_ps_and_names_what_it_ignores(servers, serve):
+    a, _, _ = servers
+    config = guide_fleet(servers)
+    a.model("m", latency=1.0, tokens=5, text="Alpha says four, slowly.")
+    running = await serve(config)
+    async with aiohttp.ClientSession() as session:
+        title = asyncio.create_task(session.post(running.url + "/api/chat", json={
+            "model": "parallama/a:latest", "messages": ASK, "stream": False, "options": {"temperature": 0.1}}))
+        while not a.requests:
+            await asyncio.sleep(0.01)
+        ps = await (await session.get(running.url + "/api/ps")).json()
+        answered = await title
+        assert answered.headers["X-Parallama-Ignored"] == "options.temperature"
+        assert (await answered.json())["message"]["content"] == "Alpha says four, slowly."
+    [entry] = ps["models"]
+    assert entry["name"] == "parallama/a" and len(entry["runs"]) == 1 and entry["details"]["families"] == ["m"]
