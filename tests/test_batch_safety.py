@@ -124,7 +124,7 @@ def test_lines_written_before_fingerprints_are_still_resumed(tmp_path, server):
 
 
 def test_a_second_batch_cannot_slip_in_while_a_resume_swaps_the_file(tmp_path):
-    """The first batch's rename is held up for 2 s (strace delays the syscall): meanwhile the second batch must be
+    """The first batch's rename is held up for 6 s (strace delays the syscall): meanwhile the second batch must be
     refused, not write into the file that is about to be replaced."""
     if shutil.which("strace") is None:
         pytest.fail("this test needs strace (apt-get install strace; .ci/run installs it)")
@@ -140,7 +140,7 @@ def test_a_second_batch_cannot_slip_in_while_a_resume_swaps_the_file(tmp_path):
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         first = subprocess.Popen(
             ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2",
-             "-e", "inject=rename,renameat,renameat2:delay_enter=2000000",
+             "-e", "inject=rename,renameat,renameat2:delay_enter=6000000",
              sys.executable, "-m", "parallama", "batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -150,6 +150,7 @@ def test_a_second_batch_cannot_slip_in_while_a_resume_swaps_the_file(tmp_path):
                 time.sleep(0.01)
             time.sleep(0.3)
             second = run_process("batch", "other.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
+            assert list(tmp_path.glob(".out.jsonl.*.tmp")), "the second batch ended after the swap: nothing tested"
             assert first.wait(30) == 0, first.communicate()
         finally:
             if first.poll() is None:
