@@ -207,3 +207,21 @@ def test_a_busy_process_does_not_starve_another(tmp_path):
     assert result["queued_s"] < 1.5
     assert served_before_it < 25 and len(fake.requests) == 31
     assert fake.max_in_flight == 1
+
+
+def test_a_wrong_slot_store_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    from conftest import invoke
+
+    with FakeServer() as fake:
+        fake.model("w", text="x")
+        one_worker(tmp_path, fake, timeout=5, slot_store="http://user:hunter2pw@cache:6379")
+        in_config = invoke("run", "q", "-c", "c.json", "--no-history")
+        one_worker(tmp_path, fake, timeout=5)
+        monkeypatch.setenv("PARALLAMA_SLOT_STORE", "shared")
+        in_env = invoke("run", "q", "-c", "c.json", "--no-history")
+    assert in_config.exit_code == 2 and "hunter2pw" not in in_config.output
+    assert in_config.stderr.strip() == ("error: c.json: slot_store: 'http://cache:6379' is not a slot store: use "
+                                        "\"local\" (this machine, the default), \"none\" (this process only) or a "
+                                        "Redis URL like \"redis://host:6379/0\"")
+    assert in_env.exit_code == 2 and in_env.stderr.startswith("error: PARALLAMA_SLOT_STORE: 'shared' is not")
+    assert not fake.requests
