@@ -80,3 +80,27 @@ async def test_a_cancelled_waiter_leaves_the_queue(tmp_path):
     assert stayer.counts()[0] == 1
     for each in (one, two, three):
         await each.aclose()
+
+
+async def test_a_lease_is_renewed_while_its_request_runs(tmp_path):
+    server = fakeredis.FakeServer()
+    holder = await store(server, tmp_path, "holder", lease_s=0.3, renew_s=0.1)
+    other = await store(server, tmp_path, "other")
+    held = holder.slots_for(SERVER, 1)
+    await held.acquire()
+    waiting = asyncio.create_task(other.slots_for(SERVER, 1).acquire())
+    await asyncio.sleep(1.2)  # four lease lengths: renewed all along
+    assert not waiting.done()
+    held.release()
+    await asyncio.wait_for(waiting, 2)
+    await holder.aclose()
+    await other.aclose()
+
+
+def test_a_loopback_server_is_this_hosts_own_in_redis():
+    import socket
+
+    from parallama.slots.redis_store import server_key
+
+    assert server_key("http://localhost:11434") == f"http://localhost:11434@{socket.gethostname()}"
+    assert server_key("http://gpu1:11434") == "http://gpu1:11434"
