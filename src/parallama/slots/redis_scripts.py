@@ -1,0 +1,80 @@
+"""The Lua scripts of the Redis slot store, each run atomically by Redis with its own clock (`TIME`).
+
+Keys of one server: `held` (leases: a sorted set scored by expiry, ms), `queue` (waiting tickets scored by arrival),
+`alive` (waiting tickets scored by expiry), `seq` (the arrival counter), `gates` (a hash: each process's requests
+waiting at its own gate, with an expiry), and the `freed` channel.
+"""
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_PURGE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, ticket in ipairs(dead) do redis.call('ZREM', KEYS[2], ticket) end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
+local others = 0
+local gates = redis.call('HGETALL', KEYS[5])
+for i = 1, #gates, 2 do
+  local n, until_ = string.match(gates[i + 1], '(%d+):(%d+)')
+  if tonumber(until_) < now then redis.call('HDEL', KEYS[5], gates[i])
+  elseif gates[i] ~= ARGV[4] then others = others + tonumber(n) end
+end
+"""
+
+ACQUIRE = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates; ARGV: ticket, slots, lease ms, process id
+local expiry = now + tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then  -- a release handed it this slot already
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  return {1, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
+end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+local held = redis.call('ZCARD', KEYS[1])
+local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+if held + rank < tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  return {1, held + 1, redis.call('ZCARD', KEYS[2]), others}
+end
+redis.call('ZADD', KEYS[3], expiry, ARGV[1])
+return {0, held, redis.call('ZCARD', KEYS[2]), others}
+"""
+
+RELEASE = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates, channel; ARGV: lease or ticket, slots, lease ms, process id
+-- The freed slots go straight to the first tickets in the queue; the channel names them.
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local granted = {}
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free > 0 then
+  local expiry = now + tonumber(ARGV[3])
+  for _, ticket in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
+    redis.call('ZREM', KEYS[2], ticket)
+    redis.call('ZREM', KEYS[3], ticket)
+    redis.call('ZADD', KEYS[1], expiry, ticket)
+    granted[#granted + 1] = ticket
+  end
+end
+redis.call('PUBLISH', KEYS[6], table.concat(granted, ' '))
+return granted
+"""
+
+RENEW = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates; ARGV: -, -, lease ms, process id, gate waiting, leases..., '|', tickets...
+local expiry = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[4], ARGV[5] .. ':' .. expiry)
+local key = KEYS[1]
+for i = 6, #ARGV do
+  if ARGV[i] == '|' then key = KEYS[3]
+  else redis.call('ZADD', key, 'XX', expiry, ARGV[i]) end
+end
+return {0, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
+"""
