@@ -30,12 +30,19 @@ if not llama_cpp_available() and not os.environ.get("CI"):
 
 
 def llama_servers() -> list[psutil.Process]:
-    """llama.cpp server processes started from this test's state directory's runs."""
+    """llama.cpp server processes started by this test's runs: they inherited its `PARALLAMA_HOME` (servers that
+    other suites on the machine run at the same time are not this test's business)."""
+    home = os.environ["PARALLAMA_HOME"]
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         cmd = proc.info["cmdline"] or []
-        if "llama_cpp.server" in cmd and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc)
+        if "llama_cpp.server" not in cmd or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if proc.environ().get("PARALLAMA_HOME") == home:
+                found.append(proc)
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
     return found
 
 
