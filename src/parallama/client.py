@@ -21,6 +21,7 @@ from .config import ConfigLike, as_fleet
 from .events import ALONE, WORKERS, Event, EventSink, RunEnded, RunStarted
 from .fleet import secrets_of
 from .gates import Gate, ServerLoad, gate_for
+from .history import History, HistoryWriter
 from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 from .slots import SlotStore, close_store, open_store
@@ -29,7 +30,6 @@ from .strategies import check_strategy
 
 if TYPE_CHECKING:
     from .fleet import Agent
-    from .history import History, HistoryWriter
 
 
 class FleetClient:
@@ -57,8 +57,6 @@ class FleetClient:
         self._state = "open"
         try:
             if self._history is not False:  # first: a HistoryError here leaves nothing open
-                from .history import History, HistoryWriter
-
                 store = self._owned_store = History() if self._history is True else None
                 self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
                 self._unsubscribe_writer = self.subscribe(self._writer)
