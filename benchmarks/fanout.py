@@ -5,7 +5,8 @@
 Scenarios (the core issue's targets: ≤ 1.02 and ≤ 1.05, and less client CPU than a bare asyncio.gather over
 ollama.AsyncClient, which `pip install -r benchmarks/requirements.txt` brings):
   three:  3 workers on 3 one-slot servers (1.0 / 0.8 / 0.9 s, 50 tokens each) + a reviewer (0.5 s) on the first
-  wide:   64 workers on 8 servers × 8 slots, 100 tokens each in 1.0 s, no reviewer
+  wide:   64 workers on 8 servers × 8 slots, 100 tokens each in 1.0 s, no reviewer; again with every event
+          folded by a RunTracker (what the terminal view, serve and the page pay on top)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_fleet import FakeFleet  # noqa: E402
 
 import parallama  # noqa: E402
+from parallama.result import FinalSource  # noqa: E402
 
 
 def measure(coro_factory, repeat: int) -> dict:
@@ -46,7 +48,7 @@ def scenario_three(repeat: int) -> dict:
 
         async def job():
             result = await parallama.run("hi", config)
-            assert result.final_source == "review", result
+            assert result.final_source == FinalSource("review"), result
 
         asyncio.run(job())  # warm-up: imports, first connections
         stats = measure(job, repeat)
@@ -72,6 +74,14 @@ def scenario_wide(repeat: int, *, with_ollama: bool) -> list[dict]:
         rows.append({"scenario": "64 workers / 8 servers × 8 slots (parallama)", "ideal_s": latency, **stats,
                      "makespan_over_ideal": stats["makespan_s"] / latency, "target": 1.05,
                      "cpu_ms_per_chunk": stats["cpu_s"] / chunks * 1000})
+
+        async def folded():  # what every view pays: the run's events folded into rows as they come
+            await parallama.run("hi", config, on_event=parallama.RunTracker())
+
+        stats = measure(folded, repeat)
+        rows.append({"scenario": "64 workers / 8 servers × 8 slots (parallama, events into a RunTracker)",
+                     "ideal_s": latency, **stats, "makespan_over_ideal": stats["makespan_s"] / latency,
+                     "target": 1.05, "cpu_ms_per_chunk": stats["cpu_s"] / chunks * 1000})
         if with_ollama:
             import ollama
 

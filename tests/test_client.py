@@ -12,6 +12,7 @@ from fakes import FakeServer
 
 from parallama import FleetClient, run
 from parallama.events import Queued, RunEnded, RunStarted
+from parallama.result import FinalSource
 
 LATENCY = 0.15
 
@@ -37,7 +38,7 @@ async def test_eight_concurrent_runs_through_one_client_never_overload_a_one_slo
     # The gate counts what it let through and how long its slot was held: busy nearly all the time.
     assert load.served == 16 and (load.in_flight, load.waiting) == (0, 0)
     assert 0.8 * wall < load.busy_s <= wall
-    assert all(r.final is not None and r.final_source == "review" for r in results)
+    assert all(r.final is not None and r.final_source == FinalSource("review") for r in results)
     assert not [w for r in results for w in r.workers if not w.ok]  # no spurious timeout: it starts when sent
     # Waiting is reported as queued: run k waits behind the k earlier runs' workers and reviewers.
     queued = [r.workers[0].queued_s for r in results]

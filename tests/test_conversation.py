@@ -8,6 +8,7 @@ from conftest import invoke, worker
 from fakes import FakeServer
 from parallama import FleetClient, run
 from parallama.history import History, HistoryWriter
+from parallama.result import FinalSource
 
 CONTEXT = [
     {"role": "system", "content": "Answer in French."},
@@ -49,7 +50,7 @@ async def test_the_judge_and_later_rounds_read_it_too(server):
     config = fleet(server, "judge")
     config["review"]["rounds"] = 2
     result = await run("Another one?", config, context=CONTEXT)
-    assert result.final_source == "judge:A"
+    assert result.final_source == FinalSource("judge", "A")
     second_round = [r for r in server.requests if r.model == "w"][1]
     judge = next(r for r in server.requests if r.model == "judge")
     for request in (second_round, judge):

@@ -9,6 +9,7 @@ import pytest
 from conftest import invoke, worker, write_config
 from fakes import free_port
 from parallama import run
+from parallama.result import FinalSource
 
 FAULTS = [
     ("404", "model_not_found", "ollama pull"),
@@ -82,7 +83,7 @@ async def test_reviewer_failure_falls_back_to_first_successful_worker(servers):
     result = await run("hi", fleet)
     assert result.review is not None and result.review.error_kind == "model_not_found"
     assert result.final == "answer from b"
-    assert result.final_source == "worker:B"
+    assert result.final_source == FinalSource("worker", "B")
     assert any("reviewer failed" in w for w in result.warnings)
     assert result.answered
 
@@ -108,7 +109,7 @@ async def test_reviewer_gets_every_successful_answer_labelled(servers):
              "worker_agents": [worker(a, "m", name="Worker A"), worker(b, "m", name="Worker B"),
                                worker(c, "m", name="Worker C")]}
     result = await run("What is the capital of France?", fleet)
-    assert result.final == "Paris." and result.final_source == "review"
+    assert result.final == "Paris." and result.final_source == FinalSource("review")
     review_request = next(r for r in c.requests if r.model == "judge")
     text = "\n".join(m["content"] for m in review_request.messages)
     assert "What is the capital of France?" in text

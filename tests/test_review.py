@@ -13,6 +13,7 @@ from fakes import FakeServer, free_port
 from parallama import run
 from parallama.review import council, judge
 from parallama.result import AgentResult
+from parallama.result import FinalSource
 
 QUALITY = {"Alpha": 3, "Beta": 9, "Gamma": 6, "Delta": 1}
 
@@ -143,7 +144,7 @@ def results(*names: str) -> list[AgentResult]:
      '{"response": "a", "score": 8.0, "reason": "y"}]}\n```', [8, 7]),
 ])
 def test_judge_parses_good_output(reply, scores):
-    assert [s.score for s in judge.parse(reply, results("X", "Y"))] == scores
+    assert [s["score"] for s in judge.parse(reply, results("X", "Y"))] == scores
 
 
 @pytest.mark.parametrize("reply,words", [
@@ -169,7 +170,7 @@ async def test_judge_scores_and_picks_the_best(servers):
     config = {"reviewer_agent": {"name": "Judge", "api_url": c.url, "model": "judge"},
               "worker_agents": [worker(a, "m", name="W1"), worker(b, "m", name="W2")]}
     result = await run("task", config, strategy="judge")
-    assert result.final == "A complete, correct answer." and result.final_source == "judge:W2"
+    assert result.final == "A complete, correct answer." and result.final_source == FinalSource("judge", "W2")
     assert result.scores == [{"name": "W1", "score": 5, "reason": "too short"},
                              {"name": "W2", "score": 9, "reason": "complete and correct"}]
     request = c.requests[0]
@@ -186,7 +187,7 @@ async def test_judge_retries_once_with_a_stricter_prompt(servers):
     config = {"reviewer_agent": {"api_url": c.url + "/v1", "model": "judge"},
               "worker_agents": [worker(a, "m"), worker(b, "m", name="second")]}
     result = await run("task", config, strategy="judge")
-    assert result.final == "two" and result.final_source == "judge:second"
+    assert result.final == "two" and result.final_source == FinalSource("judge", "second")
     first, retry = c.requests
     assert first.body["response_format"]["type"] == "json_schema"
     assert "response_format" not in retry.body  # the retry does not rely on structured output
@@ -203,7 +204,7 @@ async def test_judge_on_a_server_without_structured_output(servers, path):
     config = {"reviewer_agent": {"api_url": c.url + path, "model": "judge"},
               "worker_agents": [worker(a, "m", name="first"), worker(b, "m")]}
     result = await run("task", config, strategy="judge")
-    assert result.final_source == "judge:first" and result.review_attempts == []
+    assert result.final_source == FinalSource("judge", "first") and result.review_attempts == []
     refused, plain = c.requests
     assert ("format" in refused.body) or ("response_format" in refused.body)
     assert "format" not in plain.body and "response_format" not in plain.body
@@ -217,7 +218,7 @@ async def test_judge_unreadable_twice_falls_back(servers):
     config = {"reviewer_agent": {"api_url": c.url, "model": "judge"}, "worker_agents": [worker(a, "m", name="F"),
                                                                                           worker(b, "m")]}
     result = await run("task", config, strategy="judge")
-    assert result.final == "first answer" and result.final_source == "worker:F"
+    assert result.final == "first answer" and result.final_source == FinalSource("worker", "F")
     assert result.review_attempts[0].error_kind == "unreadable"
     assert len(c.requests) == 2
 
@@ -232,7 +233,7 @@ async def test_reviewer_list_is_tried_in_order(servers):
                                  {"name": "R3", "api_url": c.url, "model": "good"}],
               "worker_agents": [worker(a, "m")]}
     result = await run("task", config)
-    assert result.final == "reviewed" and result.final_source == "review" and result.review.name == "R3"
+    assert result.final == "reviewed" and result.final_source == FinalSource("review") and result.review.name == "R3"
     assert [r.name for r in result.review_attempts] == ["R1", "R2"]
     assert [r.error_kind for r in result.review_attempts] == ["unreachable", "model_not_found"]
     assert b.requests[0].arrived < c.requests[0].arrived
@@ -242,7 +243,7 @@ async def test_every_reviewer_failing_falls_back_to_the_best_ranked(council_flee
     fake, config = council_fleet
     config["reviewer_agent"] = [worker(fake, "gone1", name="R1"), worker(fake, "gone2", name="R2")]
     result = await run("task", config, seed=3)
-    assert result.final_source == "worker:Beta"  # best in the Borda count, not the first in config order
+    assert result.final_source == FinalSource("worker", "Beta")  # best in the Borda count, not the first in config order
     assert any("every reviewer (2) failed" in w and "best-scored" in w for w in result.warnings)
 
 

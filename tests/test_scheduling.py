@@ -10,6 +10,7 @@ import pytest
 from conftest import worker
 from fakes import FakeServer
 from parallama import run
+from parallama.result import FinalSource
 
 
 async def test_three_servers_run_together_not_one_after_another(servers):
@@ -77,7 +78,7 @@ async def test_reviewer_waits_for_its_slot_behind_nothing_and_runs_after_workers
     result = await run("hi", fleet)
     review_request = next(r for r in a.requests if r.model == "big")
     assert review_request.arrived >= max(f.requests[0].ended for f in servers)
-    assert result.final_source == "review"
+    assert result.final_source == FinalSource("review")
 
 
 async def test_deadline_bounds_the_run_and_marks_unfinished_as_timeout():

@@ -17,6 +17,8 @@ _EXPORTS = {
     "Server": "parallama.fleet",
     "RunResult": "parallama.result",
     "AgentResult": "parallama.result",
+    "FinalSource": "parallama.result",
+    "RunTracker": "parallama.tracker",
     "ParallamaError": "parallama.errors",
     "ConfigError": "parallama.errors",
     "BackendError": "parallama.errors",
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from .config import load_config
     from .errors import BackendError, ConfigError, ParallamaError
     from .fleet import Agent, Fleet, Server
-    from .result import AgentResult, RunResult
+    from .result import AgentResult, FinalSource, RunResult
+    from .tracker import RunTracker
     from .client import FleetClient
     from .oneshot import run, run_sync
 

@@ -384,7 +384,7 @@ class RunRecorder:
             self.db.execute(
                 "UPDATE runs SET status = 'complete', ended_at = ?, final = ?, final_source = ?, wall_s = ?, "
                 "warnings = ?, details = ? WHERE id = ?",
-                (time.time(), self._clean(result.final), result.final_source, result.wall_s,
+                (time.time(), self._clean(result.final), _text(result.final_source), result.wall_s,
                  self._clean(json.dumps(result.warnings)), self._clean(json.dumps(details)), self.id))
 
     def interrupted(self) -> None:
@@ -437,3 +437,7 @@ class HistoryWriter:
                 recorder.interrupted()
             else:
                 recorder.finish(event.result)
+
+
+def _text(source: object | None) -> str | None:
+    return str(source) if source is not None else None

@@ -11,6 +11,50 @@ if TYPE_CHECKING:
 Status = Literal["ok", "error", "timeout", "cut"]
 "`cut`: closed because the stage had heard enough (a quorum, a settled vote); `error` says why."
 
+NO_ANSWER = "no answer: every worker failed"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FinalSource:
+    """Where a run's reply came from: the reviewer (`review`), the workers' majority (`vote`), the judge's
+    best-scored worker (`judge`, agent), a worker's answer because every reviewer failed (`worker`, agent), or, with
+    no review, the workers' answers (`workers`). Written as `review`, `vote`, `judge:<name>`, `worker:<name>`,
+    `workers` in JSON and the history."""
+
+    kind: Literal["review", "vote", "judge", "worker", "workers"]
+    agent: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.agent}" if self.agent is not None else self.kind
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to the same source, and to its written form (`result.final_source == "review"` reads as it did
+        when the source was that string)."""
+        if isinstance(other, FinalSource):
+            return (self.kind, self.agent) == (other.kind, other.agent)
+        if isinstance(other, str):
+            return str(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    @classmethod
+    def read(cls, text: str | None) -> "FinalSource | None":
+        """The source as stored (`judge:<name>` …), read back; None for none or a form this version does not know."""
+        if not text:
+            return None
+        kind, colon, agent = text.partition(":")
+        if kind in ("judge", "worker") and colon:
+            return cls(kind, agent)  # type: ignore[arg-type]
+        if kind in ("review", "vote", "workers") and not colon:
+            return cls(kind)  # type: ignore[arg-type]
+        return None
+
+
+REVIEW_SOURCE = FinalSource("review")
+WORKERS_SOURCE = FinalSource("workers")
+
 
 class JudgeScore(TypedDict):
     """judge: one worker's score and the judge's one-line reason."""
@@ -87,9 +131,9 @@ class RunResult:
     workers: list[AgentResult]
     review: AgentResult | None
     final: str | None
-    final_source: str | None
-    ("`review`, `vote`, `judge:<name>`, `worker:<name>` when the reviewer failed (or a vote had no majority and no "
-     "reviewer), or None.")
+    final_source: FinalSource | None
+    ("The reviewer, the vote's majority, the judge's pick, a worker when every reviewer failed (or a vote had no "
+     "majority and no reviewer); None when there was no review.")
     wall_s: float
     warnings: list[str] = field(default_factory=list)
     strategy: str | None = None
@@ -124,6 +168,46 @@ class RunResult:
             return True
         return self.review is None and any(w.ok for w in self.workers)
 
+    @property
+    def answers(self) -> list[AgentResult]:
+        """The workers' answers (of the last round), in config order."""
+        return [w for w in self.workers if w.ok]
+
+    @property
+    def reply(self) -> str | None:
+        """The answer to give: the final one; with no review, the workers' answers (one alone, several each under
+        a `## name` heading); None when there is none (see `no_answer_reason`)."""
+        if self.final is not None:
+            return self.final
+        if self.review is not None:
+            return None
+        answers = self.answers
+        if len(answers) == 1:
+            return answers[0].content
+        return "\n\n".join(f"## {w.name}\n{w.content.strip()}" for w in answers) if answers else None
+
+    @property
+    def reply_source(self) -> FinalSource | None:
+        """Where `reply` came from: `final_source`, or `workers` for the workers' answers unreviewed."""
+        if self.final is not None:
+            return self.final_source
+        return WORKERS_SOURCE if self.reply is not None else None
+
+    @property
+    def no_answer_reason(self) -> str | None:
+        """Why there is no reply (every worker failed, and how), or None when there is one."""
+        if self.answered:
+            return None
+        if not self.workers:
+            return "no answer"
+        return f"{NO_ANSWER}: " + "; ".join(self.failures)
+
+    @property
+    def failures(self) -> list[str]:
+        """Each worker's failure (of the last round), as its error says it (cause — fix)."""
+        return [w.error or w.status for w in self.workers if not w.ok]
+
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["final_source"] = str(self.final_source) if self.final_source is not None else None
         return data

@@ -93,14 +93,14 @@ def is_correct(answer: str, expected: str, match: Match) -> bool:
     return normalise(answer) == normalise(expected)
 
 
-class _ScoreNotes(TypedDict, total=False):
+class _PromptScoreNotes(TypedDict, total=False):
     gave_up: list[str]
     "Answers the regex gave up on after REGEX_TIMEOUT_S (scored wrong): `final` and workers' names."
     strategies: dict[str, bool | None]
     "`batch --strategies`: each strategy's final answer, by strategy name."
 
 
-class Score(_ScoreNotes):
+class PromptScore(_PromptScoreNotes):
     """One prompt's scores, as written into its output line: True/False, or None for an answer that is missing."""
 
     expected: str
@@ -112,7 +112,7 @@ class Score(_ScoreNotes):
 
 
 def score_answers(expected: str, match: Match, final: str | None, workers: Iterable[tuple[str, str | None]],
-                  strategies: Iterable[tuple[str, str | None]] = ()) -> Score:
+                  strategies: Iterable[tuple[str, str | None]] = ()) -> PromptScore:
     """Score the final answer, each worker's (name, answer or None when it failed) and each compared strategy's
     final answer; an answer the regex gave up on is wrong, and named in `gave_up`."""
     gave_up: list[str] = []
@@ -126,7 +126,7 @@ def score_answers(expected: str, match: Match, final: str | None, workers: Itera
             gave_up.append(who)
             return False
 
-    score = Score(expected=expected, match=match, final=judge("final", final),
+    score = PromptScore(expected=expected, match=match, final=judge("final", final),
                   workers={name: judge(name, answer) for name, answer in workers})
     compared = {name: judge(f"strategy {name}", answer) for name, answer in strategies}
     if compared:
@@ -169,7 +169,7 @@ class Scoreboard:
     strategies: dict[str, Tally] = field(default_factory=dict)
     "`batch --strategies`: each strategy's final answer, over the same worker answers."
 
-    def add(self, score: Score, *, reviewed: bool) -> None:
+    def add(self, score: PromptScore, *, reviewed: bool) -> None:
         for name, verdict in (score.get("strategies") or {}).items():
             self.strategies.setdefault(name, Tally()).add(verdict)
         for name, verdict in score["workers"].items():

@@ -22,7 +22,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 from ..errors import InputError, InputErrors, OutputError
-from ..scoring import Score, score_answers
+from ..scoring import PromptScore, score_answers
 
 if TYPE_CHECKING:
     from ..result import RunResult
@@ -49,7 +49,8 @@ def result_line(record: "BatchRecord", result: "RunResult", compared: Sequence["
 def strategy_entry(run: "StrategyRun") -> dict[str, Any]:
     """One compared strategy in a line: its final answer and where it came from, its review's details, its cost."""
     result = run.result
-    entry: dict[str, Any] = {"final": result.final, "final_source": result.final_source,
+    entry: dict[str, Any] = {"final": result.final, "final_source": str(result.final_source) if result.final_source else None,
+                            
                              "answered": result.answered, "wall_s": result.wall_s, **run.cost()}
     for name in ("tally", "scores", "ranking"):
         if getattr(result, name):
@@ -59,7 +60,7 @@ def strategy_entry(run: "StrategyRun") -> dict[str, Any]:
     return entry
 
 
-def score_line(line: dict[str, Any], record: "BatchRecord") -> Score:
+def score_line(line: dict[str, Any], record: "BatchRecord") -> PromptScore:
     """Score a result line against the record's expected answer: the final answer and each worker's first one."""
     assert record.expected is not None and record.match is not None
     rounds = line.get("earlier_rounds") or []

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from ..scoring import Score, Scoreboard
+from ..scoring import PromptScore, Scoreboard
 from .output import result_line, score_line
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class Batch:
         # Scoring again could cost a regex's time limit per answer: only a score that is missing or stale.
         if fresh and set(written.get("strategies") or ()) != set(line.get("strategies") or ()):  # type: ignore[union-attr]
             fresh = False
-        score: Score = written if fresh else score_line(line, record)  # type: ignore[assignment]
+        score: PromptScore = written if fresh else score_line(line, record)  # type: ignore[assignment]
         self.scoring.add(score, reviewed=line.get("strategy") is not None)
 
     def _add_cost(self, line: dict[str, Any]) -> None:

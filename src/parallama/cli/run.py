@@ -159,14 +159,15 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
 
     from ..client import FleetClient
     from ..report.live import LiveView
-    from ..report.output import ProgressLines, print_result, review_summary
-    from ..report.progress import Progress, summary_line
+    from ..report.lines import ProgressLines, failed_rows, summary_line
+    from ..report.output import print_result, review_summary
+    from ..result import NO_ANSWER
 
     as_json, quiet, review = options.as_json, options.quiet, options.review
     console = Console(stderr=True)
     live = console.is_terminal and not quiet
     if live:
-        view: Progress = LiveView(fleet, console, review=review)
+        view: LiveView | ProgressLines = LiveView(fleet, console, review=review)
     else:
         view = ProgressLines(fleet, review=review, failures_only=quiet)
     with view if isinstance(view, LiveView) else nullcontext():
@@ -179,9 +180,9 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
 
         result = asyncio.run(go())
     if live:
-        for row in view.ended:
-            if row.result and not row.result.ok:
-                sys.stderr.write(summary_line(row.result) + "\n")
+        for row in failed_rows(view.tracker):
+            assert row.result is not None
+            sys.stderr.write(summary_line(row.result) + "\n")
     if not quiet:
         for line in review_summary(result):
             sys.stderr.write(line + "\n")
@@ -189,6 +190,6 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
         sys.stderr.write(f"warning: {warning}\n")
     print_result(result, as_json=as_json, rule=console if live else None)
     if not result.answered:
-        sys.stderr.write("error: no answer: every worker failed\n")
+        sys.stderr.write(f"error: {NO_ANSWER}\n")
         return 1
     return 0

@@ -11,23 +11,35 @@ from rich.table import Table
 from rich.text import Text
 
 from ..fleet import Fleet
-from ..events import REVIEW, WORKERS
+from ..events import REVIEW, WORKERS, Event
 from ..gates import ServerLoad
-from .progress import AgentRow, Progress, tail_text
+from ..redact import Redactor
+from ..tracker import AgentRow, RunTracker
+from .lines import tail_text
 
 _STATE_STYLE = {"waiting": "dim", "queued": "yellow", "thinking": "magenta", "running": "cyan", "done": "green",
                 "failed": "red", "timeout": "red", "cut": "yellow"}
 
 
-class LiveView(Progress):
-    """A Progress that redraws a rich table several times a second while the run goes on."""
+class LiveView:
+    """A rich table of the run's rows (its `RunTracker`'s), redrawn several times a second while the run goes on;
+    the view is the run's event sink."""
 
     def __init__(self, fleet: Fleet, console: Console, *, review: bool = True) -> None:
-        super().__init__(fleet, review=review)
+        self.tracker = RunTracker(fleet, review=review)
+        self.redact = Redactor(fleet.secrets())
+        "Streamed text is raw (results are masked once they end): a tail is masked when it is drawn."
         self.console = console
         self.server_load: Callable[[], dict[str, ServerLoad]] | None = None
         "When set (to `FleetClient.load`), a line under the table shows each server's slots in use and queue."
         self._live = Live(console=console, refresh_per_second=8, get_renderable=self.render, transient=False)
+
+    def __call__(self, event: Event) -> None:
+        self.tracker.feed(event)
+
+    @property
+    def rows(self) -> dict[tuple[str, str], AgentRow]:
+        return self.tracker.rows
 
     def __enter__(self) -> "LiveView":
         self._live.__enter__()

@@ -1,4 +1,5 @@
-"""How a run is shown on the terminal: plain progress lines, the final answer, the JSON, the review summary."""
+"""How a run's outcome is shown on the terminal: the final answer (or the workers' answers), the JSON, the review
+summary."""
 
 from __future__ import annotations
 
@@ -7,24 +8,7 @@ import sys
 
 from rich.console import Console
 
-from ..fleet import Fleet
 from ..result import RunResult
-from .progress import AgentRow, Progress, summary_line
-
-
-class ProgressLines(Progress):
-    """Plain progress for a non-terminal stderr: one line per agent as it ends (only failures when quiet)."""
-
-    def __init__(self, fleet: Fleet, *, review: bool, failures_only: bool) -> None:
-        super().__init__(fleet, review=review)
-        self.failures_only = failures_only
-
-    def on_end(self, row: AgentRow) -> None:
-        assert row.result is not None
-        if row.result.ok and self.failures_only:
-            return
-        sys.stderr.write(summary_line(row.result) + "\n")
-        sys.stderr.flush()
 
 
 def review_summary(result: RunResult) -> list[str]:
@@ -44,13 +28,13 @@ def review_summary(result: RunResult) -> list[str]:
 
 def source_label(result: RunResult) -> str:
     """Where the final answer came from, for people: `reviewer, council`, `judged best: B`, `fallback: A's`."""
-    kind, _, name = (result.final_source or "").partition(":")
-    if kind == "judge":
-        return f"judged best: {name}"
-    if kind == "vote":
+    source = result.final_source
+    if source is not None and source.kind == "judge":
+        return f"judged best: {source.agent}"
+    if source is not None and source.kind == "vote":
         return "majority vote"
-    if kind == "worker":
-        return f"fallback: {name}'s answer"
+    if source is not None and source.kind == "worker":
+        return f"fallback: {source.agent}'s answer"
     return f"reviewer, {result.strategy}" if result.strategy else "reviewer"
 
 
@@ -66,8 +50,10 @@ def print_result(result: RunResult, *, as_json: bool, rule: Console | None = Non
             rule.rule(f"final answer ({source_label(result)}{partial})", style="dim")
         out.write(result.final.rstrip() + "\n")
         return
-    answers = [w for w in result.workers if w.ok]
-    for i, worker in enumerate(answers):
-        if i:
-            out.write("\n")
-        out.write(f"## {worker.name}\n{worker.content.rstrip()}\n")
+    reply = result.reply
+    if reply is None:
+        return
+    answers = result.answers
+    if len(answers) == 1:  # stdout names even a lone worker's answer: nothing else there says whose it is
+        reply = f"## {answers[0].name}\n{reply.strip()}"
+    out.write(reply.rstrip() + "\n")

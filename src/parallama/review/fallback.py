@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from ..events import REVIEW
+from ..result import REVIEW_SOURCE, FinalSource
 
 if TYPE_CHECKING:
     from ..calls import Run
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 @dataclass
 class ReviewOutcome:
     final: str | None = None
-    final_source: str | None = None
+    final_source: FinalSource | None = None
     review: "AgentResult | None" = None
     "The reviewer result that produced the final answer, or the last one tried."
     attempts: list["AgentResult"] = field(default_factory=list)
@@ -60,7 +61,7 @@ async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], l
                                      error=f"{reviewer.name} ({reviewer.endpoint}): unreadable answer, twice: "
                                            f"{first}; then {second}")
         if result.ok:
-            outcome.review, outcome.final, outcome.final_source = result, result.content, "review"
+            outcome.review, outcome.final, outcome.final_source = result, result.content, REVIEW_SOURCE
             return
         outcome.attempts.append(result)
         outcome.review = result
@@ -71,7 +72,7 @@ def finish(outcome: ReviewOutcome, answers: list["AgentResult"], best: str | Non
     if outcome.final is not None or not outcome.attempts:
         return
     chosen = next((a for a in answers if a.name == best), answers[0])
-    outcome.final, outcome.final_source = chosen.content, f"worker:{chosen.name}"
+    outcome.final, outcome.final_source = chosen.content, FinalSource("worker", chosen.name)
     why = "the best-scored" if best else "the first successful"
     failed = "; ".join(a.error or a.status for a in outcome.attempts)
     who = "the reviewer" if len(outcome.attempts) == 1 else f"every reviewer ({len(outcome.attempts)})"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..backends.chunks import read_json
+from ..result import FinalSource, JudgeScore
 from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
@@ -53,13 +54,6 @@ class ScoresUnreadable(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Score:
-    name: str
-    score: int
-    reason: str
-
-
 def labels(n: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(n)]
 
@@ -88,7 +82,7 @@ def with_structured_output(agent: "Agent") -> "Agent":
     return replace(agent, extra_body={**agent.extra_body, **extra})
 
 
-def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
+def parse(text: str, answers: list["AgentResult"]) -> list[JudgeScore]:
     """The scores in answer order; raise ScoresUnreadable when the reply is not the promised shape."""
     match = re.search(r"\{.*\}", text, re.DOTALL)
     if not match:
@@ -100,7 +94,7 @@ def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
     items = data.get("scores") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ScoresUnreadable('no "scores" list')
-    by_label: dict[str, Score] = {}
+    by_label: dict[str, JudgeScore] = {}
     names = dict(zip(labels(len(answers)), answers))
     for item in items:
         if not isinstance(item, dict):
@@ -111,16 +105,17 @@ def parse(text: str, answers: list["AgentResult"]) -> list[Score]:
             raise ScoresUnreadable(f"unknown response {reprlib.repr(response)}")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
             raise ScoresUnreadable(f"score for {label} is not a number from 1 to 10: {reprlib.repr(score)}")
-        by_label[label] = Score(names[label].name, int(round(score)), reason.strip() if isinstance(reason, str) else "")
+        by_label[label] = {"name": names[label].name, "score": int(round(score)),
+                           "reason": reason.strip() if isinstance(reason, str) else ""}
     missing = [label for label in names if label not in by_label]
     if missing:
         raise ScoresUnreadable(f"no score for response {', '.join(missing)}")
     return [by_label[label] for label in names]
 
 
-def best(scores: list[Score]) -> Score:
+def best(scores: list[JudgeScore]) -> JudgeScore:
     """The highest score; ties go to the earlier worker in config order."""
-    return max(scores, key=lambda s: s.score)
+    return max(scores, key=lambda s: s["score"])
 
 
 class Judge:
@@ -134,7 +129,7 @@ class Judge:
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         outcome = ReviewOutcome()
-        scored: list[Score] = []
+        scored: list[JudgeScore] = []
 
         def read(result: "AgentResult") -> None:
             scored[:] = parse(result.content, answers)
@@ -146,8 +141,8 @@ class Judge:
                             read=read, prepare=with_structured_output, retry=retry)
         if outcome.final is not None and scored:
             winner = best(scored)
-            chosen = next(a for a in answers if a.name == winner.name)
-            outcome.final, outcome.final_source = chosen.content, f"judge:{chosen.name}"
-            outcome.scores = [{"name": s.name, "score": s.score, "reason": s.reason} for s in scored]
+            chosen = next(a for a in answers if a.name == winner["name"])
+            outcome.final, outcome.final_source = chosen.content, FinalSource("judge", chosen.name)
+            outcome.scores = list(scored)
         finish(outcome, answers, best=None)
         return outcome

@@ -10,6 +10,7 @@ import random
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
+from ..result import FinalSource
 from ..scoring import last_number, normalise
 from ..strategies import StrategyName
 from .fallback import ReviewOutcome
@@ -87,7 +88,7 @@ class Vote:
         chosen = winner(counts)
         if chosen is not None:
             first = next(a for a in answers if a.name == chosen["workers"][0])
-            return ReviewOutcome(final=first.content, final_source="vote", tally=counts)
+            return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), tally=counts)
         why = "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie"
         if fleet.reviewers:
             outcome = await Synthesize().review(run, fleet, task, answers, until, rng)
@@ -95,6 +96,6 @@ class Vote:
             outcome.warnings.insert(0, f"vote: no majority ({why}); the reviewer synthesized the answers")
             return outcome
         first = answers[0]
-        return ReviewOutcome(final=first.content, final_source=f"worker:{first.name}", tally=counts,
+        return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name), tally=counts,
                              warnings=[f"vote: no majority ({why}) and no reviewer; the final answer is the first "
                                        f"answer, {first.name}'s"])

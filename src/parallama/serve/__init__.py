@@ -2,7 +2,7 @@
 
 `app` builds the aiohttp app and its error and key middlewares; `ollama_api` and `openai_api` hold the routes and
 the wire formats they write; `wire` the requests they accept; `runs` the shared fleet client, the queue bound and
-each request's run (`Reply`); `progress` what a client sees of a run; `models` the model names and their
+each request's run (`Reply`); `narration` what a chat client sees of a run; `models` the model names and their
 descriptions; `conversation` how a chat's messages become a run's context and prompt.
 
     running = await start(load_config("config.json"), ServeOptions(progress="thinking"), port=0)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..events import Delta, Failed, Finished, Thinking
 from ..redact import StreamMask
 from .errors import no_answer_note
-from .progress import CONTENT, REASONING, Piece
+from .narration import CONTENT, REASONING, Piece
 
 if TYPE_CHECKING:
     from ..backends import Message, Tool

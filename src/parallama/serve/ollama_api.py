@@ -14,7 +14,7 @@ from .. import __version__
 from ..backends.tools import ToolCall, new_call_id
 from .alone import AgentAsk, AgentReply
 from .conversation import for_agent, split
-from .progress import CONTENT, REASONING, coalesce
+from .narration import CONTENT, REASONING, coalesce
 from .runs import SERVICE, Ask, Reply
 from .errors import ApiError
 from .wire import (OLLAMA_IGNORED, OllamaChatRequest, OllamaGenerateRequest, OllamaMessage, OllamaShowRequest,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..backends import Message
     from ..fleet import Agent
     from .alone import Tally
+    from .narration import Narrator
     from .runs import Service
 
 API_VERSION = "0.12.6"

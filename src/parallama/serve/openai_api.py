@@ -17,15 +17,16 @@ from aiohttp import web
 from .alone import AgentAsk, AgentReply
 from .conversation import for_agent, split
 from .errors import ApiError
-from .progress import CONTENT, coalesce
+from .narration import CONTENT, coalesce
 from .runs import SERVICE, Ask, Reply
 from .wire import OPENAI_IGNORED, OpenAIChatRequest, OpenAIMessage, ignored_fields, openai_text, parse
 
 if TYPE_CHECKING:
     from ..backends import Message, ToolCall
     from .alone import Tally
-    from .progress import Piece
+    from .narration import Piece
     from .runs import Service
+    from .narration import Narrator
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"

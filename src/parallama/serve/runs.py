@@ -21,7 +21,7 @@ from .conversation import TagGuard
 from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from .errors import ApiError, no_answer_note
 from .models import Catalogue
-from .progress import CONTENT, REASONING, Narrator, Piece
+from .narration import CONTENT, REASONING, Narrator, Piece
 
 T = TypeVar("T")
 
@@ -345,8 +345,8 @@ class Reply:
     def note(self) -> str:
         """Why there is no answer, as content (see `no_answer_note`): each worker's failure and its fix."""
         result = self.narrator.result
-        if result is not None and not any(w.ok for w in result.workers):
-            return no_answer_note("every worker failed", [w.error or w.status for w in result.workers])
+        if result is not None and result.no_answer_reason is not None:
+            return no_answer_note("every worker failed", result.failures)
         return no_answer_note("the run did not finish", [self.narrator.error or "no answer"])
 
     def keepalive_text(self) -> str | None:

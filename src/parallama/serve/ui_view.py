@@ -13,8 +13,9 @@ The page's events, each with `type`:
   thinking stage, agent, text                         (a piece of a reasoning model's thinking)
   ended    t, stage, agent, status, content, html, error, error_kind, queued_s, elapsed_s, ttft_s, tokens, …
   ranked   t, stage, rankings, ranking                (council: each worker's ranking, and the aggregate)
-  result   t, final, final_html, final_source, scores, rankings, ranking, warnings, wall_s, history_id, error,
-           cut (workers cut: the answer is partial), tally (vote: each distinct answer, its count and workers)
+  result   t, final, final_html, final_source, source, scores, rankings, ranking, warnings, wall_s, history_id,
+           error, cut (workers cut: the answer is partial), tally (vote: each distinct answer, its count and workers)
+           (source: {kind, agent}; final_source as the JSON writes it)
   error    message                                    (the run ended without a result)
 """
 
@@ -24,18 +25,22 @@ import functools
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..cutoff import CUT
+from ..fleet import Agent
+from ..strategies import DESCRIPTIONS, STRATEGIES
 from ..urls import server_of
-from ..events import RANKING, REVIEW, Delta, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking
+from ..events import (
+    RANKING, REVIEW, Cut, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
 from ..redact import StreamMask
+from ..result import AgentResult, FinalSource, RunResult
+from ..tracker import INTERRUPTED, RunTracker
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-    from ..fleet import Agent, Fleet
-    from ..events import Event
-    from ..history import RunRecord
+    from ..fleet import Fleet
+    from ..history import AgentRecord, RunRecord
     from ..redact import Redactor
-    from ..result import RunResult
 
 View = dict[str, Any]
 "One event as the page reads it."
@@ -99,72 +104,62 @@ def ended_view(t: float, stage: str, agent: str, fields: Mapping[str, Any], reda
     return view
 
 
-def result_view(t: float, result: Mapping[str, Any], reviewed: bool, redact: "Redactor") -> View:
-    """The run's outcome (from a RunResult's fields or a history record): the final answer as text and rendered,
-    where it came from, the judge's scores or the council's rankings, the warnings; or why there is no answer."""
-    final, source, error = result.get("final"), result.get("final_source"), None
-    if final is None:
-        answers = [w for w in result["workers"] if w["status"] == "ok"]
-        if reviewed or not answers:
-            error = "no answer: every worker failed: " + "; ".join(
-                redact(w["error"] or w["status"]) for w in result["workers"]) if result["workers"] else "no answer"
-        else:  # no reviewer in the config: every answer under its worker's name
-            final = answers[0]["content"] if len(answers) == 1 else "\n\n".join(
-                f"## {w['name']}\n\n{w['content'].strip()}" for w in answers)
-            source = "workers"
-    final = redact(final) if final is not None else None
-    return {"type": "result", "t": t, "final": final, "final_html": markdown_html(final), "final_source": source,
-            "scores": result.get("scores"), "rankings": result.get("rankings"), "ranking": result.get("ranking"),
-            "warnings": [redact(w) for w in result.get("warnings") or []], "wall_s": result.get("wall_s"),
-            "history_id": result.get("history_id"), "error": error, "cut": list(result.get("cut") or []),
-            "tally": result.get("tally")}
+def result_view(t: float, result: "RunResult", history_id: str | None, redact: "Redactor") -> View:
+    """The run's outcome: its reply as text and rendered, where it came from, the judge's scores or the council's
+    rankings, the warnings; or why there is no answer."""
+    reply, source = result.reply, result.reply_source
+    final = redact(reply) if reply is not None else None
+    error = redact(result.no_answer_reason) if result.no_answer_reason is not None else None
+    return {"type": "result", "t": t, "final": final, "final_html": markdown_html(final),
+            "final_source": str(source) if source is not None else None,
+            "source": {"kind": source.kind, "agent": source.agent} if source is not None else None,
+            "scores": result.scores, "rankings": result.rankings, "ranking": result.ranking,
+            "warnings": [redact(w) for w in result.warnings], "wall_s": result.wall_s, "history_id": history_id,
+            "error": error, "cut": list(result.cut), "tally": result.tally}
 
 
 class RunView:
-    """One live run's events as the page's: `feed(event)` gives the views to send (often one, maybe none).
-    `kept`: the run goes to the history (under its run id)."""
+    """One run's events as the page's: `feed(event)` folds the event into the run's `RunTracker` and gives the
+    views to send (often one, maybe none). `kept`: the run goes to the history (under its run id)."""
 
-    def __init__(self, redact: "Redactor", *, kept: bool = False) -> None:
+    def __init__(self, redact: "Redactor", *, kept: bool = False, tracker: RunTracker | None = None) -> None:
         self.redact = redact
         self.kept = kept
-        self.started = time.perf_counter()
-        self.reviewed = False
+        self.tracker = tracker if tracker is not None else RunTracker(tails=False)
         self._masks: dict[tuple[str, str, str], StreamMask] = {}
 
-    def t(self) -> float:
-        return round(time.perf_counter() - self.started, 3)
-
     def feed(self, event: "Event") -> list[View]:
+        row = self.tracker.feed(event)
         kind = type(event)
         if kind is Delta or kind is Thinking:  # the hot path: one per token of every agent
             channel = "delta" if kind is Delta else "thinking"
             text = self._piece(channel, event)  # type: ignore[arg-type]
             return [{"type": channel, "stage": event.stage, "agent": event.agent.name,  # type: ignore[union-attr]
                      "text": text}] if text else []
-        if isinstance(event, Queued):
-            return [queued_view(self.t(), event.stage, _agent(event.agent))]
-        if isinstance(event, Started):
-            return [{"type": "started", "t": self.t(), "stage": event.stage, "agent": event.agent.name,
+        t = self.tracker.t
+        if isinstance(event, Queued) and row is not None:
+            return [queued_view(t(row.queued_at), event.stage, _agent(event.agent))]
+        if isinstance(event, Started) and row is not None:
+            return [{"type": "started", "t": t(row.started_at), "stage": event.stage, "agent": event.agent.name,
                      "queued_s": event.queued_s}]
-        if isinstance(event, (Finished, Failed)):
+        if isinstance(event, (Finished, Failed)) and row is not None:
             stage, name = event.stage, event.agent.name
-            return self._flush(stage, name) + [ended_view(self.t(), stage, name, vars_of(event.result), self.redact)]
+            return self._flush(stage, name) + [
+                ended_view(t(row.ended_at), stage, name, vars_of(event.result), self.redact)]
         if isinstance(event, Ranked):
-            return [ranked_view(self.t(), event.rankings, event.ranking)]
+            return [ranked_view(t(), event.rankings, event.ranking)]
         if isinstance(event, RunStarted):
             return [self._opened(event)]
         if isinstance(event, RunEnded):
-            return [self._ended(event.result)]
+            return [self.ended()]
         return []
 
-    def _ended(self, result: "RunResult | None") -> View:
+    def ended(self) -> View:
+        """The run's outcome, once it has ended."""
+        result = self.tracker.result
         if result is None:
-            return {"type": "error", "message": "the run was interrupted"}
-        fields = vars_of(result)
-        fields["workers"] = [vars_of(w) for w in result.workers]
-        if self.kept:
-            fields["history_id"] = result.run_id
-        return result_view(self.t(), fields, self.reviewed, self.redact)
+            return {"type": "error", "message": self.tracker.no_answer_reason or INTERRUPTED}
+        return result_view(self.tracker.t(), result, result.run_id if self.kept else None, self.redact)
 
     def _flush(self, stage: str, name: str) -> list[View]:
         """What the masks held back of an agent's stream (the start of what might have been a secret)."""
@@ -186,7 +181,6 @@ class RunView:
 
     def _opened(self, event: RunStarted) -> View:
         fleet = event.fleet
-        self.reviewed = event.strategy is not None
         return {"type": "run", "run_id": event.run_id, "prompt": self.redact(event.prompt), "strategy": event.strategy,
                 "rounds": fleet.rounds, "context": context_view(event.context, self.redact),
                 "workers": [_agent(a) for a in fleet.workers],
@@ -201,10 +195,21 @@ def vars_of(obj: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- from the history
 
+class ReplayClock:
+    """A clock that reads what it is set to: a kept run's moments, fed to a tracker in order."""
+
+    def __init__(self) -> None:
+        self.at = 0.0
+
+    def __call__(self) -> float:
+        return self.at
+
+
 def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
-    """A run kept in the history as the events the page would have seen, in order. The history keeps each
-    request's queued and elapsed seconds, not when it was queued: each stage is placed after the one before it
-    ended (as a run goes), its requests queued together, and reviewers tried one after another."""
+    """A run kept in the history as the events the page would have seen, in order: its requests made events again
+    and folded by a `RunView`, as a live run's are. The history keeps each request's queued and elapsed seconds,
+    not when it was queued: each stage is placed after the one before it ended (as a run goes), its requests
+    queued together, and reviewers tried one after another."""
     config = record["config"]
     reviewers = config.get("reviewer_agent") or []
     # Reviewed: a reviewer was asked (a run with answers and a reviewer always asks one; one with no answer
@@ -217,8 +222,10 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
         "workers": [agent_view(a["name"], a["model"], "worker", a["api_url"]) for a in config["worker_agents"]],
         "reviewers": [agent_view(a["name"], a["model"], "reviewer", a["api_url"]) for a in reviewers],
         "started_at": record["started_at"]}]
-    timed: list[View] = []
+    run_id = record["id"]
+    timed: list[tuple[float, int, int, Event]] = []
     stages: list[str] = []
+    results: list[AgentResult] = []
     stage_start = stage_end = next_at = 0.0
     for row in record["agents"]:  # in the order they ended
         stage = row["stage"]
@@ -229,34 +236,73 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
         sent_at = queued_at + (row["queued_s"] or 0.0)
         ended_at = sent_at + (row["elapsed_s"] or 0.0)
         stage_end, next_at = max(stage_end, ended_at), ended_at
-        agent = agent_view(row["name"], row["model"], row["role"], row["api_url"])
-        timed += [queued_view(round(queued_at, 3), stage, agent),
-                  {"type": "started", "t": round(sent_at, 3), "stage": stage, "agent": row["name"],
-                   "queued_s": row["queued_s"]},
-                  ended_view(round(ended_at, 3), stage, row["name"], row, redact)]
+        agent, result = _kept_agent(row), _kept_result(row)
+        results.append(result)
+        at = len(stages) - 1
+        ended = (Finished if result.ok else Cut if result.status == CUT else Failed)(run_id, stage, agent, result)
+        timed += [(round(queued_at, 3), at, 0, Queued(run_id, stage, agent)),
+                  (round(sent_at, 3), at, 1, Started(run_id, stage, agent, row["queued_s"] or 0.0)),
+                  (round(ended_at, 3), at, 2, ended)]
     details = record["details"]
     if RANKING in stages and details.get("rankings"):
-        ranked_at = max(v["t"] for v in timed if v["stage"] == RANKING)
-        timed.append(ranked_view(ranked_at, details["rankings"], details.get("ranking")))
+        ranked_at = max(t for t, at, _, _ in timed if stages[at] == RANKING)
+        timed.append((ranked_at, stages.index(RANKING), 3,
+                      Ranked(run_id, RANKING, details["rankings"], details.get("ranking"))))
     # In time order; at one moment, an earlier stage first, and within a stage queued, started, ended.
-    timed.sort(key=lambda v: (v["t"], stages.index(v["stage"]), REPLAY_ORDER[v["type"]]))
-    views += timed
+    timed.sort(key=lambda item: item[:3])
+    clock = ReplayClock()
+    view = RunView(redact, kept=True, tracker=RunTracker(tails=False, clock=clock))
+    for clock.at, _, _, event in timed:
+        views += view.feed(event)
     if record["status"] == "complete":
-        workers = [{"name": a["name"], "status": a["status"], "content": a["content"] or "", "error": a["error"]}
-                   for a in record["agents"] if a["stage"] == _last_worker_stage(record)]
-        fields = {"final": record["final"], "final_source": record["final_source"], "warnings": record["warnings"],
-                  "wall_s": record["wall_s"], "history_id": record["id"], "workers": workers, **details}
-        views.append(result_view(round(record["wall_s"] or stage_end, 3), fields, reviewed, redact))
+        clock.at = round(record["wall_s"] or stage_end, 3)
+        views += view.feed(RunEnded(run_id, _kept_outcome(record, results, reviewed)))
     else:
         views.append({"type": "error", "message": INCOMPLETE.get(record["status"], record["status"])})
     return views
 
 
-REPLAY_ORDER = {"queued": 0, "started": 1, "ended": 2, "ranked": 3}
 INCOMPLETE = {
     "interrupted": "this run was interrupted (Ctrl-C, or its page was closed): what had finished is shown",
     "incomplete": "this run has not ended: it is still going, or its process was killed; what had finished is shown",
 }
+
+
+def _kept_agent(row: "AgentRecord") -> "Agent":
+    """An agent as a kept request names it (enough for the page: name, model, role, server)."""
+    try:
+        server = server_of(row["api_url"])
+    except ValueError:
+        server = row["api_url"]
+    role: Any = row["role"]
+    protocol: Any = row["protocol"]
+    return Agent(name=row["name"], role=role, model=row["model"], api_url=row["api_url"], protocol=protocol,
+                 endpoint=row["api_url"], server=server, timeout=0.0)
+
+
+def _kept_result(row: "AgentRecord") -> AgentResult:
+    return AgentResult(
+        name=row["name"], model=row["model"], api_url=row["api_url"], protocol=row["protocol"],
+        status=row["status"], content=row["content"] or "", error=row["error"],  # type: ignore[arg-type]
+        error_kind=row["error_kind"], queued_s=row["queued_s"] or 0.0, elapsed_s=row["elapsed_s"] or 0.0,
+        ttft_s=row["ttft_s"], prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+        tokens_per_s=row["tokens_per_s"], stage=row["stage"], thinking=row["thinking"],
+        thinking_tokens=row["thinking_tokens"])
+
+
+def _kept_outcome(record: "RunRecord", results: list[AgentResult], reviewed: bool) -> "RunResult":
+    """A complete kept run's result, as far as the page shows it."""
+    worker_stage = _last_worker_stage(record)
+    reviews = [r for r in results if r.stage == REVIEW]
+    details = record["details"]
+    return RunResult(
+        prompt=record["prompt"], workers=[r for r in results if r.stage == worker_stage],
+        review=reviews[-1] if reviews else None, final=record["final"],
+        final_source=FinalSource.read(record["final_source"]), wall_s=record["wall_s"] or 0.0,
+        warnings=list(record["warnings"] or []), strategy=record["strategy"] if reviewed else None,
+        scores=details.get("scores"), rankings=details.get("rankings"), ranking=details.get("ranking"),
+        cut=list(details.get("cut") or []), tally=details.get("tally"),
+        run_id=record["id"], history_id=record["id"])
 
 
 def _last_worker_stage(record: "RunRecord") -> str:
@@ -269,5 +315,6 @@ def fleet_view(fleet: "Fleet") -> View:
     """The fleet as the page's prompt box and cards need it."""
     return {"workers": [_agent(a) for a in fleet.workers], "reviewers": [_agent(a) for a in fleet.reviewers],
             "strategy": fleet.strategy, "rounds": fleet.rounds,
+            "strategies": [{"name": name, "note": DESCRIPTIONS[name]} for name in STRATEGIES],
             "servers": {url: server.parallel for url, server in fleet.servers.items()},
             "warnings": list(fleet.warnings)}

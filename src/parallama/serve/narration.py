@@ -11,12 +11,12 @@ answer, not inside it).
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Sequence
 
-from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Queued, RunEnded, Started, Thinking
+from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, RunEnded, Started, Thinking
 from ..redact import StreamMask
 from ..stages import reviewing
+from ..tracker import RunTracker
 
 if TYPE_CHECKING:
     from ..fleet import Agent, Fleet
@@ -40,28 +40,20 @@ HALFWAY_NOTE = "\n\n*[parallama: {name} stopped in the middle of its answer ({ca
 
 
 class Narrator:
-    """Turns one run's events into pieces of reasoning and content, and keeps what the final chunk reports."""
+    """Renders one run's rows (its `RunTracker`, which `feed` folds each event into first) as pieces of reasoning
+    and content; the tracker keeps what the final chunk reports (tokens, times)."""
 
     def __init__(self, fleet: "Fleet", strategy: str, redact: "Redactor | None" = None) -> None:
         self.fleet = fleet
         self.strategy = strategy
         self.reviewed = reviewing(fleet, strategy, True) is not None
+        self.tracker = RunTracker(fleet, review=self.reviewed, tails=False)
         self.answer_streams = self.reviewed and strategy not in ("judge", "vote")
         "The reviewer's text is the final answer as it is written (not so for the judge's scores)."
-        self.started = time.perf_counter()
-        self.first_sent: float | None = None
-        self.first_token: float | None = None
-        self.ended: float | None = None
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
         self.content_started = False
-        self.result: RunResult | None = None
         self.error: str | None = None
-        "Why there is no answer (every worker failed), when there is none."
-        self._busy: dict[tuple[str, str], bool] = {}  # (stage, agent) → sent (True) or waiting for a slot
-        self._queued: dict[tuple[str, str], tuple[float, Agent]] = {}  # waiting for a slot: since when, who
-        self._said_waiting: set[tuple[str, str]] = set()
-        self._stages: set[str] = set()
+        "Why there is no answer (every worker failed; the run was interrupted; a bug), when there is none."
+        self._said_waiting: set[int] = set()  # the rows said to wait for a slot (by id)
         self._streamed: list[str] = []  # the current reviewer's text, as it came
         # Results arrive masked; the reviewer's raw stream is masked here, when the fleet has secrets at all.
         self._redact = redact if redact is not None and redact.secrets else None
@@ -89,11 +81,10 @@ class Narrator:
         return self._out([(REASONING, "".join(lines) + "\n")])
 
     def feed(self, event: "Event") -> list[Piece]:
-        """The pieces one event adds (often none)."""
+        """Fold one event into the tracker; the pieces it adds (often none)."""
+        row = self.tracker.feed(event)
         kind = type(event)
         if kind is Delta:  # the hot path: one per token of every agent
-            if self.first_token is None:
-                self.first_token = time.perf_counter()
             if self.answer_streams and event.stage == REVIEW:  # type: ignore[union-attr]
                 text = event.text  # type: ignore[union-attr]
                 self._streamed.append(text)
@@ -103,61 +94,63 @@ class Narrator:
                 return [(CONTENT, text)] if text else []
             return []
         if kind is Thinking:  # a reasoning model's thinking: the reviewer's is shown as it comes, the workers'
-            if self.first_token is None:  # interleave badly, so only their token counts are
-                self.first_token = time.perf_counter()
+            # interleave badly, so only their token counts are
             if event.stage == REVIEW and not self.content_started:  # type: ignore[union-attr]
                 text = event.text  # type: ignore[union-attr]
                 if self._thought_mask is not None:
                     text = self._thought_mask.feed(text)
                 return [(REASONING, text)] if text else []
             return []
-        if kind is Queued:
-            key = (event.stage, event.agent.name)  # type: ignore[union-attr]
-            self._busy[key] = False
-            self._queued[key] = (time.perf_counter(), event.agent)  # type: ignore[union-attr]
-            return []
         if kind is Started:
-            return self._started(event)  # type: ignore[arg-type]
+            opens_stage = self.tracker.stage_opened[event.stage] is row  # type: ignore[union-attr]
+            return self._started(event, opens_stage)  # type: ignore[arg-type]
         if kind is Finished or kind is Failed or kind is Cut:
             return self._ended(event)  # type: ignore[arg-type]
         if kind is RunEnded:
             return self._run_ended(event.result)  # type: ignore[union-attr,arg-type]
         return []
 
+    @property
+    def result(self) -> "RunResult | None":
+        return self.tracker.result
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.tracker.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.tracker.completion_tokens
+
     def status(self) -> str | None:
         """A short line for a quiet moment (the keepalive), or None once the answer has begun."""
         if self.content_started:
             return None
-        sent = [name for (_, name), running in self._busy.items() if running]
-        waiting = sum(1 for running in self._busy.values() if not running)
+        sent, waiting = self.tracker.in_flight()
         parts = [f"waiting for {', '.join(sent)}"] if sent else []
         if waiting:
             parts.append(f"{waiting} request{'s' if waiting != 1 else ''} queued for a slot")
-        return f"… {time.perf_counter() - self.started:.0f} s" + (": " + "; ".join(parts) if parts else "") + "\n"
+        return f"… {self.tracker.t():.0f} s" + (": " + "; ".join(parts) if parts else "") + "\n"
 
     def waiting(self, for_s: float) -> list[Piece]:
         """A line for each agent that has waited `for_s` or more for a slot and was not said to wait yet: every
         agent is listed early, not only once its server lets it start."""
-        now = time.perf_counter()
+        now = self.tracker.now()
         lines = []
-        for key, (since, agent) in self._queued.items():
-            if now - since >= for_s and key not in self._said_waiting:
-                self._said_waiting.add(key)
-                stage = "" if key[0] == WORKERS else f" ({key[0]})"
+        for row in self.tracker.waiting_for_slot():
+            if row.queued_at is not None and now - row.queued_at >= for_s and id(row) not in self._said_waiting:
+                self._said_waiting.add(id(row))
+                agent = row.agent
+                stage = "" if row.stage == WORKERS else f" ({row.stage})"
                 lines.append(f"◦ {agent.name}{stage} ({agent.model}) is waiting for a slot on "
                              f"{agent.server.split('://', 1)[-1]}\n")
         return self._out([(REASONING, "".join(lines))]) if lines else []
 
     # ---------------------------------------------------------------- the events
 
-    def _started(self, event: Started) -> list[Piece]:
-        if self.first_sent is None:
-            self.first_sent = time.perf_counter()
-        self._busy[(event.stage, event.agent.name)] = True
-        self._queued.pop((event.stage, event.agent.name), None)
+    def _started(self, event: Started, opens_stage: bool) -> list[Piece]:
         out = []
-        if event.stage not in self._stages:
-            self._stages.add(event.stage)
+        if opens_stage:
             if event.stage == RANKING:
                 out.append("\nThe workers rank each other's answers, anonymously.\n")
             elif event.stage.startswith("round "):
@@ -174,10 +167,6 @@ class Narrator:
 
     def _ended(self, event: Finished | Failed) -> list[Piece]:
         result = event.result
-        self._busy.pop((event.stage, event.agent.name), None)
-        self._queued.pop((event.stage, event.agent.name), None)
-        self.prompt_tokens += result.prompt_tokens or 0
-        self.completion_tokens += (result.completion_tokens or 0) + (result.thinking_tokens or 0)
         held = self._flush() if event.stage == REVIEW else []
         if not result.ok:
             mark = "⏱" if result.status == "timeout" else "✗"
@@ -197,11 +186,9 @@ class Narrator:
                                       f"{result.content.strip()}\n\n")])
 
     def _run_ended(self, result: "RunResult | None") -> list[Piece]:
-        self.ended = time.perf_counter()
         if result is None:
-            self.error = "the run was interrupted"
+            self.error = self.tracker.no_answer_reason
             return []
-        self.result = result
         notes = []
         if result.scores:
             notes.append("\nScores:\n" + "".join(f"- {s['name']}: {s['score']}/10, {s['reason']}\n"
@@ -212,23 +199,17 @@ class Narrator:
         if result.tally:
             notes.append("\nVotes:\n" + "".join(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})\n"
                                                 for c in result.tally))
-        kind, _, name = (result.final_source or "").partition(":")
-        if kind == "vote":
+        source = result.final_source
+        if source is not None and source.kind == "vote":
             notes.append("\nThe reply is the majority's answer.\n")
-        if kind == "judge":
-            notes.append(f"\nThe reply is {name}'s answer, scored best.\n")
+        if source is not None and source.kind == "judge":
+            notes.append(f"\nThe reply is {source.agent}'s answer, scored best.\n")
         notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings]
         out: list[Piece] = [(REASONING, "".join(notes))] if notes else []
-        final = result.final
+        final = result.reply
         if final is None:
-            answers = [w for w in result.workers if w.ok]
-            if self.reviewed or not answers:
-                self.error = "no answer: every worker failed: " + "; ".join(
-                    w.error or w.status for w in result.workers)
-                return self._out(out)
-            # No reviewer in the config: every answer under its worker's name.
-            final = answers[0].content if len(answers) == 1 else "\n\n".join(
-                f"## {w.name}\n{w.content.strip()}" for w in answers)
+            self.error = result.no_answer_reason
+            return self._out(out)
         streamed = "".join(self._streamed)
         if (self._redact(streamed) if self._redact else streamed) != final:
             out.append((CONTENT, final))
@@ -258,10 +239,11 @@ class Narrator:
     def durations_ns(self) -> dict[str, int]:
         """Ollama's final-chunk durations for the whole run: waiting for the first slot (`load_duration`), until
         the first token (`prompt_eval_duration`), and the rest (`eval_duration`)."""
-        end = self.ended or time.perf_counter()
-        sent = self.first_sent or end
-        token = max(self.first_token or end, sent)
-        return {"total_duration": _ns(end - self.started), "load_duration": _ns(sent - self.started),
+        tracker = self.tracker
+        end = tracker.ended_at or tracker.now()
+        sent = tracker.first_sent_at or end
+        token = max(tracker.first_token_at or end, sent)
+        return {"total_duration": _ns(end - tracker.started_at), "load_duration": _ns(sent - tracker.started_at),
                 "prompt_eval_duration": _ns(token - sent), "eval_duration": _ns(end - token)}
 
 
