@@ -90,6 +90,22 @@ async def test_keepalives_while_a_worker_is_slow(servers, serve):
     assert len(comments) >= 3 and any("waiting for B" in c for c in comments)
 
 
+async def test_every_stream_keeps_alive_by_the_same_rule(servers, serve):
+    """One feed follows every served run: a worker silent for 1.2 s gets a keepalive each 0.2 s on Ollama's chat,
+    OpenAI's chat, the page's event stream and one agent's own model alike."""
+    config = guide_fleet(servers)
+    servers[1].model("m", latency=1.2, tokens=2, ttft=1.0, text="Beta, slowly.")
+    running = await serve(config, keepalive_s=0.2)
+    _, ollama = await post(running.url + "/api/chat", ASK)
+    _, openai = await post(running.url + "/v1/chat/completions", {**ASK, "stream": True})
+    await post(running.url + "/ui/api/runs", {"prompt": "2 + 2?"})  # the first page run loads the Markdown renderer
+    _, page = await post(running.url + "/ui/api/runs", {"prompt": "2 + 2?"})
+    _, alone = await post(running.url + "/v1/chat/completions", {**ASK, "model": "parallama/b", "stream": True})
+    counts = {"ollama": sum(1 for line in ndjson(ollama) if line["message"].get("thinking", "").startswith("…")),
+              "openai": len(sse(openai)[1]), "page": len(sse(page)[1]), "alone": len(sse(alone)[1])}
+    assert all(3 <= n <= 7 for n in counts.values()), counts
+
+
 async def test_no_keepalive_when_the_run_is_quick(servers, serve):
     running = await serve(guide_fleet(servers), keepalive_s=5)
     _, raw = await post(running.url + "/v1/chat/completions", {**ASK, "stream": True})

@@ -7,26 +7,22 @@ own thinking when it is a reasoning model."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Coroutine, Protocol
 
 from ..events import Delta, Failed, Finished, Thinking
 from ..redact import StreamMask
 from .errors import no_answer_note
-from .narration import CONTENT, REASONING, Piece
+from .feed import Feed
+from .narration import CONTENT, REASONING, Piece, split_channels
 
 if TYPE_CHECKING:
     from ..backends import Message, Tool
-    from ..events import Event
+    from ..events import Event, EventSink
     from ..fleet import Agent
     from ..result import AgentResult
     from .runs import Service
-
-log = logging.getLogger("parallama.serve")
 
 class Tally(Protocol):
     """What a reply's last chunk reports: tokens and Ollama's durations (a fleet run's Narrator, an AgentReply)."""
@@ -53,18 +49,17 @@ class AgentAsk:
     "Show the agent's own thinking (a reasoning model's), unless the request said `think: false`."
 
 
-class AgentReply:
-    """One agent's answer, followed: `await next()` gives the pieces ready to send (`[]` after a quiet
-    `keepalive_s`), then None once `result` is in. Leaving the block early cancels the request and frees its slot.
+class AgentReply(Feed[Piece]):
+    """One agent's answer, followed (a `Feed`): its text and, when asked for, its thinking as pieces; at the end
+    `result` holds the answer, or `error` says why there is none.
 
         async with AgentReply(service, ask) as reply:
-            while (pieces := await reply.next()) is not None: ...
+            await write_stream(response, reply, write=..., keepalive=...)
     """
 
     def __init__(self, service: "Service", ask: AgentAsk) -> None:
-        self.service = service
+        super().__init__(service, ask.model)
         self.ask = ask
-        self.run_id = uuid.uuid4().hex[:12]
         self.result: AgentResult | None = None
         self.error: str | None = None
         "Why there is no answer (the agent failed), when there is none."
@@ -73,47 +68,44 @@ class AgentReply:
         self.sent_at: float | None = None
         self.first_at: float | None = None
         self.ended: float | None = None
-        self._pending: list[Piece] = []
-        self._done = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._last_sent = 0.0
         redact = service.redact
         self._answer_mask = StreamMask(redact) if redact.secrets else None
         self._thought_mask = StreamMask(redact) if redact.secrets else None
 
-    async def __aenter__(self) -> "AgentReply":
-        self.service.admit(self.run_id, self.ask.model)
-        self._last_sent = asyncio.get_running_loop().time()
-        self._task = self.service.launch(self.service.client.ask_agent(
-            self.ask.agent, self.ask.messages, tools=self.ask.tools, on_event=self._on_event, run_id=self.run_id))
-        return self
+    def start(self, on_event: "EventSink") -> Coroutine[Any, Any, "AgentResult"]:
+        return self.service.client.ask_agent(self.ask.agent, self.ask.messages, tools=self.ask.tools,
+                                             on_event=on_event, run_id=self.run_id)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.service.settle(self.run_id, self._task, lambda: self.result is not None)
+    def ends(self, event: "Event") -> bool:
+        return event.run_id == self.run_id and isinstance(event, (Finished, Failed))
 
-    def _on_event(self, event: "Event") -> None:
+    def completed(self) -> bool:
+        return self.result is not None
+
+    def render(self, event: "Event") -> list[Piece]:
         if event.run_id != self.run_id:
-            return
+            return []
         kind = type(event)
         if kind is Delta or kind is Thinking:
             if self.first_at is None:
                 self.first_at = time.perf_counter()
             text = event.text  # type: ignore[union-attr]
             if kind is Thinking and not self.ask.thinking:
-                return
+                return []
             mask = self._answer_mask if kind is Delta else self._thought_mask
             if mask is not None:
                 text = mask.feed(text)
-            if text:
-                self._pending.append((CONTENT if kind is Delta else REASONING, text))
-                self._wake.set()
-        elif kind is Finished or kind is Failed:
+            return [(CONTENT if kind is Delta else REASONING, text)] if text else []
+        if isinstance(event, (Finished, Failed)):
+            result = event.result
             self.ended = time.perf_counter()
-            self.sent_at = self.ended - event.result.elapsed_s  # type: ignore[union-attr]
-            self._pending += self._flush()
-            self._done = True
-            self._wake.set()
+            self.sent_at = self.ended - result.elapsed_s
+            if result.ok:
+                self.result = result
+            else:
+                self.error = f"no answer: {result.error or result.status}"
+            return self._flush()
+        return []
 
     def _flush(self) -> list[Piece]:
         out: list[Piece] = []
@@ -123,50 +115,14 @@ class AgentReply:
             out.append((CONTENT, text))
         return out
 
-    async def next(self) -> list[Piece] | None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending and not self._done:
-                wait = self._last_sent + self.service.options.keepalive_s - loop.time()
-                if wait <= 0:
-                    self._last_sent = loop.time()
-                    return []
-                self._wake.clear()
-                timer = loop.call_later(wait, self._wake.set)
-                try:
-                    await self._wake.wait()
-                finally:
-                    timer.cancel()
-                continue
-            if self._pending:
-                pieces, self._pending = self._pending, []
-                self._last_sent = loop.time()
-                return pieces
-            await self._settle()
-            return None
+    def crashed(self, message: str) -> list[Piece]:
+        self.error_status = 500
+        self.result, self.error = None, message
+        return []
 
-    async def collect(self) -> tuple[str, str]:
+    async def collect_text(self) -> tuple[str, str]:
         """Every piece to the end, for an answer sent whole: (reasoning, content)."""
-        reasoning: list[str] = []
-        content: list[str] = []
-        while (pieces := await self.next()) is not None:
-            for channel, text in pieces:
-                (content if channel == CONTENT else reasoning).append(text)
-        return "".join(reasoning), "".join(content)
-
-    async def _settle(self) -> None:
-        assert self._task is not None
-        try:
-            result = await self._task
-        except Exception as exc:  # a bug: say so to the client (the call itself never raises for a failed request)
-            log.exception("agent request %s failed", self.run_id)
-            self.error_status = 500
-            self.error = f"internal error in parallama: {type(exc).__name__}: {exc}"
-            return
-        if result.ok:
-            self.result = result
-        else:
-            self.error = f"no answer: {result.error or result.status}"
+        return split_channels(await self.collect())
 
     def note(self) -> str:
         """The reason there is no answer, as content (see `no_answer_note`)."""

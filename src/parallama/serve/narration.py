@@ -262,6 +262,12 @@ def coalesce(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
+def split_channels(pieces: list[Piece]) -> tuple[str, str]:
+    """Pieces as an answer sent whole: (reasoning, content)."""
+    reasoning = "".join(text for channel, text in pieces if channel != CONTENT)
+    return reasoning, "".join(text for channel, text in pieces if channel == CONTENT)
+
+
 def _tokens(result: "AgentResult") -> str:
     text = f", {result.completion_tokens} tokens" if result.completion_tokens else ""
     if result.thinking_tokens:
@@ -273,4 +279,4 @@ def _ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
 
 
-__all__ = ["CONTENT", "REASONING", "Narrator", "Piece", "coalesce"]
+__all__ = ["CONTENT", "REASONING", "Narrator", "Piece", "coalesce", "split_channels"]

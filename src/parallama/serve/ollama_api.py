@@ -14,7 +14,8 @@ from .. import __version__
 from ..backends.tools import ToolCall, new_call_id
 from .alone import AgentAsk, AgentReply
 from .conversation import for_agent, split
-from .narration import CONTENT, REASONING, coalesce
+from .feed import write_stream
+from .narration import CONTENT, REASONING, Piece, coalesce
 from .runs import SERVICE, Ask, Reply
 from .errors import ApiError
 from .wire import (OLLAMA_IGNORED, OllamaChatRequest, OllamaGenerateRequest, OllamaMessage, OllamaShowRequest,
@@ -117,23 +118,23 @@ async def answer(request: web.Request, service: "Service", ask: Ask, lines: "Cha
     headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
     async with Reply(service, ask) as reply:  # 429 before anything is sent
         if not stream:
-            reasoning, content = await reply.collect()
-            if reply.narrator.error:
-                raise ApiError(reply.error_status, reply.narrator.error)
+            reasoning, content = await reply.collect_text()
+            if reply.error:
+                raise ApiError(reply.error_status, reply.error)
             return web.json_response(lines.whole(reply.narrator, content, reasoning),
                                      headers=headers)
         response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)
-        while (pieces := await reply.next()) is not None:
-            if not pieces:  # a quiet moment: a short progress line, or an empty one
-                text = reply.keepalive_text()
-                await response.write(lines.piece(*reply.styled_status(text)) if text else lines.piece(CONTENT, ""))
-                continue
-            await response.write(b"".join(lines.piece(channel, text) for channel, text in coalesce(pieces)))
-        if reply.narrator.error:
+
+        def keepalive() -> bytes:  # a quiet moment: a short progress line, or an empty one
+            text = reply.keepalive_text()
+            return lines.piece(*reply.styled_status(text)) if text else lines.piece(CONTENT, "")
+
+        await write_stream(response, reply, lines.pieces, keepalive)
+        if reply.error:
             # Front-ends drop an error line: the reason is content too, and the stream ends as streams do.
             await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply.narrator)
-                                 + _line({"error": reply.narrator.error}))
+                                 + _line({"error": reply.error}))
         else:
             await response.write(lines.final(reply.narrator))
         await response.write_eof()
@@ -146,16 +147,14 @@ async def answer_alone(request: web.Request, service: "Service", ask: AgentAsk, 
     headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
     async with AgentReply(service, ask) as reply:  # 429 before anything is sent
         if not stream:
-            reasoning, content = await reply.collect()
+            reasoning, content = await reply.collect_text()
             if reply.result is None:
                 raise ApiError(reply.error_status, reply.error or "no answer")
             return web.json_response(lines.whole(reply, content, reasoning, reply.result.tool_calls),
                                      headers=headers)
         response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)
-        while (pieces := await reply.next()) is not None:
-            await response.write(b"".join(lines.piece(channel, text) for channel, text in coalesce(pieces))
-                                 if pieces else lines.piece(CONTENT, ""))
+        await write_stream(response, reply, lines.pieces, lambda: lines.piece(CONTENT, ""))
         if reply.result is None:
             await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply)
                                  + _line({"error": reply.error}))
@@ -177,6 +176,10 @@ class ChatLines:
         if channel == REASONING:
             return {"message": {"role": "assistant", "content": "", "thinking": text}}
         return {"message": {"role": "assistant", "content": text}}
+
+    def pieces(self, pieces: list[Piece]) -> bytes:
+        """A batch of pieces, neighbours of one channel as one line."""
+        return b"".join(self.piece(channel, text) for channel, text in coalesce(pieces))
 
     def piece(self, channel: str, text: str) -> bytes:
         return _line({"model": self.model, "created_at": _now(), **self._text(channel, text), "done": False})

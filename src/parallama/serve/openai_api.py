@@ -17,6 +17,7 @@ from aiohttp import web
 from .alone import AgentAsk, AgentReply
 from .conversation import for_agent, split
 from .errors import ApiError
+from .feed import write_stream
 from .narration import CONTENT, coalesce
 from .runs import SERVICE, Ask, Reply
 from .wire import OPENAI_IGNORED, OpenAIChatRequest, OpenAIMessage, ignored_fields, openai_text, parse
@@ -79,25 +80,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chunks = Chunks(body.model)
     async with Reply(service, ask) as reply:  # 429 before anything is sent
         if not body.stream:
-            reasoning, content = await reply.collect()
-            if reply.narrator.error:
-                raise ApiError(reply.error_status, reply.narrator.error, code="no_answer")
+            reasoning, content = await reply.collect_text()
+            if reply.error:
+                raise ApiError(reply.error_status, reply.error, code="no_answer")
             return web.json_response(chunks.whole(reply.narrator, content, reasoning),
                                      headers=headers)
         response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
         await response.prepare(request)
         await response.write(chunks.delta({"role": "assistant", "content": ""}))
-        while (pieces := await reply.next()) is not None:
-            if not pieces:
-                status = (reply.narrator.status() or "").strip() or "working"
-                await response.write(f": {status}\n\n".encode())
-                continue
-            await response.write(b"".join(
-                chunks.delta({"content": text} if channel == CONTENT else {"reasoning_content": text})
-                for channel, text in coalesce(pieces)))
-        if reply.narrator.error:
+
+        def keepalive() -> bytes:  # an SSE comment, which every client skips
+            return f": {(reply.narrator.status() or '').strip() or 'working'}\n\n".encode()
+
+        await write_stream(response, reply, lambda pieces: _deltas(chunks, pieces), keepalive)
+        if reply.error:
             # Front-ends drop an error event: the reason is content too, and the stream ends as streams do.
-            error = ApiError(reply.error_status, reply.narrator.error, code="no_answer")
+            error = ApiError(reply.error_status, reply.error, code="no_answer")
             await response.write(chunks.delta({"content": reply.note()}) + chunks.delta({}, finish="stop")
                                  + b"data: " + json.dumps(error.openai_body()).encode() + b"\n\n")
         else:
@@ -117,7 +115,7 @@ async def answer_alone(request: web.Request, service: "Service", ask: AgentAsk, 
     chunks = Chunks(body.model)
     async with AgentReply(service, ask) as reply:  # 429 before anything is sent
         if not body.stream:
-            reasoning, content = await reply.collect()
+            reasoning, content = await reply.collect_text()
             if reply.result is None:
                 raise ApiError(reply.error_status, reply.error or "no answer", code="no_answer")
             return web.json_response(chunks.whole(reply, content, reasoning, reply.result.tool_calls),
@@ -125,8 +123,7 @@ async def answer_alone(request: web.Request, service: "Service", ask: AgentAsk, 
         response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
         await response.prepare(request)
         await response.write(chunks.delta({"role": "assistant", "content": ""}))
-        while (pieces := await reply.next()) is not None:
-            await response.write(_deltas(chunks, pieces) if pieces else b": working\n\n")
+        await write_stream(response, reply, lambda pieces: _deltas(chunks, pieces), lambda: b": working\n\n")
         if reply.result is None:
             error = ApiError(reply.error_status, reply.error or "no answer", code="no_answer")
             await response.write(chunks.delta({"content": reply.note()}) + chunks.delta({}, finish="stop")

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 from aiohttp import web
 
-from ..events import Queued, RunEnded
+from ..events import Queued
 from ..redact import Redactor
 from .conversation import TagGuard
 from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from .errors import ApiError, no_answer_note
 from .models import Catalogue
-from .narration import CONTENT, REASONING, Narrator, Piece
+from .feed import Feed
+from .narration import CONTENT, REASONING, Narrator, Piece, split_channels
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..backends import Message
     from ..client import FleetClient
     from ..fleet import Agent, Fleet
-    from ..events import Event
+    from ..events import Event, EventSink
     from ..history import History
     from ..result import RunResult
     from .wire import ProgressMode
@@ -238,109 +238,62 @@ class Service:
         return [self.catalogue.running_entry(name, runs) for name, runs in by_model.items()]
 
 
-class Reply:
-    """One request's run, followed: `await next()` gives the pieces ready to send (`[]` after a quiet
-    `keepalive_s`: time for a keepalive), then None at the end, when `narrator` holds the result or the error.
+class Reply(Feed[Piece]):
+    """One request's fleet run, followed (a `Feed`): its narration as pieces in this request's progress mode; at
+    the end `narrator` holds the result, or `error` says why there is none.
 
         async with Reply(service, ask) as reply:
-            while (pieces := await reply.next()) is not None: ...
-
-    Leaving the block before the end (the client went away) cancels the run: its requests are closed at once and
-    their slots freed.
+            await write_stream(response, reply, write=..., keepalive=...)
     """
 
     def __init__(self, service: Service, ask: Ask) -> None:
-        self.service = service
+        super().__init__(service, ask.model)
         self.ask = ask
-        self.run_id = uuid.uuid4().hex[:12]
         self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
-        self._pending: list[Piece] = []
-        self._done = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
         self._think_open = False
         self._tags = TagGuard()
         self._content_begun = False
-        self._last_sent = 0.0
         self._waiting_check: asyncio.TimerHandle | None = None
         self.error_status = 502
         "The status of an answer sent whole when there is none: 502 (every worker failed), 500 (a bug)."
 
     async def __aenter__(self) -> "Reply":
-        self.service.admit(self.run_id, self.ask.model)
-        self._last_sent = asyncio.get_running_loop().time()
-        self._pending = self.narrator.opening(self.ask.ignored)
-        self._task = self.service.launch(self.service.client.run(
-            self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy, seed=self.ask.seed,
-            run_id=self.run_id, on_event=self._on_event))
+        await super().__aenter__()
+        self.push(self.narrator.opening(self.ask.ignored))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._waiting_check is not None:
             self._waiting_check.cancel()
-        await self.service.settle(self.run_id, self._task, lambda: self.narrator.result is not None)
+        await super().__aexit__(*exc)
 
-    def _on_event(self, event: "Event") -> None:
+    def start(self, on_event: "EventSink") -> Coroutine[Any, Any, "RunResult"]:
+        return self.service.client.run(self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy,
+                                       seed=self.ask.seed, run_id=self.run_id, on_event=on_event)
+
+    def render(self, event: "Event") -> list[Piece]:
         if type(event) is Queued and not self._waiting_check:
             # Said once it is clear that a request waits (not for one its server takes at once).
             self._waiting_check = asyncio.get_running_loop().call_later(WAITING_AFTER_S, self._say_waiting)
-        pieces = self.narrator.feed(event)
-        if pieces:
-            self._pending += pieces
-            self._wake.set()
-        if type(event) is RunEnded:
-            self._done = True
-            self._wake.set()
+        return self.narrator.feed(event)
 
     def _say_waiting(self) -> None:
         self._waiting_check = None
-        pieces = self.narrator.waiting(WAITING_AFTER_S)
-        if pieces:
-            self._pending += pieces
-            self._wake.set()
+        self.push(self.narrator.waiting(WAITING_AFTER_S))
 
-    async def next(self) -> list[Piece] | None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending and not self._done:
-                wait = self._last_sent + self.service.options.keepalive_s - loop.time()
-                if wait <= 0:
-                    self._last_sent = loop.time()
-                    return []
-                self._wake.clear()
-                timer = loop.call_later(wait, self._wake.set)
-                try:
-                    await self._wake.wait()
-                finally:
-                    timer.cancel()
-                continue
-            if not self._pending:
-                await self._settle()
-                return None
-            pieces, self._pending = self._pending, []
-            styled = self._styled(pieces)
-            if styled:  # else: only progress, which this request does not show
-                self._last_sent = loop.time()
-                return styled
+    def crashed(self, message: str) -> list[Piece]:
+        self.error_status = 500
+        self.narrator.error = message
+        return []
 
-    async def collect(self) -> tuple[str, str]:
+    @property
+    def error(self) -> str | None:
+        """Why there is no answer (every worker failed, the run was interrupted, a bug), or None."""
+        return self.narrator.error
+
+    async def collect_text(self) -> tuple[str, str]:
         """Every piece to the end, for an answer sent whole: (reasoning, content)."""
-        reasoning: list[str] = []
-        content: list[str] = []
-        while (pieces := await self.next()) is not None:
-            for channel, text in pieces:
-                (content if channel == CONTENT else reasoning).append(text)
-        return "".join(reasoning), "".join(content)
-
-    async def _settle(self) -> None:
-        """The run has ended: surface a bug in it as an error (the run itself never raises for a failed agent)."""
-        assert self._task is not None
-        try:
-            await self._task
-        except Exception as exc:  # a bug: say so to the client, keep the traceback in the log
-            log.exception("run %s failed", self.run_id)
-            self.error_status = 500
-            self.narrator.error = f"internal error in parallama: {type(exc).__name__}: {exc}"
+        return split_channels(await self.collect())
 
     def note(self) -> str:
         """Why there is no answer, as content (see `no_answer_note`): each worker's failure and its fix."""
@@ -355,7 +308,7 @@ class Reply:
             return None
         return self.narrator.status()
 
-    def _styled(self, pieces: list[Piece]) -> list[Piece]:
+    def shape(self, pieces: list[Piece]) -> list[Piece]:
         """Pieces in this request's progress mode: reasoning as is (thinking), inside <think>…</think> in the
         content (think-tags), or left out (none)."""
         mode = self.ask.progress
@@ -381,7 +334,7 @@ class Reply:
     def styled_status(self, text: str) -> Piece:
         """A keepalive line as a piece of this request's stream."""
         if self.ask.progress == "think-tags":
-            [piece] = self._styled([(REASONING, text)])
+            [piece] = self.shape([(REASONING, text)])
             return piece
         return (REASONING, text)
 

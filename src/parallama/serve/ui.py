@@ -7,23 +7,20 @@ request needs the key when `--api-key-env` is set, and is refused when another s
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import uuid
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .. import __version__
 from ..errors import SearchError
-from ..events import RunEnded
 from ..stages import reviewing
 from .conversation import split
 from .errors import ApiError
+from .feed import Feed, write_stream
 from .origins import local_name
 from .runs import SERVICE, Service
 from .ui_view import RunView, View, fleet_view, replay
@@ -31,9 +28,9 @@ from .wire import PageRunRequest, parse
 
 if TYPE_CHECKING:
     from ..backends import Message
-    from ..events import Event
+    from ..events import Event, EventSink
+    from ..result import RunResult
 
-log = logging.getLogger("parallama.serve")
 
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
               "favicon.svg": "image/svg+xml"}
@@ -182,84 +179,49 @@ async def run(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        while (views := await page_run.next()) is not None:
-            if not views:
-                await response.write(b": keepalive\n\n")
-                continue
-            await response.write(b"".join(b"data: " + json.dumps(view, ensure_ascii=False).encode() + b"\n\n"
-                                          for view in views))
+        await write_stream(response, page_run, sse_events, lambda: b": keepalive\n\n")
         await response.write_eof()
         return response
 
 
-class PageRun:
-    """One run the page asked for: `await next()` gives the views ready to send (`[]` after a quiet `keepalive_s`),
-    then None once the run has ended. Leaving the block before then cancels the run, freeing its slots."""
+def sse_events(views: list[View]) -> bytes:
+    return b"".join(b"data: " + json.dumps(view, ensure_ascii=False).encode() + b"\n\n" for view in views)
+
+
+class PageRun(Feed[View]):
+    """One run the page asked for, followed (a `Feed`): its events as the page's views."""
 
     def __init__(self, service: Service, prompt: str, strategy: str, context: "tuple[Message, ...]") -> None:
-        self.service = service
+        reviewed = reviewing(service.fleet, strategy, True) is not None
+        super().__init__(service, f"parallama:{strategy}" if reviewed else "parallama:latest")
         self.prompt = prompt
         self.strategy = strategy
         self.context = context
-        self.run_id = uuid.uuid4().hex[:12]
         self.view = RunView(service.page_redact, kept=service.history is not None)
-        self._pending: list[View] = []
-        self._wake = asyncio.Event()
-        self._ended = False
-        self._settled = False
-        self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "PageRun":
-        reviewed = reviewing(self.service.fleet, self.strategy, True) is not None
-        self.service.admit(self.run_id, f"parallama:{self.strategy}" if reviewed else "parallama:latest")
-        self._task = self.service.launch(self.service.client.run(
-            self.prompt, strategy=self.strategy, context=self.context, run_id=self.run_id, on_event=self._on_event))
-        return self
+    def start(self, on_event: "EventSink") -> Coroutine[Any, Any, "RunResult"]:
+        return self.service.client.run(self.prompt, strategy=self.strategy, context=self.context,
+                                       run_id=self.run_id, on_event=on_event)
 
-    async def __aexit__(self, *exc: object) -> None:
-        task = self._task
-        await self.service.settle(self.run_id, task, lambda: task is not None and task.done() and not task.cancelled())
+    def render(self, event: "Event") -> list[View]:
+        return self.view.feed(event)
 
-    def _on_event(self, event: "Event") -> None:
-        pending = self._pending
-        for view in self.view.feed(event):
-            last = pending[-1] if pending else None
+    def shape(self, views: list[View]) -> list[View]:
+        """The page reads slower than the run writes: neighbouring pieces of one agent's stream as one, with how
+        many pieces (≈ tokens) it stands for; the text joined once (a client far behind costs linear time)."""
+        out: list[View] = []
+        for view in views:
+            last = out[-1] if out else None
             if (last is not None and last["type"] == view["type"] in ("delta", "thinking")
                     and last["agent"] == view["agent"] and last["stage"] == view["stage"]):
-                # The page reads slower than the run writes: fewer, larger pieces, joined once when sent.
                 last.setdefault("parts", [last["text"]]).append(view["text"])
-                last["n"] = last.get("n", 1) + 1  # how many pieces (≈ tokens) it stands for
+                last["n"] = last.get("n", 1) + 1
             else:
-                pending.append(view)
-            self._wake.set()
-        if type(event) is RunEnded:
-            self._ended = True
-            self._wake.set()
+                out.append(view)
+        for view in out:
+            if "parts" in view:
+                view["text"] = "".join(view.pop("parts"))
+        return out
 
-    async def next(self) -> list[View] | None:
-        while not self._pending and not self._ended:
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.service.options.keepalive_s)
-            except asyncio.TimeoutError:
-                return []
-        if self._pending:
-            views, self._pending = self._pending, []
-            for view in views:
-                if "parts" in view:
-                    view["text"] = "".join(view.pop("parts"))
-            return views
-        return await self._settle()
-
-    async def _settle(self) -> list[View] | None:
-        """The run has ended: a bug in it (the run never raises for a failed agent) becomes an error view."""
-        if self._settled:
-            return None
-        self._settled = True
-        assert self._task is not None
-        try:
-            await self._task
-        except Exception as exc:
-            log.exception("run %s failed", self.run_id)
-            return [{"type": "error", "message": f"internal error in parallama: {type(exc).__name__}: {exc}"}]
-        return None
+    def crashed(self, message: str) -> list[View]:
+        return [{"type": "error", "message": message}]
