@@ -57,16 +57,27 @@ async def test_the_page_ships_in_the_package_and_no_inline_script_may_run(server
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
     assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["X-Frame-Options"] == "DENY"
     # Every script is a file of this server; no inline script or handler, nothing from elsewhere.
-    assert re.findall(rb"<script[^>]*>", html) == [b'<script src="app.js" defer>']
+    assert re.findall(rb"<script[^>]*>", html) == [b'<script type="module" src="app.js">']
     assert not re.search(rb"\son[a-z]+=", html) and b"http" not in html
     shipped = resources.files("parallama.serve").joinpath("static")
     assert html == shipped.joinpath("index.html").read_bytes()
-    for name, kind in [("app.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")]:
+    # The script is ES modules: app.js and every module it imports, each served as JavaScript (a module script
+    # with another type is refused), each checked by TypeScript's checker (`// @ts-check`).
+    modules, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        modules.add(name)
+        source = shipped.joinpath(name).read_text()
+        assert source.startswith("// @ts-check\n")
+        todo += [m for m in re.findall(r'^import [^;]* from "\./([a-z]+\.js)";', source, re.M) if m not in modules]
+    assert modules == {"app.js", "run.js", "draw.js", "dom.js", "format.js"}
+    for name, kind in [*((m, "text/javascript") for m in sorted(modules)), ("app.css", "text/css"),
+                       ("favicon.svg", "image/svg+xml")]:
         response, body = await get(running.url + "/ui/" + name)
         assert response.status == 200 and response.content_type == kind and body == shipped.joinpath(name).read_bytes()
         assert "Content-Security-Policy" in response.headers
     # The script builds the page from text only: server-rendered Markdown is its one use of innerHTML.
-    script = shipped.joinpath("app.js").read_text()
+    script = "".join(shipped.joinpath(m).read_text() for m in modules)
     assert script.count("innerHTML") == 1 and "eval(" not in script and "insertAdjacentHTML" not in script
     missing, body = await get(running.url + "/ui/secrets.txt")
     assert missing.status == 404 and "error" in json.loads(body)

@@ -39,3 +39,13 @@ def check_strategy(name: str) -> StrategyName:
         if name == known:
             return known
     raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+
+
+REPLY_IS_A_WORKERS: tuple[StrategyName, ...] = ("judge", "vote")
+"Strategies whose reply is one worker's answer (the judge's pick, the majority's), not a text the reviewer writes."
+
+
+def reviewer_writes_reply(strategy: str | None) -> bool:
+    """The reviewer's text is the final answer, streamed as it is written (synthesize, council); with judge or vote
+    the reply is a worker's answer."""
+    return strategy is not None and strategy not in REPLY_IS_A_WORKERS

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, RunEnded, Started, Thinking
 from ..redact import StreamMask
 from ..stages import reviewing
+from ..strategies import reviewer_writes_reply
 from ..tracker import RunTracker
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Narrator:
         self.strategy = strategy
         self.reviewed = reviewing(fleet, strategy, True) is not None
         self.tracker = RunTracker(fleet, review=self.reviewed, tails=False)
-        self.answer_streams = self.reviewed and strategy not in ("judge", "vote")
+        self.answer_streams = self.reviewed and reviewer_writes_reply(strategy)
         "The reviewer's text is the final answer as it is written (not so for the judge's scores)."
         self.content_started = False
         self.error: str | None = None

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from ..result import RunResult
 
 
-PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
-              "favicon.svg": "image/svg+xml"}
+PAGE_FILES = {"index.html": "text/html", "app.css": "text/css", "favicon.svg": "image/svg+xml",
+              **{f"{module}.js": "text/javascript" for module in ("app", "run", "draw", "dom", "format")}}
+"The page's files; its script is ES modules (`app.js` imports the rest), loaded as `script-src 'self'` allows."
 PUBLIC_PATHS = frozenset({"/ui", "/ui/", *(f"/ui/{name}" for name in PAGE_FILES)})
 "The page's own files: no API key needed (they hold no data; the page asks for the key and sends it itself)."
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "

@@ -6,7 +6,8 @@ pieces); answers are sent as text and as Markdown rendered here, on the server, 
 escapes every tag and refuses `javascript:` links), so the page never turns model text into markup itself.
 
 The page's events, each with `type`:
-  run      run_id, prompt, strategy (None: no review), rounds, context (earlier turns), workers, reviewers
+  run      run_id, prompt, strategy (None: no review), final_streams (the reviewer's text is the final answer as it
+           is written), rounds, context (earlier turns), workers, reviewers
   queued   t, stage, agent, model, role, server      (t: seconds since the run started)
   started  t, stage, agent, queued_s
   delta    stage, agent, text                         (a piece of an answer)
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ..cutoff import CUT
 from ..fleet import Agent
-from ..strategies import DESCRIPTIONS, STRATEGIES
+from ..strategies import DESCRIPTIONS, STRATEGIES, reviewer_writes_reply
 from ..urls import server_of
 from ..events import (
     RANKING, REVIEW, Cut, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
@@ -182,6 +183,7 @@ class RunView:
     def _opened(self, event: RunStarted) -> View:
         fleet = event.fleet
         return {"type": "run", "run_id": event.run_id, "prompt": self.redact(event.prompt), "strategy": event.strategy,
+                "final_streams": reviewer_writes_reply(event.strategy),
                 "rounds": fleet.rounds, "context": context_view(event.context, self.redact),
                 "workers": [_agent(a) for a in fleet.workers],
                 "reviewers": [_agent(a) for a in fleet.reviewers] if event.strategy else [],
@@ -218,6 +220,7 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
     views: list[View] = [{
         "type": "run", "run_id": record["id"], "prompt": redact(record["prompt"]),
         "strategy": record["strategy"] if reviewed else None,
+        "final_streams": reviewer_writes_reply(record["strategy"] if reviewed else None),
         "rounds": (config.get("review") or {}).get("rounds", 1), "context": context_view(record["context"], redact),
         "workers": [agent_view(a["name"], a["model"], "worker", a["api_url"]) for a in config["worker_agents"]],
         "reviewers": [agent_view(a["name"], a["model"], "reviewer", a["api_url"]) for a in reviewers],
