@@ -36,16 +36,16 @@ const A_AND_B = [
   { type: "thinking", stage: "workers", agent: "A", text: "hmm" },
   { type: "delta", stage: "workers", agent: "A", text: "Fo", n: 2 },
   { type: "delta", stage: "workers", agent: "A", text: "ur." },
-  { type: "ended", t: 0.5, stage: "workers", agent: "A", status: "ok", content: "Four.", html: "<p>Four.</p>",
+  { type: "ended", t: 0.5, stage: "workers", agent: "A", status: "ok", state: "done", content: "Four.", html: "<p>Four.</p>",
     error: null, queued_s: 0, elapsed_s: 0.49, completion_tokens: 3, tokens_per_s: 6.1, thinking_tokens: 1 },
   { type: "started", t: 0.5, stage: "workers", agent: "B", queued_s: 0.5 },
-  { type: "ended", t: 0.6, stage: "workers", agent: "B", status: "error", content: "", html: "",
+  { type: "ended", t: 0.6, stage: "workers", agent: "B", status: "error", state: "failed", content: "", html: "",
     error: "B (http://localhost:1/api/chat): model 'm' not found — ollama pull m", queued_s: 0.5, elapsed_s: 0.1 },
   { type: "queued", t: 0.6, stage: "review", agent: "Rev", model: "big", role: "reviewer", server: "http://localhost:2" },
   { type: "started", t: 0.6, stage: "review", agent: "Rev", queued_s: 0 },
   { type: "delta", stage: "review", agent: "Rev", text: "It is " },
   { type: "delta", stage: "review", agent: "Rev", text: "4." },
-  { type: "ended", t: 0.9, stage: "review", agent: "Rev", status: "ok", content: "It is 4.", html: "<p>It is 4.</p>",
+  { type: "ended", t: 0.9, stage: "review", agent: "Rev", status: "ok", state: "done", content: "It is 4.", html: "<p>It is 4.</p>",
     error: null, queued_s: 0, elapsed_s: 0.3, completion_tokens: 2 },
   { type: "result", t: 0.95, final: "It is 4.", final_html: "<p>It is 4.</p>", final_source: "review",
     source: { kind: "review", agent: null }, scores: null, rankings: null, ranking: null, warnings: [], wall_s: 0.95,
@@ -98,10 +98,10 @@ test("the same agent asked again in a stage is a second try", () => {
   const views = [OPENED,
     { type: "queued", t: 0, stage: "review", agent: "J", model: "m", server: "http://localhost:2" },
     { type: "started", t: 0, stage: "review", agent: "J", queued_s: 0 },
-    { type: "ended", t: 0.1, stage: "review", agent: "J", status: "error", error: "HTTP 400", elapsed_s: 0.1 },
+    { type: "ended", t: 0.1, stage: "review", agent: "J", status: "error", state: "failed", error: "HTTP 400", elapsed_s: 0.1 },
     { type: "queued", t: 0.1, stage: "review", agent: "J", model: "m", server: "http://localhost:2" },
     { type: "started", t: 0.1, stage: "review", agent: "J", queued_s: 0 },
-    { type: "ended", t: 0.3, stage: "review", agent: "J", status: "ok", content: "{}", elapsed_s: 0.2 }];
+    { type: "ended", t: 0.3, stage: "review", agent: "J", status: "ok", state: "done", content: "{}", elapsed_s: 0.2 }];
   const run = fold(views).at(-1);
   const tries = run.entries.filter((e) => e.name === "J");
   assert.deepEqual(tries.map((e) => [e.attempt, e.state]), [[1, "failed"], [2, "done"]]);
@@ -112,13 +112,19 @@ test("a judged run does not stream the reviewer's text as the answer; a cut work
   const views = [{ ...OPENED, strategy: "judge", final_streams: false },
     { type: "queued", t: 0, stage: "workers", agent: "B", model: "m", server: "http://localhost:1" },
     { type: "started", t: 0, stage: "workers", agent: "B", queued_s: 0 },
-    { type: "ended", t: 0.2, stage: "workers", agent: "B", status: "cut", error: "cut: quorum", elapsed_s: 0.2 },
+    { type: "ended", t: 0.2, stage: "workers", agent: "B", status: "cut", state: "cut", error: "cut: quorum", elapsed_s: 0.2 },
     { type: "started", t: 0.2, stage: "review", agent: "Rev", queued_s: 0 },
     { type: "delta", stage: "review", agent: "Rev", text: "{\"scores\": []}" }];
   const run = fold(views).at(-1);
   assert.equal(run.final, null);
   assert.equal(run.entries.find((e) => e.name === "B").state, "cut");
   assert.equal(run.entries.find((e) => e.name === "Rev").text, "{\"scores\": []}");
+});
+
+test("a request that timed out is a failure that says so", () => {
+  const run = fold([OPENED, { type: "ended", t: 1, stage: "workers", agent: "A", status: "timeout", state: "timeout",
+    error: "A: no answer within 60 s", elapsed_s: 60 }]).at(-1);
+  assert.deepEqual([run.entries[0].state, run.entries[0].label], ["failed", "timed out"]);
 });
 
 test("an error ends the run: requests that never ended say so", () => {

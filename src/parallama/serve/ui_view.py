@@ -12,7 +12,7 @@ The page's events, each with `type`:
   started  t, stage, agent, queued_s
   delta    stage, agent, text                         (a piece of an answer)
   thinking stage, agent, text                         (a piece of a reasoning model's thinking)
-  ended    t, stage, agent, status, content, html, error, error_kind, queued_s, elapsed_s, ttft_s, tokens, …
+  ended    t, stage, agent, state, status, content, html, error, error_kind, queued_s, elapsed_s, ttft_s, tokens, …
   ranked   t, stage, rankings, ranking                (council: each worker's ranking, and the aggregate)
   result   t, final, final_html, final_source, source, scores, rankings, ranking, warnings, wall_s, history_id,
            error, cut (workers cut: the answer is partial), tally (vote: each distinct answer, its count and workers)
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..cutoff import CUT
 from ..fleet import Agent
@@ -34,7 +34,7 @@ from ..events import (
     RANKING, REVIEW, Cut, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
 from ..redact import StreamMask
 from ..result import AgentResult, FinalSource, RunResult
-from ..tracker import INTERRUPTED, RunTracker
+from ..tracker import INTERRUPTED, AgentRow, RunTracker
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -95,10 +95,11 @@ def ranked_view(t: float, rankings: Any, ranking: Any) -> View:
     return {"type": "ranked", "t": t, "stage": RANKING, "rankings": rankings, "ranking": ranking}
 
 
-def ended_view(t: float, stage: str, agent: str, fields: Mapping[str, Any], redact: "Redactor") -> View:
-    """An agent's request ended: its result (from an AgentResult or a history row), masked, the answer rendered."""
-    view: View = {"type": "ended", "t": t, "stage": stage, "agent": agent}
-    view.update({name: fields.get(name) for name in RESULT_FIELDS})
+def ended_view(t: float, row: AgentRow, redact: "Redactor") -> View:
+    """An agent's request ended: the state its row ended in (done, failed, timeout, cut), its result masked, the
+    answer rendered."""
+    view: View = {"type": "ended", "t": t, "stage": row.stage, "agent": row.name, "state": row.state}
+    view.update({name: getattr(row.result, name) for name in RESULT_FIELDS})
     view["content"] = redact(view["content"] or "")
     view["error"] = redact(view["error"]) if view["error"] else None
     view["html"] = markdown_html(view["content"])
@@ -145,8 +146,7 @@ class RunView:
                      "queued_s": event.queued_s}]
         if isinstance(event, (Finished, Failed)) and row is not None:
             stage, name = event.stage, event.agent.name
-            return self._flush(stage, name) + [
-                ended_view(t(row.ended_at), stage, name, vars_of(event.result), self.redact)]
+            return self._flush(stage, name) + [ended_view(t(row.ended_at), row, self.redact)]
         if isinstance(event, Ranked):
             return [ranked_view(t(), event.rankings, event.ranking)]
         if isinstance(event, RunStarted):
@@ -188,11 +188,6 @@ class RunView:
                 "workers": [_agent(a) for a in fleet.workers],
                 "reviewers": [_agent(a) for a in fleet.reviewers] if event.strategy else [],
                 "started_at": time.time()}
-
-
-def vars_of(obj: Any) -> dict[str, Any]:
-    """A result dataclass's fields, shallow (no copy of nested results, as `asdict` would make)."""
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
 # ---------------------------------------------------------------- from the history

@@ -124,7 +124,7 @@ export function reduce(run, view, at) {
     case "ended": {
       const entry = latest(run, view.stage, view.agent) || newEntry(view.stage, { name: view.agent }, 1);
       const startedT = entry.startedT ?? view.t - (view.elapsed_s || 0);
-      const state = view.status === "ok" ? "done" : view.status === "cut" ? "cut" : "failed";
+      const state = view.state === "timeout" ? "failed" : view.state || "failed";  // the server's row; timeout: a failure
       const label = { ok: "done", timeout: "timed out", cut: "cut" }[/** @type {string} */ (view.status)] || "failed";
       return withEntry(run, {
         ...entry, endT: view.t, result: view, startedT, queuedT: entry.queuedT ?? startedT - (view.queued_s || 0),
