@@ -28,6 +28,10 @@ const state = {
 
 class KeyNeeded extends Error {}
 
+/**
+ * A request to serve with the key (when there is one); a 401 asks for the key, another error says the server's words.
+ * @param {string} path @param {RequestInit} [options] @returns {Promise<Response>}
+ */
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   if (state.key) headers.set("Authorization", "Bearer " + state.key);
@@ -47,6 +51,7 @@ async function api(path, options = {}) {
   return response;
 }
 
+/** @param {string} problem */
 function askForKey(problem) {
   $("app").hidden = true;
   $("key-form").hidden = false;
@@ -55,10 +60,10 @@ function askForKey(problem) {
   $("key").focus();
 }
 
-$("key-form").addEventListener("submit", (event) => {
+$("key-form").addEventListener("submit", (/** @type {Event} */ event) => {
   event.preventDefault();
   state.key = $("key").value.trim();
-  sessionStorage.setItem(KEY_STORE, state.key);
+  sessionStorage.setItem(KEY_STORE, state.key || "");
   $("key").value = "";
   start();
 });
@@ -67,7 +72,7 @@ async function start() {
   try {
     state.fleet = await (await api("/ui/api/fleet")).json();
   } catch (error) {
-    if (!(error instanceof KeyNeeded)) $("fleet").textContent = "cannot reach parallama serve: " + error.message;
+    if (!(error instanceof KeyNeeded)) $("fleet").textContent = "cannot reach parallama serve: " + messageOf(error);
     return;
   }
   $("key-form").hidden = true;
@@ -76,6 +81,11 @@ async function start() {
   loadHistory();
   pollLoad();
   $("prompt").focus();
+}
+
+/** @param {unknown} error */
+function messageOf(error) {
+  return error instanceof Error ? error.message : String(error);
 }
 
 // ------------------------------------------------------------------ the fleet and its servers' load
@@ -101,7 +111,8 @@ function showFleet(fleet) {
 
 $("strategy").addEventListener("change", () => { $("strategy").title = strategyNote($("strategy").value); });
 
-let loadTimer = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let loadTimer;
 async function pollLoad() {
   clearTimeout(loadTimer);
   if (document.visibilityState === "visible") {
@@ -114,6 +125,7 @@ async function pollLoad() {
   loadTimer = setTimeout(pollLoad, state.controller ? 500 : 1500);
 }
 
+/** @param {{servers: {server: string, slots: number, in_flight: number, waiting: number}[]}} load */
 function showLoad(load) {
   const list = $("load");
   list.replaceChildren(...load.servers.map((server) => {
@@ -129,8 +141,8 @@ function showLoad(load) {
   }));
 }
 
-$("ask").addEventListener("submit", (event) => { event.preventDefault(); state.controller ? stop() : send(); });
-$("prompt").addEventListener("keydown", (event) => {
+$("ask").addEventListener("submit", (/** @type {Event} */ event) => { event.preventDefault(); state.controller ? stop() : send(); });
+$("prompt").addEventListener("keydown", (/** @type {KeyboardEvent} */ event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
     if (!state.controller) send();
@@ -162,14 +174,14 @@ async function send() {
       headers: { "Content-Type": "application/json" },
     });
     $("prompt").value = "";
-    await readEvents(response.body, apply);
+    await readEvents(/** @type {ReadableStream<Uint8Array>} */ (response.body), apply);
     if (state.run && !state.run.over) apply({ type: "error", message: "the connection to serve closed before the run ended" });
   } catch (error) {
     if (controller.signal.aborted) {
       if (state.run && !state.run.over) apply({ type: "error", message: "stopped: the run was cancelled" });
     } else if (!(error instanceof KeyNeeded)) {
-      if (state.run && !state.run.over) apply({ type: "error", message: error.message });
-      else showError(error.message);
+      if (state.run && !state.run.over) apply({ type: "error", message: messageOf(error) });
+      else showError(messageOf(error));
     }
   } finally {
     state.controller = null;
@@ -183,18 +195,21 @@ function stop() {
   if (state.controller) state.controller.abort();
 }
 
+/** @param {boolean} running */
 function setRunning(running) {
   $("send").textContent = running ? "Stop" : "Send";
   $("send").classList.toggle("stop", running);
   document.body.classList.toggle("running", running);
 }
 
+/** @param {string} message */
 function showError(message) {
   $("ask-error").hidden = !message;
   $("ask-error").textContent = message;
 }
 
 // Server-sent events, read from a fetch() body: EventSource cannot send the Authorization header.
+/** @param {ReadableStream<any>} stream @param {(view: any) => void} onEvent */
 async function readEvents(stream, onEvent) {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -284,7 +299,8 @@ $("copy").addEventListener("click", async () => {
 
 // ------------------------------------------------------------------ history
 
-let searchTimer = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let searchTimer;
 $("search").addEventListener("input", () => {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(loadHistory, 250);
@@ -296,7 +312,7 @@ async function loadHistory() {
   try {
     data = await (await api("/ui/api/history?limit=100&q=" + encodeURIComponent(query))).json();
   } catch (error) {
-    if (!(error instanceof KeyNeeded)) $("history-note").textContent = "history: " + error.message;
+    if (!(error instanceof KeyNeeded)) $("history-note").textContent = "history: " + messageOf(error);
     return;
   }
   $("history-note").textContent = !data.enabled ? "History is off (serve --no-history)." :
@@ -304,6 +320,7 @@ async function loadHistory() {
   $("history").replaceChildren(...data.runs.map(historyItem));
 }
 
+/** @param {any} run */
 function historyItem(run) {
   const item = el("li");
   const button = el("button", "history-item" + (state.run && state.run.id === run.id ? " current" : ""));
@@ -319,6 +336,7 @@ function historyItem(run) {
   return item;
 }
 
+/** @param {string} id */
 async function reopen(id) {
   if (state.controller) return showError("A run is going: stop it before opening another.");
   showError("");
@@ -327,9 +345,11 @@ async function reopen(id) {
     for (const view of data.events) apply(view.type === "run" ? { ...view, replayed: true } : view);
     if (state.run && state.run.strategy && state.fleet.reviewers.length) $("strategy").value = state.run.strategy;
     end();
-    for (const button of document.querySelectorAll(".history-item")) button.classList.toggle("current", button.dataset.id === id);
+    for (const button of document.querySelectorAll(".history-item")) {
+      button.classList.toggle("current", /** @type {HTMLElement} */ (button).dataset.id === id);
+    }
   } catch (error) {
-    if (!(error instanceof KeyNeeded)) showError(error.message);
+    if (!(error instanceof KeyNeeded)) showError(messageOf(error));
   }
 }
 
