@@ -58,6 +58,26 @@ def get_json(url: str) -> dict:
         return json.loads(reply.read())
 
 
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def machine_load(fake: FakeServer) -> tuple[int, int]:
+    """(in flight, waiting) on the fake's server across this machine's processes, as their slot files say."""
+    from parallama.paths import state_dir
+    from parallama.slots.local import LocalStore
+    from parallama.urls import server_of
+
+    slots = LocalStore(state_dir() / "slots").slots_for(server_of(fake.url), 1)
+    try:
+        return slots.counts()
+    finally:
+        slots.close()
+
+
 def one_worker(tmp_path: Path, fake: FakeServer, timeout: float, **extra) -> Path:
     return write_config(tmp_path / "c.json", {"worker_agents": [worker(fake, "w", name="W", timeout=timeout)],
                                               **extra})
@@ -101,13 +121,10 @@ def test_a_killed_holder_frees_its_slot_at_once(tmp_path):
         one_worker(tmp_path, fake, timeout=60)
         holder = parallama("run", "q", "-c", "c.json", "--no-review", "--no-history")
         try:
-            deadline = time.monotonic() + 20
-            while not fake.requests and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert fake.requests, "the holder's request never came"
+            wait_for(lambda: fake.requests, "the holder's request")
             fake.model("w", latency=0.2, text="second")
             waiter = parallama("run", "q", "-c", "c.json", "--no-review", "--json", "--no-history")
-            time.sleep(2.0)  # the waiter is up and queued behind the holder's slot by now
+            wait_for(lambda: machine_load(fake) == (1, 1), "the waiter to queue behind the holder")
             assert len(fake.requests) == 1
             killed_at = time.perf_counter()
             holder.send_signal(signal.SIGKILL)
@@ -138,18 +155,16 @@ async def test_every_view_counts_the_other_processes(tmp_path):
     from parallama.report.live import servers_line
 
     with FakeServer(slots=None) as fake:
-        fake.model("w", latency=4.0, text="held")
+        fake.model("w", latency=30.0, text="held")
         config = one_worker(tmp_path, fake, timeout=30)
         holder = parallama("run", "q", "-c", "c.json", "--no-review", "--no-history")
         serve, url = start_serve("-c", "c.json")
         try:
-            deadline = time.monotonic() + 20
-            while not fake.requests and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(lambda: fake.requests, "the holder's request")
             fake.model("w", latency=0.1, text="after")
             (tmp_path / "prompts.txt").write_text("one\ntwo\n")
             batch = parallama("batch", "prompts.txt", "-c", "c.json", "--no-review", "-o", "out.jsonl")
-            time.sleep(1.5)  # the batch is up and waiting behind the holder
+            wait_for(lambda: machine_load(fake)[1] >= 1, "the batch to wait behind the holder")
             async with FleetClient(config) as client:
                 (load,) = client.load().values()
             assert (load.in_flight, load.own_in_flight, load.shared) == (1, 0, "local")
@@ -161,6 +176,7 @@ async def test_every_view_counts_the_other_processes(tmp_path):
             for shown in (ui, ps):
                 assert shown["in_flight"] == 1 and shown["own_in_flight"] == 0 and shown["waiting"] >= 1
                 assert shown["shared"] == "local"
+            holder.kill()  # its slot comes free at once; the batch goes on
             summary, err = batch.communicate(timeout=60)
         finally:
             stop(serve)
@@ -193,9 +209,7 @@ def test_a_busy_process_does_not_starve_another(tmp_path):
         (tmp_path / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(30)))
         batch = parallama("batch", "prompts.txt", "-c", "c.json", "--no-review", "-o", "out.jsonl",
                           "--concurrency", "4")
-        deadline = time.monotonic() + 20
-        while len(fake.requests) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(fake.requests) >= 3, "the batch's first requests")
         run = parallama("run", "late", "-c", "c.json", "--no-review", "--json", "--no-history")
         out, err = run.communicate(timeout=60)
         served_before_it = len(fake.requests)

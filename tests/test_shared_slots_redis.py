@@ -98,9 +98,9 @@ def ask_in_threads(url: str, count: int, replies: list, errors: list) -> list[th
 
 def test_two_replicas_share_a_two_slot_server(tmp_path, redis_server):
     with FakeServer(slots=2) as fake:
-        # 16 requests of 0.4 s on 2 slots take 3.2 s; each may take 1.5 s once sent.
-        fake.model("w", latency=0.4, text="the answer")
-        two_slot_fleet(tmp_path, fake, timeout=1.5)
+        # 16 requests of 0.6 s on 2 slots take 4.8 s; each may take 2 s once sent.
+        fake.model("w", latency=0.6, text="the answer")
+        two_slot_fleet(tmp_path, fake, timeout=2.0)
         a, url_a = start_serve("-c", "c.json", env=host_env(tmp_path, "a", redis_server.url))
         b, url_b = start_serve("-c", "c.json", env=host_env(tmp_path, "b", redis_server.url))
         try:
@@ -108,7 +108,7 @@ def test_two_replicas_share_a_two_slot_server(tmp_path, redis_server):
             errors: list = []
             threads = ask_in_threads(url_a, 4, replies, errors) + ask_in_threads(url_b, 4, replies, errors)
             # Each replica sees both replicas' requests: 2 in flight, and the other replica's waiting ones.
-            deadline = time.monotonic() + 3.0
+            deadline = time.monotonic() + 4.0
             while time.monotonic() < deadline:
                 loads = [get_json(url + "/ui/api/load")["servers"][0] for url in (url_a, url_b)]
                 if all(load["in_flight"] == 2 and load["waiting"] > load["own_waiting"] for load in loads):
