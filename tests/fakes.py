@@ -222,7 +222,7 @@ class FakeServer:
 
     async def _start(self) -> None:
         self._slots_sem = asyncio.Semaphore(self.slots) if self.slots else None
-        app = web.Application(middlewares=[self._authorize])
+        app = web.Application(middlewares=[self._authorize], client_max_size=64 * 2**20)  # as Ollama: no small cap
         app.router.add_post("/api/chat", self._ollama_chat)
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_get("/api/version", self._version)

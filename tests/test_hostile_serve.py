@@ -445,3 +445,93 @@ def test_max_answer_chars_in_the_config_and_the_kind_in_json(tmp_path, servers):
     assert row["status"] == "error" and row["error_kind"] == "too_long"
     assert "ran past 5,000 characters (max_answer_chars)" in row["error"] and len(row["content"]) <= 5000
     assert data["final"] == "The answer is 4." and result.exit_code == 0
+
+
+# ---------------------------------------------------------------- 15. heavy work off the event loop
+
+class Pinger:
+    """Asks `/api/version` over and over on one keep-alive connection, keeping the longest wait."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.waits: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            connection.request("GET", "/api/version")
+            connection.getresponse().read()
+            self.waits.append(time.perf_counter() - started)
+            time.sleep(0.01)
+
+    def __enter__(self) -> "Pinger":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def post_json(url: str, body: bytes) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers={
+                "Content-Type": "application/json"}), timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_big_bodies_and_long_replays_do_not_stall_other_clients(tmp_path, servers):
+    import time
+    import urllib.request
+
+    for fake in servers:
+        fake.model("m", latency=0.05, text="Alpha says four.")
+    config = guide_fleet(servers)
+    write_config(tmp_path / "c.json", config)
+    process, url, _ = start_serve("-c", "c.json")
+    try:
+        turns = [{"role": "user" if i % 2 == 0 else "assistant",
+                  "content": f"turn {i}" if i % 2 == 0 else f"**answer** {i}\n\n- a\n- b `c`"}
+                 for i in range(100_000)] + [{"role": "user", "content": "and now?"}]
+        status, reply = post_json(url + "/api/chat", json.dumps({**ASK, "messages": turns}).encode())
+        assert status == 200, reply
+        [latest] = json.loads(urllib.request.urlopen(url + "/ui/api/history?limit=1", timeout=30).read())["runs"]
+        # 15 MiB to read and parse (refused only once parsed: the last message is not the user's), 40 MiB refused
+        # as it comes, and the long conversation laid out for the page.
+        big = json.dumps({**ASK, "messages": [{"role": "user", "content": "word " * (3 * 2**20)},
+                                              {"role": "assistant", "content": "no"}]}).encode()
+        too_big = b'{"model": "parallama", "messages": [{"role": "user", "content": "' + b"x" * (40 * 2**20) + b'"}]}'
+        with Pinger(url) as quiet:
+            time.sleep(1.0)
+        with Pinger(url) as busy:
+            started = time.perf_counter()
+            status, reply = post_json(url + "/api/chat", big)
+            assert status == 400 and "the last message must be the user's" in reply["error"]
+            status, reply = post_json(url + "/api/chat", too_big)
+            assert status == 413 and "larger than 16 MiB" in reply["error"]
+            events = json.loads(urllib.request.urlopen(url + f"/ui/api/history/{latest['id']}", timeout=60)
+                                .read())["events"]
+            took = time.perf_counter() - started
+        context = events[0]["context"]
+        assert len(context) == 100_000
+        rendered = [turn for turn in context if "html" in turn]
+        assert len(rendered) == 20 and rendered[-1]["html"].startswith("<p><strong>answer</strong> 99999</p>")
+    finally:
+        stop(process)
+    print(f"pings: {len(quiet.waits)} quiet, longest {max(quiet.waits) * 1000:.0f} ms; {len(busy.waits)} during "
+          f"{took:.1f} s of big bodies and a long replay, longest {max(busy.waits) * 1000:.0f} ms")
+    assert max(busy.waits) < max(0.6, 20 * max(quiet.waits))  # was 4.6 s for a 50 MB body, 1.5 s for the replay

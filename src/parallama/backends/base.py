@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -141,12 +142,26 @@ async def open_stream(
     """POST `body` to the agent's endpoint and yield the streaming response; every failure becomes a BackendError."""
     with TransportErrors(agent.endpoint, agent=agent.name, redact=Redactor(agent.secrets()),
                          unreachable_hint=_start_hint(agent)) as request:
-        async with session.post(agent.endpoint, json=body, headers=request_headers(agent),
+        payload = await encoded(body)
+        async with session.post(agent.endpoint, data=payload, headers=request_headers(agent),
                                 read_bufsize=READ_BUFSIZE) as response:
             request.answered = True
             if response.status >= 400:
                 raise await status_error(agent, response)
             yield response
+
+
+OFF_LOOP_CHARS = 256 * 1024
+"A request body with more text than this (a long conversation, a pasted document) is encoded in a thread."
+
+
+async def encoded(body: dict) -> bytes:
+    """The request body as JSON bytes; a large one encoded in a thread, so the event loop goes on meanwhile."""
+    messages = body.get("messages") or ()
+    size = sum(len(m.get("content") or "") + 64 for m in messages)
+    if size > OFF_LOOP_CHARS:
+        return await asyncio.to_thread(lambda: json.dumps(body).encode())
+    return json.dumps(body).encode()
 
 
 def server_words(agent: "Agent", text: str) -> str:

@@ -7,6 +7,7 @@ request needs the key when `--api-key-env` is set, and is refused when another s
 
 from __future__ import annotations
 
+import asyncio
 import json
 from functools import lru_cache
 from importlib import resources
@@ -27,8 +28,11 @@ from .ui_view import RunView, View, fleet_view, replay
 from .wire import PageRunRequest, parse
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..backends import Message
     from ..events import Event, EventSink
+    from ..redact import Redactor
     from ..result import RunResult
 
 
@@ -160,10 +164,35 @@ async def history_run(request: web.Request) -> web.Response:
     """One run from the history as the events the page draws."""
     service = request.app[SERVICE]
     run_id = request.match_info["run_id"]
-    record = service.history.run(run_id, exact=True) if service.history is not None else None
-    if record is None:
+    if service.history is None:
         raise ApiError(404, f"no run {run_id!r} in the history")
-    return web.json_response({"events": replay(record, service.page_redact)})
+    # A run with a long conversation is a lot to read, lay out and encode: all done in a thread (on a connection
+    # of its own), in pieces small enough that the event loop goes on serving meanwhile.
+    body = await asyncio.to_thread(_replayed, service.history.path, run_id, service.page_redact)
+    if body is None:
+        raise ApiError(404, f"no run {run_id!r} in the history")
+    return web.Response(text=body, content_type="application/json")
+
+
+def _replayed(path: "Path", run_id: str, redact: "Redactor") -> str | None:
+    from ..history import History
+
+    with History(path) as store:
+        record = store.run(run_id, exact=True)
+    if record is None:
+        return None
+    return '{"events": [' + ", ".join(_encoded(view) for view in replay(record, redact)) + "]}"
+
+
+def _encoded(view: View) -> str:
+    """A view as JSON; a long conversation turn by turn (one encoding of it all would hold the interpreter)."""
+    context = view.get("context")
+    if not context or len(context) < 100:
+        return json.dumps(view, ensure_ascii=False)
+    head = json.dumps({k: v for k, v in view.items() if k != "context"}, ensure_ascii=False)
+    turns = ", ".join(json.dumps(turn, ensure_ascii=False) for turn in context)
+    return f'{head[:-1]}, "context": [{turns}]}}'
+
 
 
 # ---------------------------------------------------------------- a run, as server-sent events

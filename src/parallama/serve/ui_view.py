@@ -23,6 +23,7 @@ The page's events, each with `type`:
 from __future__ import annotations
 
 import functools
+import html
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -57,9 +58,21 @@ def _markdown() -> "MarkdownIt":
     return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 
+MARKDOWN_MAX_CHARS = 200_000
+"""A longer answer goes to the page as plain text in a `<pre>`: rendering is linear, but not cheap enough to hold
+the event loop for a whole answer of a million characters."""
+MARKDOWN_TURNS = 20
+"""Of a conversation's earlier answers, the latest this many are rendered; older ones go as text (a long
+conversation would otherwise hold the event loop for a rendering per turn)."""
+
+
 def markdown_html(text: str | None) -> str:
     """Markdown as HTML with raw HTML off: a tag in the text is shown as text, never made an element."""
-    return _markdown().render(text) if text else ""
+    if not text:
+        return ""
+    if len(text) > MARKDOWN_MAX_CHARS:
+        return f"<pre>{html.escape(text)}</pre>"
+    return _markdown().render(text)
 
 
 def agent_view(name: str, model: str, role: str, api_url: str) -> View:
@@ -75,14 +88,14 @@ def _agent(agent: "Agent") -> View:
 
 
 def context_view(context: Any, redact: "Redactor") -> list[View]:
-    """Earlier turns of the conversation: an assistant's answer with its Markdown rendered."""
+    """Earlier turns of the conversation: the latest answers with their Markdown rendered."""
     turns = []
     for message in context:
         text = redact(str(message.get("content") or ""))
-        turn: View = {"role": message.get("role"), "content": text}
-        if turn["role"] == "assistant":
-            turn["html"] = markdown_html(text)
-        turns.append(turn)
+        turns.append({"role": message.get("role"), "content": text})
+    answers = [turn for turn in turns if turn["role"] == "assistant"]
+    for turn in answers[-MARKDOWN_TURNS:]:
+        turn["html"] = markdown_html(turn["content"])
     return turns
 
 
