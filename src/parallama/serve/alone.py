@@ -59,6 +59,7 @@ class AgentReply(Feed[Piece]):
 
     def __init__(self, service: "Service", ask: AgentAsk) -> None:
         super().__init__(service, ask.model)
+        self.service: "Service" = service
         self.ask = ask
         self.result: AgentResult | None = None
         self.error: str | None = None

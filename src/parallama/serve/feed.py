@@ -3,8 +3,8 @@ turns each of its events into pieces with a renderer, and hands them out in batc
 `keepalive_s`; `write_stream` writes them to a streamed response. The Ollama and OpenAI chats (a fleet run or one
 agent alone) and the page's event stream are each a renderer and a way of writing pieces over these two.
 
-    async with Reply(service, ask) as reply:   # a Feed; 429 before anything is sent
-        await write_stream(response, reply, write=..., keepalive=...)
+    async with follower as feed:   # a Feed's subclass; 429 before anything is sent
+        await write_stream(response, feed, write=..., keepalive=...)
 
 Leaving the block before the end (the client went away) cancels the run: its requests are closed at once and their
 slots freed.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, Protocol, TypeVar
 
 from ..events import RunEnded
 
@@ -23,13 +23,31 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from ..events import Event, EventSink
-    from .runs import Service
 
 log = logging.getLogger("parallama.serve")
 
 F = TypeVar("F", bound="Feed[Any]")
 P = TypeVar("P")
 "One piece of a response, as its renderer makes it (a channel and its text; a view of the page)."
+
+
+class Keepalive(Protocol):
+    @property
+    def keepalive_s(self) -> float: ...
+
+
+class Runs(Protocol):
+    """What a feed needs of the service that serves it (`runs.Service`): a place in its queue, its run's task
+    started and settled, the keepalive."""
+
+    @property
+    def options(self) -> Keepalive: ...
+
+    def admit(self, run_id: str, model: str) -> None: ...
+
+    def launch(self, run: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]": ...
+
+    async def settle(self, run_id: str, task: "asyncio.Task | None", completed: Callable[[], bool]) -> None: ...
 
 
 class Feed(Generic[P]):
@@ -40,7 +58,7 @@ class Feed(Generic[P]):
     last (`ends`), what of a batch is sent (`shape`: a progress mode, neighbours merged; nothing left to send does
     not count as sending) and what to send when the run's task raised (`crashed`)."""
 
-    def __init__(self, service: "Service", model: str) -> None:
+    def __init__(self, service: Runs, model: str) -> None:
         self.service = service
         self.model = model
         "The name the client asked for (counted in `/api/ps`)."

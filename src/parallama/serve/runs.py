@@ -248,6 +248,7 @@ class Reply(Feed[Piece]):
 
     def __init__(self, service: Service, ask: Ask) -> None:
         super().__init__(service, ask.model)
+        self.service: Service = service
         self.ask = ask
         self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
         self._think_open = False

@@ -224,6 +224,7 @@ class PageRun(Feed[View]):
     def __init__(self, service: Service, prompt: str, strategy: str, context: "tuple[Message, ...]") -> None:
         reviewed = reviewing(service.fleet, strategy, True) is not None
         super().__init__(service, f"parallama:{strategy}" if reviewed else "parallama:latest")
+        self.service: Service = service
         self.prompt = prompt
         self.strategy = strategy
         self.context = context
