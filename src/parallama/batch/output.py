@@ -49,9 +49,9 @@ def result_line(record: "BatchRecord", result: "RunResult", compared: Sequence["
 def strategy_entry(run: "StrategyRun") -> dict[str, Any]:
     """One compared strategy in a line: its final answer and where it came from, its review's details, its cost."""
     result = run.result
-    entry: dict[str, Any] = {"final": result.final, "final_source": str(result.final_source) if result.final_source else None,
-                            
-                             "answered": result.answered, "wall_s": result.wall_s, **run.cost()}
+    source = str(result.final_source) if result.final_source is not None else None
+    entry: dict[str, Any] = {"final": result.final, "final_source": source, "answered": result.answered,
+                             "wall_s": result.wall_s, **run.cost()}
     for name in ("tally", "scores", "ranking"):
         if getattr(result, name):
             entry[name] = getattr(result, name)
