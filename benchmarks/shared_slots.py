@@ -113,7 +113,7 @@ async def cost(kind: str, where: str, iterations: int) -> dict[str, Any]:
 
 async def gate_cost(where: str | None, iterations: int) -> dict[str, Any]:
     shared = LocalStore(Path(where)).slots_for(SERVER, 4) if where else None
-    gate = Gate(SERVER, 4, shared, "local" if shared else "none")
+    gate = Gate(SERVER, 4, shared)
     samples = []
     for i in range(iterations + 50):
         t0 = time.perf_counter()

@@ -104,3 +104,27 @@ def test_a_loopback_server_is_this_hosts_own_in_redis():
 
     assert server_key("http://localhost:11434") == f"http://localhost:11434@{socket.gethostname()}"
     assert server_key("http://gpu1:11434") == "http://gpu1:11434"
+
+
+async def test_redis_lost_says_so_once_and_the_slots_are_this_machines(tmp_path):
+    server = fakeredis.FakeServer()
+    said: list[str] = []
+    redis = RedisStore("redis://:secretpw@fake:6379/0", fallback=LocalStore(tmp_path / "local"), on_lost=said.append,
+                       client=fakeredis.FakeAsyncRedis(server=server))
+    await redis.start()
+    slots = redis.slots_for(SERVER, 1)
+    await slots.acquire()
+    assert slots.kind == "redis"
+    server.connected = False
+    slots.release()
+    await redis.settled()
+    await asyncio.wait_for(slots.acquire(), 2)  # this machine's slot
+    assert slots.kind == "local" and slots.counts() == (1, 0)
+    waiting = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # the local slot holds: one at a time still
+    slots.release()
+    await asyncio.wait_for(waiting, 2)
+    assert len(said) == 1 and said[0].startswith("slot store redis://fake:6379/0 lost (")
+    assert "secretpw" not in said[0]
+    await redis.aclose()

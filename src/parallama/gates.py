@@ -59,14 +59,13 @@ class ServerLoad:
 class Gate:
     """A FIFO slot limit for one server, served in priority order."""
 
-    __slots__ = ("server", "slots", "in_flight", "waiting", "sending", "busy_s", "served", "shared", "kind", "shared_wait_s", "_since",
-                 "_queue", "_tiebreak", "__weakref__")
+    __slots__ = ("server", "slots", "in_flight", "waiting", "sending", "busy_s", "served", "shared", "shared_wait_s",
+                 "_since", "_queue", "_tiebreak", "__weakref__")
 
-    def __init__(self, server: str, slots: int, shared: SharedSlots | None = None, kind: str = "none") -> None:
+    def __init__(self, server: str, slots: int, shared: SharedSlots | None = None) -> None:
         self.server = server
         self.slots = slots
         self.shared = shared
-        self.kind = kind if shared is not None else "none"
         self.in_flight = 0
         "Requests past this gate: waiting for the shared slot, or sent."
         self.waiting = 0
@@ -84,7 +83,8 @@ class Gate:
         self._count_busy()
         in_flight, waiting = self.shared.counts() if self.shared is not None else (self.sending, self.waiting)
         return ServerLoad(self.slots, in_flight, waiting, round(self.busy_s, 6), self.served,
-                          self.sending, self.waiting + self.in_flight - self.sending, self.kind,
+                          self.sending, self.waiting + self.in_flight - self.sending,
+                          self.shared.kind if self.shared is not None else "none",
                           round(self.shared_wait_s, 3))
 
     def _count_busy(self) -> None:
@@ -175,7 +175,7 @@ def gate_for(server: str, slots: int, store: SlotStore | None = None) -> Gate:
     gate = gates.get(key)
     if gate is None:
         shared = store.slots_for(server, slots) if store is not None else None
-        gate = gates[key] = Gate(server, slots, shared, store.kind if store is not None else "none")
+        gate = gates[key] = Gate(server, slots, shared)
     else:
         gate.resize(slots)
     return gate

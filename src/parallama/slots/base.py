@@ -8,6 +8,11 @@ import abc
 class SharedSlots(abc.ABC):
     """One server's slots as every process on the store sees them: take one, give one back, count them."""
 
+    @property
+    def kind(self) -> str:
+        """Who shares them now: `local` (this machine) or `redis` (every host on the Redis)."""
+        return "local"
+
     @abc.abstractmethod
     def try_acquire(self) -> bool:
         """Take a slot now if one is free and nobody elsewhere waits before us; False otherwise."""

@@ -194,6 +194,10 @@ class RedisSlots(SharedSlots):
         self._local: SharedSlots | None = None
         "This machine's slots, once Redis is lost."
 
+    @property
+    def kind(self) -> str:
+        return "redis" if self._local is None else "local"
+
     def fall_back(self) -> None:
         if self._local is None:
             self._local = self.store.fallback.slots_for(self.server, self.slots)
