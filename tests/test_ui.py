@@ -411,3 +411,67 @@ async def test_history_api_bounds_its_search_cuts_prompts_and_takes_ids_whole(se
         assert response.status == 404, wildcard
     response, _ = await get(running.url + "/ui/api/history/" + runs[0]["id"])
     assert response.status == 200
+
+
+async def test_stop_ends_the_run_as_stopped_in_the_stream_and_the_history(servers, serve):
+    """The page's Stop: the run's requests close at once, the stream sends each request still going as stopped
+    (not failed) and the run as stopped; the history says `stopped` at once and counts every worker of the run."""
+    a, b, c = servers
+    a.model("m", latency=0.1, text="Quick.")
+    b.model("m", latency=30)
+    c.model("m", latency=30)
+    config = {"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B"), worker(c, "m", name="C")]}
+    running = await serve(config, history=True)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(running.url + "/ui/api/runs", json={"prompt": "slow"}) as response:
+            views: list[dict] = []
+            async for line in response.content:
+                if not line.startswith(b"data: "):
+                    continue
+                views.append(json.loads(line[6:]))
+                if views[-1]["type"] == "ended" and views[-1]["agent"] == "A":
+                    run_id = views[0]["run_id"]
+                    stopped = await session.post(f"{running.url}/ui/api/runs/{run_id}/stop", json={})
+                    assert stopped.status == 200
+        ended = {v["agent"]: v["state"] for v in by_type(views, "ended")}
+        assert ended == {"A": "done", "B": "stopped", "C": "stopped"}
+        assert views[-1] == {"type": "error", "stopped": True, "message": "stopped: you pressed Stop; what had "
+                                                                           "finished is shown"}
+        for _ in range(100):  # the fake servers see their connections close
+            if b.requests[0].disconnected and c.requests[0].disconnected:
+                break
+            await asyncio.sleep(0.05)
+        assert b.requests[0].disconnected and c.requests[0].disconnected
+        history = await (await session.get(running.url + "/ui/api/history")).json()
+        [run] = history["runs"]
+        assert (run["status"], run["workers"], run["workers_ok"]) == ("stopped", 3, 1)
+        replayed = (await (await session.get(f"{running.url}/ui/api/history/{run_id}")).json())["events"]
+        assert replayed[-1]["stopped"] is True and "Stop was pressed" in replayed[-1]["message"]
+        again = await session.post(f"{running.url}/ui/api/runs/{run_id}/stop", json={})
+        assert again.status == 404
+
+
+async def test_a_judge_and_rankers_whose_answers_were_unreadable_are_unusable_not_done(servers, serve):
+    a, b, c = servers
+    a.model("m", latency=0.05, text="Four.")
+    b.model("m", latency=0.05, text="4")
+    c.model("rev", latency=0.05, text="I think they are both fine.")  # no scores, twice
+    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
+                           "reviewer_agent": worker(c, "rev", name="Rev")})
+    _, views = await start_run(running.url, {"prompt": "2 + 2?", "strategy": "judge"})
+    reviews = [v for v in by_type(views, "ended") if v["stage"] == "review"]
+    final = {v["attempt"]: v for v in reviews}  # the last word on each attempt
+    assert [final[k]["state"] for k in sorted(final)] == ["unusable", "unusable"]
+    assert "unreadable answer, twice" in final[2]["error"]
+    assert by_type(views, "result")[0]["source"]["kind"] == "worker"
+
+    def ranks(answer, order):
+        return lambda messages: order if "FINAL RANKING" in messages[0]["content"] else answer
+    a.model("m", latency=0.05, respond=ranks("Four.", "Fine.\nFINAL RANKING:\n1. Response A"))
+    b.model("m", latency=0.05, respond=ranks("4", "nothing readable"))
+    c.model("rev", latency=0.05, text="The council says 4.")
+    _, views = await start_run(running.url, {"prompt": "2 + 2?", "strategy": "council"})
+    rankers = {v["agent"]: v for v in by_type(views, "ended") if v["stage"] == "ranking"}
+    assert rankers["A"]["state"] == "done"
+    assert rankers["B"]["state"] == "unusable" and rankers["B"]["error"].startswith("ranking left out: ")
+    assert [v["state"] for v in by_type(views, "ended") if v["stage"] == "review"] == ["done"]

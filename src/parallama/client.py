@@ -10,10 +10,11 @@ server than its slots.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from .backends import Message, Tool
 from .calls import Run, Transport, client_session
@@ -48,6 +49,8 @@ class FleetClient:
         self._subscribers: list[EventSink] = []
         self.running: dict[str, RunStarted] = {}
         "The runs in progress, by run id."
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._stopping: set[str] = set()
 
     async def __aenter__(self) -> "FleetClient":
         # Used once, like httpx's clients: a second `async with` on one client would stack its history writers.
@@ -105,15 +108,20 @@ class FleetClient:
         context = tuple(context or ())
         started = RunStarted(run.id, prompt, self.fleet, reviewing(self.fleet, chosen, review), context)
         self.running[run.id] = started
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[run.id] = task
         run.emit(started)
         try:
             result = await orchestrate(run, self.fleet, prompt, deadline=deadline, review=review, strategy=chosen,
                                        rng=random.Random(seed), context=context)
         except BaseException:
-            run.emit(RunEnded(run.id, None))
+            run.emit(RunEnded(run.id, None, stopped=run.id in self._stopping))
             raise
         finally:
             del self.running[run.id]
+            self._tasks.pop(run.id, None)
+            self._stopping.discard(run.id)
         warnings = result.warnings
         if undecodable:
             warnings = [f"the prompt had {undecodable} undecodable byte(s) (not UTF-8); each was sent as U+FFFD �",
@@ -125,6 +133,17 @@ class FleetClient:
             # History stopped during (or before) this run: say so in its result, and do not point at a partial row.
             result = replace(result, history_id=None, warnings=[*result.warnings, str(self._writer.error)])
         return result
+
+    def stop(self, run_id: str) -> bool:
+        """Stop a run in progress at the user's word (the page's Stop): its requests are closed at once, their
+        slots freed, and it ends as stopped (`RunEnded.stopped`; the history says `stopped`), its `run` raising
+        CancelledError. False when no such run is going."""
+        task = self._tasks.get(run_id)
+        if task is None or task.done():
+            return False
+        self._stopping.add(run_id)
+        task.cancel()
+        return True
 
     async def run_workers(self, prompt: str, *, sequential: bool = False, on_event: EventSink | None = None,
                           agents: "tuple[Agent, ...] | None" = None) -> list[AgentResult]:

@@ -120,10 +120,12 @@ class Ranked:
 
 @dataclass(frozen=True, slots=True)
 class RunEnded:
-    """The run is over: its result, or None when it was interrupted (cancelled, Ctrl-C)."""
+    """The run is over: its result, or None when it was interrupted (cancelled, Ctrl-C) or stopped."""
 
     run_id: str
     result: "RunResult | None"
+    stopped: bool = False
+    "The run was stopped at the user's word (`FleetClient.stop`: the page's Stop), not interrupted otherwise."
 
 
 AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed, Cut]

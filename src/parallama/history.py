@@ -56,7 +56,7 @@ def _m001_runs_and_agents(db: sqlite3.Connection) -> None:
             id TEXT PRIMARY KEY,
             started_at REAL NOT NULL,
             ended_at REAL,
-            status TEXT NOT NULL,          -- incomplete, complete, interrupted
+            status TEXT NOT NULL,          -- incomplete, complete, interrupted, stopped
             prompt TEXT NOT NULL,
             config TEXT NOT NULL,          -- the fleet as JSON (api_key_env names, never keys)
             strategy TEXT NOT NULL,
@@ -208,7 +208,7 @@ class History:
                             if name == "prompt" and prompt_chars is not None else f"r.{name}"
                             for name in RunSummary.__annotations__ if name not in ("workers", "workers_ok"))
         rows = self.db.execute(
-            f"SELECT {columns}, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers') "
+            f"SELECT {columns}, json_array_length(r.config, '$.worker_agents') "
             "AS workers, (SELECT count(*) FROM agent_results a WHERE a.run_id = r.id AND a.stage = 'workers' "
             "AND a.status = 'ok') AS workers_ok FROM runs r " + (f"WHERE {where} " if words else "") +
             "ORDER BY started_at DESC LIMIT ?", (*patterns, limit))
@@ -247,13 +247,14 @@ def _like_escape(text: str) -> str:
 
 
 class RunSummary(TypedDict):
-    """One row of `history`: a run, with how many workers it had and how many answered."""
+    """One row of `history`: a run, with how many workers it had (every one in its fleet, also those a stop or a
+    crash left without a result) and how many answered."""
 
     id: str
     started_at: float
     ended_at: float | None
     status: str
-    "incomplete (running, or killed), complete, interrupted"
+    "incomplete (running, or killed), complete, interrupted, stopped (by the user: the page's Stop)"
     prompt: str
     config: str
     "The fleet as JSON (see `fleet_record`)."
@@ -387,10 +388,11 @@ class RunRecorder:
                 (time.time(), self._clean(result.final), _text(result.final_source), result.wall_s,
                  self._clean(json.dumps(result.warnings)), self._clean(json.dumps(details)), self.id))
 
-    def interrupted(self) -> None:
+    def interrupted(self, *, stopped: bool = False) -> None:
+        """The run ended without a result: `stopped` at the user's word, else interrupted."""
         with self.db:
-            self.db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ? AND status = "
-                            "'incomplete'", (time.time(), self.id))
+            self.db.execute("UPDATE runs SET status = ?, ended_at = ? WHERE id = ? AND status = 'incomplete'",
+                            ("stopped" if stopped else "interrupted", time.time(), self.id))
 
 
 class HistoryWriter:
@@ -434,7 +436,7 @@ class HistoryWriter:
             if recorder is None:
                 return
             if event.result is None:
-                recorder.interrupted()
+                recorder.interrupted(stopped=event.stopped)
             else:
                 recorder.finish(event.result)
 

@@ -20,13 +20,15 @@ if TYPE_CHECKING:
     from .fleet import Agent, Fleet
     from .result import AgentResult, CouncilBallot, CouncilRank, RunResult
 
-State = Literal["waiting", "queued", "running", "thinking", "done", "failed", "timeout", "cut"]
-"""Where an agent's request is. `cut`: closed because its stage had heard enough (a quorum, a settled vote). A
-request ended another way (the user's Stop) gets a state of its own: add it here and to `END_STATES` (from the
-result's status)."""
+State = Literal["waiting", "queued", "running", "thinking", "done", "failed", "timeout", "cut", "stopped",
+                "unusable"]
+"""Where an agent's request is. `cut`: closed because its stage had heard enough (a quorum, a settled vote).
+`stopped`: still queued or in flight when the run was stopped or interrupted (no result: not a failure).
+`unusable`: it answered, but its answer could not be used (a judge's scores or a council ranking that could not be
+read); `error` says why."""
 END_STATES: dict[str, State] = {"ok": "done", "error": "failed", "timeout": "timeout", "cut": "cut"}
 "The state a request ends in, from its result's status."
-ENDED: frozenset[str] = frozenset(END_STATES.values())
+ENDED: frozenset[str] = frozenset([*END_STATES.values(), "stopped", "unusable"])
 
 TAIL_CHARS = 96
 "How much of a stream's end a row keeps (raw, as streamed: a view masks what it draws)."
@@ -58,6 +60,8 @@ class AgentRow:
     tail: str = ""
     thought_tail: str = ""
     result: "AgentResult | None" = None
+    unusable: str | None = None
+    "Why its answer could not be used (state `unusable`)."
 
     @property
     def name(self) -> str:
@@ -99,7 +103,9 @@ class AgentRow:
 
     @property
     def error(self) -> str | None:
-        """Why the request failed (its cause, without the fix), or None."""
+        """Why the request failed (its cause, without the fix), or why its answer was unusable, or None."""
+        if self.unusable is not None:
+            return self.unusable
         if self.result is None or self.result.error is None:
             return None
         return self.result.error.split(FIX_MARK, 1)[0]
@@ -149,6 +155,10 @@ class RunTracker:
         self.result: "RunResult | None" = None
         self.over = False
         "The run has ended (with a result, or interrupted: `result` None)."
+        self.stopped = False
+        "The run was stopped at the user's word (the page's Stop)."
+        self.changed: list[AgentRow] = []
+        "The rows the last run-level event (`Ranked`, `RunEnded`) changed: answers found unusable, requests stopped."
         if fleet is not None:
             self._seed(fleet, review)
 
@@ -218,9 +228,40 @@ class RunTracker:
                 self._seed(event.fleet, event.strategy is not None)
         elif isinstance(event, Ranked):
             self.rankings, self.ranking = event.rankings, event.ranking
+            self.changed = self._unreadable_rankings(event)
         elif isinstance(event, RunEnded):
-            self.result, self.over, self.ended_at = event.result, True, self.clock()
+            self.result, self.over, self.ended_at, self.stopped = event.result, True, self.clock(), event.stopped
+            self.changed = self._ended_run(event.result)
         return None
+
+    def _unreadable_rankings(self, event: Ranked) -> "list[AgentRow]":
+        """council: a ranker whose ranking could not be read answered, but its answer was left out."""
+        changed = []
+        for ballot in event.rankings:
+            row = self.rows.get((event.stage, ballot["ranker"]))
+            if row is not None and row.state == "done" and ballot.get("error"):
+                row.state, row.unusable = "unusable", f"ranking left out: {ballot['error']}"
+                changed.append(row)
+        return changed
+
+    def _ended_run(self, result: "RunResult | None") -> "list[AgentRow]":
+        """The run's end: a request still queued or in flight was stopped (it has no result); a reviewer that
+        answered but is not the one whose answer the run used had an answer that could not be read (the judge
+        asked again, or gave up on it)."""
+        changed = []
+        for row in self.attempts:
+            if row.state in ("queued", "running", "thinking"):
+                row.state, row.ended_at = "stopped", self.clock()
+                changed.append(row)
+        if result is not None:
+            for row in self.attempts:
+                if row.stage == REVIEW and row.state == "done" and row.result is not result.review:
+                    review = result.review
+                    why = (review.error if review is not None and review.name == row.name and review.error
+                           and row is self.rows.get((REVIEW, row.name)) else "its answer could not be read")
+                    row.state, row.unusable = "unusable", why.split(FIX_MARK, 1)[0]
+                    changed.append(row)
+        return changed
 
     def _queued(self, event: Queued | Started | Finished | Failed) -> AgentRow:
         """A request waits for a slot: its row (waiting until now), or a new one for a new stage or a retry."""

@@ -17,13 +17,26 @@ from ..redact import Redactor
 from ..tracker import AgentRow, RunTracker
 from .lines import tail_text
 
-_STATE_STYLE = {"waiting": "dim", "queued": "yellow", "thinking": "magenta", "running": "cyan", "done": "green",
-                "failed": "red", "timeout": "red", "cut": "yellow"}
+STATE_STYLE = {"waiting": "dim", "queued": "yellow", "thinking": "magenta", "running": "cyan", "done": "green",
+               "failed": "bold red", "timeout": "bold red", "cut": "yellow", "stopped": "dim yellow",
+               "unusable": "red"}
+"Each state's colour; the state is always written as a word too (colour alone is lost on many terminals)."
+GAP = 2
+"Spaces between columns."
+NAME_MIN = 12
+"The agent column's width before any optional column is given room (a longer name is cut with …)."
+NAME_MAX = 36
+STREAM_MIN = 8
+"The stream's tail is shown only with at least this many columns left for it."
+OPTIONAL = ("elapsed", "queued", "tokens", "tok/s")
+"The columns after the name and the state, most important first: as the terminal narrows, the last go first."
 
 
 class LiveView:
     """A rich table of the run's rows (its `RunTracker`'s), redrawn several times a second while the run goes on;
-    the view is the run's event sink."""
+    the view is the run's event sink. As the terminal narrows, columns are dropped by importance: the name and
+    the state always show, then elapsed and queued seconds, then tokens and tok/s; the stream's tail takes what is
+    left. A header is shown whole or its column is left out, never cut."""
 
     def __init__(self, fleet: Fleet, console: Console, *, review: bool = True) -> None:
         self.tracker = RunTracker(fleet, review=review)
@@ -52,47 +65,75 @@ class LiveView:
         table = self._table()
         if self.server_load is None:
             return table
-        return Group(table, Text(servers_line(self.server_load()), style="dim"))
+        return Group(table, Text(servers_line(self.server_load()), style="dim", overflow="ellipsis", no_wrap=True))
 
     def _table(self) -> Table:
         now = time.perf_counter()
-        table = Table(box=None, pad_edge=False, expand=False, header_style="bold")
-        table.add_column("agent", no_wrap=True, max_width=36)
-        table.add_column("state", no_wrap=True)
-        table.add_column("queued", justify="right", no_wrap=True)
-        table.add_column("elapsed", justify="right", no_wrap=True)
-        table.add_column("tokens", justify="right", no_wrap=True)
-        table.add_column("tok/s", justify="right", no_wrap=True)
-        table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=50)
-        for row in self.rows.values():
-            table.add_row(*self._cells(row, now))
+        cells = [self._cells(row, now) for row in self.rows.values()]
+        widths = column_widths(cells, self.console.width)
+        table = Table(box=None, pad_edge=False, expand=False, header_style="bold", padding=(0, GAP, 0, 0))
+        for name, width in widths.items():
+            right = name in OPTIONAL
+            overflow = "ellipsis" if name in ("agent", "stream") else "fold"
+            table.add_column(name, width=width, no_wrap=True, overflow=overflow,  # type: ignore[arg-type]
+                             justify="right" if right else "left")
+        for row in cells:
+            table.add_row(*(row[name] for name in widths))
         return table
 
-    def _cells(self, row: AgentRow, now: float) -> list:
+    def _cells(self, row: AgentRow, now: float) -> dict[str, Text]:
         name = row.agent.name if row.stage == WORKERS else f"↳ {row.agent.name}"
         if row.stage not in (WORKERS, REVIEW):
             name += f" ({row.stage})"
         queued, elapsed, rate = row.queued_s(now), row.elapsed_s(now), row.tokens_per_s(now)
-        if row.result and not row.result.ok:
+        if row.state == "unusable":
+            stream = Text(row.error or "unusable", style="red")
+        elif row.result and not row.result.ok:
             stream = Text(row.result.error_kind or row.result.status, style="red")
         elif row.state == "thinking":
             stream = Text(tail_text(self.redact(row.thought_tail)), style="dim italic")
         else:
             stream = Text(tail_text(self.redact(row.tail)), style="dim")
         tokens = ""
-        if row.state != "waiting":
+        if row.state not in ("waiting", "queued"):
             tokens = str(row.tokens())
             if row.thinking_tokens():
                 tokens += f" +{row.thinking_tokens()} think"
-        return [
-            name,
-            Text(row.state, style=_STATE_STYLE.get(row.state, "")),
-            f"{queued:.1f}s" if queued is not None else "",
-            f"{elapsed:.1f}s" if elapsed is not None else "",
-            tokens,
-            f"{rate:.1f}" if rate else "",
-            stream,
-        ]
+        return {
+            "agent": Text(name),
+            "state": Text(row.state, style=STATE_STYLE.get(row.state, "")),
+            "elapsed": Text(f"{elapsed:.1f}s" if elapsed is not None else ""),
+            "queued": Text(f"{queued:.1f}s" if queued is not None else ""),
+            "tokens": Text(tokens),
+            "tok/s": Text(f"{rate:.1f}" if rate else ""),
+            "stream": stream,
+        }
+
+
+def column_widths(rows: list[dict[str, Text]], width: int) -> dict[str, int]:
+    """Which columns fit in `width`, and how wide each is: the state whole and the name (at least NAME_MIN, or
+    its header) always; then each optional column in order of importance while it fits whole with its header; the
+    name then grows to its natural width (up to NAME_MAX); the stream takes what is left, if enough is."""
+    def natural(name: str) -> int:
+        return max([len(name), *(row[name].cell_len for row in rows)])
+
+    name_natural = min(NAME_MAX, natural("agent"))
+    name_width = min(name_natural, NAME_MIN)
+    chosen: dict[str, int] = {"agent": name_width, "state": natural("state")}
+    used = name_width + GAP + chosen["state"]
+    for column in OPTIONAL:
+        need = natural(column)
+        if used + GAP + need > width:
+            break  # the rest are less important: none is shown before this one
+        chosen[column] = need
+        used += GAP + need
+    grow = min(name_natural - name_width, max(0, width - used))
+    chosen["agent"] += grow
+    used += grow
+    left = width - used - GAP
+    if left >= STREAM_MIN:
+        chosen["stream"] = min(left, natural("stream"), 50)
+    return chosen
 
 
 def servers_line(load: dict[str, ServerLoad]) -> str:

@@ -164,6 +164,10 @@ class Feed(Generic[P]):
         assert self._task is not None
         try:
             await self._task
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise  # this response's own task is cancelled
+            # The run was stopped (`FleetClient.stop`, the page's Stop): its last event said so.
         except Exception as exc:
             log.exception("run %s failed", self.run_id)
             self.crash = f"internal error in parallama: {type(exc).__name__}: {exc}"

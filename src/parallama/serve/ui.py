@@ -60,6 +60,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/api/fleet", fleet)
     app.router.add_get(LOAD_PATH, load)
     app.router.add_post("/ui/api/runs", run)
+    app.router.add_post("/ui/api/runs/{run_id}/stop", stop)
     app.router.add_get("/ui/api/history", history)
     app.router.add_get("/ui/api/history/{run_id}", history_run)
     app.router.add_get("/ui/{name}", page_file)
@@ -153,7 +154,8 @@ async def history(request: web.Request) -> web.Response:
     except SearchError as exc:
         raise ApiError(400, str(exc), param="q") from exc
     runs = [{"id": r["id"], "started_at": r["started_at"], "prompt": redact(r["prompt"])[:PROMPT_SHOWN],
-             "status": "running" if r["id"] in service.runs else r["status"], "strategy": r["strategy"],
+             "status": "running" if r["status"] == "incomplete" and r["id"] in service.runs else r["status"],
+             "strategy": r["strategy"],
              "origin": r["origin"], "workers": r["workers"], "workers_ok": r["workers_ok"],
              "final_source": r["final_source"], "wall_s": r["wall_s"]}
             for r in stored]
@@ -210,8 +212,19 @@ async def run(request: web.Request) -> web.StreamResponse:
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         await write_stream(response, page_run, sse_events, lambda: b": keepalive\n\n")
-        await response.write_eof()
-        return response
+    # Ended once the run is released: a history asked for as the stream ends no longer counts it as running.
+    await response.write_eof()
+    return response
+
+
+async def stop(request: web.Request) -> web.Response:
+    """The page's Stop: the run ends as stopped (its requests closed, the history says `stopped`), and its stream
+    sends what it left before it closes."""
+    service = request.app[SERVICE]
+    run_id = request.match_info["run_id"]
+    if run_id not in service.runs or not service.client.stop(run_id):
+        raise ApiError(404, f"no run {run_id!r} in progress")
+    return web.json_response({"stopped": run_id})
 
 
 def sse_events(views: list[View]) -> bytes:

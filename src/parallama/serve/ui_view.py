@@ -109,10 +109,15 @@ def ranked_view(t: float, rankings: Any, ranking: Any) -> View:
 
 
 def ended_view(t: float, row: AgentRow, redact: "Redactor") -> View:
-    """An agent's request ended: the state its row ended in (done, failed, timeout, cut), its result masked, the
-    answer rendered."""
-    view: View = {"type": "ended", "t": t, "stage": row.stage, "agent": row.name, "state": row.state}
-    view.update({name: getattr(row.result, name) for name in RESULT_FIELDS})
+    """An agent's request ended: the state its row ended in (done, failed, timeout, cut; stopped with no result;
+    unusable, sent again once its answer was found unusable), its result masked, the answer rendered."""
+    view: View = {"type": "ended", "t": t, "stage": row.stage, "agent": row.name, "attempt": row.attempt,
+                  "state": row.state}
+    view.update({name: getattr(row.result, name, None) for name in RESULT_FIELDS})
+    if row.result is None:
+        view["status"] = row.state
+    if row.unusable is not None:
+        view["error"] = row.unusable
     view["content"] = redact(view["content"] or "")
     view["error"] = redact(view["error"]) if view["error"] else None
     view["html"] = markdown_html(view["content"])
@@ -161,17 +166,23 @@ class RunView:
             stage, name = event.stage, event.agent.name
             return self._flush(stage, name) + [ended_view(t(row.ended_at), row, self.redact)]
         if isinstance(event, Ranked):
-            return [ranked_view(t(), event.rankings, event.ranking)]
+            return [ranked_view(t(), event.rankings, event.ranking), *self._changed()]
         if isinstance(event, RunStarted):
             return [self._opened(event)]
         if isinstance(event, RunEnded):
-            return [self.ended()]
+            return [*self._changed(), self.ended()]
         return []
+
+    def _changed(self) -> list[View]:
+        """Rows a run-level event changed (an answer found unusable, a request stopped), sent again."""
+        return [ended_view(self.tracker.t(row.ended_at), row, self.redact) for row in self.tracker.changed]
 
     def ended(self) -> View:
         """The run's outcome, once it has ended."""
         result = self.tracker.result
         if result is None:
+            if self.tracker.stopped:
+                return {"type": "error", "stopped": True, "message": STOPPED}
             return {"type": "error", "message": self.tracker.no_answer_reason or INTERRUPTED}
         return result_view(self.tracker.t(), result, result.run_id if self.kept else None, self.redact)
 
@@ -269,11 +280,17 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
         clock.at = round(record["wall_s"] or stage_end, 3)
         views += view.feed(RunEnded(run_id, _kept_outcome(record, results, reviewed)))
     else:
-        views.append({"type": "error", "message": INCOMPLETE.get(record["status"], record["status"])})
+        clock.at = max(clock.at, stage_end)
+        views += view.feed(RunEnded(run_id, None, stopped=record["status"] == "stopped"))
+        views[-1] = {"type": "error", "stopped": record["status"] == "stopped",
+                     "message": INCOMPLETE.get(record["status"], record["status"])}
     return views
 
 
+STOPPED = "stopped: you pressed Stop; what had finished is shown"
+
 INCOMPLETE = {
+    "stopped": "this run was stopped (Stop was pressed): what had finished is shown",
     "interrupted": "this run was interrupted (Ctrl-C, or its page was closed): what had finished is shown",
     "incomplete": "this run has not ended: it is still going, or its process was killed; what had finished is shown",
 }
