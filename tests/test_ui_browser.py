@@ -70,6 +70,8 @@ class Page:
         return self.driver.find_elements("css selector", css)
 
     def text(self, css: str) -> str:
+        """What a person reads there, with the turn's folded work opened first (as a click on its summary does)."""
+        self.script("const work = document.getElementById('work'); if (work) work.open = true;")
         found = self.all(css)
         return found[0].text if found else ""
 
@@ -98,8 +100,8 @@ class Page:
     def wait_until_done(self, timeout: float = 20) -> None:
         self.wait(lambda: self.text("#send") == "Send" and self.text("#final-source"), "the run did not end", timeout)
 
-    def script(self, code: str) -> Any:
-        return self.driver.execute_script(code)
+    def script(self, code: str, *args: Any) -> Any:
+        return self.driver.execute_script(code, *args)
 
     def errors(self) -> list[str]:
         """What the page's console said at level error (a script error, a refused resource, a CSP report)."""
@@ -284,7 +286,8 @@ def test_a_follow_up_continues_the_conversation(page, servers):
         page.wait_until_done()
         sent = a.requests[-1].messages
         assert [m["content"] for m in sent[-3:]] == ["2 + 2?", "The answer is 4.", "And times 3?"]
-        assert page.text("#conversation").startswith("Earlier in this conversation (2 messages)")
+        earlier = page.text("#conversation")  # the thread above the turn: the question, then the answer
+        assert earlier.index("2 + 2?") < earlier.index("The answer is 4.")
         page.find("#new").click()
         assert page.text("#ask-note") == ""
         page.ask("Fresh question")
@@ -313,7 +316,8 @@ def test_the_council_shows_each_rankers_order_and_the_aggregate(page, servers):
         page.wait(lambda: "Aggregate" in page.text("#verdict"), "no ranking shown")
         assert page.badge("Rev", "review") in ("running", "queued on " + c.url.replace("http://127.0.0.1", "localhost"))
         assert "B: left out" in page.text("#verdict") and "A: 1. B" in page.text("#verdict")
-        assert page.badge("A", "ranking") == "done"
+        assert page.badge("A", "ranking") == "done" and page.badge("B", "ranking") == "unusable"
+        assert "ranking left out" in page.text('.card[data-stage="ranking"][data-agent="B"] .error-line')
         page.wait_until_done()
         assert page.text("#final-body") == "The council's answer."
 
@@ -328,8 +332,17 @@ def test_stop_cancels_the_run_and_frees_the_servers(page, servers):
         page.wait(lambda: all(s.requests and s.requests[0].started for s in (a, b)), "the requests were not sent")
         page.find("#send").click()  # Stop
         page.wait(lambda: a.requests[0].disconnected and b.requests[0].disconnected, "the run went on")
-        assert "stopped" in page.text("#final-body") and page.badge("A") == "stopped"
+        page.wait(lambda: page.text("#send") == "Send", "the page did not end the run")
+        assert "stopped" in page.text("#final-body") and page.badge("A") == "stopped" and page.badge("B") == "stopped"
+        assert page.all('.tl-row[data-agent="A"] .tl-bar.stopped') and not page.all(".tl-bar.failed")
+        assert not page.all(".card.state-failed")
+        # The history says so at once, counting every worker of the run; reopened, it says Stop was pressed.
+        page.wait(lambda: "stopped" in page.text(".history-item"), "the history item was not updated")
+        assert "0/2 answered" in page.text(".history-item") and "running" not in page.text(".history-item")
         page.wait(lambda: served.call(lambda: not served.running.service.runs), "the run is still counted")
+        page.find(".history-item").click()
+        page.wait(lambda: "Stop was pressed" in page.text("#final-body"), "the reopened run did not say why it ended")
+        assert "Ctrl-C" not in page.text("#final-body")
 
 
 def test_with_an_api_key_the_page_asks_for_it_once(page, servers):
@@ -389,3 +402,171 @@ def test_a_vote_shows_its_tally_and_the_cut_workers_as_cut_not_failed(page):
             votes = page.text("#verdict")
             assert votes.lower().startswith("votes") and "42 2" in votes and "A, B" in votes
             assert page.errors() == []
+
+
+LONG_LINE = "```\n" + "x = [" + ", ".join(str(n) for n in range(120)) + "]\n```\nThat is the list."
+SCREENS = {"phone": (390, 844, True), "wide": (1280, 800, False)}
+
+
+def set_screen(driver: Any, width: int, height: int, mobile: bool) -> None:
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+    driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": mobile})
+
+
+@pytest.fixture
+def screen(chromium: Any) -> Any:
+    """`screen("phone")` sizes the page as a 390×844 phone (mobile emulation: touch, the viewport tag honoured) or
+    `screen("wide")` as 1280×800; the browser is put back at 1280×800 after the test."""
+    yield lambda name: set_screen(chromium, *SCREENS[name])
+    set_screen(chromium, 1280, 800, False)
+
+
+def layout(page: Page) -> dict[str, Any]:
+    """Where things are on screen: the page's width against the window's, and boxes of what a person needs."""
+    return page.script("""
+        const box = (id) => { const e = document.getElementById(id); if (!e) return null;
+          const r = e.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; };
+        const thread = document.getElementById('thread');
+        return {scrollWidth: document.scrollingElement.scrollWidth, innerWidth: innerWidth, innerHeight: innerHeight,
+                threadScroll: thread.scrollWidth, threadWidth: thread.clientWidth,
+                send: box('send'), prompt: box('prompt'), final: box('final-body'), finalPanel: box('final'),
+                work: box('work'), workOpen: document.getElementById('work').open,
+                history: box('history-pane'),
+                wide: [...document.querySelectorAll('#thread *')].filter((e) => {
+                  const r = e.getBoundingClientRect(); return r.width > 0 && r.right > innerWidth + 1
+                    && !e.closest('pre') && !e.closest('code'); }).map((e) => e.tagName + '.' + e.className)};
+    """)
+
+
+def on_screen(box: dict[str, float], shown: dict[str, Any]) -> bool:
+    return box["left"] >= 0 and box["right"] <= shown["innerWidth"] and box["top"] >= 0 and \
+        box["bottom"] <= shown["innerHeight"]
+
+
+def five_workers(fake: FakeServer) -> dict[str, Any]:
+    for i, model in enumerate(("llama3.1:8b-instruct-q4_K_M", "mistral-nemo:12b", "qwen2.5-coder:7b", "gemma2:9b",
+                               "phi3.5:3.8b-mini-instruct")):
+        fake.model(model, latency=0.3 + 0.1 * i, tokens=12, text=f"Answer {i}: blue light scatters more. " * 3)
+    fake.model("rev", latency=0.3, tokens=12, text=REVIEWED)
+    names = ["Worker A (Llama 3.1 8B)", "Worker B (Mistral Nemo)", "Worker C (Qwen 2.5 Coder)",
+             "Worker D (Gemma 2 9B)", "Worker E (Phi 3.5)"]
+    models = list(fake.models)[:5]
+    return {"worker_agents": [worker(fake, m, name=n) for n, m in zip(names, models)],
+            "reviewer_agent": worker(fake, "rev", name="Reviewer (Llama 3.1 70B)"),
+            "servers": {fake.url: {"parallel": 3}}}
+
+
+@pytest.mark.parametrize("size", ["phone", "wide"])
+def test_the_page_fits_the_screen_and_a_finished_answer_is_in_view(page, screen, size):
+    """On a phone and on a wide screen: nothing scrolls sideways (a long code line in an earlier turn scrolls in its
+    own box), the prompt box and Send are on screen, a queued worker's name and its model are whole, and a
+    finished run's final answer is in view with the workers folded beneath it; saved as a screenshot."""
+    screen(size)
+    with FakeServer() as fake:
+        config = five_workers(fake)
+        with ServeThread(config) as served:
+            page.open(served)
+            shown = layout(page)
+            assert shown["scrollWidth"] <= shown["innerWidth"], shown
+            assert on_screen(shown["send"], shown) and on_screen(shown["prompt"], shown), shown
+            if size == "phone":  # the history is a drawer, out of sight until asked for
+                assert shown["history"]["right"] <= 0
+                page.find("#history-toggle").click()
+                page.wait(lambda: layout(page)["history"]["left"] >= 0, "the drawer did not open")
+                from selenium.webdriver.common.action_chains import ActionChains
+
+                ActionChains(page.driver).move_to_element_with_offset(page.find("#scrim"), 180, 0).click().perform()
+                page.wait(lambda: layout(page)["history"]["right"] <= 0, "the drawer did not close")
+            # A first turn whose answer holds a long line of code: the next turn shows it in the thread above.
+            fake.model("rev", latency=0.2, tokens=8, text=LONG_LINE)
+            page.ask("Show me a list")
+            page.wait_until_done()
+            fake.model("rev", latency=1.2, tokens=25, text=REVIEWED)
+            page.ask("Why is the sky blue?")
+            page.wait(lambda: page.script("return document.getElementById('work').open") and page.all(
+                ".card.state-running"), "the work is not open while it runs")
+            shown = layout(page)
+            assert shown["scrollWidth"] <= shown["innerWidth"] and shown["threadScroll"] <= shown["threadWidth"], shown
+            assert not shown["wide"], shown
+            page.wait(lambda: "Rayleigh" in page.script("return document.getElementById('final-body').textContent"),
+                      "the run did not end", 20)
+            page.wait(lambda: page.script("return document.getElementById('send').textContent") == "Send", "no end")
+            time.sleep(0.3)
+            shown = layout(page)
+            assert shown["scrollWidth"] <= shown["innerWidth"] and shown["threadScroll"] <= shown["threadWidth"], shown
+            assert not shown["wide"], shown
+            assert on_screen(shown["send"], shown), shown
+            # Done: the answer in view, above the workers, which are folded under their summary.
+            assert not shown["workOpen"] and not any(c.is_displayed() for c in page.all(".card"))
+            assert 0 <= shown["final"]["top"] < shown["innerHeight"] - 40, shown
+            assert shown["finalPanel"]["top"] < shown["work"]["top"]
+            summary = page.find("#work-summary").text
+            assert summary.startswith("Worked for ") and "5 of 5 workers answered" in summary
+            earlier = page.find("#conversation pre")  # the long line scrolls inside its own box
+            assert page.script("const e = arguments[0]; return e.scrollWidth > e.clientWidth", earlier)
+            # Re-opened: the cards, whole names and models (not "W…", not "m.").
+            page.find("#work-summary").click()
+            page.wait(lambda: page.all(".card")[0].is_displayed(), "the work did not open again")
+            for card in page.all('.card[data-stage="workers"]'):
+                name = card.find_element("css selector", "h3")
+                model = card.find_element("css selector", ".model")
+                assert page.script("const e = arguments[0]; return e.scrollWidth <= e.clientWidth", name), name.text
+                assert page.script("const e = arguments[0]; return e.scrollWidth <= e.clientWidth + 1", model), model.text
+            page.find("#work-summary").click()
+            page.script("document.getElementById('thread').scrollTop = 0;"
+                        "document.getElementById('run').scrollIntoView({block: 'start'})")
+            time.sleep(0.2)
+            folder = Path(os.environ.get("PARALLAMA_TEST_ARTIFACTS") or REPO / "test-artifacts")
+            folder.mkdir(parents=True, exist_ok=True)
+            shot = folder / f"ui-{size}.png"
+            assert page.driver.save_screenshot(str(shot))
+            assert page.errors() == []
+    width, height = struct.unpack(">II", shot.read_bytes()[16:24])
+    assert (width, height) == SCREENS[size][:2]
+
+
+def test_a_queued_worker_keeps_its_name_and_a_fix_shows_its_command_as_code(page, screen, servers):
+    screen("phone")
+    a, b, c = servers
+    a.model("m", latency=1.5, tokens=10, text="First.")
+    a.model("n", latency=0.2, text="Second.")
+    config = {"worker_agents": [worker(a, "m", name="Worker A (Llama 3 8B)"),
+                                worker(a, "n", name="Worker B (Llama 3 8B)"),
+                                worker(b, "missing-model", name="Worker C (Mistral)")]}
+    with ServeThread(config) as served:
+        page.open(served).ask("2 + 2?")
+        page.wait(lambda: page.badge("Worker B (Llama 3 8B)").startswith("queued on"), "B was not queued")
+        name = page.find('.card[data-agent="Worker B (Llama 3 8B)"] h3')
+        assert name.text == "Worker B (Llama 3 8B)"
+        assert page.script("const e = arguments[0]; return e.scrollWidth <= e.clientWidth", name)
+        folder = Path(os.environ.get("PARALLAMA_TEST_ARTIFACTS") or REPO / "test-artifacts")
+        folder.mkdir(parents=True, exist_ok=True)
+        page.driver.save_screenshot(str(folder / "ui-phone-running.png"))
+        page.wait_until_done()
+        fix = page.find('.card[data-agent="Worker C (Mistral)"] .error-line .fix')
+        assert "`" not in fix.text
+        code = fix.find_element("css selector", "code")
+        assert code.text.endswith("ollama pull missing-model") and "\n" not in code.text
+        shown = layout(page)
+        assert shown["scrollWidth"] <= shown["innerWidth"], shown
+
+
+def test_a_judge_whose_scores_cannot_be_read_is_not_shown_as_done(page, servers):
+    a, b, c = servers
+    a.model("m", latency=0.1, text="Four.")
+    b.model("m", latency=0.1, text="4")
+    c.model("rev", latency=0.1, text="Both answers look fine to me.")  # no scores, twice
+    config = {"reviewer_agent": worker(c, "rev", name="Rev"),
+              "worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")]}
+    with ServeThread(config) as served:
+        page.open(served).ask("2 + 2?", strategy="judge")
+        page.wait_until_done()
+        badges = [e.text for e in page.all('.card[data-stage="review"] .badge')]
+        assert badges == ["unusable", "unusable"]
+        assert not page.all('.card[data-stage="review"].state-done')
+        assert "unreadable answer" in page.text('.card[data-stage="review"].state-unusable:last-child .error-line')
+        assert page.text("#final-source").startswith("A's answer (the reviewer failed)") or \
+            page.text("#final-source").startswith("B's answer (the reviewer failed)")
+        assert "unusable" in page.find("#work-summary").text
+        assert page.errors() == []

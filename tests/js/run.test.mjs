@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { parallelNote, reduce, statsParts } from "../../src/parallama/serve/static/run.js";
-import { errorAndFix, niceScale, secs, sourceText } from "../../src/parallama/serve/static/format.js";
+import { parallelNote, reduce, statsParts, workSummary } from "../../src/parallama/serve/static/run.js";
+import { codeSpans, errorAndFix, niceScale, secs, sourceText } from "../../src/parallama/serve/static/format.js";
 
 const agent = (name, server) => ({ name, model: "m", role: "worker", server });
 const OPENED = {
@@ -135,7 +135,52 @@ test("an error ends the run: requests that never ended say so", () => {
   const run = fold(views).at(-1);
   assert.ok(run.over);
   assert.equal(run.error, "stopped: the run was cancelled");
-  assert.deepEqual(run.entries.map((e) => [e.name, e.state, e.label]), [["A", "failed", "stopped"], ["B", "failed", "no result"]]);
+  assert.deepEqual(run.entries.map((e) => [e.name, e.state, e.label]), [["A", "stopped", "stopped"], ["B", "waiting", "no result"]]);
+  assert.equal(run.stopped, false);
+});
+
+test("a stopped run: requests the server says were stopped are stopped, not failed, and the run says so", () => {
+  const views = [OPENED,
+    { type: "queued", t: 0, stage: "workers", agent: "A", model: "m", server: "http://localhost:1" },
+    { type: "queued", t: 0, stage: "workers", agent: "B", model: "m", server: "http://localhost:1" },
+    { type: "started", t: 0, stage: "workers", agent: "A", queued_s: 0 },
+    { type: "ended", t: 2, stage: "workers", agent: "A", attempt: 1, state: "stopped", status: "stopped", content: "",
+      html: "", error: null, queued_s: null, elapsed_s: null },
+    { type: "ended", t: 2, stage: "workers", agent: "B", attempt: 1, state: "stopped", status: "stopped", content: "",
+      html: "", error: null, queued_s: null, elapsed_s: null },
+    { type: "error", stopped: true, message: "stopped: you pressed Stop; what had finished is shown" }];
+  const run = fold(views).at(-1);
+  assert.deepEqual(run.entries.map((e) => [e.name, e.state, e.label]), [["A", "stopped", "stopped"], ["B", "stopped", "stopped"]]);
+  assert.ok(run.over && run.stopped);
+  assert.equal(run.entries[0].startedT, 0); // its bar runs from when it was sent to the stop
+  assert.equal(run.entries[0].endT, 2);
+  assert.match(workSummary(run, 2), /^Stopped after .* · 0 of 2 workers answered · 2 stopped · review: synthesize$/);
+});
+
+test("a reviewer's or a ranker's unusable answer is unusable, on the attempt the server names", () => {
+  const views = [{ ...OPENED, strategy: "judge", final_streams: false },
+    { type: "queued", t: 0, stage: "review", agent: "Rev", model: "m", server: "http://localhost:2" },
+    { type: "started", t: 0, stage: "review", agent: "Rev", queued_s: 0 },
+    { type: "ended", t: 0.1, stage: "review", agent: "Rev", attempt: 1, status: "ok", state: "done", content: "meh", elapsed_s: 0.1 },
+    { type: "queued", t: 0.1, stage: "review", agent: "Rev", model: "m", server: "http://localhost:2" },
+    { type: "started", t: 0.1, stage: "review", agent: "Rev", queued_s: 0 },
+    { type: "ended", t: 0.3, stage: "review", agent: "Rev", attempt: 2, status: "ok", state: "done", content: "meh", elapsed_s: 0.2 },
+    // At the run's end the server sends both again: neither could be read.
+    { type: "ended", t: 0.1, stage: "review", agent: "Rev", attempt: 1, status: "ok", state: "unusable", content: "meh",
+      error: "its answer could not be read", elapsed_s: 0.1 },
+    { type: "ended", t: 0.3, stage: "review", agent: "Rev", attempt: 2, status: "ok", state: "unusable", content: "meh",
+      error: "Rev: unreadable answer, twice", elapsed_s: 0.2 }];
+  const run = fold(views).at(-1);
+  assert.deepEqual(run.entries.filter((e) => e.name === "Rev").map((e) => [e.attempt, e.state, e.label]),
+    [[1, "unusable", "unusable"], [2, "unusable", "unusable"]]);
+  assert.match(workSummary(run, 1), /^Working… 0 of 2 workers answered · 2 unusable answers · review: judge$/);
+});
+
+test("fix lines: backtick spans are code, the rest text", () => {
+  assert.deepEqual(codeSpans("model 'm' not found — run `OLLAMA_HOST=127.0.0.1:1 ollama pull m`"),
+    [[false, "model 'm' not found — run "], [true, "OLLAMA_HOST=127.0.0.1:1 ollama pull m"]]);
+  assert.deepEqual(codeSpans("<b>no</b> `<i>` and a lone ` tick"), [[false, "<b>no</b> "], [true, "<i>"], [false, " and a lone ` tick"]]);
+  assert.deepEqual(codeSpans("plain"), [[false, "plain"]]);
 });
 
 test("numbers and words", () => {

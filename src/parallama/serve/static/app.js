@@ -53,6 +53,7 @@ async function api(path, options = {}) {
 
 /** @param {string} problem */
 function askForKey(problem) {
+  $("fleet").textContent = "this server wants its API key";
   $("app").hidden = true;
   $("key-form").hidden = false;
   $("key-error").hidden = !problem;
@@ -95,6 +96,7 @@ function showFleet(fleet) {
   const workers = fleet.workers.map((/** @type {any} */ a) => a.name).join(", ");
   const reviewer = fleet.reviewers.length ? ` · reviewer ${fleet.reviewers[0].name} (${fleet.reviewers[0].model})` : " · no reviewer";
   $("fleet").textContent = `${fleet.workers.length} worker${fleet.workers.length === 1 ? "" : "s"}: ${workers}${reviewer}`;
+  $("fleet-whole").textContent = $("fleet").textContent;
   $("fleet").title = [...fleet.workers, ...fleet.reviewers].map((a) => `${a.name}: ${a.model} on ${a.server}`).join("\n");
   useStrategies(fleet.strategies);
   const select = $("strategy");
@@ -178,7 +180,7 @@ async function send() {
     if (state.run && !state.run.over) apply({ type: "error", message: "the connection to serve closed before the run ended" });
   } catch (error) {
     if (controller.signal.aborted) {
-      if (state.run && !state.run.over) apply({ type: "error", message: "stopped: the run was cancelled" });
+      if (state.run && !state.run.over) apply({ type: "error", stopped: true, message: "stopped: the run was cancelled" });
     } else if (!(error instanceof KeyNeeded)) {
       if (state.run && !state.run.over) apply({ type: "error", message: messageOf(error) });
       else showError(messageOf(error));
@@ -191,12 +193,31 @@ async function send() {
   }
 }
 
-function stop() {
-  if (state.controller) state.controller.abort();
+/** Stop: serve ends the run as stopped and its stream sends what it left; if that does not come soon, the stream is
+ * closed (which cancels the run too). */
+async function stop() {
+  const controller = state.controller;
+  if (!controller) return;
+  $("send").disabled = true;
+  const run = state.run;
+  const giveUp = setTimeout(() => controller.abort(), 3000);
+  controller.signal.addEventListener("abort", () => clearTimeout(giveUp));
+  try {
+    if (run && !run.over && run.live) {
+      await api(`/ui/api/runs/${encodeURIComponent(run.id)}/stop`, {
+        method: "POST", body: "{}", headers: { "Content-Type": "application/json" },
+      });
+    } else {
+      controller.abort();
+    }
+  } catch (_) {
+    controller.abort();
+  }
 }
 
 /** @param {boolean} running */
 function setRunning(running) {
+  $("send").disabled = false;
   $("send").textContent = running ? "Stop" : "Send";
   $("send").classList.toggle("stop", running);
   document.body.classList.toggle("running", running);
@@ -248,6 +269,7 @@ function apply(view) {
   if (view.type === "run" && run.live) {
     startTicker();
     pollLoad();
+    loadHistory(); // the run is in the history from its start, as running
   }
   if (run.over && !(before && before.over)) stopTicker();
   if (view.type === "result" && view.final !== null) {
@@ -329,9 +351,11 @@ function historyItem(run) {
   button.append(el("span", "h-prompt", run.prompt));
   const meta = [when(run.started_at), run.strategy, `${run.workers_ok}/${run.workers} answered`];
   if (run.wall_s != null) meta.push(secs(run.wall_s));
-  if (run.status !== "complete") meta.push(run.status);
-  button.append(el("span", "h-meta", meta.join(" · ")));
-  button.addEventListener("click", () => reopen(run.id));
+  const line = el("span", "h-meta", meta.join(" · "));
+  if (run.status !== "complete") line.append(" · ", el("span", "h-state", run.status));
+  button.dataset.status = run.status;
+  button.append(line);
+  button.addEventListener("click", () => { closeDrawer(); reopen(run.id); });
   item.append(button);
   return item;
 }
@@ -352,6 +376,23 @@ async function reopen(id) {
     if (!(error instanceof KeyNeeded)) showError(messageOf(error));
   }
 }
+
+// ------------------------------------------------------------------ the history as a drawer (narrow screens)
+
+/** @param {boolean} open */
+function setDrawer(open) {
+  document.body.classList.toggle("drawer-open", open);
+  $("history-toggle").setAttribute("aria-expanded", String(open));
+  $("scrim").hidden = !open;
+}
+
+function closeDrawer() {
+  setDrawer(false);
+}
+
+$("history-toggle").addEventListener("click", () => setDrawer(!document.body.classList.contains("drawer-open")));
+$("scrim").addEventListener("click", closeDrawer);
+document.addEventListener("keydown", (/** @type {KeyboardEvent} */ event) => { if (event.key === "Escape") closeDrawer(); });
 
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") pollLoad(); });
 start();

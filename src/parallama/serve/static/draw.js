@@ -3,8 +3,8 @@
 // cards, the final answer, the judge's scores or the council's rankings, the timeline.
 
 import { $, appendText, el, setAnswerHTML } from "./dom.js";
-import { errorAndFix, niceScale, secs, sourceText } from "./format.js";
-import { latest, parallelNote, statsParts } from "./run.js";
+import { codeSpans, errorAndFix, niceScale, secs, sourceText } from "./format.js";
+import { latest, parallelNote, statsParts, workSummary } from "./run.js";
 
 /** @typedef {import("./run.js").Run} Run */
 /** @typedef {import("./run.js").Entry} Entry */
@@ -36,7 +36,9 @@ export function draw(run, view, now) {
   switch (view.type) {
     case "run": return opened(run, now);
     case "queued": case "started": case "delta": case "thinking": case "ended": {
-      const entry = latest(run, view.stage, view.agent);
+      const entry = view.type === "ended" && view.attempt ?
+        run.entries.find((e) => e.stage === view.stage && e.name === view.agent && e.attempt === view.attempt) :
+        latest(run, view.stage, view.agent);
       if (!entry) return;
       const card = cardFor(run, entry);
       showState(card, entry, now);
@@ -52,7 +54,10 @@ export function draw(run, view, now) {
       } else if (view.type === "ended") {
         ended(run, card, entry, view);
       }
-      if (view.type !== "delta" && view.type !== "thinking") drawTimeline(run, now);
+      if (view.type !== "delta" && view.type !== "thinking") {
+        drawTimeline(run, now);
+        $("work-summary").textContent = workSummary(run, now);
+      }
       return;
     }
     case "ranked": return showRankings(view.rankings, view.ranking);
@@ -65,6 +70,7 @@ export function draw(run, view, now) {
 export function tick(run, now) {
   for (const entry of run.entries) if (!entry.result && cards.has(entry.key)) showState(cards.get(entry.key), entry, now);
   drawTimeline(run, now);
+  $("work-summary").textContent = workSummary(run, now);
 }
 
 /** @param {Run} run @param {number} now */
@@ -82,22 +88,34 @@ function opened(run, now) {
   $("verdict").hidden = true;
   $("verdict").replaceChildren();
   $("copy").disabled = true;
+  $("work").open = run.live; // open while it runs; a reopened run is done: folded, as a finished one is
+  $("work-summary").textContent = workSummary(run, now);
   showConversation(run.context);
   for (const entry of run.entries) showState(cardFor(run, entry), entry, now);
   drawTimeline(run, now);
+  if (run.live) $("run").scrollIntoView({ block: "start" });
+}
+
+/** The turn is over: its work folds under its summary (a click opens it again), the answer in view. @param {Run} run @param {number} now */
+function folded(run, now) {
+  const work = $("work");
+  work.open = false;
+  $("work-summary").textContent = workSummary(run, now);
+  $("run").scrollIntoView({ block: "start" });
 }
 
 /** @param {Run} run @param {any} card @param {Entry} entry @param {any} view */
 function ended(run, card, entry, view) {
   showAgentError(card.errorLine, view.error);
   if (view.stage === "review") {
-    card.text.replaceChildren(el("p", "muted", view.status !== "ok" ? "" :
+    card.text.replaceChildren(el("p", "muted", view.state !== "done" ? "" :
       run.finalStreams ? "wrote the final answer" : "scored the answers (see the scores)"));
   } else if (view.html) {
     setAnswerHTML(card.text, view.html);
   } else if (view.status !== "ok") {
     card.text.replaceChildren();
   }
+  card.text.scrollTop = 0; // a finished answer is read from its start
   card.thinking.hidden = !view.thinking_tokens;
 }
 
@@ -118,6 +136,7 @@ function resulted(run, view, now) {
   if (view.scores) showScores(view.scores);
   if (view.rankings) showRankings(view.rankings, view.ranking);
   if (view.tally) showTally(view.tally);
+  folded(run, now);
 }
 
 /** @param {Run} run @param {any} view @param {number} now */
@@ -126,6 +145,7 @@ function failed(run, view, now) {
   const body = $("final-body");
   body.classList.remove("streaming");
   body.replaceChildren(el("p", "error-line", view.message));
+  folded(run, now);
 }
 
 /** Every card again (the run is over: a request that never ended says so). @param {Run} run @param {number} now */
@@ -204,7 +224,14 @@ function showAgentError(line, error) {
   line.hidden = !error;
   if (!error) return line.replaceChildren();
   const [cause, fix] = errorAndFix(error);
-  line.replaceChildren(document.createTextNode(cause), ...(fix === null ? [] : [el("span", "fix", fix)]));
+  const fixLine = el("span", "fix");
+  if (fix !== null) fixLine.append(...withCode(fix));
+  line.replaceChildren(...withCode(cause), ...(fix === null ? [] : [fixLine]));
+}
+
+/** Text whose `backtick spans` are code: Text nodes and <code> elements holding Text nodes, no markup. @param {string} text */
+function withCode(text) {
+  return codeSpans(text).map(([code, part]) => (code ? el("code", "", part) : document.createTextNode(part)));
 }
 
 // ------------------------------------------------------------------ review: scores and rankings
@@ -293,7 +320,8 @@ export function drawTimeline(run, now) {
     const sent = entry.startedT ?? now;
     if (sent - queuedT > 0) track.append(bar("tl-bar queued", queuedT, sent, scale));
     if (entry.startedT !== null) {
-      const kind = entry.state === "failed" || entry.state === "cut" ? entry.state : entry.stage === "review" ? "review" : "running";
+      const kind = ["failed", "cut", "stopped", "unusable"].includes(entry.state) ? entry.state :
+        entry.stage === "review" ? "review" : "running";
       track.append(bar(`tl-bar ${kind}`, entry.startedT, entry.endT ?? now, scale));
     }
     row.dataset.stage = entry.stage;
@@ -325,22 +353,21 @@ function bar(kind, from, to, scale) {
 
 // ------------------------------------------------------------------ the conversation
 
-/** @param {any[]} context */
+/** The earlier turns, as the thread above this one: the user's words, then the fleet's answer. @param {any[]} context */
 function showConversation(context) {
   const box = $("conversation");
   const turns = (context || []).filter((t) => t.role !== "system");
   box.hidden = !turns.length;
-  if (!turns.length) return box.replaceChildren();
-  const details = el("details");
-  details.append(el("summary", "", `Earlier in this conversation (${turns.length} messages)`));
-  for (const turn of turns) {
+  box.replaceChildren(...turns.map((turn) => {
     const item = el("div", `turn ${turn.role}`);
-    item.append(el("span", "who", turn.role === "user" ? "You" : "Fleet"));
+    const mine = turn.role === "user";
+    const bubble = el("div", `bubble ${mine ? "you" : "reply"}`);
     const body = el("div", "answer");
     if (turn.html) setAnswerHTML(body, turn.html);
     else body.textContent = turn.content;
-    item.append(body);
-    details.append(item);
-  }
-  box.replaceChildren(details);
+    if (!mine) bubble.append(el("span", "who", "Fleet"));
+    bubble.append(body);
+    item.append(bubble);
+    return item;
+  }));
 }

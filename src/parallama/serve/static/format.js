@@ -65,3 +65,17 @@ export function errorAndFix(error) {
   const cut = error.indexOf(" — ");
   return cut < 0 ? [error, null] : [error.slice(0, cut), error.slice(cut + 3)];
 }
+
+/**
+ * Text with `backtick spans` (an error's fix: run `ollama pull m`) as pieces: [false, text] or [true, code]. The page
+ * makes each piece a Text node or a <code> holding a Text node: nothing in the text becomes markup.
+ * @param {string} text
+ * @returns {[boolean, string][]}
+ */
+export function codeSpans(text) {
+  /** @type {[boolean, string][]} */
+  const pieces = [];
+  const parts = text.split(/`([^`\n]+)`/);
+  parts.forEach((part, i) => { if (part) pieces.push([i % 2 === 1, part]); });
+  return pieces;
+}

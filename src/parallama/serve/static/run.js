@@ -13,7 +13,9 @@ import { hostPort, secs } from "./format.js";
  * @property {string} model
  * @property {string} server
  * @property {number} attempt
- * @property {string} state waiting, queued, running, thinking, done, failed, cut
+ * @property {string} state waiting, queued, running, thinking, done, failed (a timeout too), cut (by a quorum or
+ *   a settled vote), stopped (still going when the run was stopped), unusable (answered, but the answer could not be
+ *   used: a judge's or a ranker's that could not be read)
  * @property {string} label what its badge says
  * @property {number | null} queuedT seconds since the run started
  * @property {number | null} startedT
@@ -41,6 +43,7 @@ import { hostPort, secs } from "./format.js";
  * @property {string | null} final the final answer (as streamed so far, then whole)
  * @property {any} result the `result` view, once the run ended with one
  * @property {string | null} error why the run ended with no answer
+ * @property {boolean} stopped the run was stopped (the user's Stop), not ended by a failure
  * @property {{rankings: any[], ranking: any[] | null} | null} ranked council: the workers' rankings
  */
 
@@ -122,10 +125,11 @@ export function reduce(run, view, at) {
       });
     }
     case "ended": {
-      const entry = latest(run, view.stage, view.agent) || newEntry(view.stage, { name: view.agent }, 1);
+      const entry = (view.attempt ? attempt(run, view.stage, view.agent, view.attempt) : undefined) ||
+        latest(run, view.stage, view.agent) || newEntry(view.stage, { name: view.agent }, view.attempt || 1);
       const startedT = entry.startedT ?? view.t - (view.elapsed_s || 0);
       const state = view.state === "timeout" ? "failed" : view.state || "failed";  // the server's row; timeout: a failure
-      const label = { ok: "done", timeout: "timed out", cut: "cut" }[/** @type {string} */ (view.status)] || "failed";
+      const label = LABELS[/** @type {string} */ (view.state)] || "failed";
       return withEntry(run, {
         ...entry, endT: view.t, result: view, startedT, queuedT: entry.queuedT ?? startedT - (view.queued_s || 0),
         state, label,
@@ -139,7 +143,7 @@ export function reduce(run, view, at) {
         ...(view.rankings ? { ranked: { rankings: view.rankings, ranking: view.ranking } } : {}) };
     }
     case "error":
-      return { ...finish(run, at), error: view.message };
+      return { ...finish(run, at), error: view.message, stopped: Boolean(view.stopped) };
     default:
       return run;
   }
@@ -151,18 +155,51 @@ function opened(view) {
     id: view.run_id, prompt: view.prompt, strategy: view.strategy, finalStreams: Boolean(view.final_streams),
     rounds: view.rounds, context: view.context || [], live: !view.replayed,
     entries: view.workers.map((/** @type {any} */ w) => newEntry("workers", w, 1)),
-    over: false, endT: null, final: null, result: null, error: null, ranked: null,
+    over: false, endT: null, final: null, result: null, error: null, stopped: false, ranked: null,
   };
 }
 
+/** What a card's badge says for each state an ended request is in. */
+const LABELS = /** @type {Record<string, string>} */ ({
+  done: "done", failed: "failed", timeout: "timed out", cut: "cut", stopped: "stopped", unusable: "unusable",
+});
+
+/** The entry of one attempt. @param {Run} run @param {string} stage @param {string} name @param {number} n */
+function attempt(run, stage, name, n) {
+  return run.entries.find((e) => e.stage === stage && e.name === name && e.attempt === n);
+}
+
 /**
- * The run is over at `t`: a request that never ended has no result ("stopped" if it had begun).
+ * The run is over at `t`: a request that never ended was stopped (it has no result: not a failure); one never asked
+ * says it has none.
  * @param {Run} run @param {number} t @returns {Run}
  */
 export function finish(run, t) {
   const entries = run.entries.map((e) => (e.endT !== null ? e :
-    { ...e, state: "failed", label: e.state === "waiting" ? "no result" : "stopped" }));
+    { ...e, state: e.state === "waiting" ? "waiting" : "stopped", label: e.state === "waiting" ? "no result" : "stopped",
+      endT: e.startedT !== null || e.queuedT !== null ? t : null }));
   return { ...run, over: true, endT: t, entries };
+}
+
+/**
+ * The summary of a turn's folded work: "Worked for 4.2 s · 3 of 3 workers answered · judge", or while it runs
+ * "Working… 2 of 3 workers answered".
+ * @param {Run} run @param {number} now
+ */
+export function workSummary(run, now) {
+  const workers = run.entries.filter((e) => e.stage === "workers");
+  const answered = workers.filter((e) => e.state === "done").length;
+  const parts = [`${answered} of ${workers.length} worker${workers.length === 1 ? "" : "s"} answered`];
+  const count = (/** @type {string} */ state) => workers.filter((e) => e.state === state).length;
+  for (const [state, word] of [["failed", "failed"], ["cut", "cut"], ["stopped", "stopped"]]) {
+    if (count(state)) parts.push(`${count(state)} ${word}`);
+  }
+  const unusable = run.entries.filter((e) => e.state === "unusable").length;
+  if (unusable) parts.push(`${unusable} unusable answer${unusable === 1 ? "" : "s"}`);
+  if (run.strategy) parts.push(`review: ${run.strategy}`);
+  if (!run.over) return `Working… ${parts.join(" · ")}`;
+  const took = run.result && run.result.wall_s != null ? run.result.wall_s : run.endT ?? now;
+  return `${run.stopped ? "Stopped after" : "Worked for"} ${secs(took)} · ${parts.join(" · ")}`;
 }
 
 /** The latest moment the run's entries know of (a reopened run's end). @param {Run} run */
