@@ -193,3 +193,52 @@ def _ok(agent):
 
     return AgentResult(agent.name, agent.model, agent.api_url, agent.protocol, "ok", "hello world",
                        completion_tokens=2)
+
+
+async def test_a_judge_whose_scores_cannot_be_read_is_unusable_on_both_attempts():
+    """It answered twice, and neither answer held scores: its rows are unusable (why, on each), never done."""
+    with FakeServer() as fake:
+        fake.model("w", latency=0.05, text="four")
+        fake.model("judge", latency=0.05, text="Both look fine to me.")
+        fleet = as_fleet({"worker_agents": [worker(fake, "w", name="A"), worker(fake, "w", name="B")],
+                          "reviewer_agent": worker(fake, "judge", name="J"), "review": {"strategy": "judge"},
+                          "servers": {fake.url: {"parallel": 2}}})
+        result, events = await recorded(fleet)
+    tracker = RunTracker(fleet)
+    for event in events:
+        tracker(event)
+    first, second = [row for row in tracker.attempts if row.stage == "review"]
+    assert (first.state, second.state) == ("unusable", "unusable")
+    assert first.error == "its answer could not be read" and "unreadable answer, twice" in (second.error or "")
+    assert set(tracker.changed) == {first, second}  # what the run's end changed, for views to draw again
+    assert result.reply_source is not None and result.reply_source.kind == "worker"
+
+
+async def test_stop_ends_the_run_as_stopped_and_its_requests_in_flight_as_stopped():
+    import asyncio
+
+    from parallama.events import RunEnded
+
+    with FakeServer() as fake:
+        fake.model("quick", latency=0.05, text="four")
+        fake.model("slow", latency=30, text="never")
+        fleet = as_fleet({"worker_agents": [worker(fake, "quick", name="A"), worker(fake, "slow", name="B")],
+                          "servers": {fake.url: {"parallel": 2}}})
+        events: list = []
+        async with FleetClient(fleet) as client:
+            assert client.stop("no-such-run") is False
+            task = asyncio.ensure_future(client.run("2 + 2?", run_id="r1", on_event=events.append))
+            while not any(isinstance(e, Finished) for e in events):
+                await asyncio.sleep(0.02)
+            assert client.stop("r1") is True
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            assert task.cancelled() and not client.running
+    assert isinstance(events[-1], RunEnded) and events[-1].stopped and events[-1].result is None
+    tracker = RunTracker(fleet, review=False)
+    for event in events:
+        tracker(event)
+    assert [row.state for row in tracker.rows.values()] == ["done", "stopped"]
+    assert tracker.stopped and tracker.no_answer_reason == INTERRUPTED
