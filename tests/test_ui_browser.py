@@ -351,6 +351,7 @@ def test_with_an_api_key_the_page_asks_for_it_once(page, servers):
     with ServeThread({"worker_agents": [worker(a, "m", name="A")]}, api_key="sk-page-key-0123456789") as served:
         page.open(served)
         assert page.visible("#key-form") and not page.visible("#app")
+        page.wait(lambda: page.find("#fleet").text == "this server wants its API key", "the top bar still connects")
         page.find("#key").send_keys("wrong-key\n")
         page.wait(lambda: page.text("#key-error") == "That key was not accepted.", "a wrong key was not refused")
         page.find("#key").send_keys("sk-page-key-0123456789\n")
@@ -529,7 +530,7 @@ def test_the_page_fits_the_screen_and_a_finished_answer_is_in_view(page, screen,
 def test_a_queued_worker_keeps_its_name_and_a_fix_shows_its_command_as_code(page, screen, servers):
     screen("phone")
     a, b, c = servers
-    a.model("m", latency=1.5, tokens=10, text="First.")
+    a.model("m", latency=1.5, tokens=40, text="First line of a long answer.\n\n" + "And another paragraph.\n\n" * 20)
     a.model("n", latency=0.2, text="Second.")
     config = {"worker_agents": [worker(a, "m", name="Worker A (Llama 3 8B)"),
                                 worker(a, "n", name="Worker B (Llama 3 8B)"),
@@ -544,6 +545,8 @@ def test_a_queued_worker_keeps_its_name_and_a_fix_shows_its_command_as_code(page
         folder.mkdir(parents=True, exist_ok=True)
         page.driver.save_screenshot(str(folder / "ui-phone-running.png"))
         page.wait_until_done()
+        body = page.find('.card[data-agent="Worker A (Llama 3 8B)"] .body')
+        assert page.script("const e = arguments[0]; return e.scrollHeight > e.clientHeight && e.scrollTop === 0", body)
         fix = page.find('.card[data-agent="Worker C (Mistral)"] .error-line .fix')
         assert "`" not in fix.text
         code = fix.find_element("css selector", "code")
