@@ -457,13 +457,17 @@ async def test_a_judge_and_rankers_whose_answers_were_unreadable_are_unusable_no
     b.model("m", latency=0.05, text="4")
     c.model("rev", latency=0.05, text="I think they are both fine.")  # no scores, twice
     running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
-                           "reviewer_agent": worker(c, "rev", name="Rev")})
+                           "reviewer_agent": worker(c, "rev", name="Rev")}, history=True)
     _, views = await start_run(running.url, {"prompt": "2 + 2?", "strategy": "judge"})
-    reviews = [v for v in by_type(views, "ended") if v["stage"] == "review"]
-    final = {v["attempt"]: v for v in reviews}  # the last word on each attempt
-    assert [final[k]["state"] for k in sorted(final)] == ["unusable", "unusable"]
-    assert "unreadable answer, twice" in final[2]["error"]
-    assert by_type(views, "result")[0]["source"]["kind"] == "worker"
+    for replayed in (False, True):
+        if replayed:  # reopened from the history: the same states
+            _, body = await get(running.url + "/ui/api/history/" + views[0]["run_id"])
+            views = json.loads(body)["events"]
+        reviews = [v for v in by_type(views, "ended") if v["stage"] == "review"]
+        final = {v["attempt"]: v for v in reviews}  # the last word on each attempt
+        assert [final[k]["state"] for k in sorted(final)] == ["unusable", "unusable"]
+        assert "unreadable answer, twice" in final[2]["error"] or replayed
+        assert by_type(views, "result")[0]["source"]["kind"] == "worker"
 
     def ranks(answer, order):
         return lambda messages: order if "FINAL RANKING" in messages[0]["content"] else answer

@@ -246,16 +246,19 @@ class RunTracker:
 
     def _ended_run(self, result: "RunResult | None") -> "list[AgentRow]":
         """The run's end: a request still queued or in flight was stopped (it has no result); a reviewer that
-        answered but is not the one whose answer the run used had an answer that could not be read (the judge
-        asked again, or gave up on it)."""
+        answered but is not the one whose answer the run used, or whose run fell back on a worker's answer, had an
+        answer that could not be read (the judge asked again, or gave up on it)."""
         changed = []
         for row in self.attempts:
             if row.state in ("queued", "running", "thinking"):
                 row.state, row.ended_at = "stopped", self.clock()
                 changed.append(row)
         if result is not None:
+            # A reply from a worker's answer means every reviewer failed (as kept in the history, a reviewer whose
+            # answer could not be read is stored as it answered: this says it).
+            fell_back = result.final_source is not None and result.final_source.kind == "worker"
             for row in self.attempts:
-                if row.stage == REVIEW and row.state == "done" and row.result is not result.review:
+                if row.stage == REVIEW and row.state == "done" and (row.result is not result.review or fell_back):
                     review = result.review
                     why = (review.error if review is not None and review.name == row.name and review.error
                            and row is self.rows.get((REVIEW, row.name)) else "its answer could not be read")

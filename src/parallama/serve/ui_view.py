@@ -262,15 +262,18 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
         results.append(result)
         at = len(stages) - 1
         ended = (Finished if result.ok else Cut if result.status == CUT else Failed)(run_id, stage, agent, result)
-        timed += [(round(queued_at, 3), at, 0, Queued(run_id, stage, agent)),
-                  (round(sent_at, 3), at, 1, Started(run_id, stage, agent, row["queued_s"] or 0.0)),
-                  (round(ended_at, 3), at, 2, ended)]
+        # Reviewers go one after another: one's end comes before the next one's queueing at the same moment.
+        turn = 3 * sum(1 for r in results if r.stage == REVIEW) if stage == REVIEW else 0
+        timed += [(round(queued_at, 3), at, turn, Queued(run_id, stage, agent)),
+                  (round(sent_at, 3), at, turn + 1, Started(run_id, stage, agent, row["queued_s"] or 0.0)),
+                  (round(ended_at, 3), at, turn + 2, ended)]
     details = record["details"]
     if RANKING in stages and details.get("rankings"):
         ranked_at = max(t for t, at, _, _ in timed if stages[at] == RANKING)
         timed.append((ranked_at, stages.index(RANKING), 3,
                       Ranked(run_id, RANKING, details["rankings"], details.get("ranking"))))
-    # In time order; at one moment, an earlier stage first, and within a stage queued, started, ended.
+    # In time order; at one moment, an earlier stage first, and within a stage queued, started, ended (a reviewer's
+    # before the next reviewer's).
     timed.sort(key=lambda item: item[:3])
     clock = ReplayClock()
     view = RunView(redact, kept=True, tracker=RunTracker(tails=False, clock=clock))
