@@ -75,9 +75,12 @@ class ConnectionCap:
         def connection() -> asyncio.Protocol:
             handler = server()
             self._opened[handler] = loop.time()
+            # Room at once, as each new connection is made: while bursts of accepts pile up, waiting for each burst
+            # to count would let several bursts hold files before any is closed.
+            self._evict(server.connections)
             if not self._check_due:
                 # asyncio accepts a burst of connections, then makes their protocols, then tells each it is
-                # connected (one wake-up after another): check once they all count.
+                # connected (one wake-up after another): check again once they all count.
                 self._check_due = True
                 loop.call_soon(loop.call_soon, self._check, server)
             return handler
@@ -90,10 +93,15 @@ class ConnectionCap:
         still = set(open_now)
         now = asyncio.get_running_loop().time()
         self._opened = {c: t for c, t in self._opened.items() if c in still or now - t < 5.0}
-        excess = len(open_now) - self.max_connections
+        self._evict(open_now)
+
+    def _evict(self, connected: Any) -> None:
+        """Close the oldest of the `connected` with no request in progress, as many as run over the cap."""
+        still = [c for c in connected if c.transport is not None]  # not those closed already, still closing
+        excess = len(still) - self.max_connections
         if excess <= 0:
             return
-        idle = sorted((c for c in open_now if not self._busy.get(c)), key=lambda c: self._opened.get(c, 0.0))
+        idle = sorted((c for c in still if not self._busy.get(c)), key=lambda c: self._opened.get(c, 0.0))
         for connection in idle[:excess]:
             connection.force_close()
 
