@@ -514,12 +514,15 @@ def test_the_page_fits_the_screen_and_a_finished_answer_is_in_view(page, screen,
                 model = card.find_element("css selector", ".model")
                 assert page.script("const e = arguments[0]; return e.scrollWidth <= e.clientWidth", name), name.text
                 assert page.script("const e = arguments[0]; return e.scrollWidth <= e.clientWidth + 1", model), model.text
+            folder = Path(os.environ.get("PARALLAMA_TEST_ARTIFACTS") or REPO / "test-artifacts")
+            folder.mkdir(parents=True, exist_ok=True)
+            page.script("document.querySelector('.timeline-panel').scrollIntoView({block: 'end'})")
+            time.sleep(0.2)
+            page.driver.save_screenshot(str(folder / f"ui-{size}-work.png"))  # the timeline, by eye
             page.find("#work-summary").click()
             page.script("document.getElementById('thread').scrollTop = 0;"
                         "document.getElementById('run').scrollIntoView({block: 'start'})")
             time.sleep(0.2)
-            folder = Path(os.environ.get("PARALLAMA_TEST_ARTIFACTS") or REPO / "test-artifacts")
-            folder.mkdir(parents=True, exist_ok=True)
             shot = folder / f"ui-{size}.png"
             assert page.driver.save_screenshot(str(shot))
             assert page.errors() == []
