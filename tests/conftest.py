@@ -54,6 +54,29 @@ def worker(fake: FakeServer, model: str, **extra: Any) -> dict[str, Any]:
     return {"api_url": fake.url + "/api/chat", "model": model, **extra}
 
 
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def read_lines(path: Path) -> list[dict]:
+    """Every line of an output file, each of which must be whole JSON."""
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n"), "the last line is cut off"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def banner_of(process: subprocess.Popen) -> list[str]:
+    """The lines `serve` prints at start, up to its Ctrl-C line (or an error)."""
+    lines = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line)
+        if "Ctrl-C" in line or "error" in line:
+            break
+    return lines
+
+
 def invoke(*args: str, input: str | None = None) -> Any:
     """Run the real CLI in-process; exceptions that escape it fail the test."""
     from parallama.cli import cli

@@ -13,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke, run_process, worker, write_config
+from conftest import invoke, read_lines, run_process, worker, write_config, write_jsonl
 from fakes import FakeServer
 
 
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def read_lines(path: Path) -> list[dict]:
-    """Every line of an output file, each of which must be whole JSON."""
-    text = path.read_text(encoding="utf-8")
-    assert text.endswith("\n"), "the last line is cut off"
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def prompts_sent(fake: FakeServer) -> list[str]:

@@ -12,7 +12,7 @@ import sys
 import ollama
 import openai
 
-from conftest import guide_fleet, invoke, write_config
+from conftest import banner_of, guide_fleet, invoke, write_config
 from fakes import FakeServer
 from parallama.cli.serve import exposure_warning
 from parallama.paths import history_db
@@ -29,16 +29,6 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subproce
     assert match, "".join(lines)
     return process, match.group(1), lines
 
-
-def banner_of(process: subprocess.Popen) -> list[str]:
-    """The lines `serve` prints at start, up to its Ctrl-C line (or an error)."""
-    lines = []
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line)
-        if "Ctrl-C" in line or "error" in line:
-            break
-    return lines
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> str:

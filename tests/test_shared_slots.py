@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import worker, write_config
+from conftest import banner_of, worker, write_config
 from fakes import FakeServer
 
 
@@ -29,14 +29,10 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subproce
     """`parallama serve` on a free port: the process and its URL."""
     process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", "--no-history", *args],
                                stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    lines = []
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line)
-        if "Ctrl-C" in line or "error" in line:
-            break
+    lines = banner_of(process)
     match = re.search(r"Ollama API  (http://127\.0\.0\.1:\d+)", "".join(lines))
     assert match, "".join(lines)
+    assert process.stderr is not None
     threading.Thread(target=process.stderr.read, daemon=True).start()  # keep its pipe from filling
     return process, match.group(1)
 
