@@ -23,6 +23,14 @@ async def store(server: fakeredis.FakeServer, tmp_path, name: str, **options) ->
     return redis
 
 
+async def counted(slots, expected: tuple[int, int], within: float = 5.0) -> None:
+    """Wait until `slots` counts (held, waiting) as `expected` (its counts are asked of Redis again every 0.25 s)."""
+    deadline = time.monotonic() + within
+    while slots.counts() != expected:
+        assert time.monotonic() < deadline, f"counts stayed {slots.counts()}, not {expected}"
+        await asyncio.sleep(0.02)
+
+
 async def test_waiting_requests_are_served_in_arrival_order_across_processes(tmp_path):
     server = fakeredis.FakeServer()
     one, two = await store(server, tmp_path, "one"), await store(server, tmp_path, "two")
@@ -35,10 +43,9 @@ async def test_waiting_requests_are_served_in_arrival_order_across_processes(tmp
         order.append(name)
 
     first = asyncio.create_task(wait(slots_two, "two, first to wait"))
-    await asyncio.sleep(0.05)
+    await counted(slots_one, (1, 1))  # process two's request is in the queue before process one's joins it
     second = asyncio.create_task(wait(slots_one, "one, second to wait"))
-    await asyncio.sleep(0.05)
-    assert slots_one.counts() == (1, 2)
+    await counted(slots_one, (1, 2))
     slots_one.release()  # process one's own waiter is woken at once, but the other process came first
     await asyncio.wait_for(first, 2)
     assert order == ["two, first to wait"] and not second.done()
