@@ -150,8 +150,12 @@ class FakeServer:
     """An Ollama/OpenAI-compatible server with controllable latency, slots and faults."""
 
     def __init__(self, *, slots: int | None = None, version: str = "0.12.6", host: str = "127.0.0.1",
-                 port: int = 0, extra_ports: int = 0, require_authorization: str | None = None) -> None:
+                 port: int = 0, extra_ports: int = 0, require_authorization: str | None = None,
+                 strict: bool = False) -> None:
         self.slots = slots
+        self.strict = strict
+        ("Count a request out of `in_flight` only once its last line is written (not before it goes out): a client "
+         "that sends its next request the moment it has read a stream's end is then seen overlapping.")
         self.require_authorization = require_authorization
         "When set, every request without exactly this Authorization header gets 401 (a key-protected server)."
         self.extra_ports = extra_ports
@@ -546,10 +550,12 @@ class FakeServer:
         if not pieces:
             await asyncio.sleep(behaviour.latency)
         last = final(len(pieces), started)
-        self._finish(record)
+        if not self.strict:
+            self._finish(record)
         await response.write(last)
         if done_line:
             await response.write(done_line)
+        self._finish(record)
         await response.write_eof()
         return response
 

@@ -20,12 +20,13 @@ from .cutoff import CUT, Cutoff, earliest
 from .errors import AgentTimeout, BackendError, HTTPStatus
 from .events import Cut, Delta, EventSink, Failed, Finished, Queued, Started, Thinking
 from .gates import Gate, Priority, gate_for
+from .pools import retryable, send_pooled
 from .redact import Redactor, valid_unicode
 from .result import AgentResult
 
 if TYPE_CHECKING:
     from .backends.base import Completion
-    from .fleet import Agent
+    from .fleet import Agent, Replica
     from .slots import SlotStore
 
 Job = tuple["Agent", list[Message]]
@@ -61,7 +62,11 @@ class Transport:
         return gate
 
     async def send(self, call: "_Call") -> None:
-        """`call` once its server's gate lets it through; the slot is freed however it ends."""
+        """`call` once its server's gate lets it through (a pool's: a replica's); the slot is freed however it
+        ends."""
+        if call.agent.pooled:
+            await send_pooled(self.session, self.gate, call)
+            return
         gate = self.gate(call.agent.server)
         await gate.acquire(call.priority)
         try:
@@ -164,7 +169,7 @@ class _Call:
     """One agent's request while it is queued or in flight."""
 
     __slots__ = ("run", "stage", "agent", "messages", "tools", "priority", "queued_at", "sent_at", "first_at",
-                 "parts", "thoughts", "result")
+                 "parts", "thoughts", "result", "sent_to")
 
     def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float,
                  tools: Sequence[Tool] = ()) -> None:
@@ -180,9 +185,20 @@ class _Call:
         self.parts: list[str] = []
         self.thoughts: list[str] = []
         self.result: AgentResult | None = None
+        self.sent_to: "Agent | None" = None
+        "The agent as sent: on the replica of its pool that took the request."
 
-    async def send(self, session: aiohttp.ClientSession) -> None:
-        agent, run = self.agent, self.run
+    def note(self, line: str) -> None:
+        """Something the run worked around (a replica benched), said once in its warnings."""
+        self.run.warnings.append(f"{self.agent.name}: {line}")
+
+    async def send(self, session: aiohttp.ClientSession, replica: "Replica | None" = None,
+                   may_retry: bool = False) -> BackendError | None:
+        """Send the request (to `replica` of the agent's pool, when given) and record its result. With
+        `may_retry`, a failure the replica is to blame for before the first token is returned instead (nothing
+        recorded: the request may go to another replica)."""
+        run = self.run
+        agent = self.sent_to = self.agent if replica is None else self.agent.on(replica)
         self.sent_at = sent = time.perf_counter()
         emit, listening, parts = run.emit, run.listening, self.parts
         if listening:
@@ -203,24 +219,27 @@ class _Call:
                 emit(Thinking(run.id, self.stage, agent, text))
 
         try:
-            completion = await asyncio.wait_for(self._chat(session, on_delta, on_thinking), agent.timeout)
+            completion = await asyncio.wait_for(self._chat(session, agent, on_delta, on_thinking), agent.timeout)
         except asyncio.TimeoutError:
             self.fail(AgentTimeout(f"no complete answer within its timeout of {agent.timeout:g} s",
                                    agent=agent.name, url=agent.endpoint))
-            return
+            return None
         except BackendError as exc:
+            if may_retry and self.first_at is None and retryable(exc):
+                return exc
             self.fail(exc)
-            return
+            return None
         if not completion.text.strip() and not completion.tool_calls:
             self.fail(BackendError("the model returned an empty answer", agent=agent.name, url=agent.endpoint))
-            return
+            return None
         self.result = self._result("ok", completion=completion)
-        emit(Finished(run.id, self.stage, agent, self.result))
+        emit(Finished(run.id, self.stage, self.agent, self.result))
+        return None
 
-    async def _chat(self, session: aiohttp.ClientSession, on_delta: Callable[[str], None],
+    async def _chat(self, session: aiohttp.ClientSession, agent: "Agent", on_delta: Callable[[str], None],
                     on_thinking: Callable[[str], None]) -> "Completion":
         """The request; a server that refuses the `think` field gets it again without, and the run says so."""
-        agent, refused_by = self.agent, self.run.transport.think_refused
+        refused_by = self.run.transport.think_refused
         backend = backend_for(agent.protocol)
         refused = (agent.endpoint, agent.model) in refused_by
         if agent.think is not None and not refused:
@@ -262,8 +281,9 @@ class _Call:
             tokens_per_s = generated / completion.generation_s
         elif generated and self.first_at is not None and ended > self.first_at:
             tokens_per_s = generated / (ended - self.first_at)
+        sent_to = self.sent_to or agent
         return AgentResult(
-            name=agent.name, model=agent.model, api_url=agent.api_url, protocol=agent.protocol,
+            name=agent.name, model=agent.model, api_url=sent_to.api_url, protocol=agent.protocol,
             status=status, content=text,  # type: ignore[arg-type]
             error=redact(valid_unicode(str(error))[0]) if error else reason,
             error_kind=error.kind if error else (CUT if reason else None),

@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, ConfigErrors
-from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Quorum, Role, Server
+from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Quorum, Replica, Role, Server
 from .slots import check_setting
 from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import OPENAI, credentials, parse_api_url, public_url, server_of
@@ -32,8 +32,9 @@ class AgentSpec(BaseModel):
 
     name: str | None = None
     "Shown in the view and output; defaults to the model."
-    api_url: str
-    "Ollama `/api/chat` (or bare host:port) or OpenAI-compatible `/v1`, `/v1/chat/completions`."
+    api_url: str | list[Any]
+    "Ollama `/api/chat` (or bare host:port) or OpenAI-compatible `/v1`, `/v1/chat/completions`; or a list of such "
+    "URLs, servers holding the same model (a pool: each request goes to one with a free slot)."
     model: str = Field(min_length=1)
     "Model name as the server knows it (`llama3:8b`)."
     timeout: float | None = Field(default=None, gt=0, strict=True)
@@ -51,9 +52,15 @@ class AgentSpec(BaseModel):
     max_answer_chars: int | None = Field(default=None, gt=0, strict=True)
     "The most characters of answer and thinking read from one request (default 1,000,000); more fails it as too_long."
 
-    @field_validator("api_url")
+    @field_validator("api_url", mode="before")
     @classmethod
-    def _url_has_protocol(cls, value: str) -> str:
+    def _url_or_pool(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list: give one URL, or the URLs of servers holding the same model")
+            return value  # each URL is checked where its place (api_url[i]) can be named
+        if not isinstance(value, str):
+            raise ValueError("must be a URL, or a list of URLs of servers holding the same model")
         parse_api_url(value)
         return value
 
@@ -259,16 +266,58 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     taken: set[str] = set()
     errors: list[ConfigError] = []
 
-    def agent(a: AgentSpec, role: Role, where: str, default_timeout: float) -> Agent:
-        protocol, endpoint = parse_api_url(a.api_url)
-        server = server_of(a.api_url)
-        servers.setdefault(server, Server(url=server))
+    def pool(a: AgentSpec, where: str) -> tuple[str, tuple[Replica, ...]] | None:
+        """The agent's protocol and its replicas (one for a single URL); None when a URL of a list is wrong."""
+        urls = a.api_url if isinstance(a.api_url, list) else [a.api_url]
+        listed = isinstance(a.api_url, list)
+        replicas: list[Replica] = []
+        protocol = None
+        bad = False
+        for i, url in enumerate(urls):
+            path = f"{where}.api_url[{i}]" if listed else f"{where}.api_url"
+            if not isinstance(url, str):
+                errors.append(ConfigError("must be a string", source=source, json_path=path))
+                bad = True
+                continue
+            try:
+                kind, endpoint = parse_api_url(url)
+                server = server_of(url)
+            except ValueError as exc:
+                errors.append(ConfigError(str(exc), source=source, json_path=path))
+                bad = True
+                continue
+            if protocol is None:
+                protocol = kind
+            elif kind != protocol:
+                errors.append(ConfigError(
+                    f"speaks {kind}'s API, but {where}.api_url[0] speaks {protocol}'s: every server of a pool must "
+                    "speak the same protocol", source=source, json_path=path))
+                bad = True
+                continue
+            if any(r.server == server for r in replicas):
+                errors.append(ConfigError(f"lists the server {server} twice", source=source, json_path=path))
+                bad = True
+                continue
+            replicas.append(Replica(public_url(url), endpoint, server, credentials(url)))
+        if bad or protocol is None:
+            return None
+        return protocol, tuple(replicas)
+
+    def agent(a: AgentSpec, role: Role, where: str, default_timeout: float) -> Agent | None:
+        found = pool(a, where)
+        if found is None:
+            return None
+        protocol, replicas = found
+        first = replicas[0]
+        endpoint, server = first.endpoint, first.server
+        for replica in replicas:
+            servers.setdefault(replica.server, Server(url=replica.server))
         name = _unique(a.name or a.model, taken)
         if a.api_key_env and a.api_key_env not in os.environ:
             errors.append(ConfigError(
                 f"environment variable {a.api_key_env} is not set", source=source, json_path=f"{where}.api_key_env"))
-        url_auth = credentials(a.api_url)
-        if url_auth and a.api_key_env:
+        url_auth = first.url_auth
+        if any(r.url_auth for r in replicas) and a.api_key_env:
             errors.append(ConfigError(
                 "api_url has a user:password and api_key_env names a key: both would be the Authorization header; "
                 "keep one", source=source, json_path=f"{where}.api_key_env"))
@@ -280,19 +329,22 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
             errors.append(ConfigError("only a worker can be required (a quorum cuts workers, never reviewers)",
                                       source=source, json_path=f"{where}.required"))
         return Agent(
-            name=name, role=role, model=a.model, api_url=public_url(a.api_url), protocol=protocol,
+            name=name, role=role, model=a.model, api_url=first.api_url, protocol=protocol,
             endpoint=endpoint, server=server, timeout=a.timeout or default_timeout, system=a.system,
             options=dict(a.options), api_key_env=a.api_key_env, think=a.think, url_auth=url_auth,
             required=a.required, max_answer_chars=a.max_answer_chars or MAX_ANSWER_CHARS,
+            replicas=replicas if len(replicas) > 1 else (),
         )
 
-    workers = tuple(agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents))
+    made = [agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents)]
     listed = len(spec.reviewer_agent or []) > 1
-    reviewers = tuple(agent(r, "reviewer", f"reviewer_agent[{i}]" if listed else "reviewer_agent", REVIEWER_TIMEOUT_S)
-                      for i, r in enumerate(spec.reviewer_agent or []))
+    made_reviewers = [agent(r, "reviewer", f"reviewer_agent[{i}]" if listed else "reviewer_agent", REVIEWER_TIMEOUT_S)
+                      for i, r in enumerate(spec.reviewer_agent or [])]
+    workers = tuple(a for a in made if a is not None)
+    reviewers = tuple(a for a in made_reviewers if a is not None)
     quorum = spec.review.quorum
-    if quorum is not None and quorum.min_answers > len(workers):
-        errors.append(ConfigError(f"must be at most the number of workers ({len(workers)})", source=source,
+    if quorum is not None and quorum.min_answers > len(spec.worker_agents):
+        errors.append(ConfigError(f"must be at most the number of workers ({len(spec.worker_agents)})", source=source,
                                   json_path="review.quorum.min_answers"))
     tools_agent = spec.serve.tools_agent
     if tools_agent is not None and tools_agent not in {a.name for a in workers + reviewers}:
@@ -303,7 +355,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
                                   json_path="serve.tools_agent"))
     if errors:
         raise ConfigErrors(errors)
-    used = {a.server for a in workers + reviewers}
+    used = {r.server for a in workers + reviewers for r in a.pool}
     for url in spec.servers:
         if server_of(url) not in used:
             warnings.append(f"servers[{public_url(url)!r}]: no agent uses this server")

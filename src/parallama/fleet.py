@@ -41,6 +41,17 @@ class Server:
     parallel: int = 1
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One server of an agent's pool: where its requests go when this replica takes them."""
+
+    api_url: str
+    "Without its `user:password@`."
+    endpoint: str
+    server: str
+    url_auth: tuple[str, str] | None = field(default=None, repr=False)
+
+
 MAX_ANSWER_CHARS = 1_000_000
 """An answer's bound by default (≈ 250,000 tokens: more than any model writes in one answer). A server that streams
 on past it is broken or hostile; it fails only that agent, and keeps the client's memory bounded."""
@@ -72,6 +83,25 @@ class Agent:
     url_auth: tuple[str, str] | None = field(default=None, repr=False)
     "(user, password) from the api_url's `user:password@`, sent as HTTP Basic auth. `api_url` and `endpoint` are "
     "kept without it, so whatever shows or stores them cannot leak it."
+    replicas: tuple[Replica, ...] = ()
+    "A pool: every server of the same model this agent's requests may go to (`api_url` a list in the config; the "
+    "first is `api_url`/`endpoint`/`server`). Empty: the agent's one server."
+
+    @property
+    def pool(self) -> tuple[Replica, ...]:
+        """The servers this agent's requests may go to: its replicas, or its one server."""
+        return self.replicas or (Replica(self.api_url, self.endpoint, self.server, self.url_auth),)
+
+    @property
+    def pooled(self) -> bool:
+        return len(self.replicas) > 1
+
+    def on(self, replica: Replica) -> "Agent":
+        """This agent as sent to `replica`."""
+        if replica.endpoint == self.endpoint and replica.url_auth == self.url_auth:
+            return self
+        return replace(self, api_url=replica.api_url, endpoint=replica.endpoint, server=replica.server,
+                       url_auth=replica.url_auth)
 
     def api_key(self) -> str | None:
         """The key from the environment, read when a request is made; never stored or shown."""
@@ -93,9 +123,10 @@ class Agent:
         key = self.api_key()
         if key:
             found.append(key)
-        if self.url_auth:
-            found.append(self.url_auth[1])
-            found.append(self.authorization().split(" ", 1)[1])  # type: ignore[union-attr]
+        auths = [self.url_auth] + [r.url_auth for r in self.replicas]
+        for auth in dict.fromkeys(a for a in auths if a):
+            found.append(auth[1])
+            found.append(basic_auth(*auth).split(" ", 1)[1])
         return [s for s in found if s]
 
     def __repr__(self) -> str:

@@ -114,6 +114,28 @@ class Gate:
         self.sending += 1
         self.served += 1
 
+    def try_acquire(self) -> bool:
+        """Take a slot here and a shared one now, when both are free and nobody waits for them; False otherwise
+        (nothing held)."""
+        if self.in_flight >= self.slots or self.waiting:
+            return False
+        if self.shared is not None and not self.shared.try_acquire():
+            return False
+        self.in_flight += 1
+        self._count_busy()
+        self.sending += 1
+        self.served += 1
+        return True
+
+    def idle(self) -> bool:
+        """A slot is free and nobody waits for it, in this process or (as far as the store said) any other."""
+        if self.in_flight >= self.slots or self.waiting:
+            return False
+        if self.shared is None:
+            return True
+        in_flight, waiting = self.shared.counts()
+        return in_flight < self.slots and waiting == 0
+
     async def _wait(self, priority: Priority) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (priority, next(self._tiebreak), future))

@@ -208,6 +208,7 @@ class RunTracker:
         if isinstance(event, Started):
             row = self.rows.get((event.stage, event.agent.name)) or self._queued(event)
             row.state, row.started_at = "running", self.clock()
+            row.agent = event.agent  # as sent: on the replica of its pool that took it
             if self.first_sent_at is None:
                 self.first_sent_at = row.started_at
             self.stage_opened.setdefault(event.stage, row)

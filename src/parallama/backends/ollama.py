@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import StreamBroken
-from .base import Completion, Stream, bad_tool_call, mid_stream_error, open_stream, parse_chunk
+from .base import Completion, Stream, bad_tool_call, mid_stream_error, open_stream, parse_chunk, request_headers
 from .chunks import OLLAMA_CHUNK
 from .messages import Message
 from .tools import Tool, ollama_messages
@@ -66,3 +66,25 @@ async def chat(session: "aiohttp.ClientSession", agent: "Agent", messages: list[
                                          generated_tokens=chunk.get("eval_count"),
                                          generation_s=eval_ns / 1e9 if eval_ns else None)
         raise StreamBroken("stream ended before the final chunk (done: true)", agent=agent.name, url=agent.endpoint)
+
+
+async def loaded_models(session: "aiohttp.ClientSession", agent: "Agent", timeout_s: float = 2.0) -> list[str] | None:
+    """The models loaded on the agent's server now (Ollama's `/api/ps`); None when it does not answer that."""
+    import asyncio
+
+    import aiohttp
+
+    base = agent.endpoint[: -len("/api/chat")] if agent.endpoint.endswith("/api/chat") else agent.server
+    headers = {k: v for k, v in request_headers(agent).items() if k == "Authorization"}
+    try:
+        async with session.get(base + "/api/ps", headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            if response.status != 200:
+                return None
+            data = await response.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
+        return None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        return None
+    return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]

@@ -1,0 +1,311 @@
+"""Pools: one agent served by several servers of the same model (its replicas), below the calls and over the gates.
+
+A request takes a replica with a free slot: one where the model is loaded first (Ollama's `/api/ps`), then one whose
+recent time to first token is not clearly worse, then the one this process sent fewest requests; ties at random,
+never by list order. When none is free it waits at every replica's gate at once, in its one place in the order
+(the run's start, then its order in the run), and takes whichever frees first; past the gates the shared slots do
+the same across processes and hosts, so the pool has one queue and no idle replica while a request waits.
+
+A replica that refuses the connection or fails before the first token (5xx, the stream broken) is benched for a
+back-off and the request goes to another at once; after the first token there is no retry. A benched replica is
+probed (`GET /`) when its back-off ends and comes back as soon as it answers. With every replica benched, the
+request fails with one line naming them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from .backends import backend_for
+from .errors import BackendError, HTTPStatus, Malformed, StreamBroken, Unreachable
+from .probe import same_model
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .fleet import Agent, Replica
+    from .gates import Gate, Priority
+
+BENCH_S = 1.0
+"A replica's first back-off; doubled each time its probe finds it still down, up to BENCH_MAX_S."
+BENCH_MAX_S = 30.0
+PROBE_TIMEOUT_S = 2.0
+WARM_FRESH_S = 10.0
+"How long what a replica's `/api/ps` said counts as fresh."
+TTFT_TIE = 1.25
+TTFT_TIE_S = 0.05
+"Recent times to first token within 25 % (and 50 ms) of the fastest replica's count as equally fast."
+TTFT_WEIGHT = 0.3
+"Weight of the newest time to first token in a replica's running average."
+
+
+@dataclass(eq=False)
+class ReplicaHealth:
+    """What this process knows of one server as a replica: benched or not, how fast it answered, what it has
+    loaded. Readable by status views and metrics (`health_of`)."""
+
+    server: str
+    benched_until: float = 0.0
+    "`time.monotonic()` until which no request goes there (0: not benched)."
+    why: str = ""
+    "Why it was benched last."
+    backoff_s: float = 0.0
+    benched: int = 0
+    "Times it was benched."
+    ttft_s: float | None = None
+    "Running average of its times to first token (seconds)."
+    warm: dict[str, bool] = field(default_factory=dict)
+    warm_at: float = -math.inf
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def is_benched(self, now: float | None = None) -> bool:
+        return self.benched_until > (time.monotonic() if now is None else now)
+
+    def until_clock(self) -> str:
+        """When the back-off ends, as this machine's clock reads it (HH:MM:SS)."""
+        return time.strftime("%H:%M:%S", time.localtime(time.time() + max(0.0, self.benched_until - time.monotonic())))
+
+    def answered(self, ttft_s: float | None) -> None:
+        """A request here got its answer: back-off forgotten, its first token's time counted."""
+        self.backoff_s = 0.0
+        if ttft_s is not None:
+            self.ttft_s = ttft_s if self.ttft_s is None else (1 - TTFT_WEIGHT) * self.ttft_s + TTFT_WEIGHT * ttft_s
+
+    def is_warm(self, model: str) -> bool | None:
+        if not self.warm:
+            return None
+        return any(same_model(model, name) for name, loaded in self.warm.items() if loaded)
+
+
+class _Pools:
+    """One event loop's replicas (by server) and the future that wakes waiting requests when one comes back."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.health: dict[str, ReplicaHealth] = {}
+        self.loop = loop
+        self.changed: asyncio.Future[None] = loop.create_future()
+
+    def notify(self) -> None:
+        """A replica came back: requests waiting on the others look again."""
+        if not self.changed.done():
+            self.changed.set_result(None)
+        self.changed = self.loop.create_future()
+
+
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pools]" = weakref.WeakKeyDictionary()
+
+
+def _here() -> _Pools:
+    loop = asyncio.get_running_loop()
+    pools = _pools.get(loop)
+    if pools is None:
+        pools = _pools[loop] = _Pools(loop)
+    return pools
+
+
+def health_of(server: str) -> ReplicaHealth:
+    """The running loop's knowledge of `server` as a replica (made on first use)."""
+    pools = _here()
+    health = pools.health.get(server)
+    if health is None:
+        health = pools.health[server] = ReplicaHealth(server)
+    return health
+
+
+def known_health() -> dict[str, ReplicaHealth]:
+    """Every replica the running loop has sent to, by server (for status views and metrics)."""
+    return dict(_here().health)
+
+
+class PooledCall(Protocol):
+    """What a pool needs of a request (`calls._Call`)."""
+
+    agent: "Agent"
+    priority: "Priority"
+    sent_at: float | None
+    first_at: float | None
+
+    async def send(self, session: "aiohttp.ClientSession", replica: "Replica | None" = None,
+                   may_retry: bool = False) -> BackendError | None: ...
+
+    def fail(self, error: BackendError) -> None: ...
+
+    def note(self, line: str) -> None: ...
+
+
+def retryable(error: BackendError) -> bool:
+    """Whether a failure before the first token says the replica, not the request, is at fault."""
+    if isinstance(error, Unreachable):
+        return True
+    if isinstance(error, StreamBroken) and not isinstance(error, Malformed):
+        return True
+    return isinstance(error, HTTPStatus) and error.status_code >= 500
+
+
+async def send_pooled(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"], call: PooledCall) -> None:
+    """Send `call` to a replica of its agent's pool, moving it on when a replica fails before the first token."""
+    agent = call.agent
+    while True:
+        try:
+            replica, gate = await take(session, gate_of, agent, call.priority)
+        except Unreachable as exc:
+            call.fail(exc)
+            return
+        try:
+            error = await call.send(session, replica, True)
+        finally:
+            gate.release()
+        health = health_of(replica.server)
+        if error is None:
+            sent, first = call.sent_at, call.first_at
+            health.answered(first - sent if first is not None and sent is not None else None)
+            return
+        call.note(bench(replica, error))
+
+
+def bench(replica: "Replica", error: BackendError) -> str:
+    """Bench `replica` for its back-off (already benched: as it is); the line that says so."""
+    health = health_of(replica.server)
+    if not health.is_benched():
+        health.backoff_s = min(BENCH_MAX_S, health.backoff_s * 2 or BENCH_S)
+        health.benched_until = time.monotonic() + health.backoff_s
+        health.benched += 1
+        health.why = error.cause
+        if not health._tasks:
+            task = asyncio.get_running_loop().create_task(_probe(health))
+            health._tasks.add(task)
+            task.add_done_callback(health._tasks.discard)
+    return (f"replica {replica.api_url} benched until {health.until_clock()} ({health.why}); "
+            "its requests go to the other replicas")
+
+
+async def _probe(health: ReplicaHealth) -> None:
+    """Once the back-off ends, ask the server; answered, it is back (and waiting requests look again), else the
+    back-off doubles."""
+    import aiohttp
+
+    while health.is_benched():
+        await asyncio.sleep(max(0.0, health.benched_until - time.monotonic()))
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session:
+                async with session.get(health.server + "/") as response:
+                    up = response.status < 500
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            up = False
+        if up:
+            health.benched_until = 0.0
+            _here().notify()
+            return
+        health.backoff_s = min(BENCH_MAX_S, health.backoff_s * 2 or BENCH_S)
+        health.benched_until = time.monotonic() + health.backoff_s
+
+
+def all_down(agent: "Agent") -> Unreachable:
+    """The one line for a pool whose every replica is benched."""
+    parts = []
+    for replica in agent.pool:
+        health = health_of(replica.server)
+        parts.append(f"{replica.api_url} ({health.why or 'down'}; benched until {health.until_clock()})")
+    return Unreachable("every replica of its pool is down: " + "; ".join(parts),
+                       agent=agent.name, url=f"{len(agent.pool)} replicas",
+                       hint="start them, or take the dead ones out of api_url")
+
+
+def preferred(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"], agent: "Agent",
+              replicas: list["Replica"]) -> list["Replica"]:
+    """`replicas` best first: warm, not clearly slower to answer, fewest sent; ties at random."""
+    healths = {r.server: health_of(r.server) for r in replicas}
+    _check_warmth(session, agent, replicas, healths)
+    ttfts = [h.ttft_s for h in healths.values() if h.ttft_s is not None]
+    best = min(ttfts) if ttfts else None
+
+    def rank(replica: "Replica") -> tuple[bool, bool, int]:
+        health = healths[replica.server]
+        slow = best is not None and health.ttft_s is not None and health.ttft_s > best * TTFT_TIE + TTFT_TIE_S
+        return (health.is_warm(agent.model) is not True, slow, gate_of(replica.server).served)
+
+    shuffled = random.sample(replicas, len(replicas))
+    return sorted(shuffled, key=rank)
+
+
+def _check_warmth(session: "aiohttp.ClientSession", agent: "Agent", replicas: list["Replica"],
+                  healths: dict[str, ReplicaHealth]) -> None:
+    """Ask (in the background) the replicas whose loaded models are not known lately, if their protocol says."""
+    loaded_models = getattr(backend_for(agent.protocol), "loaded_models", None)
+    if loaded_models is None or session.closed:
+        return
+    now = time.monotonic()
+    for replica in replicas:
+        health = healths[replica.server]
+        if now - health.warm_at < WARM_FRESH_S:
+            continue
+        health.warm_at = now
+
+        async def ask(health: ReplicaHealth = health, on: "Agent" = agent.on(replica)) -> None:
+            try:
+                names = await loaded_models(session, on)
+            except RuntimeError:  # the session closed meanwhile
+                return
+            if names is not None:
+                health.warm = {name: True for name in names} or {"": False}
+
+        task = asyncio.get_running_loop().create_task(ask())
+        health._tasks.add(task)
+        task.add_done_callback(health._tasks.discard)
+
+
+async def take(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"], agent: "Agent",
+               priority: "Priority") -> tuple["Replica", "Gate"]:
+    """A replica of `agent`'s pool and its gate, a slot held (give it back with `gate.release()`); Unreachable
+    when every replica is benched."""
+    while True:
+        live = [r for r in agent.pool if not health_of(r.server).is_benched()]
+        if not live:
+            raise all_down(agent)
+        ordered = preferred(session, gate_of, agent, live)
+        for replica in ordered:
+            gate = gate_of(replica.server)
+            if gate.try_acquire():
+                return replica, gate
+        got = await _first_free(gate_of, ordered, priority)
+        if got is None:
+            continue  # a replica came back: look again
+        replica, gate = got
+        if health_of(replica.server).is_benched():
+            gate.release()  # benched while we waited: wait on the others
+            continue
+        return replica, gate
+
+
+async def _first_free(gate_of: Callable[[str], "Gate"], ordered: list["Replica"],
+                      priority: "Priority") -> tuple["Replica", "Gate"] | None:
+    """Wait at every replica's gate at once; the first to let us through wins (several at once: the best of
+    them), the others are left (a slot one gave us meanwhile goes on to the next waiting). None: a replica came
+    back while we waited."""
+    changed = _here().changed
+    gates = {r.server: gate_of(r.server) for r in ordered}
+    tasks = {asyncio.ensure_future(gates[r.server].acquire(priority)): r for r in ordered}
+    cancelled = False
+    try:
+        await asyncio.wait([*tasks, changed], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        held = [replica for task, replica in tasks.items() if not task.cancelled() and task.exception() is None]
+        keep = None if cancelled else next((r for r in ordered if r in held), None)
+        for replica in held:
+            if replica is not keep:
+                gates[replica.server].release()
+    if keep is None:
+        return None
+    return keep, gates[keep.server]

@@ -1,0 +1,187 @@
+"""Replica pools: one agent whose `api_url` lists several servers of the same model. Each request goes to a replica
+with a free slot, never more than its slots on any (the fakes count a request out only after its last line), the
+rest wait in one queue for whichever frees first; a replica that fails before the first token is benched and the
+request moves on; equal replicas share the work evenly."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from parallama import FleetClient
+from parallama.backends import Message
+from parallama.config import fleet_from_dict
+from parallama.errors import ConfigError
+from parallama.urls import server_of
+
+from fakes import FakeServer
+
+
+def pooled(fakes: list[FakeServer], model: str = "m", **extra: Any) -> dict[str, Any]:
+    return {"worker_agents": [{"name": "P", "api_url": [f.url for f in fakes], "model": model, **extra}]}
+
+
+def replicas(count: int, stack: ExitStack, **behaviour: Any) -> list[FakeServer]:
+    fakes = [stack.enter_context(FakeServer(strict=True)) for _ in range(count)]
+    for fake in fakes:
+        fake.model("m", **behaviour)
+    return fakes
+
+
+async def ask(client: FleetClient, n: int) -> list[Any]:
+    agent = client.fleet.workers[0]
+    question = [Message(role="user", content="q")]
+    return await asyncio.gather(*(client.ask_agent(agent, question) for _ in range(n)))
+
+
+# ---------------------------------------------------------------- the config
+
+
+def test_a_pool_loads_and_each_replica_keeps_its_own_slots():
+    fleet = fleet_from_dict({
+        "worker_agents": [{"api_url": ["http://localhost:11434", "http://localhost:11435/api/chat"], "model": "m"}],
+        "servers": {"http://localhost:11435": {"parallel": 2}}})
+    (agent,) = fleet.workers
+    assert [r.server for r in agent.pool] == ["http://localhost:11434", "http://localhost:11435"]
+    assert fleet.servers["http://localhost:11434"].parallel == 1
+    assert fleet.servers["http://localhost:11435"].parallel == 2
+    assert fleet.warnings == ()
+
+
+@pytest.mark.parametrize("api_url, says", [
+    ([], "worker_agents[0].api_url: an empty list"),
+    (["http://localhost:1/v1", "http://localhost:2"], "worker_agents[0].api_url[1]: speaks ollama's API, but "
+                                                      "worker_agents[0].api_url[0] speaks openai's"),
+    (["http://localhost:1", 5], "worker_agents[0].api_url[1]: must be a string"),
+    (["http://localhost:1", "http://127.0.0.1:1/api/chat"], "worker_agents[0].api_url[1]: lists the server "
+                                                             "http://localhost:1 twice"),
+    (["http://localhost:1", "ftp://x"], "worker_agents[0].api_url[1]: 'ftp://x' must start with http://"),
+    (7, "worker_agents[0].api_url: must be a URL, or a list of URLs"),
+])
+def test_a_wrong_pool_is_one_line_at_its_json_path(api_url, says):
+    with pytest.raises(ConfigError) as caught:
+        fleet_from_dict({"worker_agents": [{"api_url": api_url, "model": "m"}]})
+    assert says in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_password_in_any_replica_url_is_a_secret_never_shown():
+    fleet = fleet_from_dict({"worker_agents": [{"api_url": ["http://localhost:1", "http://u:hunter2@localhost:2"],
+                                                "model": "m"}]})
+    (agent,) = fleet.workers
+    assert "hunter2" in agent.secrets()
+    assert all("hunter2" not in r.api_url for r in agent.pool)
+
+
+# ---------------------------------------------------------------- placement
+
+
+async def test_nine_requests_on_three_one_slot_replicas_take_three_rounds_and_never_overlap():
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.4, tokens=4)
+        async with FleetClient(pooled(fakes)) as client:
+            began = time.perf_counter()
+            (alone,) = await ask(client, 1)
+            single = time.perf_counter() - began
+            for fake in fakes:
+                fake.reset()
+            began = time.perf_counter()
+            results = await ask(client, 9)
+            makespan = time.perf_counter() - began
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert [f.max_in_flight for f in fakes] == [1, 1, 1]
+    assert sorted(len(f.requests) for f in fakes) == [3, 3, 3]
+    assert makespan / (3 * single) < 1.15, (makespan, single)
+    served = collections.Counter(server_of(r.api_url) for r in results)
+    assert sorted(served.values()) == [3, 3, 3]  # the result says which replica answered
+    assert alone.ok
+
+
+async def test_a_waiting_request_takes_whichever_replica_frees_first():
+    with ExitStack() as stack:
+        fakes = replicas(2, stack, latency=0.1, tokens=2)
+        slow, quick = fakes
+        slow.model("m", latency=1.5, tokens=2)
+        async with FleetClient(pooled(fakes)) as client:
+            # Two requests fill both replicas; the next four all go to the quick one as it frees, none waits for
+            # the slow one.
+            results = await ask(client, 6)
+    assert all(r.ok for r in results)
+    assert len(slow.requests) == 1 and len(quick.requests) == 5
+    assert slow.max_in_flight == 1 and quick.max_in_flight == 1
+
+
+async def test_three_hundred_sequential_requests_split_evenly_over_equal_replicas():
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.0, tokens=1)
+        async with FleetClient(pooled(fakes)) as client:
+            agent = client.fleet.workers[0]
+            for _ in range(300):
+                result = await client.ask_agent(agent, [Message(role="user", content="q")])
+                assert result.ok
+    counts = [len(f.requests) for f in fakes]
+    assert all(90 <= c <= 110 for c in counts), counts
+
+
+async def test_ties_are_broken_at_random_not_by_list_order():
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.0, tokens=1)
+        firsts = collections.Counter()
+        for _ in range(30):
+            async with FleetClient(pooled(fakes)) as client:
+                (result,) = await ask(client, 1)
+            firsts[server_of(result.api_url)] += 1
+    assert len(firsts) == 3 and max(firsts.values()) < 25, firsts
+
+
+async def test_a_replica_with_the_model_loaded_is_preferred():
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.0, tokens=1)
+        fakes[2].model("m", latency=0.0, tokens=1, loaded_bytes=5_000_000_000)
+        async with FleetClient(pooled(fakes)) as client:
+            await ask(client, 1)  # the first look asks every replica's /api/ps
+            for _ in range(50):
+                if all(f.requests for f in fakes[:1]):
+                    break
+                await asyncio.sleep(0.02)
+            for fake in fakes:
+                fake.reset()
+            agent = client.fleet.workers[0]
+            for _ in range(10):
+                await client.ask_agent(agent, [Message(role="user", content="q")])
+    assert [len(f.requests) for f in fakes] == [0, 0, 10]
+
+
+# ---------------------------------------------------------------- failures
+
+
+async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back(monkeypatch):
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.3, tokens=3, ttft=0.25)
+        dead = fakes[0]
+        port = dead.port
+        async with FleetClient(pooled(fakes)) as client:
+            dead.close()
+            results = await ask(client, 9)
+            assert all(r.ok for r in results), [r.error for r in results]
+            assert all(server_of(r.api_url) != server_of(dead.url) for r in results)
+            warnings = client.warnings if hasattr(client, "warnings") else []
+            with FakeServer(strict=True, port=port) as back:
+                back.model("m", latency=0.3, tokens=3)
+                from parallama.pools import health_of
+                health = health_of(server_of(back.url))
+                assert health.benched >= 1 and "refused" in health.why.lower() or health.why
+                deadline = time.monotonic() + 10
+                while health.is_benched():
+                    assert time.monotonic() < deadline, "the replica was never probed back"
+                    await asyncio.sleep(0.05)
+                results = await ask(client, 9)
+                assert all(r.ok for r in results)
+                assert back.requests, "the replica that came back is used again"
+                assert back.max_in_flight == 1
+        del warnings
