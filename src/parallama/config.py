@@ -14,7 +14,7 @@ from .errors import ConfigError, ConfigErrors
 from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Quorum, Replica, Role, Server
 from .slots import check_setting
 from .strategies import DEFAULT_STRATEGY, StrategyName
-from .urls import OPENAI, credentials, parse_api_url, public_url, server_of
+from .urls import OPENAI, Protocol, credentials, parse_api_url, public_url, server_of
 
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
@@ -266,12 +266,12 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     taken: set[str] = set()
     errors: list[ConfigError] = []
 
-    def pool(a: AgentSpec, where: str) -> tuple[str, tuple[Replica, ...]] | None:
+    def pool(a: AgentSpec, where: str) -> tuple[Protocol, tuple[Replica, ...]] | None:
         """The agent's protocol and its replicas (one for a single URL); None when a URL of a list is wrong."""
         urls = a.api_url if isinstance(a.api_url, list) else [a.api_url]
         listed = isinstance(a.api_url, list)
         replicas: list[Replica] = []
-        protocol = None
+        protocol: Protocol | None = None
         bad = False
         for i, url in enumerate(urls):
             path = f"{where}.api_url[{i}]" if listed else f"{where}.api_url"

@@ -324,7 +324,9 @@ class RunRecord(TypedDict):
 def fleet_record(fleet: Fleet) -> dict[str, Any]:
     """The fleet as stored: what was asked of each agent; an API key is only ever named, never read here."""
     def agent(a: Agent) -> dict[str, Any]:
-        return {"name": a.name, "model": a.model, "api_url": a.api_url, "timeout": a.timeout, "system": a.system,
+        return {"name": a.name, "model": a.model,
+                "api_url": [r.api_url for r in a.pool] if a.pooled else a.api_url,  # a pool: every replica
+                "timeout": a.timeout, "system": a.system,
                 "options": dict(a.options), "api_key_env": a.api_key_env, "think": a.think}
 
     return {"worker_agents": [agent(a) for a in fleet.workers], "reviewer_agent": [agent(a) for a in fleet.reviewers],

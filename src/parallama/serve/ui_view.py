@@ -75,11 +75,15 @@ def markdown_html(text: str | None) -> str:
     return _markdown().render(text)
 
 
-def agent_view(name: str, model: str, role: str, api_url: str) -> View:
-    try:
-        server = server_of(api_url)
-    except ValueError:
-        server = api_url
+def agent_view(name: str, model: str, role: str, api_url: str | list[str]) -> View:
+    urls = api_url if isinstance(api_url, list) else [api_url]  # a pool: its replicas
+    servers = []
+    for url in urls:
+        try:
+            servers.append(server_of(str(url)))
+        except ValueError:
+            servers.append(str(url))
+    server = " ".join(servers)
     return {"name": name, "model": model, "role": role, "server": server}
 
 

@@ -1,0 +1,109 @@
+"""A pool shared by two processes: through this machine's slot store, and through a real `redis-server` (the two
+processes then keep their files apart, as on two hosts). Every replica stays within its slots and the two share
+one queue: no replica sits idle while either process has requests waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from conftest import write_config
+from fakes import FakeServer
+from test_shared_slots_redis import IN_CI, RedisServer, host_env
+
+DRIVER = """
+import asyncio, json, sys, time
+from pathlib import Path
+from parallama import FleetClient
+from parallama.backends import Message
+
+async def main(config, go, out, n):
+    async with FleetClient(config) as client:
+        agent = client.fleet.workers[0]
+        Path(out + ".ready").write_text("")
+        while not Path(go).exists():
+            await asyncio.sleep(0.005)
+        began = time.time()
+        results = await asyncio.gather(*(client.ask_agent(agent, [Message(role="user", content="q")])
+                                         for _ in range(n)))
+        Path(out).write_text(json.dumps({"began": began, "ended": time.time(), "results": [
+            {"ok": r.ok, "api_url": r.api_url, "queued_s": r.queued_s, "error": r.error} for r in results]}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+
+def two_processes(tmp_path: Path, fakes: list[FakeServer], envs: list[dict[str, str]], n: int) -> list[dict]:
+    config = write_config(tmp_path / "pool.json", {"worker_agents": [
+        {"name": "P", "api_url": [f.url for f in fakes], "model": "m", "timeout": 30}]})
+    go = tmp_path / "go"
+    outs = [tmp_path / f"out{i}.json" for i in range(len(envs))]
+    processes = [subprocess.Popen([sys.executable, "-c", DRIVER, str(config), str(go), str(out), str(n)],
+                                  env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+                 for out, env in zip(outs, envs)]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(Path(str(out) + ".ready").exists() for out in outs):
+            assert all(p.poll() is None for p in processes), [p.communicate()[1] for p in processes]
+            assert time.monotonic() < deadline, "the drivers did not start"
+            time.sleep(0.02)
+        go.write_text("")
+        for process in processes:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    return [json.loads(out.read_text()) for out in outs]
+
+
+def check_one_queue(fakes: list[FakeServer], runs: list[dict], n: int, latency: float) -> None:
+    results = [r for run in runs for r in run["results"]]
+    assert all(r["ok"] for r in results), [r["error"] for r in results]
+    assert [f.max_in_flight for f in fakes] == [1, 1, 1]
+    assert sum(len(f.requests) for f in fakes) == 2 * n
+    assert all(len(f.requests) >= 2 for f in fakes), [len(f.requests) for f in fakes]
+    # One queue for the pool: 2n requests on three replicas take ⌈2n/3⌉ rounds; a replica idle while a request of
+    # either process waited would add rounds. Measured on the servers, from the first arrival to the last end.
+    first = min(r.arrived for f in fakes for r in f.requests)
+    last = max(r.ended for f in fakes for r in f.requests)
+    rounds = -(-2 * n // 3)
+    print(f"makespan {last - first:.2f} s for {rounds} rounds of {latency} s; per replica {[len(f.requests) for f in fakes]}")
+    assert (last - first) / (rounds * latency) < 1.45, (last - first, rounds * latency)
+    # Both processes were served throughout, not one after the other.
+    a, b = runs
+    assert a["ended"] > b["began"] and b["ended"] > a["began"]
+
+
+@pytest.fixture
+def pool() -> list[FakeServer]:
+    with ExitStack() as stack:
+        fakes = [stack.enter_context(FakeServer(strict=True)) for _ in range(3)]
+        for fake in fakes:
+            fake.model("m", latency=0.3, tokens=3)
+        yield fakes
+
+
+def test_two_processes_share_a_pool_through_this_machines_slots(tmp_path, pool):
+    runs = two_processes(tmp_path, pool, [{}, {}], 6)
+    check_one_queue(pool, runs, 6, 0.3)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI, reason="needs redis-server")
+def test_two_hosts_share_a_pool_through_redis(tmp_path, pool):
+    redis = RedisServer(tmp_path / "redis")
+    try:
+        runs = two_processes(tmp_path, pool, [host_env(tmp_path, "host1", redis.url),
+                                              host_env(tmp_path, "host2", redis.url)], 6)
+    finally:
+        redis.stop()
+    check_one_queue(pool, runs, 6, 0.3)
