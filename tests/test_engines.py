@@ -333,3 +333,26 @@ def test_plain_workers_are_copies_and_need_write_config(tmp_path):
     assert "options" not in plain["reviewer_agent"]
     result = invoke("up", "--engine", "ollama", "--plain-workers")
     assert result.exit_code == 2 and "--plain-workers shapes the config --write-config writes" in result.stderr
+
+
+def test_up_writes_the_instances_as_one_pool(stand_in, tmp_path):
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "3", "--base-port", str(port), "--model", "llama3.2:1b",
+                    "--write-config", "fleet.json", "--pool")
+    assert result.exit_code == 0, result.stderr
+    try:
+        config = json.loads((tmp_path / "fleet.json").read_text())
+        urls = [f"http://127.0.0.1:{p}/api/chat" for p in (port, port + 1, port + 2)]
+        assert [w["api_url"] for w in config["worker_agents"]] == [urls] * 3
+        assert config["reviewer_agent"]["api_url"] == urls
+        ran = invoke("run", "hi", "-c", "fleet.json", "--json")
+        assert ran.exit_code == 0, ran.stderr
+        served = {w["api_url"] for w in json.loads(ran.stdout)["workers"]}
+        assert served <= set(urls) and len(served) == 3  # three workers at once: one per replica
+    finally:
+        invoke("down", "--all")
+
+
+def test_pool_needs_write_config():
+    result = invoke("up", "--engine", "ollama", "--pool")
+    assert result.exit_code == 2 and "--pool shapes the config --write-config writes" in result.stderr

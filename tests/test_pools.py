@@ -185,3 +185,69 @@ async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back(mon
                 assert back.requests, "the replica that came back is used again"
                 assert back.max_in_flight == 1
         del warnings
+
+
+async def test_plan_counts_the_memory_of_every_replica():
+    from parallama.plan import make_plan
+
+    one = fleet_from_dict({"worker_agents": [{"api_url": "http://localhost:11434", "model": "llama3:8b"}]})
+    three = fleet_from_dict({"worker_agents": [
+        {"name": n, "api_url": ["http://localhost:11434", "http://localhost:11435", "http://localhost:11436"],
+         "model": "llama3:8b"} for n in ("A", "B", "C", "D")]})
+    single = await make_plan(one, probe=False)
+    pooled = await make_plan(three, probe=False)
+    assert [s.url for s in pooled.servers] == ["http://localhost:11434", "http://localhost:11435",
+                                               "http://localhost:11436"]
+    assert all(s.pooled == ["A", "B", "C", "D"] and s.models for s in pooled.servers)
+    assert pooled.local_memory_gb == pytest.approx(3 * single.local_memory_gb)
+    assert any("4 workers on a pool of 3 replicas with 3 slots in all" in f.text and "2 rounds" in f.text
+               for f in pooled.parallel)
+
+
+async def test_a_replica_killed_mid_run_loses_nothing_says_so_and_is_used_again_once_it_answers():
+    with ExitStack() as stack:
+        # Most of a request's time is before its first token, so the kill finds one there: it moves on.
+        fakes = replicas(3, stack, latency=0.3, tokens=2, ttft=0.28)
+        dead = fakes[0]
+        port = dead.port
+        async with FleetClient(pooled(fakes)) as client:
+            runs = [asyncio.create_task(client.run("q")) for _ in range(12)]
+            while len(dead.requests) < 2:
+                await asyncio.sleep(0.002)
+            await asyncio.to_thread(dead.close)
+            results = await asyncio.gather(*runs)
+            answers = [r.workers[0] for r in results]
+            assert all(a.ok for a in answers), [a.error for a in answers]  # none lost
+            assert len(dead.requests) == 2
+            on_others = [a for a in answers if server_of(a.api_url) != server_of(dead.url)]
+            assert len(on_others) == 11  # the one in flight there moved on, and every queued one
+            lines = [w for r in results for w in r.warnings if "benched" in w]
+            assert len(lines) == 1, lines
+            assert lines[0].startswith(f"P: replica {dead.url} benched until ")
+            assert "its requests go to the other replicas" in lines[0]
+            assert [f.max_in_flight for f in fakes[1:]] == [1, 1]
+            with FakeServer(strict=True, port=port) as back:
+                back.model("m", latency=0.3, tokens=2)
+                from parallama.pools import health_of
+
+                health = health_of(server_of(back.url))
+                deadline = time.monotonic() + 15
+                while health.is_benched():  # probed until it answers
+                    assert time.monotonic() < deadline, "the replica was never probed back"
+                    await asyncio.sleep(0.05)
+                again = await asyncio.gather(*(client.run("q") for _ in range(6)))
+                assert all(r.workers[0].ok for r in again)
+                assert back.requests and back.max_in_flight == 1  # used again
+
+
+async def test_every_replica_down_fails_the_agent_with_one_line_naming_them_all():
+    with ExitStack() as stack:
+        fakes = replicas(2, stack)
+        for fake in fakes:
+            fake.close()
+        async with FleetClient(pooled(fakes)) as client:
+            result = await client.run("q")
+    (answer,) = result.workers
+    assert answer.status == "error" and answer.error_kind == "unreachable"
+    assert "every replica of its pool is down" in answer.error and "\n" not in answer.error
+    assert all(f.url in answer.error for f in fakes)

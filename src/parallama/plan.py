@@ -45,6 +45,8 @@ class ServerPlan:
     models: list[ModelEstimate] = field(default_factory=list)
     unknown_models: list[str] = field(default_factory=list)
     probe: ServerProbe | None = None
+    pooled: list[str] = field(default_factory=list)
+    "Agents whose pool has this server as a replica: its memory holds their model; their requests spread over the pool."
 
     @property
     def waves(self) -> int:
@@ -86,7 +88,8 @@ class FleetPlan:
             "local_memory_gb": round(self.local_memory_gb, 2),
             "servers": [{
                 "url": s.url, "protocol": s.protocol, "parallel": s.parallel, "workers": s.workers,
-                "reviewer": s.reviewer, "local": s.local, "waves": s.waves, "memory_gb": round(s.memory_gb, 2),
+                "reviewer": s.reviewer, "pooled": s.pooled, "local": s.local, "waves": s.waves,
+                "memory_gb": round(s.memory_gb, 2),
                 "unknown_models": s.unknown_models,
                 "models": [{"model": m.model, "weights_gb": round(m.weights_gb, 2),
                             "kv_gb_per_slot": round(m.kv_gb_per_slot, 3), "total_gb": round(m.total_gb(s.parallel), 2),
@@ -102,7 +105,7 @@ async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool
     servers: dict[str, ServerPlan] = {}
     bases: dict[str, str] = {}
     headers: dict[str, dict[str, str]] = {}
-    for agent in fleet.agents:
+    for agent in (each.on(r) for each in fleet.agents for r in each.pool):  # every replica of a pool
         plan = servers.get(agent.server)
         if plan is None:
             plan = servers[agent.server] = ServerPlan(
@@ -112,7 +115,9 @@ async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool
         authorization = agent.authorization()
         if authorization and agent.server not in headers:  # probe as the agents will ask
             headers[agent.server] = {"Authorization": authorization}
-        if agent.role == "worker":
+        if agent.pooled:
+            plan.pooled.append(agent.name)
+        elif agent.role == "worker":
             plan.workers.append(agent.name)
         else:
             plan.reviewer = agent.name
@@ -152,7 +157,7 @@ def _thinking_timeouts(fleet: Fleet, servers: dict[str, ServerPlan]) -> list[Fin
 def _models_on(fleet: Fleet, server: str) -> list[str]:
     seen: list[str] = []
     for agent in fleet.agents:
-        if agent.server == server and agent.model not in seen:
+        if any(r.server == server for r in agent.pool) and agent.model not in seen:
             seen.append(agent.model)
     return seen
 
@@ -162,7 +167,7 @@ def _estimate_models(fleet: Fleet, plan: ServerPlan) -> None:
 
     ours = {i.url: i for i in InstanceStore().load() if i.engine == "llama-cpp"}
     for model in _models_on(fleet, plan.url):
-        agent = next(a for a in fleet.agents if a.server == plan.url and a.model == model)
+        agent = next(a for a in fleet.agents if a.model == model and any(r.server == plan.url for r in a.pool))
         context = int(agent.options.get("num_ctx") or DEFAULT_CONTEXT[agent.protocol])
         estimate = None
         probe = plan.probe
@@ -201,6 +206,16 @@ def _parallel_verdict(fleet: Fleet, servers: list[ServerPlan]) -> tuple[list[Fin
             fix = f"Give them separate servers, or more slots if the server has them (\"parallel\": {n})"
         slots = f"{s.parallel} slot{'s' if s.parallel > 1 else ''}"
         findings.append(Finding(f"{n} workers share {s.url} with {slots}: {how}", fix))
+    pools: dict[tuple[str, ...], list[str]] = {}
+    for worker in fleet.workers:
+        if worker.pooled:
+            pools.setdefault(tuple(r.server for r in worker.pool), []).append(worker.name)
+    for replicas, names in pools.items():
+        slots = sum(fleet.servers[url].parallel for url in replicas)
+        findings.append(Finding(f"{len(names)} worker{'s' if len(names) > 1 else ''} on a pool of {len(replicas)} "
+                                f"replicas with {slots} slots in all: each request takes a free replica"
+                                + (f"; they run in {math.ceil(len(names) / slots)} rounds" if len(names) > slots
+                                   else "")))
     if not serial:
         n = len(fleet.workers)
         count = len([s for s in servers if s.workers])

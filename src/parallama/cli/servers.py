@@ -54,9 +54,12 @@ def _default_engine() -> str:
                    "and seed, and a token cap (copies that answer alike gain nothing).")
 @click.option("--plain-workers", is_flag=True,
               help="With --write-config: workers that are plain copies of the model (no system prompt, no options).")
+@click.option("--pool", is_flag=True,
+              help="With --write-config: every agent's api_url lists all the instances (one pool of replicas: each "
+                   "request goes to one with a free slot).")
 def up(engine: str | None, count: int, base_port: int | None, model: str | None, threads: int | None,
        parallel: int, host: str, strict_ports: bool, ready_timeout: float, write_config: str | None,
-       plain_workers: bool) -> None:
+       plain_workers: bool, pool: bool) -> None:
     """Start N server instances on free ports and wait until each answers."""
     with user_errors():
         from ..engines import engine_named
@@ -70,6 +73,8 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
             raise UsageError("--write-config needs --model with the ollama engine (the model the workers use)")
         if plain_workers and not write_config:
             raise UsageError("--plain-workers shapes the config --write-config writes: add --write-config FILE")
+        if pool and not write_config:
+            raise UsageError("--pool shapes the config --write-config writes: add --write-config FILE")
         if write_config:
             check_writable(write_config, "--write-config")
         warning = exposure_warning(host)
@@ -105,7 +110,8 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
             from ..engines.instances import stop_instances
 
             try:
-                write_file(write_config, json.dumps(fleet_config(report.instances, plain=plain_workers), indent=2) + "\n",
+                config = fleet_config(report.instances, plain=plain_workers, pool=pool)
+                write_file(write_config, json.dumps(config, indent=2) + "\n",
                            "--write-config")
             except UsageError:  # it could be written a moment ago: all or nothing, stop what was started
                 stop_instances(report.instances, store=store)

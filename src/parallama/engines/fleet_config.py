@@ -8,13 +8,16 @@ from ..personas import REVIEWER_MAX_TOKENS, WORKER_MAX_TOKENS, persona_for, pers
 from .state import Instance
 
 
-def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: bool = False) -> dict:
+def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: bool = False,
+                 pool: bool = False) -> dict:
     """One worker per instance, each with its own persona (system prompt, temperature, seed) and a token cap, or
     plain copies of the model (`plain`); the reviewer on the first one; slots recorded when an instance has
-    several."""
+    several. With `pool`, every agent's api_url lists every instance: one pool, each request to a free one."""
+    urls = [inst.api_url for inst in instances]
+
     def agent(instance: Instance, name: str) -> dict:
         model = Path(instance.model).stem if instance.engine == "llama-cpp" else instance.model
-        return {"name": name, "api_url": instance.api_url, "model": model}
+        return {"name": name, "api_url": list(urls) if pool and len(urls) > 1 else instance.api_url, "model": model}
 
     def worker(i: int, instance: Instance) -> dict:
         name = f"Worker {chr(ord('A') + i)}" if i < 26 else f"Worker {i + 1}"
