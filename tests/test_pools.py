@@ -251,3 +251,45 @@ async def test_every_replica_down_fails_the_agent_with_one_line_naming_them_all(
     assert answer.status == "error" and answer.error_kind == "unreachable"
     assert "every replica of its pool is down" in answer.error and "\n" not in answer.error
     assert all(f.url in answer.error for f in fakes)
+
+
+# ---------------------------------------------------------------- shown everywhere
+
+
+async def test_which_replica_served_is_shown_in_the_result_the_progress_and_the_terminal(serve):
+    import io
+
+    import ollama
+    from rich.console import Console
+
+    from parallama.events import Started
+    from parallama.report.live import LiveView, servers_line
+
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.1, tokens=2)
+        config = {"worker_agents": [{"name": n, "api_url": [f.url for f in fakes], "model": "m"}
+                                    for n in ("A", "B", "C")]}
+        running = await serve(config)
+        reply = await ollama.AsyncClient(host=running.url).chat(
+            "parallama:latest", messages=[{"role": "user", "content": "q"}], stream=False)
+        thinking = reply.message.thinking or ""
+        hosts = [f.url.split("://")[1].replace("127.0.0.1", "localhost") for f in fakes]
+        started = [line for line in thinking.splitlines() if line.startswith("▸ ")]
+        assert len(started) == 3 and sorted(line.split(" on ")[1] for line in started) == sorted(hosts), started
+
+        async with FleetClient(config) as client:
+            out = io.StringIO()
+            view = LiveView(client.fleet, Console(file=out, width=120, color_system=None))
+            seen: list[Any] = []
+            view.server_load = client.load
+            result = await client.run("q", on_event=lambda e: (view(e), seen.append(e)))
+            view.console.print(view.render())
+            sent = {e.agent.name: e.agent.server for e in seen if isinstance(e, Started)}
+            drawn = out.getvalue()
+            for name, server in sent.items():
+                assert f"{name} @ {server.split('://')[1]}" in drawn  # the row says where it went
+            assert {w.name: server_of(w.api_url) for w in result.workers} == sent  # and the result
+            assert sorted(sent.values()) == sorted(server_of(f.url) for f in fakes)
+            line = servers_line(client.load())
+            assert all(h in line for h in hosts)  # every replica's slots on the servers line
+

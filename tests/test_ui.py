@@ -274,7 +274,7 @@ async def test_the_load_shows_requests_in_flight_and_waiting_per_server(servers,
             break
         await asyncio.sleep(0.02)
     assert load[server] == {"server": server, "slots": 1, "in_flight": 1, "waiting": 1,
-                            "own_in_flight": 1, "own_waiting": 1, "shared": "local"}
+                            "own_in_flight": 1, "own_waiting": 1, "shared": "local", "benched": None}
     _, views = await run
     [result] = by_type(views, "result")
     # No reviewer: the answers, each under its worker's name.

@@ -23,6 +23,7 @@ from .events import ALONE, WORKERS, Event, EventSink, RunEnded, RunStarted
 from .fleet import secrets_of
 from .gates import Gate, ServerLoad, gate_for
 from .history import History, HistoryWriter
+from .pools import known_health
 from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 from .slots import SlotStore, close_store, open_store
@@ -45,6 +46,7 @@ class FleetClient:
         self._state: Literal["unopened", "open", "closed"] = "unopened"
         self._transport: Transport | None = None
         self._gates: dict[str, Gate] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._store: SlotStore | None = None
         self._subscribers: list[EventSink] = []
         self.running: dict[str, RunStarted] = {}
@@ -68,6 +70,7 @@ class FleetClient:
             await self.__aexit__()
             raise
         self._gates = {url: gate_for(url, server.parallel, self._store) for url, server in self.fleet.servers.items()}
+        self._loop = asyncio.get_running_loop()
         self._transport = Transport(client_session(), self._gates, self._store)
         return self
 
@@ -93,7 +96,11 @@ class FleetClient:
 
     def load(self) -> dict[str, ServerLoad]:
         """Per server: slots, requests in flight and requests waiting (across every process sharing the slots)."""
-        return {url: gate.load() for url, gate in self._gates.items()}
+        loads = {url: gate.load() for url, gate in self._gates.items()}
+        for url, health in known_health(self._loop).items():
+            if url in loads and health.is_benched():
+                loads[url] = replace(loads[url], benched=f"until {health.until_clock()} ({health.why})")
+        return loads
 
     async def run(self, prompt: str, *, deadline: float | None = None, review: bool = True,
                   strategy: str | None = None, on_event: EventSink | None = None, seed: int | None = None,

@@ -43,11 +43,14 @@ class ServerLoad:
     "Who shares the slots: `none` (this process), `local` (this machine) or `redis` (every host on the Redis)."
     shared_wait_s: float = 0.0
     "Seconds this process's requests waited, past its own gate, for slots other processes held."
+    benched: str | None = None
+    "As a replica of a pool: `until HH:MM:SS (why)` while no request goes there, else None."
 
     def as_json(self, server: str) -> dict[str, object]:
         """The server's load as `serve`'s JSON APIs give it."""
         return {"server": server, "slots": self.slots, "in_flight": self.in_flight, "waiting": self.waiting,
-                "own_in_flight": self.own_in_flight, "own_waiting": self.own_waiting, "shared": self.shared}
+                "own_in_flight": self.own_in_flight, "own_waiting": self.own_waiting, "shared": self.shared,
+                "benched": self.benched}
 
     def others(self) -> tuple[int, int]:
         """(in flight, waiting) of the other processes sharing the slots."""

@@ -211,11 +211,11 @@ def _parallel_verdict(fleet: Fleet, servers: list[ServerPlan]) -> tuple[list[Fin
         if worker.pooled:
             pools.setdefault(tuple(r.server for r in worker.pool), []).append(worker.name)
     for replicas, names in pools.items():
-        slots = sum(fleet.servers[url].parallel for url in replicas)
+        capacity = sum(fleet.servers[url].parallel for url in replicas)
         findings.append(Finding(f"{len(names)} worker{'s' if len(names) > 1 else ''} on a pool of {len(replicas)} "
-                                f"replicas with {slots} slots in all: each request takes a free replica"
-                                + (f"; they run in {math.ceil(len(names) / slots)} rounds" if len(names) > slots
-                                   else "")))
+                                f"replicas with {capacity} slots in all: each request takes a free replica"
+                                + (f"; they run in {math.ceil(len(names) / capacity)} rounds"
+                                   if len(names) > capacity else "")))
     if not serial:
         n = len(fleet.workers)
         count = len([s for s in servers if s.workers])

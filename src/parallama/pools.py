@@ -118,9 +118,10 @@ def health_of(server: str) -> ReplicaHealth:
     return health
 
 
-def known_health() -> dict[str, ReplicaHealth]:
-    """Every replica the running loop has sent to, by server (for status views and metrics)."""
-    return dict(_here().health)
+def known_health(loop: asyncio.AbstractEventLoop | None) -> dict[str, ReplicaHealth]:
+    """Every replica `loop` has sent to, by server (for status views and metrics; safe from any thread)."""
+    pools = _pools.get(loop) if loop is not None else None
+    return dict(pools.health) if pools is not None else {}
 
 
 class PooledCall(Protocol):

@@ -85,6 +85,8 @@ class LiveView:
         name = row.agent.name if row.stage == WORKERS else f"↳ {row.agent.name}"
         if row.stage not in (WORKERS, REVIEW):
             name += f" ({row.stage})"
+        if row.agent.pooled and row.started_at is not None:
+            name += f" @ {row.agent.server.split('://', 1)[-1]}"  # the replica of its pool that took it
         queued, elapsed, rate = row.queued_s(now), row.elapsed_s(now), row.tokens_per_s(now)
         if row.state == "unusable":
             stream = Text(row.error or "unusable", style="red")
@@ -142,6 +144,8 @@ def servers_line(load: dict[str, ServerLoad]) -> str:
     parts = []
     for url, gate in load.items():
         text = f"{url.split('://', 1)[-1]} {gate.in_flight}/{gate.slots} busy"
+        if gate.benched:
+            text += f", benched {gate.benched}"
         if gate.waiting:
             text += f", {gate.waiting} waiting"
         busy, waiting = gate.others()

@@ -143,8 +143,9 @@ class Narrator:
                 self._said_waiting.add(id(row))
                 agent = row.agent
                 stage = "" if row.stage == WORKERS else f" ({row.stage})"
-                lines.append(f"◦ {agent.name}{stage} ({agent.model}) is waiting for a slot on "
-                             f"{agent.server.split('://', 1)[-1]}\n")
+                where = (agent.server.split('://', 1)[-1] if not agent.pooled else
+                         "any replica of its pool (" + ", ".join(r.server.split("://", 1)[-1] for r in agent.pool) + ")")
+                lines.append(f"◦ {agent.name}{stage} ({agent.model}) is waiting for a slot on {where}\n")
         return self._out([(REASONING, "".join(lines))]) if lines else []
 
     # ---------------------------------------------------------------- the events
@@ -163,7 +164,8 @@ class Narrator:
         if event.stage == REVIEW:
             doing = "is scoring the answers" if self.strategy == "judge" else "is writing the final answer"
         waited = f" after waiting {event.queued_s:.1f} s for a slot" if event.queued_s >= 0.1 else ""
-        out.append(f"▸ {agent.name} ({agent.model}) {doing}{waited}\n")
+        on = f" on {agent.server.split('://', 1)[-1]}" if agent.pooled else ""  # the replica of its pool
+        out.append(f"▸ {agent.name} ({agent.model}) {doing}{on}{waited}\n")
         return self._out([(REASONING, "".join(out))])
 
     def _ended(self, event: Finished | Failed) -> list[Piece]:

@@ -83,12 +83,19 @@ def agent_view(name: str, model: str, role: str, api_url: str | list[str]) -> Vi
             servers.append(server_of(str(url)))
         except ValueError:
             servers.append(str(url))
-    server = " ".join(servers)
-    return {"name": name, "model": model, "role": role, "server": server}
+    return {"name": name, "model": model, "role": role, "server": servers_label(servers)}
+
+
+def servers_label(servers: list[str]) -> str:
+    """An agent's server as the page shows it; a pool's replicas all, before one of them takes a request."""
+    if len(servers) == 1:
+        return servers[0]
+    return "its pool (" + " · ".join(s.split("://", 1)[-1] for s in servers) + ")"
 
 
 def _agent(agent: "Agent") -> View:
-    return {"name": agent.name, "model": agent.model, "role": agent.role, "server": agent.server}
+    server = agent.server if not agent.pooled else servers_label([r.server for r in agent.pool])
+    return {"name": agent.name, "model": agent.model, "role": agent.role, "server": server}
 
 
 def context_view(context: Any, redact: "Redactor") -> list[View]:
@@ -165,7 +172,7 @@ class RunView:
             return [queued_view(t(row.queued_at), event.stage, _agent(event.agent))]
         if isinstance(event, Started) and row is not None:
             return [{"type": "started", "t": t(row.started_at), "stage": event.stage, "agent": event.agent.name,
-                     "queued_s": event.queued_s}]
+                     "queued_s": event.queued_s, "server": event.agent.server}]  # a pool: the replica that took it
         if isinstance(event, (Finished, Failed)) and row is not None:
             stage, name = event.stage, event.agent.name
             return self._flush(stage, name) + [ended_view(t(row.ended_at), row, self.redact)]

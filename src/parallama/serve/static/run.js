@@ -104,7 +104,8 @@ export function reduce(run, view, at) {
     }
     case "started": {
       const entry = latest(run, view.stage, view.agent) || newEntry(view.stage, { name: view.agent }, 1);
-      const next = withEntry(run, { ...entry, startedT: view.t, state: "running", label: "running" });
+      const next = withEntry(run, { ...entry, server: view.server || entry.server, startedT: view.t, state: "running",
+        label: "running" });
       return view.stage === "review" && run.finalStreams ? { ...next, final: "" } : next;
     }
     case "delta": {
