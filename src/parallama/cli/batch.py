@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 import click
 
 from ..strategies import STRATEGIES
-from .common import CONFIG_ENV, DEFAULT_CONFIG, echo_json, load_fleet, user_errors
+from .common import CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, echo_json, load_fleet, user_errors
 
 if TYPE_CHECKING:
     from ..batch import Batch, BatchRecord, BatchSummary
@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 @click.option("--no-review", is_flag=True, help="Skip the reviewer; each line holds the workers' answers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and scores) as JSON on stdout; needs -o.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr; failed prompts and the summary still show.")
+@click.option("--metrics-port", "metrics_at", type=ListenAddress(), metavar="[HOST:]PORT", help=METRICS_PORT_HELP)
 def batch(input_path: str, output: str | None, config_path: str | None, concurrency: int | None, resume: bool,
-          strategy: str | None, strategies: str | None, no_review: bool, as_json: bool, quiet: bool) -> None:
+          strategy: str | None, strategies: str | None, no_review: bool, as_json: bool, quiet: bool,
+          metrics_at: tuple[str, int] | None) -> None:
     """Run every prompt of INPUT through the fleet, several at once, and write each result as it finishes.
 
     INPUT is JSON lines, {"id": "q1", "prompt": "...", "expected": "...", "match": "exact|number|contains|regex"}
@@ -70,7 +72,7 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
             raise UsageError(f"{output} is not empty, and what it holds is not results of parallama batch: "
                              "choose another -o")
         code = _run(fleet, records, input_path, output, concurrency=concurrency, review=not no_review,
-                    strategy=strategy, strategies=compared, as_json=as_json, quiet=quiet)
+                    strategy=strategy, strategies=compared, as_json=as_json, quiet=quiet, metrics_at=metrics_at)
     sys.exit(code)
 
 
@@ -119,7 +121,7 @@ def _not_the_input(input_path: str, output: str) -> None:
 
 def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: str | None, *,
          concurrency: int | None, review: bool, strategy: str | None, strategies: tuple[str, ...], as_json: bool,
-         quiet: bool) -> int:
+         quiet: bool, metrics_at: tuple[str, int] | None = None) -> int:
     from contextlib import ExitStack
 
     from rich.console import Console
@@ -141,7 +143,7 @@ def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: 
         todo = [r for r in records if r.id not in done]
         before = [(r, done[r.id]) for r in records if r.id in done]
         summary = _pipeline(fleet, todo, before, len(records), writer, err, concurrency=concurrency, review=review,
-                            strategy=strategy, strategies=strategies, quiet=quiet)
+                            strategy=strategy, strategies=strategies, quiet=quiet, metrics_at=metrics_at)
     if as_json:
         echo_json({"input": input_path, "output": output, **summary.to_dict()})
     else:
@@ -189,16 +191,20 @@ def _ids(ids: list[str], shown: int = 5) -> str:
 
 def _pipeline(fleet: "Fleet", todo: list["BatchRecord"], before: list, prompts: int, writer, err, *,
               concurrency: int | None, review: bool, strategy: str | None, strategies: tuple[str, ...],
-              quiet: bool) -> "BatchSummary":
+              quiet: bool, metrics_at: tuple[str, int] | None = None) -> "BatchSummary":
     """Run the batch in an event loop; Ctrl-C or SIGTERM stop it cleanly (the summary says it was interrupted)."""
     import asyncio
 
     from ..batch import Batch
     from ..client import FleetClient
+    from ..observe.endpoint import observing
     from ..report.batch_view import BarProgress, BatchProgress
 
+    def say(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
     async def go() -> "BatchSummary":
-        async with FleetClient(fleet) as client:
+        async with FleetClient(fleet) as client, observing(client, metrics_at=metrics_at, say=say):
             batch = Batch(client, todo, write=writer.write, concurrency=concurrency or 0, review=review,
                           strategy=strategy, strategies=strategies, prompts=prompts, before=before)
             if err.is_terminal and not quiet:

@@ -32,6 +32,27 @@ class Number(click.FloatRange):
         return number
 
 
+class ListenAddress(click.ParamType):
+    """`PORT` or `HOST:PORT` (an IPv6 host in brackets, `[::]:9464`), as (host, port); the host is 127.0.0.1 when
+    left out."""
+
+    name = "[host:]port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        host, colon, port = text.rpartition(":")
+        host = host.strip("[]") if colon else "127.0.0.1"
+        if not port.isdigit() or not 0 <= int(port) <= 65535 or (colon and not host):
+            self.fail(f"{value!r} is not a port (0 to 65535, 0: any free one) or HOST:PORT.", param, ctx)
+        return host, int(port)
+
+
+METRICS_PORT_HELP = ("Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while it runs (0: any free port, "
+                     "printed on stderr); HOST:PORT listens elsewhere (with a warning beyond loopback).")
+
+
 def find_config(given: str | None) -> Path | None:
     """--config, then $PARALLAMA_CONFIG, then ./parallama.json; None means: use the embedded demo fleet."""
     if given:

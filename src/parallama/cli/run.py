@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..strategies import STRATEGIES
-from .common import CONFIG_ENV, DEFAULT_CONFIG, Number, find_config, user_errors
+from .common import CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, Number, find_config, user_errors
 
 if TYPE_CHECKING:
     from ..fleet import Fleet
@@ -39,8 +39,9 @@ HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="How the answers are reviewed (default: the config's review.strategy, else synthesize).")
 @click.option("--no-history", is_flag=True, help=f"Do not keep this run in the history (or set {'PARALLAMA_NO_HISTORY'}=1).")
+@click.option("--metrics-port", "metrics_at", type=ListenAddress(), metavar="[HOST:]PORT", help=METRICS_PORT_HELP)
 def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool, deadline: float | None,
-        no_review: bool, strategy: str | None, no_history: bool) -> None:
+        no_review: bool, strategy: str | None, no_history: bool, metrics_at: tuple[str, int] | None) -> None:
     """Send PROMPT to every worker at once, then let the reviewer write the final answer.
 
     PROMPT `-`, or no PROMPT with piped input, reads the prompt from stdin.
@@ -48,7 +49,7 @@ def run(prompt: str | None, config_path: str | None, as_json: bool, quiet: bool,
     from ..history import history_disabled
 
     options = RunOptions(as_json=as_json, quiet=quiet, deadline=deadline, review=not no_review, strategy=strategy,
-                         history=not (no_history or history_disabled()))
+                         history=not (no_history or history_disabled()), metrics_at=metrics_at)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = _run(prompt, config_path, options)
@@ -148,6 +149,8 @@ class RunOptions:
     strategy: str | None = None
     history: "bool | History" = False
     "True asks for history; the CLI then opens the store itself and passes it (or False when it cannot)."
+    metrics_at: tuple[str, int] | None = None
+    "(host, port) to serve Prometheus metrics on while the run goes (`--metrics-port`)."
 
 
 def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
@@ -158,6 +161,7 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
     from rich.console import Console
 
     from ..client import FleetClient
+    from ..observe.endpoint import observing
     from ..report.live import LiveView
     from ..report.lines import ProgressLines, failed_rows, summary_line
     from ..report.output import print_result, review_summary
@@ -170,9 +174,13 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
         view: LiveView | ProgressLines = LiveView(fleet, console, review=review)
     else:
         view = ProgressLines(fleet, review=review, failures_only=quiet)
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     with view if isinstance(view, LiveView) else nullcontext():
         async def go() -> "RunResult":
-            async with FleetClient(fleet, history=options.history) as client:
+            async with FleetClient(fleet, history=options.history) as client, \
+                    observing(client, metrics_at=options.metrics_at, say=say):
                 if isinstance(view, LiveView):
                     view.server_load = client.load
                 return await client.run(prompt, deadline=options.deadline, review=review,

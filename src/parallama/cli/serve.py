@@ -36,8 +36,10 @@ DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here s
 @click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
               help="Let web pages from ORIGIN call the API from a browser (repeatable; `https://*.example.com`, "
                    "or `*` for any). Pages on this machine may always.")
+@click.option("--no-metrics", is_flag=True, help="Do not serve Prometheus metrics at /metrics (behind the API key "
+                                                 "when there is one).")
 def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
-          no_history: bool, allow_origins: tuple[str, ...]) -> None:
+          no_history: bool, allow_origins: tuple[str, ...], no_metrics: bool) -> None:
     """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`), behind
     Ollama's API (/api/chat …) and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and
     openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply. A web page
@@ -51,7 +53,7 @@ def serve(config_path: str | None, host: str, port: int, api_key_env: str | None
         fleet = load_fleet(config_path)
         options = ServeOptions(progress=progress, max_queue=max_queue,  # type: ignore[arg-type]
                                api_key=_api_key(api_key_env), history=not (no_history or history_disabled()),
-                               allow_origins=allow_origins)
+                               allow_origins=allow_origins, metrics=not no_metrics)
         asyncio.run(_serve(fleet, options, host, port, api_key_env))
 
 
@@ -110,6 +112,12 @@ def exposure_warning(host: str, port: int, *, keyed: bool) -> str | None:
             "pass --api-key-env NAME")
 
 
+def _traced(running: "Running") -> bool:
+    from ..serve.observed import OBSERVED
+
+    return running.runner.app[OBSERVED].tracing is not None
+
+
 def _port_hint(port: int) -> str:
     from ..engines.ports import port_holder
 
@@ -144,6 +152,8 @@ def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env
         f"OLLAMA_HOST={url} for the ollama client",
         f"  OpenAI API  {url}/v1{auth}   base_url for the openai SDK, Continue, llm",
         f"  Web page    {url}/ui/" + ("   (it asks for the key)" if key_env else ""),
+        *([f"  Metrics     {url}/metrics{auth}   for Prometheus"] if options.metrics else []),
+        *(["  Traces      OpenTelemetry, as the OTEL_* environment variables say"] if _traced(running) else []),
         f"  {service.capacity} run(s) at once on these servers' slots, {options.max_queue} more may wait (then 429);"
         f" progress: {options.progress}; history: {'on' if service.history is not None else 'off'}",
         "  Ctrl-C stops it.",

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
+from ..observe import METRICS_PATH
 from ..urls import http_url
 from ..redact import Redactor
 from . import ollama_api, openai_api, origins, ui
 from .connections import BODY_TIMEOUT, CAP, CappedSite, ConnectionCap, default_max_connections
 from .errors import ApiError
+from .observed import Observed
 from .runs import SERVICE, Service, ServeOptions
 from .wire import MAX_BODY_BYTES
 
@@ -46,7 +48,7 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         messages = {404: f"{request.method} {request.path}: no such endpoint here (parallama serves /api/chat, "
                          "/api/generate, /api/tags, /api/show, /api/ps, /api/version, /v1/chat/completions, "
-                         "/v1/models, and the web page at /ui/)",
+                         "/v1/models, /metrics, and the web page at /ui/)",
                     405: f"{request.method} is not allowed on {request.path}",
                     413: f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB, the most this server reads"}
         error = ApiError(exc.status, messages.get(exc.status, exc.reason))
@@ -81,7 +83,8 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
     """The app for `fleet`: its fleet client opens when the app starts and closes when it stops."""
     options = options or ServeOptions()
     cap = ConnectionCap(options.max_connections or default_max_connections())
-    middlewares: list[Any] = [cap.track, api_errors, origins.rebinding_guard(keyed=options.api_key is not None),
+    observed = Observed(options)
+    middlewares: list[Any] = [cap.track, *observed.middlewares(), api_errors, origins.rebinding_guard(keyed=options.api_key is not None),
                               origins.cross_origin(options.allow_origins), ui.same_origin]
     if options.api_key:
         middlewares.append(require_key(options.api_key))
@@ -97,6 +100,7 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
         await service.close()
 
     app.cleanup_ctx.append(fleet_client)
+    observed.attach(app, service)
     app.router.add_get("/", root)
     ollama_api.add_routes(app)
     openai_api.add_routes(app)
@@ -106,7 +110,7 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
 
 class AccessLog(AccessLogger):
     """aiohttp's access log as `ADDRESS "METHOD PATH HTTP/1.1" STATUS SECONDS s`, less the web page's polls of the
-    servers' load (one a second per open page).
+    servers' load (one a second per open page) and Prometheus's scrapes.
 
     What a client sends can hold a secret (`?key=…`, a key pasted into a path): no headers are logged, the query
     string is left out (a `?…` marks that there was one), and the fleet's keys and URL passwords and serve's own key
@@ -116,7 +120,7 @@ class AccessLog(AccessLogger):
     "Set per server (see `start`)."
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if request.path == ui.LOAD_PATH and response.status == 200:
+        if request.path in (ui.LOAD_PATH, METRICS_PATH) and response.status == 200:
             return
         self.logger.info('%s "%s" %s %.6f s', request.remote or "-", self.request_line(request), response.status,
                          time)

@@ -66,6 +66,8 @@ class ServeOptions:
     "A request body that sends nothing for this long gets a 408."
     max_connections: int | None = None
     "Connections open at once, beyond which new ones are closed on arrival; None: half the open-file limit."
+    metrics: bool = True
+    "Serve Prometheus metrics at `/metrics` (behind the API key when there is one)."
 
 
 @dataclass(frozen=True)
