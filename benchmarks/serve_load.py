@@ -2,12 +2,18 @@
 own process) on fake model servers (another process).
 
     python benchmarks/serve_load.py [--clients 100] [--max-queue 8 100] [--sequential 20] [--history] [--json]
+                                    [--metrics-ratio N]
 
 Reports, per --max-queue: requests completed and refused (429), p50/p99 time to first byte and to done, that every
 accepted request got exactly one complete answer (its own: each prompt carries an id the answer must echo, and no
 other), the most requests any fake server had in flight, and serve's CPU. Then the time `serve` adds, measured one
 request at a time: to the first byte of the answer and to the end, against a direct `FleetClient.run` on the same
 fleet (to its reviewer's first token and its end).
+
+`--metrics-ratio N`: each round N times with `/metrics` off (`--no-metrics`) and N times on (scraped every
+`--scrape-every` seconds while the load runs, 2 s by default where Prometheus's default is 15 s, and the last scrape
+checked against the answers), alternating, and the ratio of serve's CPU per request and of the p50 time to done, on
+over off.
 
 Bounded: at most --clients requests per round, each with a 120 s timeout; everything binds 127.0.0.1.
 """
@@ -56,9 +62,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
-def start_serve(config: Path, max_queue: int, *, history: bool) -> tuple[subprocess.Popen, str]:
+def start_serve(config: Path, max_queue: int, *, history: bool, metrics: bool = True) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "-c", str(config), "--port", "0",
-                                "--max-queue", str(max_queue), *([] if history else ["--no-history"])],
+                                "--max-queue", str(max_queue), *([] if history else ["--no-history"]),
+                                *([] if metrics else ["--no-metrics"])],
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     lines = []
@@ -124,13 +131,40 @@ def parse_line(line: bytes, api: str) -> tuple[str, bool]:
     return chunk["choices"][0]["delta"].get("content") or "", False
 
 
-async def load_round(url: str, clients: int) -> list[dict]:
+async def load_round(url: str, clients: int, scrapes: list[str] | None = None, every_s: float = 2.0) -> list[dict]:
+    """Every client's request at once; with `scrapes`, /metrics read every `every_s` meanwhile and once at the
+    end."""
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-        return await asyncio.gather(*(one_request(session, url, f"request-{i:04d}", "ollama" if i % 2 else "openai")
-                                      for i in range(clients)))
+        async def scrape() -> None:
+            async with session.get(url + "/metrics") as response:
+                assert response.status == 200, response.status
+                scrapes.append(await response.text())  # type: ignore[union-attr]
+
+        async def scraping() -> None:
+            while True:
+                await scrape()
+                await asyncio.sleep(every_s)
+
+        scraper = asyncio.ensure_future(scraping()) if scrapes is not None else None
+        try:
+            return await asyncio.gather(*(one_request(session, url, f"request-{i:04d}", "ollama" if i % 2 else "openai")
+                                          for i in range(clients)))
+        finally:
+            if scraper is not None:
+                scraper.cancel()
+                await asyncio.gather(scraper, return_exceptions=True)
+                await scrape()
+
+
+def scraped_done(page: str) -> float:
+    """Requests the last scrape counts as done, over every agent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for f in text_string_to_metric_families(page) for s in f.samples
+               if s.name == "parallama_agent_requests_total" and s.labels.get("outcome") == "done")
 
 
 def check_answers(results: list[dict]) -> list[str]:
@@ -180,6 +214,21 @@ async def sequential_overhead(url: str, config: dict, n: int) -> dict:
             "added_to_done_ms": (serve_done - direct_done) * 1000}
 
 
+def metrics_ratio(rounds: list[dict]) -> dict:
+    """Per --max-queue: the medians with /metrics on and off, and on over off (CPU per request, p50 to done)."""
+    out = {}
+    for max_queue in sorted({r["max_queue"] for r in rounds}):
+        of = {flag: [r for r in rounds if r["max_queue"] == max_queue and r["metrics"] is flag] for flag in (True, False)}
+        cpu = {flag: statistics.median(r["serve_cpu_ms_per_completed"] for r in rs) for flag, rs in of.items()}
+        done = {flag: statistics.median(r.get("done_p50_ms", 0) for r in rs) for flag, rs in of.items()}
+        out[str(max_queue)] = {"cpu_ms_per_request_on": cpu[True], "cpu_ms_per_request_off": cpu[False],
+                               "cpu_ratio": cpu[True] / cpu[False] if cpu[False] else None,
+                               "done_p50_ms_on": done[True], "done_p50_ms_off": done[False],
+                               "done_p50_ratio": done[True] / done[False] if done[False] else None,
+                               "runs_each": len(of[True])}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
@@ -187,6 +236,10 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=20, help="Requests for the overhead comparison.")
     parser.add_argument("--history", action="store_true", help="Keep the served runs in a (temporary) history.")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--metrics-ratio", type=int, default=0, metavar="N",
+                        help="Each round N times with /metrics off and N times on (scraped), alternating.")
+    parser.add_argument("--scrape-every", type=float, default=2.0, metavar="SECONDS",
+                        help="With --metrics-ratio: how often /metrics is read while the load runs (Prometheus: 15 s).")
     args = parser.parse_args()
     if not 1 <= args.clients <= 500:
         parser.error("--clients: 1 to 500")
@@ -204,37 +257,49 @@ def main() -> None:
         path = Path(tmp) / "fleet.json"
         path.write_text(json.dumps(config))
         os.environ["PARALLAMA_HOME"] = tmp
+        variants = [True] if not args.metrics_ratio else [False, True] * args.metrics_ratio
         for max_queue in args.max_queue:
-            process, url = start_serve(path, max_queue, history=args.history)
-            try:
-                fakes.ask("reset")
-                cpu = psutil.Process(process.pid)
-                cpu_before = sum(cpu.cpu_times()[:2])
-                started = time.perf_counter()
-                results = asyncio.run(load_round(url, args.clients))
-                wall = time.perf_counter() - started
-                cpu_s = sum(cpu.cpu_times()[:2]) - cpu_before
-                accepted = [r for r in results if r["status"] == 200]
-                refused = [r for r in results if r["status"] == 429]
-                row = {"max_queue": max_queue, "clients": args.clients, "completed": len(accepted),
-                       "refused_429": len(refused), "other": len(results) - len(accepted) - len(refused),
-                       "retry_after_s": sorted({int(r["retry_after"]) for r in refused if r.get("retry_after")}),
-                       "wall_s": wall, "serve_cpu_s": cpu_s,
-                       "serve_cpu_ms_per_completed": cpu_s / max(1, len(accepted)) * 1000,
-                       "max_in_flight": fakes.ask("max_in_flight"), "answer_problems": check_answers(results)}
-                if accepted:
-                    for key in ("first_byte_s", "done_s"):
-                        values = [r[key] for r in accepted]
-                        row[f"{key[:-2]}_p50_ms"] = percentile(values, 50) * 1000
-                        row[f"{key[:-2]}_p99_ms"] = percentile(values, 99) * 1000
-                if refused:
-                    row["refused_first_byte_p50_ms"] = 0.0
-                report["rounds"].append(row)
-                if max_queue == args.max_queue[-1] and args.sequential:
-                    report["overhead"] = asyncio.run(sequential_overhead(url, config, args.sequential))
-            finally:
-                process.terminate()
-                process.wait(15)
+            for metrics in variants:
+                process, url = start_serve(path, max_queue, history=args.history, metrics=metrics)
+                try:
+                    fakes.ask("reset")
+                    cpu = psutil.Process(process.pid)
+                    cpu_before = sum(cpu.cpu_times()[:2])
+                    started = time.perf_counter()
+                    scrapes: list[str] | None = [] if args.metrics_ratio and metrics else None
+                    results = asyncio.run(load_round(url, args.clients, scrapes, args.scrape_every))
+                    wall = time.perf_counter() - started
+                    cpu_s = sum(cpu.cpu_times()[:2]) - cpu_before
+                    accepted = [r for r in results if r["status"] == 200]
+                    refused = [r for r in results if r["status"] == 429]
+                    row = {"max_queue": max_queue, "clients": args.clients, "completed": len(accepted),
+                           "refused_429": len(refused), "other": len(results) - len(accepted) - len(refused),
+                           "retry_after_s": sorted({int(r["retry_after"]) for r in refused if r.get("retry_after")}),
+                           "wall_s": wall, "serve_cpu_s": cpu_s,
+                           "serve_cpu_ms_per_completed": cpu_s / max(1, len(accepted)) * 1000,
+                           "max_in_flight": fakes.ask("max_in_flight"), "answer_problems": check_answers(results),
+                           "metrics": metrics}
+                    if scrapes:
+                        row["scrapes"] = len(scrapes)
+                        done = scraped_done(scrapes[-1])
+                        if done != 3 * len(accepted):  # two workers and the reviewer per answered request
+                            row["answer_problems"].append(f"/metrics counts {done:g} requests done, "
+                                                          f"not {3 * len(accepted)}")
+                    if accepted:
+                        for key in ("first_byte_s", "done_s"):
+                            values = [r[key] for r in accepted]
+                            row[f"{key[:-2]}_p50_ms"] = percentile(values, 50) * 1000
+                            row[f"{key[:-2]}_p99_ms"] = percentile(values, 99) * 1000
+                    if refused:
+                        row["refused_first_byte_p50_ms"] = 0.0
+                    report["rounds"].append(row)
+                    if max_queue == args.max_queue[-1] and args.sequential and metrics and "overhead" not in report:
+                        report["overhead"] = asyncio.run(sequential_overhead(url, config, args.sequential))
+                finally:
+                    process.terminate()
+                    process.wait(15)
+        if args.metrics_ratio:
+            report["metrics_ratio"] = metrics_ratio(report["rounds"])
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -243,10 +308,17 @@ def main() -> None:
           "in flight  answers")
     for r in report["rounds"]:
         answers = "all complete, own, once" if not r["answer_problems"] else f"{len(r['answer_problems'])} WRONG"
+        if "metrics_ratio" in report:
+            answers += "; /metrics " + (f"on, {r.get('scrapes', 0)} scrapes" if r["metrics"] else "off")
         print(f"{r['max_queue']:>9}  {r['clients']:>7}  {r['completed']:>9}  {r['refused_429']:>3}  {r['other']:>5}  "
               f"{r.get('first_byte_p50_ms', 0):7.1f}/{r.get('first_byte_p99_ms', 0):7.1f} ms  "
               f"{r.get('done_p50_ms', 0):7.0f}/{r.get('done_p99_ms', 0):7.0f} ms  "
               f"{r['serve_cpu_ms_per_completed']:8.1f} ms  {max(r['max_in_flight']):>9}  {answers}")
+    for max_queue, m in report.get("metrics_ratio", {}).items():
+        print(f"/metrics on vs off, max-queue {max_queue} (median of {m['runs_each']} each): serve CPU "
+              f"{m['cpu_ms_per_request_on']:.2f} vs {m['cpu_ms_per_request_off']:.2f} ms/request "
+              f"(ratio {m['cpu_ratio']:.3f}); p50 done {m['done_p50_ms_on']:.0f} vs {m['done_p50_ms_off']:.0f} ms "
+              f"(ratio {m['done_p50_ratio']:.3f})")
     if "overhead" in report:
         o = report["overhead"]
         print(f"one at a time ({o['n']}): first byte {o['serve_first_byte_ms']:.1f} ms; first answer byte "
