@@ -13,7 +13,7 @@ several clients in one process do not collide. Labels stay few and bounded: serv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..client import FleetClient
     from ..fleet import Agent
     from ..gates import ServerLoad
-    from ..result import AgentResult, RunResult
+    from ..result import RunResult
 
 NO_STRATEGY = "none"
 "The strategy label of a run whose answers were not reviewed."
@@ -104,6 +104,9 @@ class FleetMetrics:
             "parallama_run_duration_seconds", "Seconds a run took, from its start to its final answer.", ["strategy"],
             registry=registry, buckets=DURATION_BUCKETS)
         registry.register(_LoadCollector(self))
+        self._agents: dict[tuple[str, str], _AgentSeries] = {}
+        self._waits: dict[str, Any] = {}
+        "Each label set's series, looked up once (`labels()` takes a lock and builds a key each time)."
         self._handlers: dict[type, Callable[..., None]] = {
             Queued: self._queued, Started: self._started, Finished: self._ended, Failed: self._ended,
             Cut: self._ended, RunStarted: self._run_started, RunEnded: self._run_ended}
@@ -141,26 +144,34 @@ class FleetMetrics:
         self._open.setdefault(event.run_id, []).append((event.stage, event.agent))
 
     def _started(self, event: Started) -> None:
-        self.slot_wait.labels(event.agent.server).observe(event.queued_s)
+        server = event.agent.server
+        wait = self._waits.get(server)
+        if wait is None:
+            wait = self._waits[server] = self.slot_wait.labels(server)
+        wait.observe(event.queued_s)
+
+    def _series(self, agent: "Agent") -> "_AgentSeries":
+        key = (agent.name, agent.model)
+        series = self._agents.get(key)
+        if series is None:
+            series = self._agents[key] = _AgentSeries(self, *key)
+        return series
 
     def _ended(self, event: Finished) -> None:
         agent, result = event.agent, event.result
         self._close(event.run_id, event.stage, agent)
+        series = self._series(agent)
         outcome = OUTCOMES.get(result.status, "failed")
-        kind = (result.error_kind or "error") if outcome == "failed" else ""
-        self.requests.labels(agent.name, agent.model, outcome, kind).inc()
-        self._count_tokens(agent, result)
-        if outcome == "done":
-            if result.ttft_s is not None:
-                self.ttft.labels(agent.name, agent.model).observe(result.ttft_s)
-            self.duration.labels(agent.name, agent.model).observe(result.elapsed_s)
-
-    def _count_tokens(self, agent: "Agent", result: "AgentResult") -> None:
+        series.ended(outcome, (result.error_kind or "error") if outcome == "failed" else "")
         if result.prompt_tokens:
-            self.input_tokens.labels(agent.name, agent.model).inc(result.prompt_tokens)
+            series.input_tokens.inc(result.prompt_tokens)
         produced = (result.completion_tokens or 0) + (result.thinking_tokens or 0)
         if produced:
-            self.output_tokens.labels(agent.name, agent.model).inc(produced)
+            series.output_tokens.inc(produced)
+        if outcome == "done":
+            if result.ttft_s is not None:
+                series.ttft.observe(result.ttft_s)
+            series.duration.observe(result.elapsed_s)
 
     def _close(self, run_id: str, stage: str, agent: "Agent") -> None:
         requests = self._open.get(run_id)
@@ -179,7 +190,7 @@ class FleetMetrics:
     def _run_ended(self, event: RunEnded) -> None:
         began = self._framed.pop(event.run_id, NO_STRATEGY)
         for _, agent in self._open.pop(event.run_id, ()):
-            self.requests.labels(agent.name, agent.model, "stopped", "").inc()
+            self._series(agent).ended("stopped", "")
         result = event.result
         strategy = (result.strategy or NO_STRATEGY) if result is not None else began
         self.runs.labels(strategy, run_outcome(result, event.stopped)).inc()
@@ -192,6 +203,27 @@ class FleetMetrics:
             self.settled.labels(strategy).inc()
         if fell_back(result):
             self.fallbacks.labels(strategy).inc()
+
+
+class _AgentSeries:
+    """One agent's (and model's) series."""
+
+    __slots__ = ("metrics", "labels", "outcomes", "ttft", "duration", "input_tokens", "output_tokens")
+
+    def __init__(self, metrics: FleetMetrics, name: str, model: str) -> None:
+        self.metrics = metrics
+        self.labels = (name, model)
+        self.outcomes: dict[tuple[str, str], Any] = {}
+        self.ttft = metrics.ttft.labels(name, model)
+        self.duration = metrics.duration.labels(name, model)
+        self.input_tokens = metrics.input_tokens.labels(name, model)
+        self.output_tokens = metrics.output_tokens.labels(name, model)
+
+    def ended(self, outcome: str, kind: str) -> None:
+        counter = self.outcomes.get((outcome, kind))
+        if counter is None:
+            counter = self.outcomes[(outcome, kind)] = self.metrics.requests.labels(*self.labels, outcome, kind)
+        counter.inc()
 
 
 class _LoadCollector(Collector):
