@@ -104,6 +104,8 @@ class RunTracer:
         span = self._span(event.run_id, event.stage, event.agent, pop=False)
         if span is not None:
             span.add_event("parallama.slot_acquired", {"parallama.slot_wait_s": event.queued_s})
+            server = event.agent.server  # a pool's: the replica that took the request
+            span.set_attributes({"server.address": urlsplit(server).hostname or "", "server.port": port_of(server)})
 
     def _ended(self, event: Finished) -> None:
         span = self._span(event.run_id, event.stage, event.agent, pop=True)
