@@ -287,3 +287,42 @@ def test_metrics_port_in_use_is_one_line(tmp_path, servers):
     assert result.exit_code == 2
     assert f"error: cannot serve metrics on http://127.0.0.1:{port}" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path):
+    """Another parallama process (a `run`) holds the 1-slot server: this process's request waits for it; the shared
+    gauges count both processes, this process's gauges its own alone."""
+    from parallama import FleetClient
+    from parallama.observe.metrics import FleetMetrics
+
+    with FakeServer(slots=1) as busy:
+        busy.model("m", fault="hang", tokens=4)
+        config = {"worker_agents": [worker(busy, "m", name="A", timeout=30)]}
+        other = subprocess.Popen([sys.executable, "-m", "parallama", "run", "q", "-c",
+                                  str(write_config(tmp_path / "c.json", config)), "--no-review", "--no-history",
+                                  "--metrics-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url, _ = await asyncio.to_thread(read_metrics_url, other)
+            server = busy.url.replace("127.0.0.1", "localhost")
+            await asyncio.to_thread(scrape_until, url, lambda p: value(
+                p, "parallama_server_requests_in_flight", server=server) == 1)
+            metrics = FleetMetrics()
+            async with FleetClient(config) as client:
+                metrics.watch(client)
+                waiter = Waiter()
+                run = asyncio.ensure_future(client.run("q", review=False, on_event=waiter))
+                await waiter.until(lambda ev: count(ev, "Queued") == 1)
+                for _ in range(400):  # the local store's counts are read from its files: until they show both
+                    page = samples(metrics.exposition()[0].decode())
+                    if value(page, "parallama_server_shared_requests_waiting", server=server) == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                assert value(page, "parallama_server_requests_in_flight", server=server) == 0
+                assert value(page, "parallama_server_requests_waiting", server=server) == 1
+                assert value(page, "parallama_server_shared_requests_in_flight", server=server, store="local") == 1
+                assert value(page, "parallama_server_shared_requests_waiting", server=server, store="local") == 1
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+        finally:
+            other.kill()
+            other.wait()
