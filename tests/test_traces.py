@@ -162,3 +162,20 @@ def test_traces_are_off_and_not_imported_without_the_environment(tmp_path, serve
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60).stdout
     assert out.strip().splitlines()[-1] == "exit 0 []"
+
+
+def test_run_sends_its_spans_where_the_environment_says_under_its_traceparent(tmp_path, servers):
+    config = write_config(tmp_path / "c.json", guide_fleet(servers))
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, "OTEL_TRACES_EXPORTER": "console",
+           "TRACEPARENT": f"00-{trace_id}-b7ad6b7169203331-01"}
+    done = subprocess.run([sys.executable, "-m", "parallama", "run", "2+2?", "-c", str(config), "--no-history",
+                           "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["final"] == "The answer is 4."  # stdout holds the answer alone
+    spans = json.loads("[" + done.stderr[done.stderr.index("{"):].replace("}\n{", "},\n{") + "]")
+    assert sorted(s["name"] for s in spans) == ["chat m", "chat m", "chat rev", "invoke_workflow parallama:synthesize"]
+    assert {s["context"]["trace_id"] for s in spans} == {"0x" + trace_id}
+    [workflow] = [s for s in spans if s["name"].startswith("invoke_workflow")]
+    assert workflow["parent_id"] == "0xb7ad6b7169203331"
+    assert workflow["resource"]["attributes"]["service.name"] == "parallama"

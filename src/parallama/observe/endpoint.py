@@ -3,8 +3,9 @@ client in: metrics on `--metrics-port` when asked, traces when the environment a
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator, Callable
+import os
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
 
 from aiohttp import web
 
@@ -84,4 +85,22 @@ async def observing(client: "FleetClient", *, metrics_at: "tuple[str, int] | Non
             if tracing is not None:
                 stack.push_async_callback(tracing.shutdown)
                 stack.callback(client.subscribe(tracing.sink()))
+                stack.enter_context(parent_from_env())
         yield
+
+
+@contextmanager
+def parent_from_env() -> Iterator[None]:
+    """The runs' parent span from `TRACEPARENT` (and `TRACESTATE`) in the environment, as OpenTelemetry's
+    environment carriers pass a trace on to a command (a CI job, a script that traces itself)."""
+    carrier = {name.lower(): os.environ[name] for name in ("TRACEPARENT", "TRACESTATE") if os.environ.get(name)}
+    if "traceparent" not in carrier:
+        yield
+        return
+    from opentelemetry import context, propagate
+
+    token = context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
