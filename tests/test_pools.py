@@ -293,3 +293,63 @@ async def test_which_replica_served_is_shown_in_the_result_the_progress_and_the_
             line = servers_line(client.load())
             assert all(h in line for h in hosts)  # every replica's slots on the servers line
 
+
+
+# ---------------------------------------------------------------- hedging
+
+
+async def test_hedging_copies_a_late_request_onto_an_idle_replica_within_its_budget():
+    from parallama.pools import stats_of
+
+    with ExitStack() as stack:
+        late, quick = replicas(2, stack, latency=0.05, tokens=2)
+        # The model is loaded on the late one only: every request goes there first; its first token takes 0.3 s.
+        late.model("m", latency=0.32, tokens=2, ttft=0.3, loaded_bytes=5_000_000_000)
+        config = pooled([late, quick], hedge={"after_s": 0.1})
+        async with FleetClient(config) as client:
+            await ask(client, 1)  # the first look learns which replica has the model loaded
+            await asyncio.sleep(0.3)
+            late.reset()
+            quick.reset()
+            results = [await client.run("q") for _ in range(30)]
+            stats = stats_of(client.fleet.workers[0])
+    answers = [r.workers[0] for r in results]
+    assert all(a.ok for a in answers)
+    assert stats.requests == 31 and stats.hedges == 3  # 10 % of the requests, no more
+    hedged = [r for r in results if any(w.startswith("P: hedged:") for w in r.warnings)]
+    assert len(hedged) == 3
+    assert all(server_of(r.workers[0].api_url) == server_of(quick.url) for r in hedged)  # the copy won
+    assert "the pool's hedges: " in hedged[-1].warnings[0] and "at most 10%" in hedged[-1].warnings[0]
+    closed = [r for r in late.requests if r.disconnected]
+    assert len(closed) == 3  # each beaten request was closed on the late replica
+    assert late.max_in_flight == 1 and quick.max_in_flight == 1
+
+
+async def test_hedging_never_takes_a_slot_someone_waits_for():
+    from parallama.pools import stats_of
+
+    with ExitStack() as stack:
+        late, quick = replicas(2, stack, latency=0.0, tokens=1)
+        async with FleetClient(pooled([late, quick], hedge={"after_s": 0.05})) as client:
+            for _ in range(30):  # a budget of 3 hedges
+                await ask(client, 1)
+            late.model("m", latency=0.5, tokens=2, ttft=0.45)
+            quick.model("m", latency=0.5, tokens=2, ttft=0.45)
+            late.reset()
+            quick.reset()
+            # Two requests fill both replicas and two wait: nothing is idle, so nothing is copied; as a replica
+            # frees, its slot goes to a waiting request, not to a copy of the other's late one.
+            results = await ask(client, 4)
+            stats = stats_of(client.fleet.workers[0])
+    assert all(r.ok for r in results)
+    assert stats.hedges == 0
+    assert len(late.requests) + len(quick.requests) == 4
+    assert late.max_in_flight == 1 and quick.max_in_flight == 1
+
+
+def test_hedge_needs_a_pool_and_one_threshold():
+    with pytest.raises(ConfigError, match=r"worker_agents\[0\]\.hedge: hedging needs a pool"):
+        fleet_from_dict({"worker_agents": [{"api_url": "http://localhost:1", "model": "m", "hedge": {"after_s": 1}}]})
+    with pytest.raises(ConfigError, match="give after_s .* or percentile"):
+        fleet_from_dict({"worker_agents": [{"api_url": ["http://localhost:1", "http://localhost:2"], "model": "m",
+                                            "hedge": {}}]})

@@ -20,7 +20,7 @@ from .cutoff import CUT, Cutoff, earliest
 from .errors import AgentTimeout, BackendError, HTTPStatus
 from .events import Cut, Delta, EventSink, Failed, Finished, Queued, Started, Thinking
 from .gates import Gate, Priority, gate_for
-from .pools import retryable, send_pooled
+from .pools import Hedging, retryable, send_pooled
 from .redact import Redactor, valid_unicode
 from .result import AgentResult
 
@@ -193,10 +193,11 @@ class _Call:
         self.run.warnings.append(f"{self.agent.name}: {line}")
 
     async def send(self, session: aiohttp.ClientSession, replica: "Replica | None" = None,
-                   may_retry: bool = False) -> BackendError | None:
+                   may_retry: bool = False, hedging: "Hedging | None" = None) -> BackendError | None:
         """Send the request (to `replica` of the agent's pool, when given) and record its result. With
         `may_retry`, a failure the replica is to blame for before the first token is returned instead (nothing
-        recorded: the request may go to another replica)."""
+        recorded: the request may go to another replica). `hedging`: a late first token may bring a copy on another
+        replica; the first to answer is the answer."""
         run = self.run
         agent = self.sent_to = self.agent if replica is None else self.agent.on(replica)
         self.sent_at = sent = time.perf_counter()
@@ -219,7 +220,11 @@ class _Call:
                 emit(Thinking(run.id, self.stage, agent, text))
 
         try:
-            completion = await asyncio.wait_for(self._chat(session, agent, on_delta, on_thinking), agent.timeout)
+            if hedging is None:
+                chat = self._chat(session, agent, on_delta, on_thinking)
+            else:
+                chat = hedging.chat(lambda on, delta, think: self._chat(session, on, delta, think), on_delta, on_thinking)
+            completion = await asyncio.wait_for(chat, agent.timeout)
         except asyncio.TimeoutError:
             self.fail(AgentTimeout(f"no complete answer within its timeout of {agent.timeout:g} s",
                                    agent=agent.name, url=agent.endpoint))

@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, ConfigErrors
-from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Quorum, Replica, Role, Server
+from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Hedge, Quorum, Replica, Role, Server
 from .slots import check_setting
 from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import OPENAI, Protocol, credentials, parse_api_url, public_url, server_of
@@ -23,6 +23,17 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # ---------------------------------------------------------------- the file's schema
+
+
+class HedgeSpec(BaseModel):
+    """A pool's hedged requests: a copy onto another replica's idle slot when the first token is late."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_s: float | None = Field(default=None, gt=0)
+    "Seconds without a first token before a copy is sent."
+    percentile: float | None = Field(default=None, ge=50, lt=100)
+    "Instead of `after_s`: this percentile of the pool's recent times to first token (once 20 are known)."
 
 
 class AgentSpec(BaseModel):
@@ -51,6 +62,9 @@ class AgentSpec(BaseModel):
     "A worker the run always waits for: a quorum or a settled vote never cuts it."
     max_answer_chars: int | None = Field(default=None, gt=0, strict=True)
     "The most characters of answer and thinking read from one request (default 1,000,000); more fails it as too_long."
+    hedge: HedgeSpec | None = None
+    "A pool only: when the first token is late, a copy onto another replica's idle slot nobody waits for; the first "
+    "to answer wins (at most 10 % of the pool's requests)."
 
     @field_validator("api_url", mode="before")
     @classmethod
@@ -325,6 +339,16 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
             dropped = sorted(k for k in a.options if k not in OPENAI_OPTION_FIELDS)
             if dropped:
                 warnings.append(f"{where}.options: {', '.join(dropped)} has no OpenAI-compatible field; not sent")
+        hedge = None
+        if a.hedge is not None:
+            if (a.hedge.after_s is None) == (a.hedge.percentile is None):
+                errors.append(ConfigError("give after_s (seconds) or percentile (of recent times to first token), "
+                                          "one of them", source=source, json_path=f"{where}.hedge"))
+            elif len(replicas) < 2:
+                errors.append(ConfigError("hedging needs a pool: make api_url a list of servers of the same model",
+                                          source=source, json_path=f"{where}.hedge"))
+            else:
+                hedge = Hedge(after_s=a.hedge.after_s, percentile=a.hedge.percentile)
         if a.required and role == "reviewer":
             errors.append(ConfigError("only a worker can be required (a quorum cuts workers, never reviewers)",
                                       source=source, json_path=f"{where}.required"))
@@ -333,7 +357,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
             endpoint=endpoint, server=server, timeout=a.timeout or default_timeout, system=a.system,
             options=dict(a.options), api_key_env=a.api_key_env, think=a.think, url_auth=url_auth,
             required=a.required, max_answer_chars=a.max_answer_chars or MAX_ANSWER_CHARS,
-            replicas=replicas if len(replicas) > 1 else (),
+            replicas=replicas if len(replicas) > 1 else (), hedge=hedge,
         )
 
     made = [agent(a, "worker", f"worker_agents[{i}]", WORKER_TIMEOUT_S) for i, a in enumerate(spec.worker_agents)]
@@ -409,6 +433,8 @@ def _schema_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
     if not parent:
         return ConfigFile
     head = parent[0]
+    if head in ("worker_agents", "reviewer_agent") and parent[-1] == "hedge":
+        return HedgeSpec
     if head in ("worker_agents", "reviewer_agent"):
         return AgentSpec
     if head == "servers" and len(parent) == 2:

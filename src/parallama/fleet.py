@@ -52,6 +52,15 @@ class Replica:
     url_auth: tuple[str, str] | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class Hedge:
+    """When a pooled request's first token is late (`after_s`, or this percentile of the pool's recent times to
+    first token), a copy goes to another replica's idle slot; the first to answer wins."""
+
+    after_s: float | None = None
+    percentile: float | None = None
+
+
 MAX_ANSWER_CHARS = 1_000_000
 """An answer's bound by default (≈ 250,000 tokens: more than any model writes in one answer). A server that streams
 on past it is broken or hostile; it fails only that agent, and keeps the client's memory bounded."""
@@ -86,6 +95,8 @@ class Agent:
     replicas: tuple[Replica, ...] = ()
     "A pool: every server of the same model this agent's requests may go to (`api_url` a list in the config; the "
     "first is `api_url`/`endpoint`/`server`). Empty: the agent's one server."
+    hedge: Hedge | None = None
+    "A pool's hedged requests (None: off, the default)."
 
     @property
     def pool(self) -> tuple[Replica, ...]:

@@ -15,12 +15,13 @@ request fails with one line naming them all.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import random
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .backends import backend_for
 from .errors import BackendError, HTTPStatus, Malformed, StreamBroken, Unreachable
@@ -29,7 +30,8 @@ from .probe import same_model
 if TYPE_CHECKING:
     import aiohttp
 
-    from .fleet import Agent, Replica
+    from .backends.base import Completion
+    from .fleet import Agent, Hedge, Replica
     from .gates import Gate, Priority
 
 BENCH_S = 1.0
@@ -43,6 +45,13 @@ TTFT_TIE_S = 0.05
 "Recent times to first token within 25 % (and 50 ms) of the fastest replica's count as equally fast."
 TTFT_WEIGHT = 0.3
 "Weight of the newest time to first token in a replica's running average."
+HEDGE_BUDGET = 0.10
+"At most this share of a pool's requests get a hedged copy."
+HEDGE_MIN_TTFTS = 20
+"A percentile hedge waits until this many times to first token are known."
+HEDGE_POLL_S = 0.02
+"Past the threshold, how often a late request looks again for an idle replica."
+TTFT_KEPT = 200
 
 
 @dataclass(eq=False)
@@ -62,6 +71,7 @@ class ReplicaHealth:
     "Running average of its times to first token (seconds)."
     warm: dict[str, bool] = field(default_factory=dict)
     warm_at: float = -math.inf
+    probing: "asyncio.Task[None] | None" = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def is_benched(self, now: float | None = None) -> bool:
@@ -83,11 +93,38 @@ class ReplicaHealth:
         return any(same_model(model, name) for name, loaded in self.warm.items() if loaded)
 
 
+@dataclass(eq=False)
+class PoolStats:
+    """One pool's requests in this process: how many, how many were hedged (and won by the copy), and its recent
+    times to first token (for a percentile hedge)."""
+
+    servers: tuple[str, ...]
+    requests: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
+    "Hedged requests whose copy answered first."
+    ttfts: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=TTFT_KEPT))
+
+    def may_hedge(self) -> bool:
+        """One more hedge stays within the budget (HEDGE_BUDGET of the pool's requests)."""
+        return self.hedges + 1 <= HEDGE_BUDGET * self.requests
+
+    def threshold(self, hedge: "Hedge") -> float | None:
+        """Seconds without a first token before a copy goes out; None: not yet known (a percentile, too few)."""
+        if hedge.after_s is not None:
+            return hedge.after_s
+        if hedge.percentile is None or len(self.ttfts) < HEDGE_MIN_TTFTS:
+            return None
+        ordered = sorted(self.ttfts)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * hedge.percentile / 100))]
+
+
 class _Pools:
     """One event loop's replicas (by server) and the future that wakes waiting requests when one comes back."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.health: dict[str, ReplicaHealth] = {}
+        self.stats: dict[tuple[str, ...], PoolStats] = {}
         self.loop = loop
         self.changed: asyncio.Future[None] = loop.create_future()
 
@@ -118,6 +155,22 @@ def health_of(server: str) -> ReplicaHealth:
     return health
 
 
+def stats_of(agent: "Agent") -> PoolStats:
+    """The running loop's counts for `agent`'s pool (by its servers: agents on the same pool share them)."""
+    pools = _here()
+    servers = tuple(r.server for r in agent.pool)
+    stats = pools.stats.get(servers)
+    if stats is None:
+        stats = pools.stats[servers] = PoolStats(servers)
+    return stats
+
+
+def known_pools(loop: asyncio.AbstractEventLoop | None) -> dict[tuple[str, ...], PoolStats]:
+    """Every pool `loop` has sent to, with its counts (requests, hedges)."""
+    pools = _pools.get(loop) if loop is not None else None
+    return dict(pools.stats) if pools is not None else {}
+
+
 def known_health(loop: asyncio.AbstractEventLoop | None) -> dict[str, ReplicaHealth]:
     """Every replica `loop` has sent to, by server (for status views and metrics; safe from any thread)."""
     pools = _pools.get(loop) if loop is not None else None
@@ -132,8 +185,10 @@ class PooledCall(Protocol):
     sent_at: float | None
     first_at: float | None
 
+    sent_to: "Agent | None"
+
     async def send(self, session: "aiohttp.ClientSession", replica: "Replica | None" = None,
-                   may_retry: bool = False) -> BackendError | None: ...
+                   may_retry: bool = False, hedging: "Hedging | None" = None) -> BackendError | None: ...
 
     def fail(self, error: BackendError) -> None: ...
 
@@ -152,38 +207,181 @@ def retryable(error: BackendError) -> bool:
 async def send_pooled(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"], call: PooledCall) -> None:
     """Send `call` to a replica of its agent's pool, moving it on when a replica fails before the first token."""
     agent = call.agent
+    stats = stats_of(agent)
+    stats.requests += 1
     while True:
         try:
             replica, gate = await take(session, gate_of, agent, call.priority)
         except Unreachable as exc:
             call.fail(exc)
             return
+        slot = _Slot(gate)
+        hedging = Hedging(session, gate_of, call, replica, slot, stats) if agent.hedge is not None else None
         try:
-            error = await call.send(session, replica, True)
+            error = await call.send(session, replica, True, hedging)
         finally:
-            gate.release()
-        health = health_of(replica.server)
+            slot.release()
         if error is None:
             sent, first = call.sent_at, call.first_at
-            health.answered(first - sent if first is not None and sent is not None else None)
+            ttft = first - sent if first is not None and sent is not None else None
+            served = call.sent_to.server if call.sent_to is not None else replica.server
+            health_of(served).answered(ttft)
+            if ttft is not None:
+                stats.ttfts.append(ttft)
             return
-        call.note(bench(replica, error))
+        line = bench(replica, error)
+        if line:
+            call.note(line)
 
 
-def bench(replica: "Replica", error: BackendError) -> str:
-    """Bench `replica` for its back-off (already benched: as it is); the line that says so."""
+class _Slot:
+    """A slot held on a gate, given back once however many times `release` is called."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, gate: "Gate") -> None:
+        self.gate: "Gate | None" = gate
+
+    def release(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.release()
+
+
+def idle_replica(gate_of: Callable[[str], "Gate"], agent: "Agent", but: "Replica") -> tuple["Replica", "Gate"] | None:
+    """Another replica of the pool with a slot free that nobody waits for (in any process sharing the store),
+    taken now; None when there is none."""
+    others = [r for r in agent.pool if r != but and not health_of(r.server).is_benched()]
+    for replica in random.sample(others, len(others)):
+        gate = gate_of(replica.server)
+        if gate.idle() and gate.try_acquire():
+            return replica, gate
+    return None
+
+
+class Hedging:
+    """One pooled request's race: past the threshold with no first token, a copy onto an idle replica (within the
+    budget); the first to produce a token wins, the other is closed and its slot freed at once."""
+
+    def __init__(self, session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"], call: PooledCall,
+                 first: "Replica", slot: _Slot, stats: PoolStats) -> None:
+        self.session = session
+        self.gate_of = gate_of
+        self.call = call
+        self.first = first
+        self.slot = slot
+        self.stats = stats
+
+    async def chat(self, chat_on: Callable[["Agent", Callable[[str], None], Callable[[str], None]],
+                                           "asyncio.Future[Completion] | Any"],
+                   on_delta: Callable[[str], None], on_thinking: Callable[[str], None]) -> "Completion":
+        agent = self.call.agent
+        assert agent.hedge is not None
+        threshold = self.stats.threshold(agent.hedge)
+        winner: list[int] = []
+        tasks: dict[int, asyncio.Task[Completion]] = {}
+        replicas = {0: self.first}
+        slots = {0: self.slot}
+        failed: set[int] = set()
+        began = time.monotonic()
+
+        def won(i: int) -> bool:
+            if not winner:
+                winner.append(i)
+                for j, task in tasks.items():
+                    if j != i:
+                        task.cancel()  # closes its connection; its slot is freed once it has ended
+            return winner[0] == i
+
+        def sinks(i: int) -> tuple[Callable[[str], None], Callable[[str], None]]:
+            def delta(text: str) -> None:
+                if won(i):
+                    on_delta(text)
+
+            def thinking(text: str) -> None:
+                if won(i):
+                    on_thinking(text)
+            return delta, thinking
+
+        def start(i: int) -> None:
+            tasks[i] = asyncio.ensure_future(chat_on(agent.on(replicas[i]), *sinks(i)))
+
+        start(0)
+        try:
+            while True:
+                live = [t for t in tasks.values() if not t.done()]
+                if winner or not live:
+                    break
+                may_copy = threshold is not None and len(tasks) == 1
+                wait_s = None
+                if may_copy:
+                    wait_s = max(0.0, began + threshold - time.monotonic()) or HEDGE_POLL_S  # type: ignore[operator]
+                await asyncio.wait(live, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+                for i, task in tasks.items():
+                    if not task.done() or task.cancelled():
+                        continue
+                    error = task.exception()
+                    if error is None:
+                        won(i)  # answered with no token at all (tool calls only, an empty answer)
+                    elif i not in failed and isinstance(error, BackendError) and retryable(error):
+                        failed.add(i)
+                        line = bench(replicas[i], error)
+                        if line:
+                            self.call.note(line)
+                if winner:
+                    break
+                if tasks[0].done() and (len(tasks) == 1 or tasks[1].done()):
+                    break
+                if (may_copy and time.monotonic() >= began + threshold  # type: ignore[operator]
+                        and not tasks[0].done() and self.stats.may_hedge()):
+                    spare = idle_replica(self.gate_of, agent, self.first)
+                    if spare is not None:
+                        replicas[1], gate = spare
+                        slots[1] = _Slot(gate)
+                        self.stats.hedges += 1
+                        start(1)
+            if not winner:  # every attempt failed before a token: the first one's error (a retry may follow)
+                return await tasks[0]
+            w = winner[0]
+            for i, task in tasks.items():
+                if i != w:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    slots[i].release()  # the loser's slot goes on at once
+            self.call.sent_to = agent.on(replicas[w])
+            if len(tasks) > 1:
+                if w == 1:
+                    self.stats.hedges_won += 1
+                    health_of(self.first.server).answered(time.monotonic() - began)  # at least this slow
+                loser = replicas[1 - w]
+                self.call.note(
+                    f"hedged: no first token from {self.first.api_url} after {threshold:.2g} s, a copy went to "
+                    f"{replicas[1].api_url}; {replicas[w].api_url} answered first, {loser.api_url}'s request was "
+                    f"closed (the pool's hedges: {self.stats.hedges} of {self.stats.requests} requests, at most "
+                    f"{HEDGE_BUDGET:.0%})")
+            return await tasks[w]
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            for i, slot in slots.items():
+                if i != 0:
+                    slot.release()
+
+
+def bench(replica: "Replica", error: BackendError) -> str | None:
+    """Bench `replica` for its back-off; the line that says so (None: it was benched already)."""
     health = health_of(replica.server)
     if not health.is_benched():
         health.backoff_s = min(BENCH_MAX_S, health.backoff_s * 2 or BENCH_S)
         health.benched_until = time.monotonic() + health.backoff_s
         health.benched += 1
         health.why = error.cause
-        if not health._tasks:
-            task = asyncio.get_running_loop().create_task(_probe(health))
-            health._tasks.add(task)
-            task.add_done_callback(health._tasks.discard)
-    return (f"replica {replica.api_url} benched until {health.until_clock()} ({health.why}); "
-            "its requests go to the other replicas")
+        if health.probing is None or health.probing.done():
+            health.probing = asyncio.get_running_loop().create_task(_probe(health))
+        return (f"replica {replica.api_url} benched until {health.until_clock()} ({health.why}); "
+                "its requests go to the other replicas")
+    return None
 
 
 async def _probe(health: ReplicaHealth) -> None:
