@@ -353,3 +353,27 @@ def test_hedge_needs_a_pool_and_one_threshold():
     with pytest.raises(ConfigError, match="give after_s .* or percentile"):
         fleet_from_dict({"worker_agents": [{"api_url": ["http://localhost:1", "http://localhost:2"], "model": "m",
                                             "hedge": {}}]})
+
+
+async def test_status_shows_each_replicas_slots_and_queue(tmp_path):
+    import json
+
+    from conftest import run_process, write_config
+
+    with ExitStack() as stack:
+        fakes = replicas(2, stack, latency=30, tokens=2)
+        path = write_config(tmp_path / "pool.json", pooled(fakes))
+        async with FleetClient(pooled(fakes)) as client:
+            asking = asyncio.ensure_future(ask(client, 3))
+            while sum(len(f.requests) for f in fakes) < 2:
+                await asyncio.sleep(0.01)
+            shown = await asyncio.to_thread(run_process, "status", "-c", str(path), "--json")
+            text = await asyncio.to_thread(run_process, "status", "-c", str(path))
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+    assert shown.returncode == 0, shown.stderr
+    servers = json.loads(shown.stdout)["servers"]
+    assert [(s["server"], s["in_flight"], s["waiting"], s["pools"]) for s in servers] == [
+        (server_of(f.url), 1, 1, ["P"]) for f in fakes]  # the third request waits for either replica
+    for fake in fakes:
+        assert f"server {server_of(fake.url)}  1/1 busy, 1 waiting (on this machine)  pool of P" in text.stdout

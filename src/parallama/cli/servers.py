@@ -121,21 +121,38 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
-def status(as_json: bool) -> None:
-    """List the instances parallama started: alive or dead, URL, model, memory."""
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Also show every server of this fleet (each replica of a pool): slots in use and requests waiting, "
+                   "across the processes sharing its slots.")
+def status(as_json: bool, config_path: str | None) -> None:
+    """List the instances parallama started: alive or dead, URL, model, memory; with -c, each server's slots."""
     with user_errors():
         from ..engines.instances import instance_status
         from ..engines.state import InstanceStore
 
         store = InstanceStore()
         live, stale = instance_status(store, _recorded_instances(store))
+        servers = _server_loads(config_path) if config_path else None
         if as_json:
-            echo_json({"instances": [{"engine": s.instance.engine, "pid": s.instance.pid, "url": s.instance.url,
-                                      "api_url": s.instance.api_url, "model": s.instance.model, "alive": s.alive,
-                                      "rss_bytes": s.rss_bytes, "log": s.instance.log, "note": s.note or None}
-                                     for s in live + stale]})
+            data: dict = {"instances": [{"engine": s.instance.engine, "pid": s.instance.pid, "url": s.instance.url,
+                                         "api_url": s.instance.api_url, "model": s.instance.model, "alive": s.alive,
+                                         "rss_bytes": s.rss_bytes, "log": s.instance.log, "note": s.note or None}
+                                        for s in live + stale]}
+            if servers is not None:
+                data["servers"] = servers
+            echo_json(data)
             return
-        if not live and not stale:
+        if servers is not None:
+            for load in servers:
+                pools = f"  pool of {', '.join(load['pools'])}" if load["pools"] else ""
+                if load["in_flight"] is None:
+                    click.echo(f"server {load['server']}  {load['slots']} slots (not shared: slot_store none){pools}")
+                    continue
+                waiting = f", {load['waiting']} waiting" if load["waiting"] else ""
+                shared = "every host on the Redis" if load["shared"] == "redis" else "this machine"
+                click.echo(f"server {load['server']}  {load['in_flight']}/{load['slots']} busy{waiting} "
+                           f"(on {shared}){pools}")
+        if not live and not stale and servers is None:
             click.echo("no instances (start some with `parallama up -n 3`)", err=True)
         for s in live:
             rss = f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "?"
@@ -144,6 +161,24 @@ def status(as_json: bool) -> None:
         for s in stale:
             i = s.instance
             click.echo(f"dead   {i.url}  {i.engine}  pid {i.pid} {s.note}; removed from the record")
+
+
+def _server_loads(config_path: str) -> list[dict]:
+    """Every server of the fleet with its slots in the store (each replica of a pool, the pool's agents named)."""
+    import asyncio
+
+    from ..slots.loads import store_loads
+    from .common import load_fleet
+
+    fleet = load_fleet(config_path)
+    loads = asyncio.run(store_loads({url: s.parallel for url, s in fleet.servers.items()}, fleet.slot_store))
+    pools = {url: [a.name for a in fleet.agents if a.pooled and any(r.server == url for r in a.pool)]
+             for url in fleet.servers}
+    if loads is None:
+        return [{"server": url, "slots": s.parallel, "in_flight": None, "waiting": None, "shared": "none",
+                 "pools": pools[url]} for url, s in fleet.servers.items()]
+    return [{"server": s.server, "slots": s.slots, "in_flight": s.in_flight, "waiting": s.waiting, "shared": s.shared,
+             "pools": pools[s.server]} for s in loads]
 
 
 @click.command()
