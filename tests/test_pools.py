@@ -377,3 +377,14 @@ async def test_status_shows_each_replicas_slots_and_queue(tmp_path):
         (server_of(f.url), 1, 1, ["P"]) for f in fakes]  # the third request waits for either replica
     for fake in fakes:
         assert f"server {server_of(fake.url)}  1/1 busy, 1 waiting (on this machine)  pool of P" in text.stdout
+
+
+async def test_a_replica_slower_to_first_token_is_left_while_a_faster_one_is_free():
+    with ExitStack() as stack:
+        slow, quick = replicas(2, stack, latency=0.03, tokens=2, ttft=0.01)
+        slow.model("m", latency=0.32, tokens=2, ttft=0.3)
+        async with FleetClient(pooled([slow, quick])) as client:
+            agent = client.fleet.workers[0]
+            for _ in range(20):
+                assert (await client.ask_agent(agent, [Message(role="user", content="q")])).ok
+    assert len(slow.requests) <= 2 and len(quick.requests) >= 18, (len(slow.requests), len(quick.requests))
