@@ -445,18 +445,19 @@ def _check_warmth(session: "aiohttp.ClientSession", agent: "Agent", replicas: li
         if now - health.warm_at < WARM_FRESH_S:
             continue
         health.warm_at = now
-
-        async def ask(health: ReplicaHealth = health, on: "Agent" = agent.on(replica)) -> None:
-            try:
-                names = await loaded_models(session, on)
-            except RuntimeError:  # the session closed meanwhile
-                return
-            if names is not None:
-                health.warm = {name: True for name in names} or {"": False}
-
-        task = asyncio.get_running_loop().create_task(ask())
+        task = asyncio.get_running_loop().create_task(_ask_warmth(loaded_models, session, agent.on(replica), health))
         health._tasks.add(task)
         task.add_done_callback(health._tasks.discard)
+
+
+async def _ask_warmth(loaded_models: Any, session: "aiohttp.ClientSession", agent: "Agent",
+                      health: ReplicaHealth) -> None:
+    try:
+        names = await loaded_models(session, agent)
+    except RuntimeError:  # the session closed meanwhile
+        return
+    if names is not None:
+        health.warm = {name: True for name in names} or {"": False}
 
 
 async def take(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"], agent: "Agent",
