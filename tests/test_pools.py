@@ -119,8 +119,13 @@ async def test_a_waiting_request_takes_whichever_replica_frees_first():
 async def test_three_hundred_sequential_requests_split_evenly_over_equal_replicas():
     with ExitStack() as stack:
         fakes = replicas(3, stack, latency=0.0, tokens=1)
+        fakes[0].model("m", latency=0.3, tokens=1, ttft=0.3)
         async with FleetClient(pooled(fakes)) as client:
             agent = client.fleet.workers[0]
+            await ask(client, 6)  # the first replica is measured slower to answer...
+            for fake in fakes:
+                fake.model("m", latency=0.0, tokens=1)  # ...then all are equal: the old measurement must not stick
+                fake.reset()
             for _ in range(300):
                 result = await client.ask_agent(agent, [Message(role="user", content="q")])
                 assert result.ok

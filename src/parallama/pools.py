@@ -45,6 +45,9 @@ TTFT_TIE_S = 0.05
 "Recent times to first token within 25 % (and 50 ms) of the fastest replica's count as equally fast."
 TTFT_WEIGHT = 0.3
 "Weight of the newest time to first token in a replica's running average."
+TTFT_FRESH_REQUESTS = 20
+("A replica's time to first token counts while fewer pooled requests than this were sent since it was measured: "
+ "one left aside as slower is tried again then, so an old measurement never starves it.")
 HEDGE_BUDGET = 0.10
 "At most this share of a pool's requests get a hedged copy."
 HEDGE_MIN_TTFTS = 20
@@ -69,6 +72,8 @@ class ReplicaHealth:
     "Times it was benched."
     ttft_s: float | None = None
     "Running average of its times to first token (seconds)."
+    ttft_seq: int = 0
+    "The loop's count of pooled requests when `ttft_s` was last measured."
     warm: dict[str, bool] = field(default_factory=dict)
     warm_at: float = -math.inf
     probing: "asyncio.Task[None] | None" = None
@@ -85,6 +90,7 @@ class ReplicaHealth:
         """A request here got its answer: back-off forgotten, its first token's time counted."""
         self.backoff_s = 0.0
         if ttft_s is not None:
+            self.ttft_seq = _here().sent
             self.ttft_s = ttft_s if self.ttft_s is None else (1 - TTFT_WEIGHT) * self.ttft_s + TTFT_WEIGHT * ttft_s
 
     def is_warm(self, model: str) -> bool | None:
@@ -125,6 +131,8 @@ class _Pools:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.health: dict[str, ReplicaHealth] = {}
         self.stats: dict[tuple[str, ...], PoolStats] = {}
+        self.sent = 0
+        "Pooled requests sent so far (what a time to first token's age is counted in)."
         self.loop = loop
         self.changed: asyncio.Future[None] = loop.create_future()
 
@@ -209,6 +217,7 @@ async def send_pooled(session: "aiohttp.ClientSession", gate_of: Callable[[str],
     agent = call.agent
     stats = stats_of(agent)
     stats.requests += 1
+    _here().sent += 1
     while True:
         try:
             replica, gate = await take(session, gate_of, agent, call.priority)
@@ -421,12 +430,15 @@ def preferred(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"]
     """`replicas` best first: warm, not clearly slower to answer, fewest sent; ties at random."""
     healths = {r.server: health_of(r.server) for r in replicas}
     _check_warmth(session, agent, replicas, healths)
-    ttfts = [h.ttft_s for h in healths.values() if h.ttft_s is not None]
-    best = min(ttfts) if ttfts else None
+    sent = _here().sent
+    recent = {server: h.ttft_s for server, h in healths.items()
+              if h.ttft_s is not None and sent - h.ttft_seq < TTFT_FRESH_REQUESTS}
+    best = min(recent.values()) if recent else None
 
     def rank(replica: "Replica") -> tuple[bool, bool, int]:
         health = healths[replica.server]
-        slow = best is not None and health.ttft_s is not None and health.ttft_s > best * TTFT_TIE + TTFT_TIE_S
+        ttft = recent.get(replica.server)
+        slow = best is not None and ttft is not None and ttft > best * TTFT_TIE + TTFT_TIE_S
         return (health.is_warm(agent.model) is not True, slow, gate_of(replica.server).served)
 
     shuffled = random.sample(replicas, len(replicas))
