@@ -165,7 +165,9 @@ async def test_a_replica_with_the_model_loaded_is_preferred():
 # ---------------------------------------------------------------- failures
 
 
-async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back(monkeypatch):
+async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back():
+    from parallama.pools import health_of
+
     with ExitStack() as stack:
         fakes = replicas(3, stack, latency=0.3, tokens=3, ttft=0.25)
         dead = fakes[0]
@@ -175,12 +177,10 @@ async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back(mon
             results = await ask(client, 9)
             assert all(r.ok for r in results), [r.error for r in results]
             assert all(server_of(r.api_url) != server_of(dead.url) for r in results)
-            warnings = client.warnings if hasattr(client, "warnings") else []
+            health = health_of(server_of(dead.url))
+            assert health.benched == 1 and health.why  # benched once, however many requests found it down
             with FakeServer(strict=True, port=port) as back:
                 back.model("m", latency=0.3, tokens=3)
-                from parallama.pools import health_of
-                health = health_of(server_of(back.url))
-                assert health.benched >= 1 and "refused" in health.why.lower() or health.why
                 deadline = time.monotonic() + 10
                 while health.is_benched():
                     assert time.monotonic() < deadline, "the replica was never probed back"
@@ -189,7 +189,6 @@ async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back(mon
                 assert all(r.ok for r in results)
                 assert back.requests, "the replica that came back is used again"
                 assert back.max_in_flight == 1
-        del warnings
 
 
 async def test_plan_counts_the_memory_of_every_replica():

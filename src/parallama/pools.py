@@ -398,8 +398,9 @@ async def _probe(health: ReplicaHealth) -> None:
     back-off doubles."""
     import aiohttp
 
-    while health.is_benched():
+    while True:
         await asyncio.sleep(max(0.0, health.benched_until - time.monotonic()))
+        health.benched_until = time.monotonic() + PROBE_TIMEOUT_S  # still benched while it is asked
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session:
                 async with session.get(health.server + "/") as response:
