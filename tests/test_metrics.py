@@ -326,3 +326,26 @@ async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path)
         finally:
             other.kill()
             other.wait()
+
+
+async def test_a_pools_dead_replica_reads_benched_and_the_live_one_took_the_requests():
+    from parallama import FleetClient
+    from parallama.observe.metrics import FleetMetrics
+
+    with FakeServer(slots=1) as live, FakeServer(slots=1) as dead:
+        live.model("m", text="four")
+        dead.model("m")
+        dead_url = dead.url
+        dead.close()  # nothing listens there any more: refused before the first token
+        config = {"worker_agents": [{"name": "P", "api_url": [dead_url, live.url], "model": "m"}]}
+        metrics = FleetMetrics()
+        async with FleetClient(config) as client:
+            metrics.watch(client)
+            results = [await client.run("q", review=False) for _ in range(3)]
+            assert all(r.workers[0].ok for r in results)
+            page = samples(metrics.exposition()[0].decode())
+    dead_server, live_server = (u.replace("127.0.0.1", "localhost") for u in (dead_url, live.url))
+    assert value(page, "parallama_server_benched", server=dead_server) == 1
+    assert value(page, "parallama_server_benched", server=live_server) == 0
+    assert value(page, "parallama_agent_requests_total", agent="P", outcome="done") == 3
+    assert value(page, "parallama_server_slot_wait_seconds_count", server=live_server) == 3

@@ -248,6 +248,8 @@ class _LoadCollector(Collector):
             "sharing its slots.", labels=["server", "store"])
         busy = CounterMetricFamily("parallama_server_busy_seconds", "Slot-seconds spent serving this process's "
                                    "requests (a slot held for 2 s counts 2).", labels=["server"])
+        benched = GaugeMetricFamily("parallama_server_benched", "1 while the server, a replica of a pool, takes no "
+                                    "requests (it failed before its first token), else 0.", labels=["server"])
         runs = GaugeMetricFamily("parallama_runs_in_progress", "Runs started and not ended.")
         seen: dict[str, "ServerLoad"] = {}
         for load in self.metrics._loads:
@@ -258,8 +260,9 @@ class _LoadCollector(Collector):
             in_flight.add_metric([server], state.own_in_flight)
             waiting.add_metric([server], state.own_waiting)
             busy.add_metric([server], state.busy_s)
+            benched.add_metric([server], 1 if state.benched else 0)
             if state.shared != "none":
                 shared_in_flight.add_metric([server, state.shared], state.in_flight)
                 shared_waiting.add_metric([server, state.shared], state.waiting)
         runs.add_metric([], sum(running() for running in self.metrics._running))
-        yield from (slots, in_flight, waiting, shared_in_flight, shared_waiting, busy, runs)
+        yield from (slots, in_flight, waiting, shared_in_flight, shared_waiting, busy, benched, runs)
