@@ -349,3 +349,35 @@ async def test_a_pools_dead_replica_reads_benched_and_the_live_one_took_the_requ
     assert value(page, "parallama_server_benched", server=live_server) == 0
     assert value(page, "parallama_agent_requests_total", agent="P", outcome="done") == 3
     assert value(page, "parallama_server_slot_wait_seconds_count", server=live_server) == 3
+
+
+def test_serve_names_its_metrics_at_start_and_scrapes_leave_no_access_log_line(tmp_path, servers):
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from conftest import banner_of
+
+    write_config(tmp_path / "c.json", guide_fleet(servers))
+    key = "sk-metrics-cli-0123456789"
+    process = subprocess.Popen([sys.executable, "-m", "parallama", "serve", "--port", "0", "-c", "c.json",
+                                "--no-history", "--api-key-env", "SERVE_KEY"], stderr=subprocess.PIPE, text=True,
+                               env={**__import__("os").environ, "SERVE_KEY": key})
+    try:
+        banner = "".join(banner_of(process))
+        found = re.search(r"Metrics     (http://127\.0\.0\.1:\d+)/metrics  \(with Authorization: Bearer \$SERVE_KEY\)",
+                          banner)
+        assert found, banner
+        url = found.group(1)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "/metrics", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {key}"})
+        page = samples(urllib.request.urlopen(request, timeout=10).read().decode())
+        assert value(page, "parallama_server_slots") == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    assert '"GET /metrics HTTP/1.1" 401' in err  # the refused scrape is logged, the answered one is not
+    assert '"GET /metrics HTTP/1.1" 200' not in err
+    assert key not in banner + err
