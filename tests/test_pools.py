@@ -392,3 +392,35 @@ async def test_a_replica_slower_to_first_token_is_left_while_a_faster_one_is_fre
             for _ in range(20):
                 assert (await client.ask_agent(agent, [Message(role="user", content="q")])).ok
     assert len(slow.requests) <= 2 and len(quick.requests) >= 18, (len(slow.requests), len(quick.requests))
+
+
+async def test_doctor_checks_the_model_on_every_replica_and_batch_fills_every_replicas_slots():
+    from parallama.batch.pipeline import default_concurrency
+    from parallama.doctor import diagnose
+
+    with ExitStack() as stack:
+        fakes = replicas(3, stack)
+        fakes[1].models.clear()  # this replica does not have the model
+        fleet = fleet_from_dict(pooled(fakes))
+        diagnosis = await diagnose(fleet)
+    models = [c for c in diagnosis.checks if c.check == "model"]
+    assert [c.status for c in models] == ["pass", "fail", "pass"]
+    assert server_of(fakes[1].url) in models[1].message
+    assert default_concurrency(fleet) == 3 + 1  # one per slot of every replica, plus one
+
+
+def test_a_percentile_hedge_waits_for_enough_first_tokens():
+    from parallama.fleet import Hedge
+    from parallama.pools import PoolStats
+
+    stats = PoolStats(("a", "b"))
+    hedge = Hedge(percentile=90)
+    stats.ttfts.extend([0.1] * 10)
+    assert stats.threshold(hedge) is None  # too few known yet
+    stats.ttfts.extend([0.1] * 8 + [1.0, 2.0])
+    assert stats.threshold(hedge) == 1.0
+    assert stats.threshold(Hedge(after_s=0.5)) == 0.5
+    stats.requests = 19
+    assert stats.may_hedge()
+    stats.hedges = 1
+    assert not stats.may_hedge()  # 2 of 19 would pass 10 %

@@ -48,7 +48,7 @@ async def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis
         checks.append(_server_check(server))
         for note in server.probe.notes if server.probe else ():
             checks.append(Check("server", "warn", f"{server.url}: {note}; memory is estimated without it"))
-    for agent in fleet.agents:
+    for agent in (each.on(r) for each in fleet.agents for r in each.pool):  # a pool: every replica needs the model
         server = next(s for s in plan.servers if s.url == agent.server)
         probe = server.probe
         if not probe or not probe.reachable or probe.error:

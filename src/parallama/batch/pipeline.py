@@ -25,7 +25,7 @@ LineSink = Callable[[dict[str, Any]], None]
 def default_concurrency(fleet: "Fleet") -> int:
     """Runs in progress by default: one per slot of every server the fleet uses, plus one, so that whichever
     server is the bottleneck always has a request waiting (the gates keep the earliest prompts first)."""
-    used = {agent.server for agent in fleet.agents}
+    used = {replica.server for agent in fleet.agents for replica in agent.pool}  # a pool: every replica's slots
     return sum(fleet.servers[url].parallel if url in fleet.servers else 1 for url in used) + 1
 
 
