@@ -349,6 +349,9 @@ async def test_a_pools_dead_replica_reads_benched_and_the_live_one_took_the_requ
     assert value(page, "parallama_server_benched", server=live_server) == 0
     assert value(page, "parallama_agent_requests_total", agent="P", outcome="done") == 3
     assert value(page, "parallama_server_slot_wait_seconds_count", server=live_server) == 3
+    assert value(page, "parallama_server_benchings_total", server=dead_server) == 1
+    assert value(page, "parallama_pool_requests_total", pool=f"{dead_server} {live_server}") == 3
+    assert value(page, "parallama_pool_hedges_total") == 0
 
 
 def test_serve_names_its_metrics_at_start_and_scrapes_leave_no_access_log_line(tmp_path, servers):

@@ -13,6 +13,7 @@ several clients in one process do not collide. Labels stay few and bounded: serv
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -21,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..events import Cut, Event, Failed, Finished, Queued, RunEnded, RunStarted, Started
+from ..pools import known_health, known_pools
 
 if TYPE_CHECKING:
     from ..client import FleetClient
@@ -64,6 +66,7 @@ class FleetMetrics:
         self.registry = CollectorRegistry()
         self._loads: list[Callable[[], "dict[str, ServerLoad]"]] = []
         self._running: list[Callable[[], int]] = []
+        self._loops: list[asyncio.AbstractEventLoop] = []
         self._open: dict[str, list[tuple[str, "Agent"]]] = {}
         "Per run: its requests queued or in flight, as (stage, agent); those left at its end were stopped."
         self._framed: dict[str, str] = {}
@@ -120,11 +123,14 @@ class FleetMetrics:
         load, running = client.load, (lambda: len(client.running))
         self._loads.append(load)
         self._running.append(running)
+        loop = asyncio.get_running_loop()  # its pools' counts are kept per event loop
+        self._loops.append(loop)
 
         def stop() -> None:
             unsubscribe()
             self._loads.remove(load)
             self._running.remove(running)
+            self._loops.remove(loop)
 
         return stop
 
@@ -266,3 +272,28 @@ class _LoadCollector(Collector):
                 shared_waiting.add_metric([server, state.shared], state.waiting)
         runs.add_metric([], sum(running() for running in self.metrics._running))
         yield from (slots, in_flight, waiting, shared_in_flight, shared_waiting, busy, benched, runs)
+        yield from self._pools()
+
+    def _pools(self) -> Iterator[Metric]:
+        """A pool's requests and hedges, and how often each replica was benched (pools keep these per loop)."""
+        requests = CounterMetricFamily("parallama_pool_requests", "Requests sent to a pool (its servers, "
+                                       "space-separated).", labels=["pool"])
+        hedges = CounterMetricFamily("parallama_pool_hedges", "Requests of a pool that got a hedged copy on another "
+                                     "replica.", labels=["pool"])
+        won = CounterMetricFamily("parallama_pool_hedges_won", "Hedged requests whose copy answered first.",
+                                  labels=["pool"])
+        benchings = CounterMetricFamily("parallama_server_benchings", "Times a replica was benched.",
+                                        labels=["server"])
+        stats: dict[tuple[str, ...], Any] = {}
+        health: dict[str, Any] = {}
+        for loop in dict.fromkeys(self.metrics._loops):
+            stats.update(known_pools(loop))
+            health.update(known_health(loop))
+        for servers, counts in stats.items():
+            pool = " ".join(servers)
+            requests.add_metric([pool], counts.requests)
+            hedges.add_metric([pool], counts.hedges)
+            won.add_metric([pool], counts.hedges_won)
+        for server, replica in health.items():
+            benchings.add_metric([server], replica.benched)
+        yield from (requests, hedges, won, benchings)
