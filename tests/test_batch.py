@@ -253,7 +253,7 @@ def test_bad_input_lines_exit_2_naming_file_and_line_and_nothing_is_sent(tmp_pat
         "error: in.jsonl:4: prompt is empty",
         "error: in.jsonl:5: duplicate id 'a' (first on line 1)",
         "error: in.jsonl:6: expected is not a valid regex: missing ) at position 1",
-        'error: in.jsonl:7: match must be one of exact, number, contains, regex, not "fuzzy"',
+        'error: in.jsonl:7: match must be one of answer, number, exact, contains, regex, not "fuzzy"',
         "error: in.jsonl:8: unknown key 'promt' (did you mean 'prompt'?)",
         'error: in.jsonl:9: must be a JSON object like {"prompt": "..."}, not a list',
         "error: in.jsonl:10: match is number but expected 'seven' is not a number",

@@ -62,7 +62,7 @@ def test_contains_is_whole_words_and_regex_is_as_written():
 # A 3/5, B 2/5, C 0/5 (one no answer), final 4/5, any worker 4/5 (q3 none): gain +1 prompt = +20 points over A.
 QUESTIONS = [
     {"id": "q1", "prompt": "Q1 What is 6 times 7?", "expected": 42},
-    {"id": "q2", "prompt": "Q2 The capital of France?", "expected": "Paris"},
+    {"id": "q2", "prompt": "Q2 The capital of France?", "expected": "Paris", "match": "exact"},
     {"id": "q3", "prompt": "Q3 The sky's colour?", "expected": "blue", "match": "contains"},
     {"id": "q4", "prompt": "Q4 The last day of January 2024, ISO?", "expected": r"^\d{4}-\d{2}-\d{2}$",
      "match": "regex"},

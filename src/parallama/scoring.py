@@ -1,10 +1,13 @@
 """Scoring answers against an expected one, and the accuracy table of a batch: per worker, the final answer, and
 the ensemble gain (the final answer's accuracy minus the best single worker's).
 
-Four ways to match, chosen per record:
-- `number` (the default when the expected answer is a number): the *last* number in the answer, compared as a
-  number (`42`, `42.0`, `The answer is 42.` and `$42` all equal 42), as math benchmarks score;
-- `exact` (the default otherwise): equal after normalising case, spaces and punctuation;
+Five ways to match, chosen per record:
+- `number` (the default when the expected answer is a number): the *last* number in the answer (or in its final
+  "Answer: …" line), compared as an exact number (`42`, `42.0`, `The answer is 42.` and `$42` all equal 42;
+  `0.30000000000000004` does not equal 0.3), as math benchmarks score — `vote`'s rule, `short_answer.answer_key`;
+- `answer` (the default otherwise): the same short answer, as `vote` compares two answers (`short_answer`): "It's
+  Berlin!" and "The capital of Germany is Berlin." both match `Berlin`, "Bern" does not;
+- `exact`: equal after normalising case, spaces and punctuation;
 - `contains`: the normalised expected words appear, as whole words, in the normalised answer;
 - `regex`: `re.search(expected, answer)` on the answer as written, by the `regex` module (Python's syntax, with a
   time limit: a pattern that backtracks without end, such as `(a|aa)+$`, gives up after `REGEX_TIMEOUT_S` and that
@@ -14,56 +17,46 @@ Four ways to match, chosen per record:
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Iterable, Literal, TypedDict, get_args
 
 import regex
 
-Match = Literal["exact", "number", "contains", "regex"]
+from .short_answer import NUMBER, answer_key, as_number, last_number_in, normalise, number_key
+
+Match = Literal["answer", "number", "exact", "contains", "regex"]
 MATCHES: tuple[str, ...] = get_args(Match)
 REGEX_TIMEOUT_S = 0.1
 """The most one regex match may take. A sane pattern needs well under a millisecond on an answer; a catastrophic one
 would hold the batch (and its event loop, so also SIGTERM) for ever. Python's `re` cannot be stopped, so matching
 uses the `regex` module, whose matches take a timeout; its syntax is Python's (and the same answers match)."""
 
-# A number as written in prose: optional sign, digits with optional thousands separators, decimals, exponent.
-# Not preceded by a letter, digit or dot, so `x2`, `v1.2`'s `2` and the `-` of `10-12` are not taken.
-_NUMBER = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?"
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])" + _NUMBER)
-_WHOLE_NUMBER = re.compile(r"\s*[$€£]?\s*(" + _NUMBER + r")\s*%?\s*")
-
-
-def normalise(text: str) -> str:
-    """Case folded, punctuation removed, runs of spaces made one: `" The  Answer: Paris."` → `the answer paris`."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    kept = "".join(" " if ch.isspace() else ch for ch in text
-                   if not unicodedata.category(ch).startswith("P") and ch != "`")
-    return " ".join(kept.split())
-
-
-def _as_number(written: str) -> Fraction:
-    return Fraction(written.replace(",", "").replace("−", "-"))
+_WHOLE_NUMBER = re.compile(r"\s*[$€£]?\s*(" + NUMBER + r")\s*%?\s*")
 
 
 def parse_number(text: str) -> Fraction | None:
-    """The number `text` is, as a whole (`42`, `-3.5`, `1,000`, `$12`, `50%`), or None."""
+    """The number `text` is, as a whole (`42`, `-3.5`, `1,000`, `$12`, `50%`), or None (also for one with more digits
+    or a larger exponent than `short_answer` lets a number have)."""
+    number = _whole_number(text)
+    return Fraction(number) if number is not None else None
+
+
+def _whole_number(text: str) -> Decimal | None:
     found = _WHOLE_NUMBER.fullmatch(text)
-    return _as_number(found.group(1)) if found else None
+    return as_number(found.group(1)) if found else None
 
 
 def last_number(text: str) -> Fraction | None:
-    """The last number written in `text`, or None when it has none."""
-    found = None
-    for found in _NUMBER_IN_TEXT.finditer(text):
-        pass
-    return _as_number(found.group(0)) if found else None
+    """The last number written in `text`, or None when it has none (or the last is too big to count as one)."""
+    number = last_number_in(text)
+    return Fraction(number) if number is not None else None
 
 
 def default_match(expected: str) -> Match:
-    """`number` for an expected answer that is a number, else `exact`."""
-    return "number" if parse_number(expected) is not None else "exact"
+    """`number` for an expected answer that is a number, else `answer`."""
+    return "number" if parse_number(expected) is not None else "answer"
 
 
 def check_expected(expected: str, match: Match) -> str | None:
@@ -75,17 +68,20 @@ def check_expected(expected: str, match: Match) -> str | None:
             return f"expected is not a valid regex: {exc}"
     elif match == "number" and parse_number(expected) is None:
         return f"match is number but expected {expected!r} is not a number"
-    elif match in ("exact", "contains") and not normalise(expected):
+    elif match in ("answer", "exact", "contains") and not normalise(expected):
         return "expected is empty once punctuation and spaces are removed"
     return None
 
 
-def is_correct(answer: str, expected: str, match: Match) -> bool:
-    """Whether `answer` matches `expected` in the way `match` says. Raises TimeoutError when a `regex` match takes
-    longer than REGEX_TIMEOUT_S."""
+def is_correct(answer: str, expected: str, match: Match, question: str | None = None) -> bool:
+    """Whether `answer` matches `expected` in the way `match` says (`answer` with the `question` asked, when known).
+    Raises TimeoutError when a `regex` match takes longer than REGEX_TIMEOUT_S."""
     if match == "number":
-        got, want = last_number(answer), parse_number(expected)
-        return got is not None and got == want
+        want = _whole_number(expected)
+        return want is not None and answer_key(answer) == number_key(want)
+    if match == "answer":
+        key = answer_key(answer, question)
+        return key is not None and key == answer_key(expected, question)
     if match == "regex":
         return regex.search(expected, answer, timeout=REGEX_TIMEOUT_S) is not None
     if match == "contains":
@@ -112,7 +108,7 @@ class PromptScore(_PromptScoreNotes):
 
 
 def score_answers(expected: str, match: Match, final: str | None, workers: Iterable[tuple[str, str | None]],
-                  strategies: Iterable[tuple[str, str | None]] = ()) -> PromptScore:
+                  strategies: Iterable[tuple[str, str | None]] = (), question: str | None = None) -> PromptScore:
     """Score the final answer, each worker's (name, answer or None when it failed) and each compared strategy's
     final answer; an answer the regex gave up on is wrong, and named in `gave_up`."""
     gave_up: list[str] = []
@@ -121,7 +117,7 @@ def score_answers(expected: str, match: Match, final: str | None, workers: Itera
         if answer is None:
             return None
         try:
-            return is_correct(answer, expected, match)
+            return is_correct(answer, expected, match, question)
         except TimeoutError:
             gave_up.append(who)
             return False

@@ -68,7 +68,7 @@ def score_line(line: dict[str, Any], record: "BatchRecord") -> PromptScore:
     answers = [(w["name"], w["content"] if w.get("status") == "ok" else None) for w in first]
     compared = [(name, entry.get("final")) for name, entry in (line.get("strategies") or {}).items()
                 if isinstance(entry, dict)]
-    return score_answers(record.expected, record.match, line.get("final"), answers, compared)
+    return score_answers(record.expected, record.match, line.get("final"), answers, compared, record.prompt)
 
 
 class JsonLines:

@@ -42,7 +42,7 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
           metrics_at: tuple[str, int] | None) -> None:
     """Run every prompt of INPUT through the fleet, several at once, and write each result as it finishes.
 
-    INPUT is JSON lines, {"id": "q1", "prompt": "...", "expected": "...", "match": "exact|number|contains|regex"}
+    INPUT is JSON lines, {"id": "q1", "prompt": "...", "expected": "...", "match": "answer|number|exact|contains|regex"}
     (only "prompt" is required; a missing id becomes the line number), or plain text with one prompt per line,
     or - for stdin. The whole input is checked before anything is sent.
 

@@ -1,5 +1,6 @@
-"""Majority vote (self-consistency): the answer most workers give, compared as `batch` scores answers — the last
-number in an answer as a number, else the text with case, spaces and punctuation folded. The winner's full text is
+"""Majority vote (self-consistency): the answer most workers give, compared by their short answers as `batch` scores
+them (`short_answer`: the last number as an exact number, else the short answer in words, so "It's Berlin!" and "The
+capital of Germany is Berlin." agree); an answer with no word and no number casts no vote. The winner's full text is
 the final answer. It stops early: once the leader cannot be overtaken by the workers still running, they are cut.
 With no majority (all different, or a tie) the configured reviewer synthesizes the answers; with none, the first
 answer is the final one; either way the result says so."""
@@ -7,11 +8,10 @@ answer is the final one; either way the result says so."""
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
 from ..result import FinalSource
-from ..scoring import last_number, normalise
+from ..short_answer import answer_key
 from ..strategies import StrategyName
 from .fallback import ReviewOutcome
 from .synthesize import Synthesize
@@ -24,26 +24,20 @@ if TYPE_CHECKING:
     from ..result import AgentResult
 
 
-def vote_key(text: str) -> str:
-    """What an answer votes for: its last number (`The answer is 42.` and `42.0` both vote `42`), else its text
-    normalised (`Paris.` and `paris` both vote `paris`)."""
-    number = last_number(text)
-    if number is not None:
-        return _number_text(number)
-    return normalise(text)
+def vote_key(text: str, question: str | None = None) -> str | None:
+    """What an answer votes for: its short answer (`The answer is 42.` and `42.0` both vote `42`; `Paris.` and `It's
+    Paris!` both vote `paris`), or None for one with no word and no number (it casts no vote)."""
+    return answer_key(text, question)
 
 
-def _number_text(number: Fraction) -> str:
-    if number.denominator == 1:
-        return str(number.numerator)
-    return f"{float(number):.10g}"
-
-
-def tally(answers: Sequence["AgentResult"]) -> list["VoteCount"]:
-    """Each distinct answer, how many gave it and who, most votes first (then in the order first given)."""
+def tally(answers: Sequence["AgentResult"], question: str | None = None) -> list["VoteCount"]:
+    """Each distinct answer, how many gave it and who, most votes first (then in the order first given); answers
+    with no word and no number are not counted."""
     groups: dict[str, list[str]] = {}
     for answer in answers:
-        groups.setdefault(vote_key(answer.content), []).append(answer.name)
+        key = vote_key(answer.content, question)
+        if key is not None:
+            groups.setdefault(key, []).append(answer.name)
     counts: list[VoteCount] = [{"answer": key, "count": len(names), "workers": names} for key, names in groups.items()]
     counts.sort(key=lambda c: -c["count"])  # stable: ties keep the order first given
     return counts
@@ -84,18 +78,21 @@ class Vote:
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
-        counts = tally(answers)
+        counts = tally(answers, task)
         chosen = winner(counts)
+        silent = [a.name for a in answers if vote_key(a.content, task) is None]
+        notes = [f"vote: {', '.join(silent)} gave no word and no number; cast no vote"] if silent else []
         if chosen is not None:
             first = next(a for a in answers if a.name == chosen["workers"][0])
-            return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), tally=counts)
-        why = "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie"
+            return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), tally=counts, warnings=notes)
+        why = ("no answer has a word or a number" if not counts else
+               "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie")
         if fleet.reviewers:
             outcome = await Synthesize().review(run, fleet, task, answers, until, rng)
             outcome.tally = counts
-            outcome.warnings.insert(0, f"vote: no majority ({why}); the reviewer synthesized the answers")
+            outcome.warnings[:0] = [f"vote: no majority ({why}); the reviewer synthesized the answers", *notes]
             return outcome
-        first = answers[0]
+        first = next((a for a in answers if a.name not in silent), answers[0])
         return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name), tally=counts,
                              warnings=[f"vote: no majority ({why}) and no reviewer; the final answer is the first "
-                                       f"answer, {first.name}'s"])
+                                       f"answer that says something, {first.name}'s", *notes])
