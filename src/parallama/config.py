@@ -11,9 +11,9 @@ from typing import Any, Literal, Mapping, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, ConfigErrors
-from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Hedge, Quorum, Replica, Role, Server
+from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Hedge, Quorum, Replica, Role, Samples, Server
 from .slots import check_setting
-from .strategies import DEFAULT_STRATEGY, StrategyName
+from .strategies import DEFAULT_STRATEGY, VOTING, StrategyName, votes_over_samples
 from .urls import OPENAI, Protocol, credentials, parse_api_url, public_url, server_of
 
 WORKER_TIMEOUT_S = 60.0
@@ -124,6 +124,17 @@ class QuorumSpec(BaseModel):
     "Seconds the rest may still take once `min_answers` have answered."
 
 
+class SamplesSpec(BaseModel):
+    """Sampling more while the workers disagree (for a strategy that votes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max: int = Field(ge=1, le=20, strict=True)
+    "The most answers each worker gives (its first included)."
+    settle: float = Field(default=0.5, gt=0, le=1)
+    "Stop once the leading short answer holds at least this share of the answers (and leads alone)."
+
+
 class ReviewSpec(BaseModel):
     """How the reviewer combines the workers' answers."""
 
@@ -139,6 +150,8 @@ class ReviewSpec(BaseModel):
     "Mixture-of-Agents layers: in round k+1 every worker sees the round-k answers and refines."
     quorum: QuorumSpec | None = None
     "Stop waiting for stragglers: once `min_answers` workers answered, the rest get `grace_s` more, then are cut."
+    samples: SamplesSpec | None = None
+    "Ask the workers again, with other seeds, while their short answers disagree (vote, confidence)."
 
     @field_validator("system")
     @classmethod
@@ -370,6 +383,13 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
     if quorum is not None and quorum.min_answers > len(spec.worker_agents):
         errors.append(ConfigError(f"must be at most the number of workers ({len(spec.worker_agents)})", source=source,
                                   json_path="review.quorum.min_answers"))
+    samples = spec.review.samples
+    if samples is not None and not votes_over_samples(spec.review.strategy):
+        errors.append(ConfigError(f"samples need a strategy that votes ({', '.join(VOTING)}), not "
+                                  f"{spec.review.strategy!r}", source=source, json_path="review.samples"))
+    if samples is not None and spec.review.rounds > 1:
+        errors.append(ConfigError("samples cannot be combined with rounds > 1 (sampling asks the first question "
+                                  "again)", source=source, json_path="review.samples"))
     tools_agent = spec.serve.tools_agent
     if tools_agent is not None and tools_agent not in {a.name for a in workers + reviewers}:
         names = [a.name for a in workers + reviewers]
@@ -388,6 +408,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
                  source=source,
                  warnings=tuple(warnings), slot_store=spec.slot_store,
                  quorum=Quorum(quorum.min_answers, quorum.grace_s) if quorum is not None else None,
+                 samples=Samples(samples.max, samples.settle) if samples is not None else None,
                  tools_agent_name=tools_agent)
 
 
@@ -443,6 +464,8 @@ def _schema_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
         return ReviewSpec
     if parent == ("review", "quorum"):
         return QuorumSpec
+    if parent == ("review", "samples"):
+        return SamplesSpec
     if head == "serve" and len(parent) == 1:
         return ServeSpec
     return None

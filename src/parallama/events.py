@@ -3,7 +3,7 @@ consume the same stream.
 
 A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → (`Thinking`… →) `Delta`… →
 `Finished`, `Failed` or `Cut` (closed by a quorum or a settled vote), then `RunEnded`. A council run also sends `Ranked` when the workers' rankings are read,
-before its reviewer writes. Stages are `workers`, `round 2` … `round N`, `ranking` (council) and `review`.
+before its reviewer writes. Stages are `workers`, `round 2` … `round N`, `sample 2` … `sample K`, `ranking` (council) and `review`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ ALONE = "alone"
 def round_stage(k: int) -> str:
     """The stage name of the workers' k-th round (k ≥ 2; round 1 is `workers`)."""
     return f"round {k}"
+
+
+def sample_stage(k: int) -> str:
+    """The stage name of the workers' k-th sample (k ≥ 2; `review.samples`, while their answers disagree)."""
+    return f"sample {k}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,15 @@ class Quorum:
 
 
 @dataclass(frozen=True)
+class Samples:
+    """While the leading short answer holds less than `settle` of the answers, ask every worker again (another
+    seed), up to `max` answers each (`sampling`)."""
+
+    max: int
+    settle: float = 0.5
+
+
+@dataclass(frozen=True)
 class Server:
     """A model server, `scheme://host:port`, and how many requests it takes at once."""
 
@@ -162,6 +171,8 @@ class Fleet:
     "The config's `slot_store` (PARALLAMA_SLOT_STORE wins over it when the client opens)."
     quorum: Quorum | None = None
     "Cut the workers' stragglers once enough have answered (None: wait for every worker)."
+    samples: Samples | None = None
+    "Ask the workers again while their answers disagree, for a strategy that votes (None: one answer each)."
     tools_agent_name: str | None = None
     "The config's `serve.tools_agent`."
 

@@ -381,7 +381,7 @@ class RunRecorder:
                  result.thinking_tokens))
 
     def finish(self, result: RunResult) -> None:
-        details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking", "cut", "tally")
+        details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking", "cut", "tally", "sampling")
                    if getattr(result, k, None)}
         with self.db:
             self.db.execute(

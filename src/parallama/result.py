@@ -152,6 +152,11 @@ class RunResult:
     "Workers whose requests were cut (a quorum, a settled vote), in any round: the result is partial."
     tally: list["VoteCount"] | None = None
     "vote: each distinct answer (normalised as batch scoring does), how many workers gave it and who, most first."
+    samples: list[AgentResult] = field(default_factory=list)
+    "`review.samples`: the workers' extra answers (stages `sample 2` …), asked while the first answers disagreed."
+    sampling: dict[str, float | int | bool] | None = None
+    ("`review.samples`: what sampling cost and how it ended — `sample_rounds`, `sample_requests`, `sample_tokens`, "
+     "`sample_s`, `settled`, `leader_share`; None without it.")
     run_id: str | None = None
     history_id: str | None = None
     "The run's id in the history database, when the run was kept there (the same as `run_id`)."

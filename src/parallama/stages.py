@@ -12,7 +12,8 @@ from .events import WORKERS, EventSink, Failed, Finished, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
 from .review.synthesize import refine_messages
-from .strategies import StrategyName, needs_reviewer
+from .sampling import Sampling, sample_more
+from .strategies import StrategyName, needs_reviewer, votes_over_samples
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -70,10 +71,15 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     early_stop = strategy_named(reviewed).cutoff() if reviewed else None
     rounds = await worker_rounds(run, fleet, prompt, context, until, early_stop)
     answers = reviewed_answers(rounds)
+    sampling = None
+    if answers and fleet.samples is not None and votes_over_samples(reviewed):
+        sampling = await sample_more(run, fleet, fleet.samples, rounds[-1],
+                                     {a.name: worker_messages(a, prompt, context) for a in fleet.workers}, until, task)
+        answers = answers + [a for a in sampling.answers if a.ok]
     outcome = ReviewOutcome()
     if reviewed and answers:
         outcome = await strategy_named(reviewed).review(run, fleet, task, answers, until, rng)
-    return run_result(run, fleet, prompt, rounds, outcome, reviewed, time.perf_counter() - started)
+    return run_result(run, fleet, prompt, rounds, outcome, reviewed, time.perf_counter() - started, sampling)
 
 
 async def worker_rounds(run: "Run", fleet: "Fleet", prompt: str, context: Sequence["Message"], until: float | None,
@@ -104,9 +110,11 @@ def reviewed_answers(rounds: list[list[AgentResult]]) -> list[AgentResult]:
 
 
 def run_result(run: "Run", fleet: "Fleet", prompt: str, rounds: list[list[AgentResult]], outcome: ReviewOutcome,
-               strategy: str | None, wall_s: float) -> RunResult:
-    """The RunResult of worker rounds and a review's outcome; a cut is said first among the warnings."""
+               strategy: str | None, wall_s: float, sampling: Sampling | None = None) -> RunResult:
+    """The RunResult of worker rounds (and extra samples) and a review's outcome; a cut is said first among the
+    warnings."""
     return RunResult(
+        samples=sampling.answers if sampling else [], sampling=sampling.cost() if sampling else None,
         prompt=prompt, workers=rounds[-1], review=outcome.review, final=outcome.final,
         final_source=outcome.final_source, wall_s=round(wall_s, 3),
         warnings=_cut_notes(rounds) + list(fleet.warnings) + run.warnings + outcome.warnings,
@@ -129,6 +137,8 @@ class StrategyRun:
     "The review's requests' seconds from sending to the last token (time waiting for a slot not counted)."
     warnings: list[str] = field(default_factory=list)
     "What the review itself had to say (a failed reviewer, a vote with no majority)."
+    sampling: Sampling | None = None
+    "`name+samples`: the extra answers it decided over too, and their cost."
 
     def __call__(self, event: "Event") -> None:
         if isinstance(event, (Finished, Failed)):
@@ -137,8 +147,10 @@ class StrategyRun:
             self.tokens += (r.prompt_tokens or 0) + (r.completion_tokens or 0) + (r.thinking_tokens or 0)
             self.seconds += r.elapsed_s
 
-    def cost(self) -> dict[str, float | int]:
-        return {"review_requests": self.requests, "review_tokens": self.tokens, "review_s": round(self.seconds, 3)}
+    def cost(self) -> dict[str, float | int | bool]:
+        spent: dict[str, float | int | bool] = {"review_requests": self.requests, "review_tokens": self.tokens,
+                                                "review_s": round(self.seconds, 3)}
+        return {**spent, **self.sampling.cost()} if self.sampling else spent
 
 
 async def compare(run: "Run", review_run: Callable[[EventSink], "Run"], fleet: "Fleet", prompt: str,
@@ -152,18 +164,33 @@ async def compare(run: "Run", review_run: Callable[[EventSink], "Run"], fleet: "
     rounds = await worker_rounds(run, fleet, prompt, (), until, early_stop)
     workers_s = time.perf_counter() - started
     answers = reviewed_answers(rounds)
+    sampling: Sampling | None = None
     out = []
     for name in strategies:
-        began = time.perf_counter()
-        outcome, runs = ReviewOutcome(), StrategyRun(name, None)  # type: ignore[arg-type]
-        reviewed = reviewing(fleet, name, True)
-        if reviewed and answers:
-            outcome = await strategy_named(name).review(review_run(runs), fleet, prompt, answers, until, rng)
-        runs.warnings = outcome.warnings
-        runs.result = run_result(run, fleet, prompt, rounds, outcome, reviewed,
-                                 workers_s + time.perf_counter() - began)
-        out.append(runs)
+        variants = [False] + ([True] if fleet.samples is not None and votes_over_samples(name) and answers else [])
+        for sampled in variants:
+            if sampled and sampling is None:
+                assert fleet.samples is not None
+                sampling = await sample_more(run, fleet, fleet.samples, rounds[-1],
+                                             {a.name: worker_messages(a, prompt) for a in fleet.workers}, until, prompt)
+            began = time.perf_counter()
+            outcome = ReviewOutcome()
+            runs = StrategyRun(f"{name}{SAMPLED}" if sampled else name, None,  # type: ignore[arg-type]
+                               sampling=sampling if sampled else None)
+            reviewed = reviewing(fleet, name, True)
+            over = answers + [a for a in sampling.answers if a.ok] if sampled and sampling else answers
+            if reviewed and over:
+                outcome = await strategy_named(name).review(review_run(runs), fleet, prompt, over, until, rng)
+            runs.warnings = outcome.warnings
+            runs.result = run_result(run, fleet, prompt, rounds, outcome, reviewed,
+                                     workers_s + time.perf_counter() - began, sampling if sampled else None)
+            out.append(runs)
     return out
+
+
+SAMPLED = "+samples"
+"`batch --strategies` with `review.samples`: a voting strategy is compared both over the first answers (`vote`) and "
+"over the extra samples too (`vote+samples`)."
 
 
 def _cut(rounds: list[list[AgentResult]]) -> list[str]:

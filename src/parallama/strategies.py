@@ -28,6 +28,15 @@ WITHOUT_REVIEWER: tuple[StrategyName, ...] = ("vote",)
 "Strategies that make a final answer with no reviewer in the config (a reviewer is only their fallback)."
 
 
+VOTING: tuple[StrategyName, ...] = ("vote",)
+"Strategies that decide by the answers' short answers, so more samples can help them (`review.samples`)."
+
+
+def votes_over_samples(name: str | None) -> bool:
+    """Whether the strategy decides over extra samples when `review.samples` asks for them."""
+    return name in VOTING
+
+
 def needs_reviewer(name: str) -> bool:
     """Whether the strategy can only run with a reviewer in the config."""
     return name not in WITHOUT_REVIEWER

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 LineSink = Callable[[dict[str, Any]], None]
 
+SAMPLE_COST = ("sample_requests", "sample_tokens", "sample_s")
+"What `review.samples` cost a strategy compared as `name+samples`, summed over the prompts like its review."
+
 
 def default_concurrency(fleet: "Fleet") -> int:
     """Runs in progress by default: one per slot of every server the fleet uses, plus one, so that whichever
@@ -236,10 +239,10 @@ class Batch:
             cost = self.review_cost.setdefault(name, {"prompts": 0, "review_requests": 0, "review_tokens": 0,
                                                        "review_s": 0.0})
             cost["prompts"] += 1
-            for key in ("review_requests", "review_tokens", "review_s"):
+            for key in ("review_requests", "review_tokens", "review_s", *SAMPLE_COST):
                 value = entry.get(key)
-                if isinstance(value, (int, float)):
-                    cost[key] = round(cost[key] + value, 3)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    cost[key] = round(cost.get(key, 0) + value, 3)
 
     def wall_s(self) -> float:
         if self.started_at is None:

@@ -82,6 +82,9 @@ def show(run_id: str, as_json: bool) -> None:
             click.echo(f"warning: {warning}")
         for count in details.get("tally") or []:
             click.echo(f"votes: {count['count']}× {count['answer'] or '(empty)'}: {', '.join(count['workers'])}")
+        if details.get("sampling"):
+            from ..sampling import sampling_line
+            click.echo(sampling_line(details["sampling"]))
         click.echo(f"final ({run['final_source']}):\n{run['final'] if run['final'] is not None else '—'}")
 
 

@@ -197,22 +197,30 @@ def print_summary(summary: BatchSummary, console: Console, *, output: str | None
 
 def print_strategies(board: Scoreboard, cost: dict[str, dict[str, float]], console: Console) -> None:
     """`--strategies`: each strategy's accuracy over the same worker answers, its gain over the best worker, and
-    what its review cost (requests, tokens, seconds of model time)."""
+    what its review cost (requests, tokens, seconds of model time), and the extra samples a `+samples` strategy
+    asked for."""
     if not board.strategies:
         return
     best = board.best_worker()
     table = Table(title="strategies over the same worker answers" + (f" (best worker: {best[0]}, "
                   f"{best[1].correct}/{board.scored})" if best else ""), title_justify="left", box=None,
                   header_style="bold", pad_edge=False)
-    for column in ("strategy", "correct", "accuracy", "gain", "review requests", "review tokens", "review time"):
+    sampled = any("sample_requests" in spent for spent in cost.values())
+    what = "review + samples" if sampled else "review"
+    for column in ("strategy", "correct", "accuracy", "gain", f"{what} requests", f"{what} tokens", f"{what} time"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for name, tally in board.strategies.items():
         gain = board.gain(tally)
         spent = cost.get(name, {})
+        extra = "sample_requests" in spent
+
+        def both(review: str, sample: str, show=lambda v: f"{int(v)}") -> str:
+            spent_review = show(spent.get(review, 0))
+            return f"{spent_review} + {show(spent.get(sample, 0))}" if extra else spent_review
         table.add_row(name, f"{tally.correct}/{tally.scored}", f"{tally.accuracy:.1%}" if tally.accuracy is not None
                       else "—", f"{gain * 100:+.1f} pts" if gain is not None else "—",
-                      f"{int(spent.get('review_requests', 0))}", f"{int(spent.get('review_tokens', 0))}",
-                      duration(spent.get("review_s", 0.0)))
+                      both("review_requests", "sample_requests"), both("review_tokens", "sample_tokens"),
+                      both("review_s", "sample_s", duration))
     console.print()
     console.print(table)
 

@@ -9,6 +9,7 @@ import sys
 from rich.console import Console
 
 from ..result import RunResult
+from ..sampling import sampling_line
 
 
 def review_summary(result: RunResult) -> list[str]:
@@ -20,6 +21,8 @@ def review_summary(result: RunResult) -> list[str]:
     if result.tally:
         lines.append("votes:")
         lines += [f"  {c['count']}× {c['answer'] or '(empty)'}: {', '.join(c['workers'])}" for c in result.tally]
+    if result.sampling:
+        lines.append(sampling_line(result.sampling))
     if result.ranking:
         lines.append("council ranking (Borda count):")
         lines += [f"  {i + 1}. {r['name']} ({r['points']} points)" for i, r in enumerate(result.ranking)]

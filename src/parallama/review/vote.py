@@ -83,7 +83,7 @@ class Vote:
         silent = [a.name for a in answers if vote_key(a.content, task) is None]
         notes = [f"vote: {', '.join(silent)} gave no word and no number; cast no vote"] if silent else []
         if chosen is not None:
-            first = next(a for a in answers if a.name == chosen["workers"][0])
+            first = next(a for a in answers if vote_key(a.content, task) == chosen["answer"])
             return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), tally=counts, warnings=notes)
         why = ("no answer has a word or a number" if not counts else
                "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, RunEnded, Started, Thinking
 from ..redact import StreamMask
+from ..sampling import sampling_line
 from ..stages import reviewing
 from ..strategies import reviewer_writes_reply
 from ..tracker import RunTracker
@@ -202,6 +203,8 @@ class Narrator:
         if result.tally:
             notes.append("\nVotes:\n" + "".join(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})\n"
                                                 for c in result.tally))
+        if result.sampling:
+            notes.append(f"\n{sampling_line(result.sampling)}\n")
         source = result.final_source
         if source is not None and source.kind == "vote":
             notes.append("\nThe reply is the majority's answer.\n")
