@@ -416,8 +416,8 @@ class FakeServer:
                            if m.get("role") == "tool" and not m.get("tool_call_id")), None)
         if unanswered is not None:
             record.ended = time.perf_counter()
-            return web.json_response({"error": {"message": f"Missing parameter 'tool_call_id': messages with role "
-                                                           f"'tool' must have a 'tool_call_id'.",
+            return web.json_response({"error": {"message": "Missing parameter 'tool_call_id': messages with role "
+                                                           "'tool' must have a 'tool_call_id'.",
                                                 "type": "invalid_request_error",
                                                 "param": f"messages.[{unanswered}].tool_call_id",
                                                 "code": "missing_required_parameter"}}, status=400)

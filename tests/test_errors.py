@@ -9,7 +9,7 @@ import pytest
 
 from conftest import invoke, run_process, worker, write_config
 from fakes import ReplayServer, free_port
-from parallama import errors, run
+from parallama import errors
 
 NOWHERE = "http://parallama-test.invalid:11434"  # .invalid never resolves (RFC 6761)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -333,7 +332,6 @@ async def test_half_sent_requests_are_closed_in_time_and_cannot_lock_others_out(
 def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_requests(tmp_path, servers):
     import resource
     import socket
-    import time
 
     import ollama
 

@@ -84,7 +84,7 @@ def test_run_exits_0_with_the_reviewers_answer(tmp_path, servers):
     assert data["final"] == "Reviewed answer."
     good_row, *bad_rows = data["workers"]
     assert good_row["status"] == "ok"
-    for row, name, (path, _, field) in zip(bad_rows, names, VARIANTS):
+    for row, name, (_path, _, field) in zip(bad_rows, names, VARIANTS):
         assert_malformed(row, name, row["api_url"].replace("/v1", "/v1/chat/completions"), field)
     assert "Traceback" not in result.stderr
 

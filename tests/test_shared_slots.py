@@ -14,7 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from conftest import banner_of, worker, write_config
 from fakes import FakeServer

@@ -45,9 +45,9 @@ class RedisServer:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
+                    raise RuntimeError("redis-server did not start") from exc
                 time.sleep(0.05)
 
     @property

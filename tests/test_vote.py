@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 
-import pytest
 
 from conftest import invoke, worker, write_config
 from fakes import FakeServer

@@ -45,4 +45,6 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["AgentResult", "BackendError", "ConfigError", "FinalSource", "Fleet", "FleetClient", "Agent",
+           "ParallamaError", "RunResult", "RunTracker", "Server", "load_config", "run", "run_sync"]
+"The names of `_EXPORTS`, written out so a reader (and ruff) sees what the package offers."

@@ -161,7 +161,7 @@ async def _bench(client: FleetClient, prompts: list[str], repeat: int, on_progre
     ideal_par = ideal_makespan(latencies, fleet)
     ideal_speedup = sum(latencies.values()) / ideal_par if ideal_par else 1.0
     speedup = seq.makespan_s / par.makespan_s if par.makespan_s else 0.0
-    flags = _flags(fleet, seq, par, speedup, ideal_speedup, runs["parallel"])
+    flags = _flags(fleet, seq, par, speedup, ideal_speedup)
     return BenchResult(prompts=prompts, repeat=repeat, warmup=warmup, sequential=seq, parallel=par,
                        speedup=round(speedup, 3), ideal_speedup=round(ideal_speedup, 3), flags=flags,
                        timelines={mode: runs[mode][-1].spans for mode in runs})
@@ -187,8 +187,7 @@ def _stats(mode: str, runs: list[_ModeRun], fleet: Fleet) -> ModeStats:
                      round(max(makespans), 3), agents)
 
 
-def _flags(fleet: Fleet, seq: ModeStats, par: ModeStats, speedup: float, ideal: float,
-           parallel_runs: list[_ModeRun]) -> list[str]:
+def _flags(fleet: Fleet, seq: ModeStats, par: ModeStats, speedup: float, ideal: float) -> list[str]:
     flags: list[str] = []
     failures = sum(a.failures for a in seq.agents + par.agents)
     if failures:

@@ -305,5 +305,5 @@ class _Call:
         )
 
 
-def _ignore(event: Any) -> None:
+def _ignore(_event: Any) -> None:
     return None

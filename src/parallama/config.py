@@ -6,7 +6,7 @@ import difflib
 import json
 import os
 import re
-from typing import Any, Literal, Mapping, Union, get_args
+from typing import Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 

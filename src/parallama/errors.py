@@ -19,6 +19,7 @@
         │   └── ServerBusy         503
         ├── StreamBroken           the stream was cut, or ended before its last chunk
         │   └── Malformed          a line that is not the protocol: not JSON, or a field of the wrong type
+        ├── AnswerTooLong          the answer ran past the agent's `max_answer_chars`; its request closed there
         └── AgentTimeout           the agent's timeout or the run's deadline ran out
 
 Every error is complete when raised: the agent, URL and hint are given to the constructor, never patched on later,

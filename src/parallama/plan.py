@@ -3,7 +3,6 @@ parallel?), and how much memory each server needs against what this machine has.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +125,7 @@ async def make_plan(fleet: Fleet, *, machine: Machine | None = None, probe: bool
                    for url, plan in servers.items()]
         for plan, result in zip(servers.values(), await probe_servers(targets)):
             plan.probe = result
-    for url, plan in servers.items():
+    for plan in servers.values():
         _estimate_models(fleet, plan)
     parallel, truly_parallel = _parallel_verdict(fleet, list(servers.values()))
     memory_lines, memory, fits = _memory_verdict(list(servers.values()), machine)

@@ -67,8 +67,8 @@ def as_number(written: str) -> Decimal | None:
 def last_number_in(text: str) -> Decimal | None:
     """The last number written in `text`; None when it has none, or when the last one is too big to be one."""
     found = None
-    for found in _NUMBER_IN_TEXT.finditer(text):
-        pass
+    for match in _NUMBER_IN_TEXT.finditer(text):
+        found = match
     return as_number(found.group(0)) if found else None
 
 

@@ -9,7 +9,7 @@ renderer of these rows, not another state machine over the events. The tracker r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal
 
 from .events import (

@@ -16,7 +16,6 @@ from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
 from ..urls import is_local, port_of
 from .chunks import read_json
-from .messages import Message
 from .tools import ToolCall, ToolCallParts
 from .transport import READ_BUFSIZE, TransportErrors
 

@@ -4,7 +4,7 @@ resumable after a crash, and scored against expected answers."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import click
 

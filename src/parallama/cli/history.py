@@ -90,7 +90,7 @@ def show(run_id: str, as_json: bool) -> None:
 
 @history.command()
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
-def export(fmt: str) -> None:
+def export(fmt: str) -> None:  # noqa: ARG001 - jsonl is the only format yet; the option keeps the command's shape
     """Every run, oldest first, one JSON object per line on stdout."""
     with user_errors():
         from ..history import History

@@ -118,7 +118,7 @@ def _run_embedded(text: str, options: RunOptions) -> int:
         return code
 
 
-def _terminate(signum, frame) -> None:
+def _terminate(_signum, _frame) -> None:
     # SIGTERM stops a run as Ctrl-C does (exit 130): in-flight requests cancelled, the history row marked
     # `interrupted`, instances started for the run stopped.
     raise KeyboardInterrupt

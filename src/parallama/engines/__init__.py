@@ -23,7 +23,7 @@ class Engine(Protocol):
     name: str
 
     def check(self) -> None:
-        """Raise UsageError when the engine cannot run here (binary or extra missing)."""
+        """Raise SetupError when the engine cannot run here (binary or extra missing)."""
 
     def launch(self, *, host: str, port: int, model: str | None, threads: int, parallel: int) -> LaunchSpec: ...
 

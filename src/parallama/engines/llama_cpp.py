@@ -42,7 +42,8 @@ class LlamaCppEngine:
             raise SetupError(f"llama.cpp's server is not installed: {EXTRA_HINT} (builds llama-cpp-python, "
                              "about 5 minutes on 2 cores)")
 
-    def launch(self, *, host: str, port: int, model: str | None, threads: int, parallel: int) -> LaunchSpec:
+    def launch(self, *, host: str, port: int, model: str | None, threads: int,
+               parallel: int) -> LaunchSpec:  # noqa: ARG002 - the Engine protocol's; slots are the server's flag
         if model is None:
             from ..demo_model import model_path
 

@@ -30,7 +30,8 @@ class OllamaEngine:
     def check(self) -> None:
         self.binary()
 
-    def launch(self, *, host: str, port: int, model: str | None, threads: int, parallel: int) -> LaunchSpec:
+    def launch(self, *, host: str, port: int, model: str | None, threads: int,  # noqa: ARG002 - Ollama picks its threads
+               parallel: int) -> LaunchSpec:
         env = {
             "OLLAMA_HOST": f"{host}:{port}",
             "OLLAMA_NUM_PARALLEL": str(parallel),

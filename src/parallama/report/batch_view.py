@@ -109,7 +109,7 @@ class _Status(ProgressColumn):
         super().__init__()
         self.batch = batch
 
-    def render(self, task: Task) -> Text:
+    def render(self, task: Task) -> Text:  # noqa: ARG002 - rich's signature; the batch's line is not per task
         return Text(status_text(self.batch))
 
 
@@ -214,7 +214,7 @@ def print_strategies(board: Scoreboard, cost: dict[str, dict[str, float]], conso
         spent = cost.get(name, {})
         extra = "sample_requests" in spent
 
-        def both(review: str, sample: str, show=lambda v: f"{int(v)}") -> str:
+        def both(review: str, sample: str, show=lambda v: f"{int(v)}", spent=spent, extra=extra) -> str:
             spent_review = show(spent.get(review, 0))
             return f"{spent_review} + {show(spent.get(sample, 0))}" if extra else spent_review
         table.add_row(name, f"{tally.correct}/{tally.scored}", f"{tally.accuracy:.1%}" if tally.accuracy is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 import reprlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..backends.chunks import read_json
@@ -127,7 +126,7 @@ class Judge:
         return None
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
-                     until: float | None, rng: random.Random) -> ReviewOutcome:
+                     until: float | None, rng: random.Random) -> ReviewOutcome:  # noqa: ARG002 - only some draw
         outcome = ReviewOutcome()
         scored: list[JudgeScore] = []
 

@@ -91,7 +91,7 @@ class Synthesize:
         return None
 
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
-                     until: float | None, rng: random.Random) -> ReviewOutcome:
+                     until: float | None, rng: random.Random) -> ReviewOutcome:  # noqa: ARG002 - only some draw
         def build(agent: "Agent") -> list["Message"]:
             return messages(task, answers, agent.system, template=fleet.review_prompt,
                             system_template=fleet.review_system)

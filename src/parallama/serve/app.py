@@ -94,7 +94,7 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
     app.on_response_prepare.append(origins.cors_headers(options.allow_origins, keyed=options.api_key is not None))
     service = app[SERVICE] = Service(fleet, options)
 
-    async def fleet_client(app: web.Application) -> AsyncIterator[None]:
+    async def fleet_client(_app: web.Application) -> AsyncIterator[None]:
         await service.start()
         yield
         await service.close()

@@ -21,7 +21,7 @@ from ..strategies import reviewer_writes_reply
 from ..tracker import RunTracker
 
 if TYPE_CHECKING:
-    from ..fleet import Agent, Fleet
+    from ..fleet import Fleet
     from ..redact import Redactor
     from ..events import Event
     from ..result import AgentResult, RunResult

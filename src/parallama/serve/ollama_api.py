@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from ..backends import Message
     from ..fleet import Agent
     from .alone import Tally
-    from .narration import Narrator
     from .runs import Service
 
 API_VERSION = "0.12.6"
@@ -42,7 +41,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/generate", generate)
 
 
-async def version(request: web.Request) -> web.Response:
+async def version(_request: web.Request) -> web.Response:
     return web.json_response({"version": API_VERSION, "parallama": __version__})
 
 
@@ -224,7 +223,7 @@ class GenerateLines(ChatLines):
         return {"response": text}
 
     def whole(self, narrator: "Tally", content: str, reasoning: str,
-              calls: "tuple[ToolCall, ...]" = ()) -> dict[str, Any]:
+              calls: "tuple[ToolCall, ...]" = ()) -> dict[str, Any]:  # noqa: ARG002 - /api/generate has no calls
         fields = self._text(CONTENT, content)
         if reasoning:
             fields["thinking"] = reasoning

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .alone import Tally
     from .narration import Piece
     from .runs import Service
-    from .narration import Narrator
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"

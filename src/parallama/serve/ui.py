@@ -69,7 +69,7 @@ def add_routes(app: web.Application) -> None:
 
 # ---------------------------------------------------------------- the page's files
 
-async def to_page(request: web.Request) -> web.StreamResponse:
+async def to_page(_request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/ui/")
 
 

@@ -37,7 +37,7 @@ class SharedSlots(abc.ABC):
     def resize(self, slots: int) -> None:
         """The gate's slot count went down: take only that many from now on."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing per server
         """Nothing is held any more: free what the store keeps open for the server."""
 
 
@@ -51,5 +51,5 @@ class SlotStore(abc.ABC):
     def slots_for(self, server: str, slots: int) -> SharedSlots:
         """The shared slots of `server` (`scheme://host:port`), `slots` of them."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - a store with no connection has nothing to close
         """Close connections the store holds."""

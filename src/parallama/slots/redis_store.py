@@ -15,7 +15,6 @@ once and every server goes on with this machine's slots (`local`) for the rest o
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import socket
 import sys
