@@ -53,7 +53,7 @@ class Observed:
         if self.metrics is None and self.tracing is None:
             return
 
-        async def watching(app: web.Application) -> AsyncIterator[None]:
+        async def watching(_app: web.Application) -> AsyncIterator[None]:
             stops = []
             if self.metrics is not None:
                 stops.append(self.metrics.watch(service.client))
