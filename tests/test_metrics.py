@@ -179,6 +179,7 @@ async def test_metrics_are_behind_the_key_off_other_sites_and_hold_no_prompt_nor
     monkeypatch.setenv("WORKER_KEY", "sk-worker-secret-1234567890")
     config = guide_fleet(servers)
     config["worker_agents"][0]["api_key_env"] = "WORKER_KEY"
+    config["worker_agents"][1]["api_url"] = servers[1].url.replace("http://", "http://user:hunter2-url-pw@") + "/api/chat"
     running = await serve(config, api_key="serve-secret-key-0987654321")
     assert (await scrape(running.url))[0] == 401
     auth = {"Authorization": "Bearer serve-secret-key-0987654321"}
@@ -192,8 +193,9 @@ async def test_metrics_are_behind_the_key_off_other_sites_and_hold_no_prompt_nor
     page = samples(text)  # the whole page parses
     assert all(name.startswith("parallama_") for name, _ in page)
     assert value(page, "parallama_agent_requests_total", outcome="done") == 3
-    for secret in ("secret prompt", "sk-worker-secret", "serve-secret-key", "Alpha says"):
+    for secret in ("secret prompt", "sk-worker-secret", "serve-secret-key", "Alpha says", "hunter2", "user:"):
         assert secret not in text
+    assert value(page, "parallama_server_slots", server=servers[1].url.replace("127.0.0.1", "localhost")) == 1
 
 
 async def test_serve_without_metrics_has_no_route(serve, servers):
