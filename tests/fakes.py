@@ -80,6 +80,9 @@ class Behaviour:
     " `finish_reason: \"tool_calls\"`."
     raw_chunk: str = ""
     "What the `raw_chunk` fault sends as one chunk (a hostile server's wrong-typed field, say)."
+    logprob: float = -0.25
+    "Each answer piece's logprob, sent when the request asks `logprobs: true` (Ollama: from version 0.12.11; an"
+    " older one ignores the field, as the real one does)."
 
     def calls(self, body: dict) -> list[tuple[str, dict]]:
         if not body.get("tools") or self.tool_calls is None:
@@ -111,6 +114,14 @@ class Behaviour:
             return [("content", text[i:i + 5]) for i in range(0, len(text), 5)]
         words = self.thinking.split(" ")
         return [("thinking", w + (" " if i < len(words) - 1 else "")) for i, w in enumerate(words)] + answer
+
+    def logprobs(self, piece: str, body: dict) -> list[dict]:
+        """The piece as one token with its logprob and, when `top_logprobs` is asked, that many rivals (itself
+        first), in the shape both Ollama and llama.cpp's server send (`token`, `logprob`, `bytes`)."""
+        top = [{"token": piece, "logprob": self.logprob, "bytes": list(piece.encode())}]
+        top += [{"token": f"alt{k}", "logprob": self.logprob - k, "bytes": list(f"alt{k}".encode())}
+                for k in range(1, int(body.get("top_logprobs") or 0))]
+        return [{**top[0], "top_logprobs": top if body.get("top_logprobs") else []}]
 
 
 
@@ -323,6 +334,9 @@ class FakeServer:
         return web.json_response({"object": "list", "data": [
             {"id": m, "object": "model", "created": 1700000000, "owned_by": "library"} for m in self.models]})
 
+    def _version_number(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.version.split("-")[0].split(".") if part.isdigit())
+
     # ---------------------------------------------------------------- chat
 
     async def _admit(self, request: web.Request) -> tuple[Recorded, Behaviour | None]:
@@ -370,8 +384,10 @@ class FakeServer:
             else:
                 message = ({"role": "assistant", "content": piece} if kind == "content"
                            else {"role": "assistant", "content": "", "thinking": piece})
-            return (json.dumps({"model": model, "created_at": _now(), "message": message, "done": False})
-                    + "\n").encode()
+            chunk = {"model": model, "created_at": _now(), "message": message, "done": False}
+            if record.body.get("logprobs") and kind != "tool_calls" and self._version_number() >= (0, 12, 11):
+                chunk["logprobs"] = behaviour.logprobs(piece, record.body)  # top level, beside `message`
+            return (json.dumps(chunk) + "\n").encode()
 
         def final(count: int, started: float) -> bytes:
             total = int((time.perf_counter() - record.arrived) * 1e9)
@@ -455,9 +471,11 @@ class FakeServer:
             key = "content" if kind == "content" else behaviour.reasoning_field
             delta = {"role": "assistant", key: piece} if first[0] else {key: piece}
             first[0] = False
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+            if record.body.get("logprobs"):
+                choice["logprobs"] = {"content": behaviour.logprobs(piece, record.body)}
             return _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "system_fingerprint": "fp_fake",
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                         "system_fingerprint": "fp_fake", "choices": [choice]})
 
         def final(count: int, started: float) -> bytes:
             out = _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,

@@ -100,14 +100,16 @@ class Run:
         return (self.number, next(self._order))
 
     async def ask(self, stage: str, jobs: list[Job], until: float | None,
-                  tools: Sequence[Tool] = (), cutoffs: Sequence[Cutoff] = ()) -> list[AgentResult]:
+                  tools: Sequence[Tool] = (), cutoffs: Sequence[Cutoff] = (),
+                  logprobs: int | None = None) -> list[AgentResult]:
         """Send `jobs` (agent, messages) through the gates, all at once; each result in job order. Never raises
         for a failed request: it becomes a failed result (and a `Failed` event). `tools`: offered to each agent,
         whose answer may then be tool calls instead of text. With `cutoffs` (a quorum, a vote's early stop), the
         requests still running when one of them says so are closed and marked `cut`, except those of `required`
-        agents."""
+        agents. `logprobs`: ask each server for the tokens' logprobs (0: each token's own; N: also its N likeliest
+        rivals), found in each result's `logprobs` (None where a server ignores the field)."""
         now = time.perf_counter()
-        calls = [_Call(self, stage, agent, messages, now, tools) for agent, messages in jobs]
+        calls = [_Call(self, stage, agent, messages, now, tools, logprobs) for agent, messages in jobs]
         if self.listening:
             for call in calls:
                 self.emit(Queued(self.id, stage, call.agent))
@@ -168,16 +170,17 @@ class Run:
 class _Call:
     """One agent's request while it is queued or in flight."""
 
-    __slots__ = ("run", "stage", "agent", "messages", "tools", "priority", "queued_at", "sent_at", "first_at",
-                 "parts", "thoughts", "result", "sent_to")
+    __slots__ = ("run", "stage", "agent", "messages", "tools", "logprobs", "priority", "queued_at", "sent_at",
+                 "first_at", "parts", "thoughts", "result", "sent_to")
 
     def __init__(self, run: Run, stage: str, agent: "Agent", messages: list[Message], queued_at: float,
-                 tools: Sequence[Tool] = ()) -> None:
+                 tools: Sequence[Tool] = (), logprobs: int | None = None) -> None:
         self.run = run
         self.stage = stage
         self.agent = agent
         self.messages = messages
         self.tools = tools
+        self.logprobs = logprobs
         self.priority = run.priority()
         self.queued_at = queued_at
         self.sent_at: float | None = None
@@ -249,7 +252,8 @@ class _Call:
         refused = (agent.endpoint, agent.model) in refused_by
         if agent.think is not None and not refused:
             try:
-                return await backend.chat(session, agent, self.messages, on_delta, on_thinking, tools=self.tools)
+                return await backend.chat(session, agent, self.messages, on_delta, on_thinking, tools=self.tools,
+                                          logprobs=self.logprobs)
             except HTTPStatus as exc:
                 if not 400 <= exc.status_code < 500 or exc.status_code in (401, 403, 404, 429) or self.parts:
                     raise
@@ -257,7 +261,8 @@ class _Call:
                 self.run.warnings.append(f"{agent.name} ({agent.endpoint}) refused the thinking setting "
                                          f"(think: {agent.think!r}; {exc.cause}); asked again without it")
         plain = replace(agent, think=None) if agent.think is not None else agent
-        return await backend.chat(session, plain, self.messages, on_delta, on_thinking, tools=self.tools)
+        return await backend.chat(session, plain, self.messages, on_delta, on_thinking, tools=self.tools,
+                                  logprobs=self.logprobs)
 
     def fail(self, error: BackendError) -> None:
         self.result = self._result(error.status, error=error)
@@ -302,6 +307,7 @@ class _Call:
             thinking=thinking or None,
             thinking_tokens=thinking_tokens,
             tool_calls=completion.tool_calls if completion else (),
+            logprobs=completion.logprobs if completion else None,
         )
 
 

@@ -11,10 +11,11 @@ from typing import Any, Literal, Mapping, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError, ConfigErrors
-from .fleet import MAX_ANSWER_CHARS, OPENAI_OPTION_FIELDS, Agent, Fleet, Hedge, Quorum, Replica, Role, Samples, Server
+from .backends import backend_for, parse_api_url
+from .fleet import MAX_ANSWER_CHARS, Agent, Fleet, Hedge, Quorum, Replica, Role, Samples, Server
 from .slots import check_setting
 from .strategies import DEFAULT_STRATEGY, VOTING, StrategyName, votes_over_samples
-from .urls import OPENAI, Protocol, credentials, parse_api_url, public_url, server_of
+from .urls import Protocol, credentials, public_url, server_of
 
 WORKER_TIMEOUT_S = 60.0
 REVIEWER_TIMEOUT_S = 120.0
@@ -348,10 +349,10 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
             errors.append(ConfigError(
                 "api_url has a user:password and api_key_env names a key: both would be the Authorization header; "
                 "keep one", source=source, json_path=f"{where}.api_key_env"))
-        if protocol == OPENAI:
-            dropped = sorted(k for k in a.options if k not in OPENAI_OPTION_FIELDS)
-            if dropped:
-                warnings.append(f"{where}.options: {', '.join(dropped)} has no OpenAI-compatible field; not sent")
+        backend = backend_for(protocol)
+        dropped = backend.unsent_options(a.options)
+        if dropped:
+            warnings.append(f"{where}.options: {', '.join(dropped)} has no {backend.label} field; not sent")
         hedge = None
         if a.hedge is not None:
             if (a.hedge.after_s is None) == (a.hedge.percentile is None):

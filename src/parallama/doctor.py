@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from .fleet import Fleet
 from .memory import Machine
-from .ollama_commands import pull_command, serve_command
+from .backends import backend_for
 from .plan import FleetPlan, make_plan
 
 Status = Literal["pass", "warn", "fail"]
@@ -57,10 +57,8 @@ async def diagnose(fleet: Fleet, *, machine: Machine | None = None) -> Diagnosis
             checks.append(Check("model", "pass", f"{agent.name}: {agent.model} is on {server.url}"))
         else:
             checks.append(Check("model", "fail", f"{agent.name}: {agent.model} is not on {server.url}",
-                                f"{pull_command(server.url, agent.model)} or `parallama pull {agent.model} "
-                                f"--url {server.url}`" if agent.protocol == "ollama"
-                                else f"serve {agent.model} on that server, or fix the model name "
-                                     f"(it has: {', '.join(probe.models[:5]) or 'none'})"))
+                                backend_for(agent.protocol).missing_model_fix(server.url, agent.model,
+                                                                              probe.models)))
     verdicts: dict[bool | None, Status] = {True: "pass", False: "fail", None: "warn"}
     status = verdicts[plan.fits]
     checks.append(Check("memory", status, plan.memory.text, plan.memory.fix))
@@ -84,15 +82,16 @@ def _server_check(server) -> Check:
     parts = urlsplit(server.url)
     if probe is None or not probe.reachable:
         port = parts.port
-        fix = (f"`parallama up` or {serve_command(port)}" if server.local and
-               server.protocol == "ollama" else "check the URL, and that the server runs and is reachable")
+        start = backend_for(server.protocol).start_command(server.url) if server.local else None
+        fix = (f"`parallama up` or {start}" if start
+               else "check the URL, and that the server runs and is reachable")
         cause = probe.error if probe else "not probed"
         if server.local and probe and probe.error and "refused" in probe.error:
             cause = f"nothing listens on {port}"
         return Check("server", "fail", f"{server.url}: {cause}", probe.hint if probe and probe.hint else fix)
     if probe.error:
         return Check("server", "fail", f"{server.url}: {probe.error}",
-                     probe.hint or f"is this an {server.protocol} server? check the api_url path")
+                     probe.hint or f"is this an {backend_for(server.protocol).label} server? check the api_url path")
     held = ""
     if server.local and parts.port:
         from .engines.ports import port_holder

@@ -12,19 +12,6 @@ from .urls import Protocol, basic_auth
 
 Role = Literal["worker", "reviewer"]
 
-# Ollama options with an OpenAI-compatible request field; the rest have no equivalent there.
-OPENAI_OPTION_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",  # not OpenAI's own, but vLLM and llama.cpp's server accept it
-    "seed": "seed",
-    "stop": "stop",
-    "num_predict": "max_tokens",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
-
-
 @dataclass(frozen=True)
 class Quorum:
     """Once `min_answers` workers have answered, the rest get at most `grace_s` more, then are cut (`cutoff`)."""

@@ -7,19 +7,17 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import backend_for
 from .fleet import Agent, Fleet
 from .memory import (CATALOGUE, GB, INSTANCE_OVERHEAD_GB, CatalogueModel, Machine, ModelEstimate, catalogue_entry,
                      estimate_from_catalogue, estimate_from_gguf, estimate_from_show, this_machine)
 from .probe import ServerProbe, probe_servers, same_model
 from .urls import is_local, server_of
 
-DEFAULT_CONTEXT = {"ollama": 4096, "openai": 4096}
-
 
 def probe_base(agent: Agent) -> str:
     """The URL the server's own endpoints hang from: `http://h:p` for Ollama, `…/v1` for OpenAI-compatible."""
-    suffix = "/api/chat" if agent.protocol == "ollama" else "/chat/completions"
-    return agent.endpoint[: -len(suffix)]
+    return backend_for(agent.protocol).probe_base(agent.endpoint)
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,7 @@ def _estimate_models(fleet: Fleet, plan: ServerPlan) -> None:
     ours = {i.url: i for i in InstanceStore().load() if i.engine == "llama-cpp"}
     for model in _models_on(fleet, plan.url):
         agent = next(a for a in fleet.agents if a.model == model and any(r.server == plan.url for r in a.pool))
-        context = int(agent.options.get("num_ctx") or DEFAULT_CONTEXT[agent.protocol])
+        context = int(agent.options.get("num_ctx") or backend_for(agent.protocol).default_context)
         estimate = None
         probe = plan.probe
         if probe and probe.loaded:
@@ -198,11 +196,7 @@ def _parallel_verdict(fleet: Fleet, servers: list[ServerPlan]) -> tuple[list[Fin
         n = len(s.workers)
         how = ("they will run one after another (≈ the sum of their times)" if s.parallel == 1
                else f"they will run in {s.waves} rounds")
-        if s.protocol == "ollama":
-            fix = (f"Start instances with `parallama up -n {n}` (one per worker), or raise OLLAMA_NUM_PARALLEL to "
-                   f"{n} and set \"servers\": {{\"{s.url}\": {{\"parallel\": {n}}}}}")
-        else:
-            fix = f"Give them separate servers, or more slots if the server has them (\"parallel\": {n})"
+        fix = backend_for(s.protocol).more_slots_fix(s.url, n)
         slots = f"{s.parallel} slot{'s' if s.parallel > 1 else ''}"
         findings.append(Finding(f"{n} workers share {s.url} with {slots}: {how}", fix))
     pools: dict[tuple[str, ...], list[str]] = {}
@@ -222,10 +216,9 @@ def _parallel_verdict(fleet: Fleet, servers: list[ServerPlan]) -> tuple[list[Fin
                                 "the workers take ≈ the slowest one's time, then the reviewer runs"))
     for s in servers:
         distinct = {m.model for m in s.models} | set(s.unknown_models)
-        if s.protocol == "ollama" and len(distinct) > 1 and s.parallel > 1:
-            findings.append(Finding(f"{s.url} serves {len(distinct)} different models at once",
-                                    f"Ollama needs OLLAMA_MAX_LOADED_MODELS ≥ {len(distinct)} and the memory "
-                                    "to hold them all"))
+        note = backend_for(s.protocol).several_models_note(len(distinct)) if len(distinct) > 1 else None
+        if note and s.parallel > 1:
+            findings.append(Finding(f"{s.url} serves {len(distinct)} different models at once", note))
     return findings, not serial
 
 

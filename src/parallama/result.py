@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 if TYPE_CHECKING:
+    from .backends.base import TokenLogprob
     from .backends.tools import ToolCall
 
 Status = Literal["ok", "error", "timeout", "cut"]
@@ -117,6 +118,9 @@ class AgentResult:
     thinking_tokens: int | None = None
     tool_calls: "tuple[ToolCall, ...]" = ()
     "The tools the agent asked to call, when it was offered tools (its `content` may then be empty)."
+    logprobs: "tuple[TokenLogprob, ...] | None" = None
+    "Each generated token's logprob, when the request asked for them (`Run.ask(…, logprobs=)`) and the server sent"
+    " them; None otherwise."
 
     @property
     def ok(self) -> bool:

@@ -1,16 +1,14 @@
-"""Every rule about URLs and hosts, in one place: which protocol an agent's `api_url` speaks, the server it belongs
-to, its public form (no `user:password@`), the Basic auth a URL carries, and which hosts are this machine."""
+"""Every rule about URLs and hosts, in one place: what makes an agent's `api_url` well formed (which protocol its
+path names is each backend's to say), the server it belongs to, its public form (no `user:password@`), the Basic auth a URL carries, and which hosts are this machine."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-from typing import Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
-Protocol = Literal["ollama", "openai"]
-OLLAMA: Protocol = "ollama"
-OPENAI: Protocol = "openai"
+Protocol = str
+"The name of a registered backend (`parallama.backends`): `ollama`, `openai`."
 
 
 # ---------------------------------------------------------------- which hosts are this machine
@@ -88,8 +86,9 @@ def server_of(url: str) -> str:
 # ---------------------------------------------------------------- an agent's api_url
 
 
-def parse_api_url(url: str) -> tuple[Protocol, str]:
-    """Return (protocol, chat endpoint) for an agent's api_url, or raise ValueError saying why not."""
+def split_api_url(url: str) -> tuple[str, str, str]:
+    """(base `scheme://host:port` without user:password, path without its trailing `/`, path as written) of an
+    agent's api_url; ValueError saying why when it is not a URL a server can be reached at."""
     parts = urlsplit(url.strip())
     shown = public_url(url)
     _check_userinfo(parts, shown)
@@ -103,18 +102,7 @@ def parse_api_url(url: str) -> tuple[Protocol, str]:
         raise ValueError(f"{shown!r} has a bad port") from None
     if port == 0:
         raise ValueError(f"{shown!r} has port 0, which no server listens on (Ollama's is 11434)")
-    path = parts.path.rstrip("/")
-    base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-    if path == "" or path.endswith("/api/chat"):
-        return OLLAMA, base + (path or "/api/chat")
-    if path.endswith("/v1"):
-        return OPENAI, base + path + "/chat/completions"
-    if path.endswith("/v1/chat/completions"):
-        return OPENAI, base + path
-    raise ValueError(
-        f"cannot tell the protocol from the path {parts.path!r}: use .../api/chat (Ollama) "
-        "or .../v1 (OpenAI-compatible)"
-    )
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", parts.path.rstrip("/"), parts.path
 
 
 def _check_userinfo(parts: SplitResult, shown: str) -> None:

@@ -6,16 +6,14 @@ import asyncio
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Protocol, TypeVar
 
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import AnswerTooLong, BackendError, HTTPStatus, Malformed, ModelNotFound, ServerBusy
-from ..ollama_commands import pull_command, serve_command
 from ..redact import Redactor
-from ..urls import is_local, port_of
-from .chunks import read_json
+from .chunks import TokenLogprobs, read_json
 from .tools import ToolCall, ToolCallParts
 from .transport import READ_BUFSIZE, TransportErrors
 
@@ -25,6 +23,16 @@ if TYPE_CHECKING:
 
 
 C = TypeVar("C")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token and how likely the model found it (natural log), with its likeliest rivals."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    "(token, logprob) of the likeliest tokens at this place, the chosen one among them; empty unless asked."
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +52,30 @@ class Completion:
     thinking_tokens: int | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     "The tools the model asked to call (only when the request offered tools)."
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    "Each generated token's logprob, in order (answer and thinking alike, as the server counts them): only when the"
+    " request asked for them (`logprobs=`) and the server sent them; None otherwise."
+
+
+def token_logprobs(items: "list[TokenLogprobs]") -> list[TokenLogprob]:
+    """A chunk's typed tokens as `TokenLogprob`s (read only when the request asked for them)."""
+    return [TokenLogprob(t["token"], t["logprob"],
+                         tuple((r["token"], r["logprob"]) for r in t.get("top_logprobs") or ()))
+            for t in items]
+
+
+class Hints(Protocol):
+    """What a backend tells a user whose server is not there or lacks the model."""
+
+    def start_command(self, endpoint: str) -> str | None: ...
+
+    def pull_command(self, endpoint: str, model: str) -> str | None: ...
 
 
 class Stream:
     """Collects one streamed answer: answer text through the inline-thinking splitter, thinking apart."""
 
-    __slots__ = ("parts", "thoughts", "feed", "calls", "_splitter", "_on_delta", "_on_thinking", "_agent", "_room",
+    __slots__ = ("parts", "thoughts", "feed", "calls", "logprobs", "_splitter", "_on_delta", "_on_thinking", "_agent", "_room",
                  "_answer_pieces", "_thought_pieces")
 
     def __init__(self, agent: "Agent", on_delta: "DeltaSink", on_thinking: "DeltaSink") -> None:
@@ -67,6 +93,8 @@ class Stream:
         "Answer text as the server sent it (inline `<think>` separated here)."
         self.calls = ToolCallParts()
         "The tool calls, as they come."
+        self.logprobs: list[TokenLogprob] | None = None
+        "The tokens' logprobs as they come (a list once the server sent any)."
 
     def _answer(self, text: str) -> None:
         self._room -= len(text)
@@ -114,7 +142,15 @@ class Stream:
             answer_tokens = max(0, generated_tokens - (thinking_tokens or 0))
         return Completion(text="".join(self.parts), prompt_tokens=prompt_tokens, completion_tokens=answer_tokens,
                           generation_s=generation_s, thinking="".join(self.thoughts),
-                          thinking_tokens=thinking_tokens, tool_calls=self.calls.calls() if self.calls else ())
+                          thinking_tokens=thinking_tokens, tool_calls=self.calls.calls() if self.calls else (),
+                          logprobs=tuple(self.logprobs) if self.logprobs is not None else None)
+
+    def add_logprobs(self, tokens: list[TokenLogprob]) -> None:
+        """Logprobs of the tokens a chunk carried."""
+        if self.logprobs is None:
+            self.logprobs = tokens
+        else:
+            self.logprobs += tokens
 
 
 PIECES_HELD = 2048
@@ -136,17 +172,18 @@ def request_headers(agent: "Agent") -> dict[str, str]:
 
 @asynccontextmanager
 async def open_stream(
-    session: aiohttp.ClientSession, agent: "Agent", body: dict
+    session: aiohttp.ClientSession, agent: "Agent", body: dict, hints: Hints
 ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST `body` to the agent's endpoint and yield the streaming response; every failure becomes a BackendError."""
+    """POST `body` to the agent's endpoint and yield the streaming response; every failure becomes a BackendError
+    (with the backend's `hints` on starting the server or pulling the model)."""
     with TransportErrors(agent.endpoint, agent=agent.name, redact=Redactor(agent.secrets()),
-                         unreachable_hint=_start_hint(agent)) as request:
+                         unreachable_hint=_run("start it with", hints.start_command(agent.endpoint))) as request:
         payload = await encoded(body)
         async with session.post(agent.endpoint, data=payload, headers=request_headers(agent),
                                 read_bufsize=READ_BUFSIZE) as response:
             request.answered = True
             if response.status >= 400:
-                raise await status_error(agent, response)
+                raise await status_error(agent, response, hints)
             yield response
 
 
@@ -226,7 +263,7 @@ def error_text(error: object) -> str:
     return str(error)
 
 
-async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTPStatus:
+async def status_error(agent: "Agent", response: aiohttp.ClientResponse, hints: Hints) -> HTTPStatus:
     raw = await response.read()
     text = raw.decode("utf-8", "replace").strip()
     try:
@@ -242,7 +279,7 @@ async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTP
     where = dict(agent=agent.name, url=agent.endpoint)
     if code == 404 and "model" in said.lower():
         return ModelNotFound(f"model {agent.model!r} not found on the server ({said})", status_code=code,
-                             hint=_pull_hint(agent), **where)
+                             hint=_run("run", hints.pull_command(agent.endpoint, agent.model)), **where)
     if code == 503:
         return ServerBusy(f"server busy (HTTP 503: {said})", status_code=code, **where)
     if code == 404:
@@ -253,8 +290,8 @@ async def status_error(agent: "Agent", response: aiohttp.ClientResponse) -> HTTP
     return HTTPStatus(f"HTTP {code}: {said}", status_code=code, **where)
 
 
-def _pull_hint(agent: "Agent") -> str | None:
-    return f"run {pull_command(agent.endpoint, agent.model)}" if agent.protocol == "ollama" else None
+def _run(words: str, command: str | None) -> str | None:
+    return f"{words} {command}" if command else None
 
 
 def _auth_hint(agent: "Agent") -> str:
@@ -264,8 +301,3 @@ def _auth_hint(agent: "Agent") -> str:
         return "check the user and password in api_url"
     return "the server wants a key: name the environment variable holding it in api_key_env"
 
-
-def _start_hint(agent: "Agent") -> str | None:
-    if agent.protocol == "ollama" and is_local(agent.endpoint):
-        return f"start it with {serve_command(port_of(agent.endpoint))}"
-    return None

@@ -14,7 +14,7 @@ import json
 from typing import Any, List, Optional
 
 from pydantic import ConfigDict, Field, TypeAdapter
-from typing_extensions import Annotated, TypedDict
+from typing_extensions import Annotated, Required, TypedDict
 
 _STRICT = ConfigDict(strict=True)
 Count = Annotated[int, Field(ge=0)]
@@ -32,6 +32,25 @@ class OllamaMessage(TypedDict, total=False):
     "Whole tool calls; their shape is checked where they are read (`tools.ToolCallParts`)."
 
 
+class TopLogprob(TypedDict, total=False):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    token: Required[str]
+    logprob: Required[float]
+
+
+class TokenLogprobs(TypedDict, total=False):
+    """One generated token's logprob, as both protocols send it (they also send `bytes`, and llama.cpp an `id`)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    token: Required[str]
+    logprob: Required[float]
+    "Natural log of the token's probability."
+    top_logprobs: Optional[List[TopLogprob]]
+    "The likeliest tokens at this place (when `top_logprobs` was asked)."
+
+
 class OllamaChunk(TypedDict, total=False):
     """One line of Ollama's `/api/chat` stream; the last says `done: true` and carries the metrics."""
 
@@ -47,6 +66,8 @@ class OllamaChunk(TypedDict, total=False):
     "Tokens generated, thinking included."
     eval_duration: Optional[Count]
     "Time spent generating, in nanoseconds."
+    logprobs: Optional[List[TokenLogprobs]]
+    "The tokens of this chunk with their logprobs (Ollama ≥ 0.12.11, when `logprobs: true` was asked)."
 
 
 class OpenAIDelta(TypedDict, total=False):
@@ -62,10 +83,19 @@ class OpenAIDelta(TypedDict, total=False):
     "Fragments of tool calls; their shape is checked where they are read (`tools.ToolCallParts`)."
 
 
+class OpenAILogprobs(TypedDict, total=False):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    content: Optional[List[TokenLogprobs]]
+    "The tokens of this chunk's content with their logprobs."
+
+
 class OpenAIChoice(TypedDict, total=False):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
 
     delta: Optional[OpenAIDelta]
+    logprobs: Optional[OpenAILogprobs]
+    "Sent when the request asked `logprobs: true`."
 
 
 class OpenAITokenDetails(TypedDict, total=False):

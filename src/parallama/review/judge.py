@@ -71,13 +71,13 @@ def stricter(previous: list["Message"], reply: str, n: int) -> list["Message"]:
 
 
 def with_structured_output(agent: "Agent") -> "Agent":
-    """The judge asks the server for JSON of SCHEMA: Ollama's `format`, OpenAI's `response_format`."""
+    """The judge asks the server for JSON of SCHEMA, in its backend's words (Ollama's `format`, an OpenAI-compatible
+    `response_format`), which a grammar-bound server such as llama.cpp's holds the reply to."""
     from dataclasses import replace
 
-    if agent.protocol == "ollama":
-        extra = {"format": SCHEMA}
-    else:
-        extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "scores", "schema": SCHEMA}}}
+    from ..backends import backend_for
+
+    extra = backend_for(agent.protocol).structured_output(SCHEMA, "scores")
     return replace(agent, extra_body={**agent.extra_body, **extra})
 
 
