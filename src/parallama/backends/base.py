@@ -19,7 +19,7 @@ from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
     from ..fleet import Agent
-    from . import DeltaSink
+    from .kind import DeltaSink
 
 
 C = TypeVar("C")

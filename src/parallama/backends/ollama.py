@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence
 
 from pydantic import TypeAdapter
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict, override
 
 from ..errors import AgentTimeout, BackendError, HTTPStatus, StreamBroken
 from ..ollama_commands import pull_command, serve_command
@@ -16,6 +16,7 @@ from ..urls import is_local, port_of
 from .base import (Completion, Stream, bad_tool_call, mid_stream_error, open_stream, parse_chunk,
                    request_headers, token_logprobs)
 from .chunks import OLLAMA_CHUNK
+from .kind import Backend
 from .messages import Message
 from .probing import PROBE_TIMEOUT_S, ServerProbe, get_json, post_json, probe_transport
 from .tools import Tool, ollama_messages
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..fleet import Agent
-    from . import DeltaSink
+    from .kind import DeltaSink
 
 
 class _Version(TypedDict, total=False):
@@ -62,7 +63,7 @@ class _Show(TypedDict, total=False):
 _VERSION, _MODELS, _SHOW = TypeAdapter(_Version), TypeAdapter(_Models), TypeAdapter(_Show)
 
 
-class Ollama:
+class Ollama(Backend):
     """Ollama's native API."""
 
     name = "ollama"
@@ -71,20 +72,25 @@ class Ollama:
     default_context = 4096
     "Ollama's `num_ctx` when a model's Modelfile sets none (since 0.6.x; 2048 before)."
 
+    @override
     def endpoint_for(self, base: str, path: str) -> str | None:
         if path == "" or path.endswith("/api/chat"):
             return base + (path or "/api/chat")
         return None
 
+    @override
     def probe_base(self, endpoint: str) -> str:
         return endpoint.removesuffix("/api/chat")
 
+    @override
     def unsent_options(self, options: Mapping[str, Any]) -> list[str]:
         return []  # Ollama's own names: all sent as they are
 
+    @override
     def structured_output(self, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
         return {"format": dict(schema)}
 
+    @override
     def request_body(self, agent: "Agent", messages: list[Message], tools: Sequence[Tool] = (),
                      logprobs: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": agent.model, "stream": True}
@@ -105,6 +111,7 @@ class Ollama:
         body.update(agent.extra_body)
         return body
 
+    @override
     async def chat(self, session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message],
                    on_delta: "DeltaSink", on_thinking: "DeltaSink", *, tools: Sequence[Tool] = (),
                    logprobs: int | None = None) -> Completion:
@@ -147,6 +154,7 @@ class Ollama:
             raise StreamBroken("stream ended before the final chunk (done: true)", agent=agent.name,
                                url=agent.endpoint)
 
+    @override
     async def probe(self, session: "aiohttp.ClientSession", base: str, headers: Mapping[str, str],
                     probe: ServerProbe, models: list[str]) -> None:
         started = time.perf_counter()
@@ -158,6 +166,7 @@ class Ollama:
         probe.reachable = True
         await _details(session, base, headers, probe, models)
 
+    @override
     async def loaded_models(self, session: "aiohttp.ClientSession", agent: "Agent",
                             timeout_s: float = 2.0) -> list[str] | None:
         """The models loaded on the agent's server now (`/api/ps`); None when it does not answer that."""
@@ -177,19 +186,24 @@ class Ollama:
             return None
         return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
 
+    @override
     def start_command(self, endpoint: str) -> str | None:
         return serve_command(port_of(endpoint)) if is_local(endpoint) else None
 
+    @override
     def pull_command(self, endpoint: str, model: str) -> str | None:
         return pull_command(endpoint, model)
 
+    @override
     def missing_model_fix(self, server: str, model: str, served: list[str]) -> str:
         return f"{pull_command(server, model)} or `parallama pull {model} --url {server}`"
 
+    @override
     def more_slots_fix(self, server: str, workers: int) -> str:
         return (f"Start instances with `parallama up -n {workers}` (one per worker), or raise OLLAMA_NUM_PARALLEL "
                 f"to {workers} and set \"servers\": {{\"{server}\": {{\"parallel\": {workers}}}}}")
 
+    @override
     def several_models_note(self, models: int) -> str | None:
         return f"Ollama needs OLLAMA_MAX_LOADED_MODELS ≥ {models} and the memory to hold them all"
 

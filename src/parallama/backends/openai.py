@@ -7,12 +7,13 @@ import time
 from typing import TYPE_CHECKING, Any, List, Mapping, Sequence
 
 from pydantic import TypeAdapter
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict, override
 
 from ..errors import StreamBroken
 from .base import (Completion, Stream, bad_tool_call, malformed, mid_stream_error, open_stream,
                    parse_chunk, token_logprobs)
 from .chunks import OPENAI_CHUNK, OpenAIUsage
+from .kind import Backend
 from .messages import Message
 from .probing import ServerProbe, get_json
 from .tools import Tool
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..fleet import Agent
-    from . import DeltaSink
+    from .kind import DeltaSink
 
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:")
 
@@ -51,7 +52,7 @@ class _Listing(TypedDict, total=False):
 _LISTING = TypeAdapter(_Listing)
 
 
-class OpenAICompatible:
+class OpenAICompatible(Backend):
     """The OpenAI-compatible chat API."""
 
     name = "openai"
@@ -60,6 +61,7 @@ class OpenAICompatible:
     default_context = 4096
     "What such a server gives a request varies (llama.cpp: its `n_ctx` ÷ slots); a common size."
 
+    @override
     def endpoint_for(self, base: str, path: str) -> str | None:
         if path.endswith("/v1"):
             return base + path + "/chat/completions"
@@ -67,16 +69,20 @@ class OpenAICompatible:
             return base + path
         return None
 
+    @override
     def probe_base(self, endpoint: str) -> str:
         return endpoint.removesuffix("/chat/completions")
 
+    @override
     def unsent_options(self, options: Mapping[str, Any]) -> list[str]:
         return sorted(k for k in options if k not in OPTION_FIELDS)
 
+    @override
     def structured_output(self, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
         # llama.cpp's server turns the schema into a grammar that binds the sampler; vLLM and OpenAI honour it too.
         return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": dict(schema)}}}
 
+    @override
     def request_body(self, agent: "Agent", messages: list[Message], tools: Sequence[Tool] = (),
                      logprobs: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -103,6 +109,7 @@ class OpenAICompatible:
         body.update(agent.extra_body)
         return body
 
+    @override
     async def chat(self, session: "aiohttp.ClientSession", agent: "Agent", messages: list[Message],
                    on_delta: "DeltaSink", on_thinking: "DeltaSink", *, tools: Sequence[Tool] = (),
                    logprobs: int | None = None) -> Completion:
@@ -160,6 +167,7 @@ class OpenAICompatible:
                     usage = chunk["usage"]
             raise StreamBroken("stream ended before `data: [DONE]`", agent=agent.name, url=agent.endpoint)
 
+    @override
     async def probe(self, session: "aiohttp.ClientSession", base: str, headers: Mapping[str, str],
                     probe: ServerProbe, models: list[str]) -> None:
         started = time.perf_counter()
@@ -169,21 +177,27 @@ class OpenAICompatible:
         probe.version = self.label
         probe.reachable = True
 
+    @override
     async def loaded_models(self, session: "aiohttp.ClientSession", agent: "Agent",
                             timeout_s: float = 2.0) -> list[str] | None:
         return None  # no such endpoint: whether a model is warm is not known
 
+    @override
     def start_command(self, endpoint: str) -> str | None:
         return None
 
+    @override
     def pull_command(self, endpoint: str, model: str) -> str | None:
         return None
 
+    @override
     def missing_model_fix(self, server: str, model: str, served: list[str]) -> str:
         return f"serve {model} on that server, or fix the model name (it has: {', '.join(served[:5]) or 'none'})"
 
+    @override
     def more_slots_fix(self, server: str, workers: int) -> str:
         return f"Give them separate servers, or more slots if the server has them (\"parallel\": {workers})"
 
+    @override
     def several_models_note(self, models: int) -> str | None:
         return None
