@@ -386,3 +386,15 @@ def test_serve_names_its_metrics_at_start_and_scrapes_leave_no_access_log_line(t
     assert '"GET /metrics HTTP/1.1" 401' in err  # the refused scrape is logged, the answered one is not
     assert '"GET /metrics HTTP/1.1" 200' not in err
     assert key not in banner + err
+
+
+async def test_an_agent_asked_alone_counts_its_request_not_a_run(serve, servers):
+    running = await serve(guide_fleet(servers))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(running.url + "/api/chat", json={
+                "model": "parallama/A", "messages": [{"role": "user", "content": "title?"}], "stream": False}) as r:
+            assert r.status == 200
+    page = samples((await scrape(running.url))[1])
+    assert value(page, "parallama_agent_requests_total", agent="A", outcome="done") == 1
+    assert value(page, "parallama_agent_requests_total") == 1
+    assert value(page, "parallama_runs_total") == 0

@@ -70,7 +70,8 @@ class FleetMetrics:
         self._open: dict[str, list[tuple[str, "Agent"]]] = {}
         "Per run: its requests queued or in flight, as (stage, agent); those left at its end were stopped."
         self._framed: dict[str, str] = {}
-        "Runs that began with `RunStarted` (their `RunEnded` closes them), and their strategy labels."
+        "Runs that began with `RunStarted` (their `RunEnded` closes them), and their strategy labels (empty: not a run"
+        " that is counted as one)."
         registry = self.registry
         self.slot_wait = Histogram(
             "parallama_server_slot_wait_seconds", "Seconds a request waited for a slot on its server before it was "
@@ -191,12 +192,17 @@ class FleetMetrics:
             del self._open[run_id]  # a request asked alone (no run around it) is over
 
     def _run_started(self, event: RunStarted) -> None:
-        self._framed[event.run_id] = event.strategy or NO_STRATEGY
+        # Only a run (`FleetClient.run`) counts as one; the workers alone, an agent alone (serve's
+        # `parallama/<agent>`) or a comparison frame their requests but are not a strategy's run.
+        counted = getattr(event, "kind", "run") == "run"
+        self._framed[event.run_id] = (event.strategy or NO_STRATEGY) if counted else ""
 
     def _run_ended(self, event: RunEnded) -> None:
         began = self._framed.pop(event.run_id, NO_STRATEGY)
         for _, agent in self._open.pop(event.run_id, ()):
             self._series(agent).ended("stopped", "")
+        if not began:
+            return
         result = event.result
         strategy = (result.strategy or NO_STRATEGY) if result is not None else began
         self.runs.labels(strategy, run_outcome(result, event.stopped)).inc()

@@ -71,7 +71,10 @@ class RunTracer:
             handler(event)
 
     def _run_started(self, event: RunStarted) -> None:
-        name = WORKFLOW_PREFIX + (event.strategy or "workers")
+        kind = getattr(event, "kind", "run")
+        if kind == "agent":
+            return  # one agent on its own: its chat span alone, under the caller's span
+        name = WORKFLOW_PREFIX + (event.strategy or ("workers" if kind == "run" else kind))
         span = self.tracer.start_span(f"invoke_workflow {name}", kind=SpanKind.INTERNAL, attributes={
             "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": name, "gen_ai.agent.name": name,
             "parallama.run.id": event.run_id})
