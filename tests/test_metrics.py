@@ -291,9 +291,29 @@ def test_metrics_port_in_use_is_one_line(tmp_path, servers):
     assert "Traceback" not in result.output
 
 
-async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path):
-    """Another parallama process (a `run`) holds the 1-slot server: this process's request waits for it; the shared
-    gauges count both processes, this process's gauges its own alone."""
+@pytest.mark.parametrize("store", ["local", "redis"])
+async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path, monkeypatch, store):
+    """Another parallama process (a `run`; with Redis, as on another host: its own state directory) holds the 1-slot
+    server: this process's request waits for it; the shared gauges count both processes, this process's gauges its
+    own alone."""
+    import os
+
+    env = dict(os.environ)
+    redis = None
+    if store == "redis":
+        from test_shared_slots_redis import RedisServer, host_env
+
+        redis = RedisServer(tmp_path / "redis")
+        env.update(host_env(tmp_path, "other-host", redis.url))
+        monkeypatch.setenv("PARALLAMA_SLOT_STORE", redis.url)
+    try:
+        await _shared_gauges(tmp_path, env, store)
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+async def _shared_gauges(tmp_path, env, store) -> None:
     from parallama import FleetClient
     from parallama.observe.metrics import FleetMetrics
 
@@ -302,7 +322,8 @@ async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path)
         config = {"worker_agents": [worker(busy, "m", name="A", timeout=30)]}
         other = subprocess.Popen([sys.executable, "-m", "parallama", "run", "q", "-c",
                                   str(write_config(tmp_path / "c.json", config)), "--no-review", "--no-history",
-                                  "--metrics-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  "--metrics-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env)
         try:
             url, _ = await asyncio.to_thread(read_metrics_url, other)
             server = busy.url.replace("127.0.0.1", "localhost")
@@ -316,13 +337,14 @@ async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path)
                 await waiter.until(lambda ev: count(ev, "Queued") == 1)
                 for _ in range(400):  # the local store's counts are read from its files: until they show both
                     page = samples(metrics.exposition()[0].decode())
-                    if value(page, "parallama_server_shared_requests_waiting", server=server) == 1:
+                    if value(page, "parallama_server_shared_requests_waiting", server=server) == 1 and value(
+                            page, "parallama_server_shared_requests_in_flight", server=server) == 1:
                         break
                     await asyncio.sleep(0.01)
                 assert value(page, "parallama_server_requests_in_flight", server=server) == 0
                 assert value(page, "parallama_server_requests_waiting", server=server) == 1
-                assert value(page, "parallama_server_shared_requests_in_flight", server=server, store="local") == 1
-                assert value(page, "parallama_server_shared_requests_waiting", server=server, store="local") == 1
+                assert value(page, "parallama_server_shared_requests_in_flight", server=server, store=store) == 1
+                assert value(page, "parallama_server_shared_requests_waiting", server=server, store=store) == 1
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
         finally:
