@@ -195,6 +195,10 @@ def http_spans(tracer: "Tracer") -> Callable[[web.Request, Handler], Awaitable[w
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's "client closed request"): not the server's error
+            span.set_attribute("parallama.outcome", "client_closed")
+            raise
         finally:
             otel_context.detach(token)
             span.set_attribute("http.response.status_code", status)
