@@ -107,3 +107,35 @@ def test_two_hosts_share_a_pool_through_redis(tmp_path, pool):
     finally:
         redis.stop()
     check_one_queue(pool, runs, 6, 0.3)
+
+
+def test_serve_and_batch_share_a_pool(tmp_path, pool):
+    import threading
+
+    from conftest import read_lines
+    from test_shared_slots import parallama, post_json, start_serve, stop
+
+    write_config(tmp_path / "c.json", {"worker_agents": [
+        {"name": "P", "api_url": [f.url for f in pool], "model": "m", "timeout": 30}]})
+    (tmp_path / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(24)))
+    serve, url = start_serve("-c", "c.json")
+    try:
+        batch = parallama("batch", "prompts.txt", "-c", "c.json", "--no-review", "-o", "out.jsonl")
+        while not pool[0].requests and not pool[1].requests and not pool[2].requests:
+            time.sleep(0.01)
+        replies: list[dict] = []
+        posts = [threading.Thread(target=lambda: replies.append(post_json(
+            url + "/api/chat", {"model": "parallama", "messages": [{"role": "user", "content": "q"}],
+                                "stream": False}))) for _ in range(3)]
+        for post in posts:
+            post.start()
+        summary, err = batch.communicate(timeout=120)
+        for post in posts:
+            post.join(60)
+    finally:
+        stop(serve)
+    assert batch.returncode == 0, err
+    assert len(read_lines(tmp_path / "out.jsonl")) == 24
+    assert len(replies) == 3 and all(r["message"]["content"] for r in replies)
+    assert [f.max_in_flight for f in pool] == [1, 1, 1]  # both processes, every replica within its one slot
+    assert sum(len(f.requests) for f in pool) == 27 and all(f.requests for f in pool)
