@@ -424,3 +424,42 @@ def test_a_percentile_hedge_waits_for_enough_first_tokens():
     assert stats.may_hedge()
     stats.hedges = 1
     assert not stats.may_hedge()  # 2 of 19 would pass 10 %
+
+
+async def test_the_page_is_told_the_pool_while_queued_and_the_replica_once_started(serve):
+    import json
+
+    import aiohttp
+
+    with ExitStack() as stack:
+        fakes = replicas(3, stack, latency=0.1, tokens=2)
+        running = await serve(pooled(fakes))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(running.url + "/ui/api/runs", json={"prompt": "hi"}) as response:
+                views = [json.loads(line[6:]) async for line in response.content if line.startswith(b"data: ")]
+            async with session.get(running.url + "/ui/api/load") as response:
+                load = await response.json()
+    hosts = [server_of(f.url).split("://")[1] for f in fakes]
+    (queued,) = [v for v in views if v["type"] == "queued"]
+    assert queued["server"] == "its pool (" + " · ".join(hosts) + ")"
+    (started,) = [v for v in views if v["type"] == "started"]
+    assert started["server"] in [server_of(f.url) for f in fakes]
+    assert sorted(s["server"] for s in load["servers"]) == sorted(server_of(f.url) for f in fakes)
+    assert all(s["benched"] is None for s in load["servers"])
+
+
+async def test_after_the_first_token_a_failure_is_not_retried():
+    with ExitStack() as stack:
+        broken, other = replicas(2, stack, latency=0.1, tokens=6)
+        broken.model("m", latency=0.1, tokens=6, fault="cut", loaded_bytes=1)  # preferred: loaded
+        async with FleetClient(pooled([broken, other])) as client:
+            await ask(client, 1)
+            await asyncio.sleep(0.2)
+            broken.reset()
+            other.reset()
+            result = await client.run("q")
+    (answer,) = result.workers
+    assert answer.status == "error" and answer.error_kind == "stream_broken"
+    assert answer.content  # what had streamed is kept
+    assert len(broken.requests) == 1 and not other.requests  # not sent again elsewhere
+    assert not any("benched" in w for w in result.warnings)
