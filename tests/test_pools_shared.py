@@ -66,7 +66,7 @@ def two_processes(tmp_path: Path, fakes: list[FakeServer], envs: list[dict[str, 
     return [json.loads(out.read_text()) for out in outs]
 
 
-def check_one_queue(fakes: list[FakeServer], runs: list[dict], n: int, latency: float) -> None:
+def check_one_queue(fakes: list[FakeServer], runs: list[dict], n: int, latency: float, bound: float = 1.35) -> None:
     results = [r for run in runs for r in run["results"]]
     assert all(r["ok"] for r in results), [r["error"] for r in results]
     assert [f.max_in_flight for f in fakes] == [1, 1, 1]
@@ -77,11 +77,15 @@ def check_one_queue(fakes: list[FakeServer], runs: list[dict], n: int, latency: 
     first = min(r.arrived for f in fakes for r in f.requests)
     last = max(r.ended for f in fakes for r in f.requests)
     rounds = -(-2 * n // 3)
-    print(f"makespan {last - first:.2f} s for {rounds} rounds of {latency} s; per replica {[len(f.requests) for f in fakes]}")
-    assert (last - first) / (rounds * latency) < 1.45, (last - first, rounds * latency)
+    print(f"\nmakespan {last - first:.2f} s for {rounds} rounds of {latency} s; per replica {[len(f.requests) for f in fakes]}")
+    assert (last - first) / (rounds * latency) < bound, (last - first, rounds * latency)
     # Both processes were served throughout, not one after the other.
     a, b = runs
     assert a["ended"] > b["began"] and b["ended"] > a["began"]
+
+
+LATENCY = 0.6
+"Long beside the machine's overheads under load (a round lost to an idle replica would add 25 %)."
 
 
 @pytest.fixture
@@ -89,13 +93,13 @@ def pool() -> list[FakeServer]:
     with ExitStack() as stack:
         fakes = [stack.enter_context(FakeServer(strict=True)) for _ in range(3)]
         for fake in fakes:
-            fake.model("m", latency=0.3, tokens=3)
+            fake.model("m", latency=LATENCY, tokens=3)
         yield fakes
 
 
 def test_two_processes_share_a_pool_through_this_machines_slots(tmp_path, pool):
     runs = two_processes(tmp_path, pool, [{}, {}], 6)
-    check_one_queue(pool, runs, 6, 0.3)
+    check_one_queue(pool, runs, 6, LATENCY)
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI, reason="needs redis-server")
@@ -106,7 +110,9 @@ def test_two_hosts_share_a_pool_through_redis(tmp_path, pool):
                                               host_env(tmp_path, "host2", redis.url)], 6)
     finally:
         redis.stop()
-    check_one_queue(pool, runs, 6, 0.3)
+    # Wider: each pooled request's first tickets are a few Redis round trips, which a machine starved of CPU
+    # (load 25 on 2 cores) has stretched to half a round at the start.
+    check_one_queue(pool, runs, 6, LATENCY, bound=1.5)
 
 
 def test_serve_and_batch_share_a_pool(tmp_path, pool):
