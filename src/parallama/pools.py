@@ -448,10 +448,11 @@ def preferred(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"]
 
 def _check_warmth(session: "aiohttp.ClientSession", agent: "Agent", replicas: list["Replica"],
                   healths: dict[str, ReplicaHealth]) -> None:
-    """Ask (in the background) the replicas whose loaded models are not known lately, if their protocol says."""
-    loaded_models = getattr(backend_for(agent.protocol), "loaded_models", None)
-    if loaded_models is None or session.closed:
+    """Ask (in the background) the replicas whose loaded models are not known lately (a backend that cannot say
+    answers None: nothing is preferred)."""
+    if session.closed:
         return
+    loaded_models = backend_for(agent.protocol).loaded_models
     now = time.monotonic()
     for replica in replicas:
         health = healths[replica.server]
