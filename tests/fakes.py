@@ -24,7 +24,7 @@ import socket
 import socketserver
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,6 +83,8 @@ class Behaviour:
     logprob: float = -0.25
     "Each answer piece's logprob, sent when the request asks `logprobs: true` (Ollama: from version 0.12.11; an"
     " older one ignores the field, as the real one does)."
+    fault_on: str | None = None
+    "When set, `fault` hits only the requests whose messages hold this text (a poison prompt); the rest are served."
 
     def calls(self, body: dict) -> list[tuple[str, dict]]:
         if not body.get("tools") or self.tool_calls is None:
@@ -346,7 +348,11 @@ class FakeServer:
             body = {}
         record = Recorded(request.path, body, dict(request.headers), time.perf_counter())
         self.requests.append(record)
-        return record, self.models.get(body.get("model", ""))
+        behaviour = self.models.get(body.get("model", ""))
+        if behaviour is not None and behaviour.fault_on is not None and not any(
+                behaviour.fault_on in str(m.get("content", "")) for m in record.messages if isinstance(m, dict)):
+            behaviour = replace(behaviour, fault=None)
+        return record, behaviour
 
     async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
         record, behaviour = await self._admit(request)

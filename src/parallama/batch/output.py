@@ -46,6 +46,14 @@ def result_line(record: "BatchRecord", result: "RunResult", compared: Sequence["
     return line
 
 
+def line_errors(line: dict[str, Any]) -> list[str]:
+    """The errors of a line's failed requests, workers' first, then the reviews'."""
+    agents = list(line.get("workers") or []) + list(line.get("review_attempts") or [])
+    if line.get("review"):
+        agents.append(line["review"])
+    return [a["error"] for a in agents if a.get("status") != "ok" and a.get("error")]
+
+
 def strategy_entry(run: "StrategyRun") -> dict[str, Any]:
     """One compared strategy in a line: its final answer and where it came from, its review's details, its cost."""
     result = run.result

@@ -102,6 +102,12 @@ class BatchSummary:
     "Over every scored prompt of the input in the output, earlier ones included; None when none has `expected`."
     review_cost: dict[str, dict[str, float]] = field(default_factory=dict)
     "`--strategies`: per strategy, over every prompt in the output: prompts, review requests, tokens and seconds."
+    job: str | None = None
+    "`--queue`: the job's name in Redis (its prompts ran on every host that joined it)."
+    dead: dict[str, dict[str, Any]] = field(default_factory=dict)
+    "`--queue`: the dead-letter list, prompt id → its last `error` and `tries`."
+    workers: dict[str, dict[str, int]] = field(default_factory=dict)
+    "`--queue`: per worker (`host:pid`), prompts done and in flight."
 
     @property
     def prompts_per_min(self) -> float:
@@ -121,6 +127,7 @@ class BatchSummary:
             "servers": [vars(s) for s in self.servers], "agent_failures": self.agent_failures,
             "scoring": self.scoring.to_dict() if self.scoring else None,
             **({"review_cost": self.review_cost} if self.review_cost else {}),
+            **({"job": self.job, "dead": self.dead, "workers": self.workers} if self.job else {}),
         }
 
 
@@ -178,20 +185,10 @@ class Batch:
         async def lane() -> None:
             for record in records:  # the lanes share one iterator: runs start in input order
                 self.running += 1
-                if self.strategies:
-                    compared = await self.client.compare(record.prompt, self.strategies)
-                    result = compared[0].result
-                    reviews = [a for run in compared for a in run.result.review_attempts +
-                               ([run.result.review] if run.result.review else [])]
-                else:
-                    compared = []
-                    result = await self.client.run(record.prompt, review=self.review, strategy=self.strategy)
-                    reviews = result.review_attempts + ([result.review] if result.review else [])
+                line, failed_agents = await self.run_one(record)
                 self.running -= 1  # not when cancelled: then `running` counts the runs an interrupt stopped
-                line = result_line(record, result, compared)
                 self.write(line)
-                self._count(record, line, result.workers + reviews)
-                self._add_cost(line)
+                self.take(record, line, failed_agents)
                 if on_done is not None:
                     on_done(record, line)
 
@@ -207,16 +204,31 @@ class Batch:
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
 
-    def _count(self, record: "BatchRecord", line: dict[str, Any], agents: list) -> None:
+    async def run_one(self, record: "BatchRecord") -> tuple[dict[str, Any], list[str]]:
+        """Run one record as the batch runs each: its output line, and the names of the agents whose requests
+        failed (a name once per failed request)."""
+        if self.strategies:
+            compared = await self.client.compare(record.prompt, self.strategies)
+            result = compared[0].result
+            reviews = [a for run in compared for a in run.result.review_attempts +
+                       ([run.result.review] if run.result.review else [])]
+        else:
+            compared = []
+            result = await self.client.run(record.prompt, review=self.review, strategy=self.strategy)
+            reviews = result.review_attempts + ([result.review] if result.review else [])
+        return result_line(record, result, compared), [a.name for a in result.workers + reviews if not a.ok]
+
+    def take(self, record: "BatchRecord", line: dict[str, Any], failed_agents: Iterable[str]) -> None:
+        """Count a finished prompt's line (written by the caller): run here, or on another host of a job."""
         self.done += 1
         if line["answered"]:
             self.answered += 1
         else:
             self.failed.append(record.id)
-        for agent in agents:
-            if not agent.ok:
-                self.agent_failures[agent.name] += 1
+        for name in failed_agents:
+            self.agent_failures[name] += 1
         self._score(record, line)
+        self._add_cost(line)
 
     def _score(self, record: "BatchRecord", line: dict[str, Any]) -> None:
         if record.expected is None:

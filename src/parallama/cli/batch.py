@@ -13,12 +13,13 @@ from .common import CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress
 
 if TYPE_CHECKING:
     from ..batch import Batch, BatchRecord, BatchSummary
+    from ..batch.queue import JobSettings
     from ..fleet import Fleet
     from ..report.batch_view import BatchProgress
 
 
 @click.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
               help="Append a JSON line per finished prompt to this file (default: stdout).")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
@@ -37,14 +38,30 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and scores) as JSON on stdout; needs -o.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr; failed prompts and the summary still show.")
 @click.option("--metrics-port", "metrics_at", type=ListenAddress(), metavar="[HOST:]PORT", help=METRICS_PORT_HELP)
-def batch(input_path: str, output: str | None, config_path: str | None, concurrency: int | None, resume: bool,
-          strategy: str | None, strategies: str | None, no_review: bool, as_json: bool, quiet: bool,
-          metrics_at: tuple[str, int] | None) -> None:
+@click.option("--queue", "queue_url", metavar="REDIS_URL",
+              help="Share the work with other hosts through Redis (redis://host:6379/0): the prompts go on a job's "
+                   "stream, this process works on them too and writes OUTPUT; it prints the job's name.")
+@click.option("--join", "join_url", metavar="REDIS_URL",
+              help="Work on a job another host started with --queue, with this host's config (no INPUT, no -o).")
+@click.option("--job", "job_name", metavar="NAME", help="--join: the job to work on, when the Redis holds several.")
+@click.option("--tries", type=click.IntRange(min=1), default=None, metavar="N",
+              help="--queue: deliveries of a prompt (a failed try, a worker that died on it) before it is set aside "
+                   "in the dead-letter list (default 3).")
+@click.option("--takeover-after", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
+              help="--queue: a prompt whose worker stopped renewing its claim this long is taken over by another "
+                   "(default 30).")
+def batch(input_path: str | None, output: str | None, config_path: str | None, concurrency: int | None,
+          resume: bool, strategy: str | None, strategies: str | None, no_review: bool, as_json: bool, quiet: bool,
+          metrics_at: tuple[str, int] | None, queue_url: str | None, join_url: str | None, job_name: str | None,
+          tries: int | None, takeover_after: float | None) -> None:
     """Run every prompt of INPUT through the fleet, several at once, and write each result as it finishes.
 
     INPUT is JSON lines, {"id": "q1", "prompt": "...", "expected": "...", "match": "answer|number|exact|contains|regex"}
     (only "prompt" is required; a missing id becomes the line number), or plain text with one prompt per line,
     or - for stdin. The whole input is checked before anything is sent.
+
+    Across hosts: `--queue redis://…/0` here, `parallama batch --join redis://…/0 -c CONFIG` on the others; every
+    prompt is written once, a stopped worker's prompts are taken over, a prompt that fails every try is set aside.
 
     Exit codes: 0 every prompt has an answer; 1 some have none (run again with --resume to retry them);
     2 bad usage, config or input; 130 interrupted (what finished is written).
@@ -53,8 +70,36 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
         from ..batch import first_line_is_a_result
         from ..errors import UsageError
 
+        if join_url is not None:
+            from .batch_queue import join
+
+            given = [name for name, value in (("INPUT", input_path), ("-o", output), ("--resume", resume),
+                                              ("--queue", queue_url), ("--strategy", strategy),
+                                              ("--strategies", strategies), ("--no-review", no_review),
+                                              ("--tries", tries), ("--takeover-after", takeover_after)) if value]
+            if given:
+                raise UsageError(f"--join works on a job as its writer started it: leave out {', '.join(given)}")
+            code = join(join_url, config_path, job_name, concurrency=concurrency, as_json=as_json, quiet=quiet,
+                        metrics_at=metrics_at)
+            sys.exit(code)
+        if input_path is None:
+            raise UsageError("missing INPUT: the file of prompts (or - for stdin); or --join REDIS_URL to work on a "
+                             "job another host started")
+        if queue_url is None:
+            extra = [name for name, value in (("--job", job_name), ("--tries", tries),
+                                              ("--takeover-after", takeover_after)) if value]
+            if extra:
+                raise UsageError(f"{', '.join(extra)} go{'es' if len(extra) == 1 else ''} with --queue or --join")
+        elif job_name is not None:
+            raise UsageError("--job picks a job to --join; --queue names its job itself (it prints the name)")
         if output == "-":
             output = None
+        if queue_url is not None:
+            from .batch_queue import check_queue_url
+
+            queue_url = check_queue_url(queue_url, "--queue")
+            if output is None:
+                raise UsageError("--queue writes every host's results to one file: add -o FILE")
         if resume and output is None:
             raise UsageError("--resume goes on from an output file: add -o FILE")
         if as_json and output is None:
@@ -71,8 +116,17 @@ def batch(input_path: str, output: str | None, config_path: str | None, concurre
         if held is False:
             raise UsageError(f"{output} is not empty, and what it holds is not results of parallama batch: "
                              "choose another -o")
+        queue = None
+        if queue_url is not None:
+            from ..batch.queue import DEFAULT_TAKEOVER_S, DEFAULT_TRIES, JobSettings
+
+            reviewing = not no_review
+            queue = (queue_url, JobSettings(
+                review=reviewing, strategy=(strategy or fleet.strategy) if reviewing and not compared else None,
+                strategies=compared, tries=tries or DEFAULT_TRIES, takeover_s=takeover_after or DEFAULT_TAKEOVER_S))
         code = _run(fleet, records, input_path, output, concurrency=concurrency, review=not no_review,
-                    strategy=strategy, strategies=compared, as_json=as_json, quiet=quiet, metrics_at=metrics_at)
+                    strategy=strategy, strategies=compared, as_json=as_json, quiet=quiet, metrics_at=metrics_at,
+                    queue=queue)
     sys.exit(code)
 
 
@@ -121,7 +175,7 @@ def _not_the_input(input_path: str, output: str) -> None:
 
 def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: str | None, *,
          concurrency: int | None, review: bool, strategy: str | None, strategies: tuple[str, ...], as_json: bool,
-         quiet: bool, metrics_at: tuple[str, int] | None = None) -> int:
+         quiet: bool, metrics_at: tuple[str, int] | None = None, queue: tuple[str, "JobSettings"] | None = None) -> int:
     from contextlib import ExitStack
 
     from rich.console import Console
@@ -142,8 +196,15 @@ def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: 
             click.echo(f"warning: {warning}", err=True)
         todo = [r for r in records if r.id not in done]
         before = [(r, done[r.id]) for r in records if r.id in done]
-        summary = _pipeline(fleet, todo, before, len(records), writer, err, concurrency=concurrency, review=review,
-                            strategy=strategy, strategies=strategies, quiet=quiet, metrics_at=metrics_at)
+        if queue is not None and output is not None and todo:  # nothing to run: no job to make
+            from .batch_queue import write_job
+
+            summary = write_job(fleet, records, todo, before, output, writer, err, url=queue[0], settings=queue[1],
+                                concurrency=concurrency, quiet=quiet, metrics_at=metrics_at)
+        else:
+            summary = _pipeline(fleet, todo, before, len(records), writer, err, concurrency=concurrency,
+                                review=review, strategy=strategy, strategies=strategies, quiet=quiet,
+                                metrics_at=metrics_at)
     if as_json:
         echo_json({"input": input_path, "output": output, **summary.to_dict()})
     else:
@@ -152,11 +213,20 @@ def _run(fleet: "Fleet", records: list["BatchRecord"], input_path: str, output: 
         label = f"final ({strategies[0] if strategies else strategy or fleet.strategy})" if strategies or (
             review and fleet.reviewers) else "final"
         print_summary(summary, out, output=output, final_label=label)
+        if summary.job:
+            from ..report.queue_view import print_dead, print_workers
+
+            print_workers(summary.workers, out)
+            print_dead(summary.dead, out)
     if summary.interrupted:
         from shlex import quote
 
         again = (f"parallama batch {quote(input_path)} -o {quote(output)} -c {quote(fleet.source)} --resume"
                  if output else "-o FILE, then --resume")
+        if queue is not None:
+            from ..urls import public_url
+
+            again += f" --queue {public_url(queue[0])}"
         click.echo(f"interrupted: what finished is written; go on with: {again}", err=True)
         return 130
     return 0 if summary.complete else 1

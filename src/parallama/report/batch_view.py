@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..batch import Batch, BatchRecord, BatchSummary
+from ..batch.output import line_errors
 from ..gates import ServerLoad
 from ..scoring import REGEX_TIMEOUT_S, Scoreboard
 from .live import servers_line
@@ -48,10 +49,7 @@ def status_text(batch: Batch) -> str:
 
 def failure_line(record: BatchRecord, line: dict[str, Any]) -> str:
     """`✗ q7: no answer — Worker A (http://…/api/chat): connection refused …` (the first error of the prompt)."""
-    agents = list(line.get("workers") or []) + list(line.get("review_attempts") or [])
-    if line.get("review"):
-        agents.append(line["review"])
-    errors = [a["error"] for a in agents if a.get("status") != "ok" and a.get("error")]
+    errors = line_errors(line)
     reason = errors[0] if errors else "no answer"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"✗ {record.id}: no answer — {reason}{more}"
