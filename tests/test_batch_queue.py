@@ -124,7 +124,7 @@ def test_two_workers_and_the_writer_one_worker_killed(tmp_path, redis_server):
     """200 prompts over the writer and two joined workers; one worker is SIGKILLed mid-run: every prompt is in the
     output exactly once, answered; the killed worker's prompts were taken over; no server ever had more requests
     than its slots, across the three processes."""
-    with FakeServer() as work, FakeServer() as review:
+    with FakeServer(strict=True) as work, FakeServer(strict=True) as review:
         work.model("m", latency=0.1, tokens=4, text="four is the answer")
         review.model("r", latency=0.05, tokens=2, text="the answer is four")
         config = fleet(tmp_path, "c.json", work, review, slots=4)
@@ -177,9 +177,9 @@ def test_two_workers_and_the_writer_one_worker_killed(tmp_path, redis_server):
               f"written {taken_over_s:.1f} s after the SIGKILL (takeover after 2 s without renewal; the slots it "
               "held come back when their leases run out, 10 s)")
         # Slots held across the three processes (the job's Redis keeps them): never more than 4 on a server.
-        assert work.max_strict_in_flight <= 4 and review.max_strict_in_flight <= 4, (
-            work.max_strict_in_flight, review.max_strict_in_flight)
-        assert work.max_strict_in_flight == 4  # the fleet was really used to the full
+        assert work.max_in_flight <= 4 and review.max_in_flight <= 4, (
+            work.max_in_flight, review.max_in_flight)
+        assert work.max_in_flight == 4  # the fleet was really used to the full
         # Progress of the whole job, per worker, on every host; the summary from all hosts.
         progress = writer.stderr()
         assert f"job {job}: " in progress and "in flight" in progress and "prompts/min" in progress
