@@ -1,7 +1,7 @@
 """A replica pool shared by three processes: how the requests spread, how close the makespan comes to the ideal, how
 long requests queue; then the same with a replica killed mid-run.
 
-    python benchmarks/pools.py [--requests 60] [--latency 0.2] [--json]
+    python benchmarks/pools.py [--requests 60] [--latency 0.2] [--slot-store redis://127.0.0.1:6379/0] [--json]
 
 Three one-slot fake Ollama replicas of one model (strict: a request counts as in flight until its last line is
 written); the third is twice as slow as the others. Three `parallama` processes (each a FleetClient sharing the
@@ -72,7 +72,7 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
 
 
-def run_once(n: int, latency: float, kill: bool) -> dict:
+def run_once(n: int, latency: float, kill: bool, slot_store: str | None = None) -> dict:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         fakes = [stack.enter_context(FakeServer(strict=True)) for _ in range(3)]
         for fake, slow in zip(fakes, (1, 1, 2)):
@@ -82,6 +82,8 @@ def run_once(n: int, latency: float, kill: bool) -> dict:
         config.write_text(json.dumps({"worker_agents": [
             {"name": "P", "api_url": [f.url for f in fakes], "model": "m", "timeout": 60}]}))
         env = {**os.environ, "PARALLAMA_HOME": str(directory / "home")}
+        if slot_store:
+            env["PARALLAMA_SLOT_STORE"] = slot_store
         go = directory / "go"
         outs = [directory / f"out{i}.json" for i in range(PROCESSES)]
         each = [n // PROCESSES + (1 if i < n % PROCESSES else 0) for i in range(PROCESSES)]
@@ -132,14 +134,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--latency", type=float, default=0.2, help="a fast replica's seconds per request")
+    parser.add_argument("--slot-store", help="share the slots through this Redis instead of this machine's files")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = [run_once(args.requests, args.latency, kill=False), run_once(args.requests, args.latency, kill=True)]
+    rows = [run_once(args.requests, args.latency, kill=False, slot_store=args.slot_store),
+            run_once(args.requests, args.latency, kill=True, slot_store=args.slot_store)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     print(f"{args.requests} requests from {PROCESSES} processes on three 1-slot replicas (speeds 1 : 1 : 0.5, "
-          f"{args.latency} s a request on a fast one)")
+          f"{args.latency} s a request on a fast one), slots shared through {args.slot_store or 'this machine'}")
     for row in rows:
         title = "a fast replica killed a third of the way" if row["killed"] else "all three up"
         print(f"\n{title}:")
