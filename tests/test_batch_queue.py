@@ -298,3 +298,35 @@ def test_queue_options_need_their_mode(tmp_path):
             done = subprocess.run([sys.executable, "-m", "parallama", "batch", *args, "-c", "c.json"],
                                   capture_output=True, text=True, timeout=60, cwd=tmp_path)
             assert done.returncode == 2 and said in done.stderr, done.stderr
+
+
+def test_a_worker_stopped_with_sigterm_hands_its_prompts_back_at_once(tmp_path, redis_server):
+    """Ctrl-C or SIGTERM on a worker: the prompts it was running go back to the job at once (not after the takeover
+    time), their tries not counted, and the batch finishes with every prompt once."""
+    with FakeServer(strict=True) as work:
+        work.model("m", latency=0.3, tokens=3, text="an answer here")
+        fleet(tmp_path, "c.json", work, slots=2)
+        write_jsonl(tmp_path / "in.jsonl", prompts(40))
+        url = redis_server.url
+        joined = Host(tmp_path, "b", "--join", url, "-c", "c.json")
+        wait_for(lambda: "waiting for a batch job" in joined.stderr(), "the worker to wait for the job")
+        writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--no-review", "--queue", url,
+                      "--takeover-after", "60", "--tries", "1")
+        job = job_of(writer)
+        redis = redis_client(url)
+        stream = f"parallama:batch:{job}:prompts"
+
+        def joined_busy() -> bool:
+            return redis.exists(stream) and len(redis.xpending_range(stream, "workers", "-", "+", 10,
+                                                                     consumername=joined.consumer)) >= 1
+        wait_for(joined_busy, "the worker to run prompts")
+        stopped_at = time.monotonic()
+        joined.process.send_signal(15)
+        assert joined.wait() == 130, joined.stderr()
+        assert "went back to the job" in joined.stderr()
+        assert writer.wait() == 0, writer.stderr()
+        assert time.monotonic() - stopped_at < 40  # well before the 60 s takeover
+        lines = read_lines(tmp_path / "out.jsonl")
+        assert sorted(line["id"] for line in lines) == sorted(f"q{i}" for i in range(40))
+        assert all(line["answered"] for line in lines)  # --tries 1: a handed-back prompt did not count a try
+        assert work.max_in_flight <= 2
