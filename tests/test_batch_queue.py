@@ -330,3 +330,33 @@ def test_a_worker_stopped_with_sigterm_hands_its_prompts_back_at_once(tmp_path, 
         assert sorted(line["id"] for line in lines) == sorted(f"q{i}" for i in range(40))
         assert all(line["answered"] for line in lines)  # --tries 1: a handed-back prompt did not count a try
         assert work.max_in_flight <= 2
+
+
+def test_a_prompt_whose_worker_dies_on_it_every_try_is_set_aside(tmp_path, redis_server):
+    """With `--tries 1`, the prompts of a worker killed while running them have used their one try: whoever takes them
+    over sets them aside (`its worker stopped while running it`), and the batch exits 1 naming them."""
+    with FakeServer(strict=True) as work:
+        work.model("m", latency=0.3, tokens=3, text="an answer here")
+        fleet(tmp_path, "c.json", work, slots=2)
+        write_jsonl(tmp_path / "in.jsonl", prompts(20))
+        url = redis_server.url
+        joined = Host(tmp_path, "b", "--join", url, "-c", "c.json")
+        wait_for(lambda: "waiting for a batch job" in joined.stderr(), "the worker to wait for the job")
+        writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--no-review", "--queue", url,
+                      "--takeover-after", "1", "--tries", "1", "--json")
+        job = job_of(writer)
+        redis = redis_client(url)
+        stream = f"parallama:batch:{job}:prompts"
+        wait_for(lambda: redis.exists(stream) and redis.xpending_range(stream, "workers", "-", "+", 10,
+                                                                       consumername=joined.consumer),
+                 "the worker to run prompts")
+        joined.kill()
+        stranded = [json.loads(redis.xrange(stream, p["message_id"], p["message_id"])[0][1]["r"])["id"]
+                    for p in redis.xpending_range(stream, "workers", "-", "+", 10, consumername=joined.consumer)]
+        assert writer.wait() == 1, writer.stderr()
+        summary = json.loads(writer.stdout())
+        assert sorted(summary["dead"]) == sorted(stranded)
+        assert all("its worker stopped while running it" in entry["error"] for entry in summary["dead"].values())
+        lines = read_lines(tmp_path / "out.jsonl")
+        assert sorted(line["id"] for line in lines) == sorted(f"q{i}" for i in range(20) if f"q{i}" not in stranded)
+        assert all(line["answered"] for line in lines)
