@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 
 import aiohttp
 import ollama
@@ -100,31 +102,124 @@ async def test_an_agent_model_waits_its_turn_behind_a_run_on_the_same_server(ser
 
 # ---------------------------------------------------------------- tool calls
 
-async def test_tools_through_the_ollama_client_whole_and_streamed_then_the_results_follow_up(servers, serve):
+FIXTURES = Path(__file__).parent / "fixtures"
+OPEN_WEBUI_TOOLS = json.loads((FIXTURES / "openwebui-0.12.4-builtin-tools.json").read_text(encoding="utf-8"))
+CN_TOOLS = json.loads((FIXTURES / "continue-cn-1.5.47-tools.json").read_text(encoding="utf-8"))
+TWO_AND_TWO = [{"role": "user", "content": "What is 2+2?"}]
+
+
+def test_the_front_ends_payloads_are_what_they_send():
+    assert len(OPEN_WEBUI_TOOLS) == 36 and 20_000 < len(json.dumps(OPEN_WEBUI_TOOLS)) < 30_000
+    names = [t["function"]["name"] for t in OPEN_WEBUI_TOOLS]
+    assert names[:2] == ["get_current_timestamp", "calculate_timestamp"] and "add_memory" in names
+    assert [t["function"]["name"] for t in CN_TOOLS] == ["Read", "Edit", "MultiEdit", "Write", "List", "Search",
+                                                         "Bash", "Fetch", "Checklist"]
+
+
+async def test_open_webui_builtin_tools_run_the_ensemble_over_both_connection_kinds(servers, serve):
+    """Open WebUI's defaults (native function calling, built-in tools on) attach 36 tools to every chat: the
+    workers still answer, their progress shows as thinking, and the reviewer writes the reply with the tools."""
+    a, b, c = servers
+    running = await serve(guide_fleet(servers))
+    parts = [p async for p in await ollama_client(running).chat("parallama", messages=TWO_AND_TWO,
+                                                                tools=OPEN_WEBUI_TOOLS, stream=True)]
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    assert "▸ A (m) started" in thinking and "✓ A answered" in thinking and "Alpha says four." in thinking
+    assert "The request's 36 tools (get_current_timestamp, calculate_timestamp, ask_user and 33 more) go to Rev" \
+        in thinking
+    assert "".join(p.message.content or "" for p in parts) == "The answer is 4."
+    assert parts[-1].done and not any(p.message.tool_calls for p in parts)
+    stream = await openai_client(running).chat.completions.create(
+        model="parallama", messages=TWO_AND_TWO, tools=OPEN_WEBUI_TOOLS, stream=True)
+    chunks = [chunk async for chunk in stream]
+    reasoning = "".join(getattr(ch.choices[0].delta, "reasoning_content", None) or "" for ch in chunks)
+    assert "✓ B answered" in reasoning and "Beta says 4." in reasoning
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == "The answer is 4."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len(a.requests) == len(b.requests) == 2  # the workers answered both times, without the tools
+    assert not any("tools" in r.body for r in a.requests + b.requests)
+    # The reviewer has them: as the `openai` client sent them, and by name as the `ollama` client did (its typed
+    # tools drop what its model has no field for, such as `default`).
+    assert c.requests[1].body["tools"] == OPEN_WEBUI_TOOLS
+    assert [t["function"]["name"] for t in c.requests[0].body["tools"]] == [t["function"]["name"]
+                                                                             for t in OPEN_WEBUI_TOOLS]
+    assert "Alpha says four." in c.requests[0].body["messages"][-1]["content"]
+
+
+async def test_continue_cn_tools_with_a_plain_question_run_the_ensemble(servers, serve):
+    a, b, c = servers
+    running = await serve(guide_fleet(servers))
+    whole = await openai_client(running).chat.completions.create(model="parallama", messages=TWO_AND_TWO,
+                                                                 tools=CN_TOOLS)
+    assert whole.choices[0].message.content == "The answer is 4." and whole.choices[0].finish_reason == "stop"
+    assert "✓ A answered" in whole.choices[0].message.reasoning_content
+    assert len(a.requests) == len(b.requests) == len(c.requests) == 1
+    assert c.requests[0].body["tools"] == CN_TOOLS
+
+
+async def test_a_reviewers_tool_call_reaches_the_ollama_client_and_the_follow_up_asks_no_worker_again(servers,
+                                                                                                        serve):
     a, b, c = servers
     config = guide_fleet(servers)
     c.model("rev", text="Sunny in Paris, 24 °C.", tool_calls=weather_calls)
     running = await serve(config)
     client = ollama_client(running)
-    whole = await client.chat("parallama", messages=ASK, tools=[WEATHER], stream=False)
-    [call] = whole.message.tool_calls
-    assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
-    assert whole.done and not whole.message.content
     parts = [p async for p in await client.chat("parallama", messages=ASK, tools=[WEATHER], stream=True)]
-    streamed = [tc for p in parts for tc in (p.message.tool_calls or [])]
-    assert [(tc.function.name, tc.function.arguments) for tc in streamed] == [("get_weather", {"city": "Paris"})]
-    assert parts[-1].done and parts[-1].done_reason == "stop"
-    follow_up = [*ASK, whole.message, {"role": "tool", "content": "sunny, 24 °C", "tool_name": "get_weather"}]
+    [call] = [tc for p in parts for tc in (p.message.tool_calls or [])]
+    assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
+    assert "✓ A answered" in "".join(p.message.thinking or "" for p in parts)
+    assert "↪ Rev calls get_weather" in "".join(p.message.thinking or "" for p in parts)
+    assert parts[-1].done and parts[-1].done_reason == "stop" and not "".join(p.message.content for p in parts)
+    review_request = c.requests[0].body["messages"]
+    said = {"role": "assistant", "content": "", "tool_calls": [call.model_dump(exclude_none=True)]}
+    follow_up = [*ASK, said, {"role": "tool", "content": "sunny, 24 °C", "tool_name": "get_weather"}]
     answer = await client.chat("parallama", messages=follow_up, tools=[WEATHER], stream=False)
     assert answer.message.content == "Sunny in Paris, 24 °C." and not answer.message.tool_calls
-    assert not a.requests and not b.requests  # the tools agent (the first reviewer) alone
+    assert "goes on with the tool results" in answer.message.thinking
+    assert len(a.requests) == len(b.requests) == 1  # the workers answered once, for both requests
     sent = c.requests[-1].body
     assert sent["tools"] == [WEATHER]
-    assert sent["messages"][1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
-    assert sent["messages"][2] == {"role": "tool", "content": "sunny, 24 °C", "tool_name": "get_weather"}
+    assert sent["messages"][:len(review_request)] == review_request  # the review's own request, continued
+    assert sent["messages"][-2]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert sent["messages"][-1] == {"role": "tool", "content": "sunny, 24 °C", "tool_name": "get_weather"}
 
 
-async def test_tools_through_the_openai_client_with_the_agent_the_config_names(servers, serve):
+async def test_a_reviewers_tool_call_reaches_the_openai_client_whole_and_streamed_and_the_follow_up_continues(
+        servers, serve):
+    a, b, c = servers
+    config = guide_fleet(servers)
+    c.model("rev", text="Sunny in Paris, 24 °C.", tool_calls=weather_calls)
+    config["reviewer_agent"]["api_url"] = c.url + "/v1"  # the reviewer speaks OpenAI's API
+    running = await serve(config)
+    client = openai_client(running)
+    stream = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER], stream=True,
+                                                  stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    deltas = [tc for c_ in chunks if c_.choices for tc in (c_.choices[0].delta.tool_calls or [])]
+    assert [(d.index, d.function.name) for d in deltas] == [(0, "get_weather")]
+    assert json.loads(deltas[0].function.arguments) == {"city": "Paris"}
+    assert [c_.choices[0].finish_reason for c_ in chunks if c_.choices][-1] == "tool_calls"
+    assert chunks[-1].usage is not None
+    whole = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER])
+    [choice] = whole.choices
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    [call] = choice.message.tool_calls
+    assert len(a.requests) == len(b.requests) == 2
+    follow_up = [*ASK, choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}]
+    stream = await client.chat.completions.create(model="parallama", messages=follow_up, tools=[WEATHER],
+                                                  stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == "Sunny in Paris, 24 °C."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len(a.requests) == len(b.requests) == 2  # no second worker round for the follow-up
+    sent = c.requests[-1].body["messages"]
+    assert "Alpha says four." in sent[-3]["content"]  # the review's task with the workers' answers
+    assert sent[-2]["tool_calls"][0]["id"] == call.id
+    assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}
+
+
+async def test_tools_demanded_by_tool_choice_or_a_setting_go_to_the_tools_agent_alone(servers, serve):
     a, b, c = servers
     config = guide_fleet(servers)
     b.model("m", text="Sunny in Paris, 24 °C.", tool_calls=weather_calls)
@@ -132,30 +227,25 @@ async def test_tools_through_the_openai_client_with_the_agent_the_config_names(s
     config["serve"] = {"tools_agent": "B"}
     running = await serve(config)
     client = openai_client(running)
-    stream = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER], stream=True,
-                                                  stream_options={"include_usage": True})
-    chunks = [chunk async for chunk in stream]
-    deltas = [tc for c_ in chunks if c_.choices for tc in (c_.choices[0].delta.tool_calls or [])]
-    assert [(d.index, d.id, d.function.name) for d in deltas] == [(0, "call_fake0", "get_weather")]
-    assert json.loads(deltas[0].function.arguments) == {"city": "Paris"}
-    assert [c_.choices[0].finish_reason for c_ in chunks if c_.choices][-1] == "tool_calls"
-    assert chunks[-1].usage is not None
+    whole = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER],
+                                                 tool_choice="required")
+    [call] = whole.choices[0].message.tool_calls
+    assert call.id == "call_fake0" and whole.choices[0].finish_reason == "tool_calls"
+    assert not a.requests and not c.requests and len(b.requests) == 1
+    config["serve"] = {"tools_agent": "B", "tools": "agent"}
+    running = await serve(config)
+    client = openai_client(running)
     whole = await client.chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER])
-    [choice] = whole.choices
-    assert choice.finish_reason == "tool_calls" and choice.message.content is None
-    [call] = choice.message.tool_calls
-    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
-    follow_up = [*ASK, choice.message.model_dump(exclude_none=True),
+    [call] = whole.choices[0].message.tool_calls
+    follow_up = [*ASK, whole.choices[0].message.model_dump(exclude_none=True),
                  {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}]
     answer = await client.chat.completions.create(model="parallama", messages=follow_up, tools=[WEATHER])
     assert answer.choices[0].message.content == "Sunny in Paris, 24 °C."
-    assert answer.choices[0].finish_reason == "stop"
     assert not a.requests and not c.requests
-    sent = b.requests[-1].body
-    assert sent["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}
+    assert b.requests[-1].body["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 °C"}
 
 
-async def test_an_ollama_conversation_with_tools_reaches_an_openai_tools_agent_with_ids(servers, serve):
+async def test_a_tool_result_no_run_here_knows_goes_to_the_tools_agent_with_ids(servers, serve):
     a, b, c = servers
     config = guide_fleet(servers)
     c.model("rev", text="Sunny.", tool_calls=weather_calls)
@@ -166,22 +256,40 @@ async def test_an_ollama_conversation_with_tools_reaches_an_openai_tools_agent_w
     answer = await ollama_client(running).chat("parallama", tools=[WEATHER], messages=[
         *ASK, earlier, {"role": "tool", "content": "sunny", "tool_name": "get_weather"}])
     assert answer.message.content == "Sunny."
+    assert not a.requests and not b.requests
     said, result = c.requests[-1].body["messages"][1:]
     assert said["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     assert result["tool_call_id"] == said["tool_calls"][0]["id"] and result["role"] == "tool"
 
 
-async def test_without_a_tools_agent_a_request_with_tools_is_a_400_in_each_apis_shape(servers, serve):
-    a, b, _ = servers
-    a.model("m")
-    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")]})
-    with pytest.raises(ollama.ResponseError) as by_ollama:
-        await ollama_client(running).chat("parallama", messages=ASK, tools=[WEATHER])
-    assert by_ollama.value.status_code == 400 and '"tools_agent"' in by_ollama.value.error
-    with pytest.raises(openai.BadRequestError) as by_openai:
-        await openai_client(running).chat.completions.create(model="parallama", messages=ASK, tools=[WEATHER])
-    assert by_openai.value.code == "tools_not_supported" and by_openai.value.param == "tools"
-    assert not a.requests and not b.requests
+async def test_tools_no_agent_here_can_take_are_left_out_and_the_progress_says_so(servers, serve):
+    """Never a 400 for tools the user never chose: a fleet with no reviewer and no tools agent answers without
+    them; so does `"tools": "ignore"`, and a judge (whose reply is a worker's answer)."""
+    a, b, c = servers
+    a.model("m", text="4")
+    b.model("m", text="4")
+    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
+                           "review": {"strategy": "vote"}})
+    parts = [p async for p in await ollama_client(running).chat("parallama", messages=TWO_AND_TWO,
+                                                                tools=OPEN_WEBUI_TOOLS, stream=True)]
+    assert "".join(p.message.content for p in parts) == "4"
+    assert "The request's tools are not used: no agent here writes the reply" in \
+        "".join(p.message.thinking or "" for p in parts)
+    whole = await openai_client(running).chat.completions.create(model="parallama", messages=TWO_AND_TWO,
+                                                                 tools=CN_TOOLS)
+    assert whole.choices[0].message.content == "4"
+    assert not any("tools" in r.body for r in a.requests + b.requests)
+    config = guide_fleet(servers)
+    config["serve"] = {"tools": "ignore"}
+    running = await serve(config)
+    whole = await openai_client(running).chat.completions.create(model="parallama", messages=TWO_AND_TWO,
+                                                                 tools=CN_TOOLS)
+    assert whole.choices[0].message.content == "The answer is 4."
+    assert '"tools": "ignore"' in whole.choices[0].message.reasoning_content
+    assert "tools" not in c.requests[-1].body
+    whole = await openai_client(running).chat.completions.create(model="parallama:judge", messages=TWO_AND_TWO,
+                                                                 tools=CN_TOOLS)
+    assert "tools" not in c.requests[-1].body
     # A `parallama/<agent>` model takes the tools itself.
     a.model("m", tool_calls=weather_calls)
     called = await ollama_client(running).chat("parallama/a", messages=ASK, tools=[WEATHER])
@@ -221,13 +329,12 @@ async def test_no_answer_streams_the_reason_as_content_and_ends_as_streams_end(s
     content = "".join(p.message.content or "" for p in parts)
     assert "no answer, every worker failed" in content and "ollama pull m" in content and "HTTP 500" in content
     assert parts[-1].done and parts[-1].done_reason == "stop"
-    chunks = []
-    with pytest.raises(openai.APIError, match="every worker failed"):
-        async for chunk in await openai_client(running).chat.completions.create(model="parallama", messages=ASK,
-                                                                                 stream=True):
-            chunks.append(chunk)
+    # On an OpenAI stream the note is said once, as content: no error event after it (Open WebUI shows one as an
+    # error box and a toast, the same words twice more).
+    chunks = [chunk async for chunk in await openai_client(running).chat.completions.create(
+        model="parallama", messages=ASK, stream=True)]
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "no answer, every worker failed" in content and "ollama pull m" in content
+    assert content.count("no answer, every worker failed") == 1 and " ollama pull m`" in content
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
@@ -241,13 +348,17 @@ async def test_no_answer_on_the_raw_wire(servers, serve):
             events = [e for e in (await r.text()).split("\n\n") if e.startswith("data: ")]
     note, done, error = lines[-3:]
     assert note["message"]["content"].startswith("**parallama: no answer, every worker failed.**")
-    causes = note["message"]["content"].splitlines()[2:]  # each a code span: a server's words are not markup
-    assert [line[:6] for line in causes] == ["- `` A", "- `B ("] and causes[0].endswith(" ``")
+    causes = note["message"]["content"].splitlines()[2:]
+    # As the progress shows them: each command its own code span (copyable whole), the server's words text.
+    assert [line[:4] for line in causes] == ["- A ", "- B "]
+    assert re.search(r" `OLLAMA_HOST=127\.0\.0\.1:\d+ ollama pull m`$", causes[0])
+    assert not any("``" in line for line in causes)
     assert done["done"] is True and done["done_reason"] == "stop" and "every worker failed" in error["error"]
     assert not any(line.get("done") for line in lines[:-2])
-    *_, finish, failure, end = events
-    assert json.loads(finish[6:])["choices"][0]["finish_reason"] == "stop"
-    assert json.loads(failure[6:])["error"]["code"] == "no_answer" and end == "data: [DONE]"
+    *_, reason, finish, end = events
+    assert "no answer, every worker failed" in json.loads(reason[6:])["choices"][0]["delta"]["content"]
+    assert json.loads(finish[6:])["choices"][0]["finish_reason"] == "stop" and end == "data: [DONE]"
+    assert sum("every worker failed" in e for e in events) == 1  # said once: no error event after the note
 
 
 async def test_an_agent_model_with_no_answer_says_why_as_content_or_502_when_whole(servers, serve):

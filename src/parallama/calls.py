@@ -79,7 +79,7 @@ class Run:
     """One run's handle on its client's transport: its id, its place in the gates' order, where its events go,
     and what must be masked in what it reports."""
 
-    __slots__ = ("transport", "id", "number", "emit", "listening", "warnings", "redact", "_order")
+    __slots__ = ("transport", "id", "number", "emit", "listening", "warnings", "redact", "tools", "_order")
 
     def __init__(self, transport: Transport, run_id: str, emit: EventSink | None, redact: Redactor,
                  number: int | None = None) -> None:
@@ -93,6 +93,8 @@ class Run:
         "What went wrong but was worked around during the run (say, a setting a server refused)."
         self.redact = redact
         "Masks the fleet's keys and URL passwords: every AgentResult is built through it."
+        self.tools: tuple[Tool, ...] = ()
+        "Tools the caller offers: the step that writes the reply (a writing reviewer) gets them."
         self._order = itertools.count()
 
     def priority(self) -> Priority:

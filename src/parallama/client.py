@@ -104,14 +104,19 @@ class FleetClient:
 
     async def run(self, prompt: str, *, deadline: float | None = None, review: bool = True,
                   strategy: str | None = None, on_event: EventSink | None = None, seed: int | None = None,
-                  run_id: str | None = None, context: Sequence[Message] | None = None) -> RunResult:
+                  run_id: str | None = None, context: Sequence[Message] | None = None,
+                  tools: Sequence[Tool] = ()) -> RunResult:
         """Run every worker on `prompt` (within the servers' slots), `rounds` times when the config asks, then
         review the answers with the strategy. `deadline` bounds the whole run, in seconds. `context`: the earlier
         turns of a conversation that `prompt` continues (`system`, `user`, `assistant` messages, oldest first);
-        the workers get them as messages, the reviewers and later rounds read them with the task."""
+        the workers get them as messages, the reviewers and later rounds read them with the task. `tools`: offered
+        to the reviewer that writes the reply (synthesize, council, vote's fallback; never to the workers or a
+        judge): its answer may then be tool calls (`result.tool_calls`; `result.continue_with` is its request, to
+        send again with the calls and their results, as `serve` does)."""
         chosen = check_strategy(strategy or self.fleet.strategy)
         prompt, undecodable = valid_unicode(prompt)
         run = self._open_run(on_event, run_id)
+        run.tools = tuple(tools)
         context = tuple(context or ())
         started = RunStarted(run.id, prompt, self.fleet, reviewing(self.fleet, chosen, review), context)
         self.running[run.id] = started

@@ -183,6 +183,9 @@ class ServeSpec(BaseModel):
 
     tools_agent: str | None = Field(default=None, min_length=1)
     "The agent (by name) that answers a request carrying tools; default: the first reviewer."
+    tools: Literal["review", "agent", "ignore"] = "review"
+    """What a request offering tools gets: `review` (the workers answer as usual and the reviewer that writes the
+    reply gets the tools), `agent` (the tools agent answers alone), `ignore` (the ensemble answers without them)."""
 
 
 class ConfigFile(BaseModel):
@@ -410,7 +413,7 @@ def _resolve(spec: ConfigFile, source: str) -> Fleet:
                  warnings=tuple(warnings), slot_store=spec.slot_store,
                  quorum=Quorum(quorum.min_answers, quorum.grace_s) if quorum is not None else None,
                  samples=Samples(samples.max, samples.settle) if samples is not None else None,
-                 tools_agent_name=tools_agent)
+                 tools_agent_name=tools_agent, tools_mode=spec.serve.tools)
 
 
 def _check_depth(data: Any, source: str) -> None:

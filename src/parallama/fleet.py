@@ -162,6 +162,8 @@ class Fleet:
     "Ask the workers again while their answers disagree, for a strategy that votes (None: one answer each)."
     tools_agent_name: str | None = None
     "The config's `serve.tools_agent`."
+    tools_mode: str = "review"
+    "The config's `serve.tools`: `review`, `agent` or `ignore`."
 
     @property
     def reviewer(self) -> Agent | None:

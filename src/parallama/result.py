@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 if TYPE_CHECKING:
+    from .backends import Message
     from .backends.base import TokenLogprob
     from .backends.tools import ToolCall
 
@@ -164,6 +165,14 @@ class RunResult:
     run_id: str | None = None
     history_id: str | None = None
     "The run's id in the history database, when the run was kept there (the same as `run_id`)."
+    continue_with: "list[Message]" = field(default_factory=list)
+    ("With `tools` offered: the writing reviewer's request when its answer is tool calls (`tool_calls`); send it "
+     "again with the calls and their results to continue (the workers need not answer again).")
+
+    @property
+    def tool_calls(self) -> "tuple[ToolCall, ...]":
+        """The tools the reviewer that writes the reply asked to call (its `final` text may then be empty)."""
+        return self.review.tool_calls if self.review is not None and self.review.ok else ()
 
     @property
     def partial(self) -> bool:

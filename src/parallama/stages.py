@@ -120,7 +120,7 @@ def run_result(run: "Run", fleet: "Fleet", prompt: str, rounds: list[list[AgentR
         warnings=_cut_notes(rounds) + list(fleet.warnings) + run.warnings + outcome.warnings,
         strategy=strategy, cut=_cut(rounds), tally=outcome.tally,
         earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
-        rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id)
+        rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id, continue_with=outcome.continue_with)
 
 
 @dataclass

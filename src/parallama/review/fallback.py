@@ -29,6 +29,8 @@ class ReviewOutcome:
     ranking: list["CouncilRank"] | None = None
     tally: list["VoteCount"] | None = None
     warnings: list[str] = field(default_factory=list)
+    continue_with: list["Message"] = field(default_factory=list)
+    "The writing reviewer's request when its answer is tool calls: sent again with the calls and their results."
 
 
 async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], list["Message"]],
@@ -36,11 +38,17 @@ async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], l
                          read: Callable[["AgentResult"], None] | None = None,
                          prepare: Callable[["Agent"], "Agent"] | None = None,
                          retry: Callable[[list["Message"], "AgentResult"], list["Message"]] | None = None) -> None:
-    """Try each reviewer in order until one answers (and, when `read` is given, answers readably)."""
+    """Try each reviewer in order until one answers (and, when `read` is given, answers readably). A reviewer that
+    writes the reply (no `read`) is offered the run's tools; one whose server refuses them is asked again without."""
+    tools = run.tools if read is None else ()
     for reviewer in fleet.reviewers:
         agent = prepare(reviewer) if prepare else reviewer
         messages = build(reviewer)
-        [result] = await run.ask(REVIEW, [(agent, messages)], until)
+        [result] = await run.ask(REVIEW, [(agent, messages)], until, tools)
+        if tools and not result.ok and result.error_kind == "http_status":
+            run.warnings.append(f"{reviewer.name} ({reviewer.endpoint}) refused the request's tools "
+                                f"({result.error}); asked again without them")
+            [result] = await run.ask(REVIEW, [(agent, messages)], until)
         if agent is not reviewer and not result.ok and result.error_kind == "http_status":
             # The server refused what `prepare` added (say, a structured-output field it does not know):
             # ask again plainly.
@@ -62,6 +70,8 @@ async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], l
                                            f"{first}; then {second}")
         if result.ok:
             outcome.review, outcome.final, outcome.final_source = result, result.content, REVIEW_SOURCE
+            if result.tool_calls:
+                outcome.continue_with = messages
             return
         outcome.attempts.append(result)
         outcome.review = result

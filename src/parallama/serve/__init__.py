@@ -13,6 +13,6 @@ descriptions; `conversation` how a chat's messages become a run's context and pr
 from __future__ import annotations
 
 from .app import DEFAULT_PORT, Running, create_app, start
-from .runs import ServeOptions
+from .service import ServeOptions
 
 __all__ = ["DEFAULT_PORT", "Running", "ServeOptions", "create_app", "start"]

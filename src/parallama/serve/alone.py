@@ -18,11 +18,11 @@ from .feed import Feed
 from .narration import CONTENT, REASONING, Piece, split_channels
 
 if TYPE_CHECKING:
-    from ..backends import Message, Tool
+    from ..backends import Message, Tool, ToolCall
     from ..events import Event, EventSink
     from ..fleet import Agent
     from ..result import AgentResult
-    from .runs import Service
+    from .service import Service
 
 class Tally(Protocol):
     """What a reply's last chunk reports: tokens and Ollama's durations (a fleet run's Narrator, an AgentReply)."""
@@ -47,6 +47,10 @@ class AgentAsk:
     tools: "tuple[Tool, ...]" = ()
     thinking: bool = True
     "Show the agent's own thinking (a reasoning model's), unless the request said `think: false`."
+    opening: str | None = None
+    "A line of progress before the answer (a review going on with the tool results), or None."
+    ignored: tuple[str, ...] = ()
+    "The request's settings this agent does not use (named in a header)."
 
 
 class AgentReply(Feed[Piece]):
@@ -72,6 +76,28 @@ class AgentReply(Feed[Piece]):
         redact = service.redact
         self._answer_mask = StreamMask(redact) if redact.secrets else None
         self._thought_mask = StreamMask(redact) if redact.secrets else None
+
+    async def __aenter__(self) -> "AgentReply":
+        await super().__aenter__()
+        if self.ask.opening:
+            self.push([(REASONING, self.ask.opening)])
+        return self
+
+    @property
+    def tally(self) -> "AgentReply":
+        """The numbers of the last chunk (tokens, Ollama's durations)."""
+        return self
+
+    @property
+    def tool_calls(self) -> "tuple[ToolCall, ...]":
+        return self.result.tool_calls if self.result is not None else ()
+
+    def keepalive_text(self) -> str | None:
+        """No progress line in a quiet moment: an agent alone has no stages to tell."""
+        return None
+
+    def styled_status(self, text: str) -> Piece:
+        return (REASONING, text)
 
     def start(self, on_event: "EventSink") -> Coroutine[Any, Any, "AgentResult"]:
         return self.service.client.ask_agent(self.ask.agent, self.ask.messages, tools=self.ask.tools,

@@ -20,7 +20,7 @@ from . import ollama_api, openai_api, origins, ui
 from .connections import BODY_TIMEOUT, CAP, CappedSite, ConnectionCap, default_max_connections
 from .errors import ApiError
 from .observed import Observed
-from .runs import SERVICE, Service, ServeOptions
+from .service import SERVICE, Service, ServeOptions
 from .wire import MAX_BODY_BYTES
 
 if TYPE_CHECKING:

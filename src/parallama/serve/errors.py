@@ -55,13 +55,18 @@ class ApiError(Exception):
 def no_answer_note(headline: str, causes: list[str]) -> str:
     """What a streamed reply carries as content when there is no answer: what failed and each cause with its fix
     (as the terminal says them), as a short Markdown note. Chat front-ends (Open WebUI) show content but drop an
-    error line at the end of a stream. Each cause is a code span: a server's words cannot become links or markup."""
-    return f"**parallama: no answer, {headline}.**\n\n" + "".join(f"- {_code(cause)}\n" for cause in causes)
+    error line at the end of a stream. Each cause reads as the progress shows it: its commands (in backticks) are
+    code to copy, and the rest of a server's words is text (markup escaped: no links, no emphasis)."""
+    return f"**parallama: no answer, {headline}.**\n\n" + "".join(f"- {markdown_text(cause)}\n" for cause in causes)
 
 
-def _code(text: str) -> str:
-    """`text` as one Markdown code span, whatever backticks it holds (CommonMark: a longer fence, padded)."""
+_CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+_MARKUP = re.compile(r"([\\`*_\[\]<>#|~!])")
+
+
+def markdown_text(text: str) -> str:
+    """One line of Markdown that shows `text` as it is: its `backticked` parts as code spans, every other character
+    that Markdown would read as markup escaped."""
     text = " ".join(text.split())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    return f"{fence} {text} {fence}" if longest else f"{fence}{text}{fence}"
+    parts = _CODE_SPAN.split(text)
+    return "".join(part if i % 2 else _MARKUP.sub(r"\\\1", part) for i, part in enumerate(parts))

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, RunEnded, Started, Thinking
+from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Ranked, RunEnded, Started, Thinking
 from ..redact import StreamMask
+from ..review.vote import tally
 from ..sampling import sampling_line
 from ..stages import reviewing
 from ..strategies import reviewer_writes_reply
@@ -50,8 +51,10 @@ class Narrator:
         self.strategy = strategy
         self.reviewed = reviewing(fleet, strategy, True) is not None
         self.tracker = RunTracker(fleet, review=self.reviewed, tails=False)
-        self.answer_streams = self.reviewed and reviewer_writes_reply(strategy)
-        "The reviewer's text is the final answer as it is written (not so for the judge's scores)."
+        self.answer_streams = self.reviewed and (reviewer_writes_reply(strategy) or strategy == "vote")
+        """The reviewer's text is the final answer as it is written (not so for the judge's scores; a vote's
+        reviewer is asked only when there is no majority, and then writes the reply)."""
+        self._said: set[str] = set()  # warnings said before the end (a vote's missing majority)
         self.content_started = False
         self.error: str | None = None
         "Why there is no answer (every worker failed; the run was interrupted; a bug), when there is none."
@@ -64,9 +67,10 @@ class Narrator:
 
     # ---------------------------------------------------------------- the stream
 
-    def opening(self, ignored: Sequence[str] = ()) -> list[Piece]:
+    def opening(self, ignored: Sequence[str] = (), notes: Sequence[str] = ()) -> list[Piece]:
         """What the fleet will do, sent before anything has happened (the first byte); and, once, the request's
-        settings the fleet does not use (each agent keeps the options its config gives it)."""
+        settings the fleet does not use (each agent keeps the options its config gives it) and `notes` (what
+        becomes of the request's tools)."""
         workers = self.fleet.workers
         names = ", ".join(a.name for a in workers)
         text = f"parallama: {len(workers)} workers ({names}) answer at once" if len(workers) > 1 else \
@@ -80,6 +84,7 @@ class Narrator:
         lines = [text + ".\n"] + [f"⚠ {warning}\n" for warning in self.fleet.warnings]
         if ignored:
             lines.append(f"Not used: {', '.join(ignored)} (each agent keeps the settings its config gives it).\n")
+        lines += [f"{note}\n" for note in notes]
         return self._out([(REASONING, "".join(lines) + "\n")])
 
     def feed(self, event: "Event") -> list[Piece]:
@@ -108,8 +113,10 @@ class Narrator:
             return self._started(event, opens_stage)  # type: ignore[arg-type]
         if kind is Finished or kind is Failed or kind is Cut:
             return self._ended(event)  # type: ignore[arg-type]
+        if kind is Ranked:
+            return self._ranked()
         if kind is RunEnded:
-            return self._run_ended(event.result)  # type: ignore[union-attr,arg-type]
+            return self._review_read() + self._run_ended(event.result)  # type: ignore[union-attr,arg-type]
         return []
 
     @property
@@ -159,11 +166,15 @@ class Narrator:
             elif event.stage.startswith("round "):
                 out.append(f"\n{event.stage.capitalize()}: each worker improves its answer with the others'.\n")
             elif event.stage == REVIEW:
-                out.append("\n")
+                out.append("\n" + self._no_majority())
         agent = event.agent
         doing = "started"
         if event.stage == REVIEW:
             doing = "is scoring the answers" if self.strategy == "judge" else "is writing the final answer"
+            earlier = [r for r in self.tracker.attempts if r.stage == REVIEW and r.name == agent.name
+                       and r.state == "done" and r is not self.tracker.rows.get((REVIEW, agent.name))]
+            if earlier:  # asked again: its first answer could not be read
+                doing += " again (its first answer could not be read)"
         waited = f" after waiting {event.queued_s:.1f} s for a slot" if event.queued_s >= 0.1 else ""
         on = f" on {agent.server.split('://', 1)[-1]}" if agent.pooled else ""  # the replica of its pool
         out.append(f"▸ {agent.name} ({agent.model}) {doing}{on}{waited}\n")
@@ -181,11 +192,13 @@ class Narrator:
                 out.append((CONTENT, HALFWAY_NOTE.format(name=result.name, cause=result.error)))
             return self._out(out)
         if event.stage == RANKING:
-            return self._out([(REASONING, f"✓ {result.name} ranked the others in {result.elapsed_s:.1f} s\n")])
+            return []  # said once the rankings are read (`Ranked`): an answer is not yet a readable ranking
         if event.stage == REVIEW:
-            if self.answer_streams:
-                return self._out(held)
-            return self._out(held + [(REASONING, f"✓ {result.name} scored them in {result.elapsed_s:.1f} s\n")])
+            if result.tool_calls:
+                names = ", ".join(dict.fromkeys(call.name for call in result.tool_calls))
+                return self._out(held + [(REASONING, f"↪ {result.name} calls {names}: the tools run on your side, "
+                                                     "and the reply follows with their results\n")])
+            return self._out(held)  # a judge's scores are said once read (at the end): see `_review_read`
         return self._out([(REASONING, f"✓ {result.name} answered in {result.elapsed_s:.1f} s{_tokens(result)}:\n\n"
                                       f"{result.content.strip()}\n\n")])
 
@@ -210,7 +223,7 @@ class Narrator:
             notes.append("\nThe reply is the majority's answer.\n")
         if source is not None and source.kind == "judge":
             notes.append(f"\nThe reply is {source.agent}'s answer, scored best.\n")
-        notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings]
+        notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings and w not in self._said]
         out: list[Piece] = [(REASONING, "".join(notes))] if notes else []
         final = result.reply
         if final is None:
@@ -220,6 +233,46 @@ class Narrator:
         if (self._redact(streamed) if self._redact else streamed) != final:
             out.append((CONTENT, final))
         return self._out(out)
+
+    def _ranked(self) -> list[Piece]:
+        """council: each ranking that came, as the tracker has read it: used, or left out (and why)."""
+        lines = []
+        for row in self.tracker.attempts:
+            if row.stage != RANKING or row.result is None or not row.result.ok:
+                continue  # a failed ranker was said when it failed
+            if row.state == "unusable":
+                lines.append(f"⚠ {row.name}'s ranking was left out: {(row.unusable or '').removeprefix('ranking left out: ')}\n")
+            else:
+                lines.append(f"✓ {row.name} ranked the others in {row.result.elapsed_s:.1f} s\n")
+        return self._out([(REASONING, "".join(lines))]) if lines else []
+
+    def _review_read(self) -> list[Piece]:
+        """judge: each reviewer's scores that came, as the tracker has read them at the run's end: used, or not
+        readable (the judge asked again, or gave up on it)."""
+        if self.answer_streams or not self.reviewed:
+            return []
+        lines = []
+        for row in self.tracker.attempts:
+            if row.stage != REVIEW or row.result is None or not row.result.ok:
+                continue
+            if row.state == "unusable":
+                lines.append(f"⚠ {row.name}'s scores could not be read: {row.unusable}\n")
+            elif row.state == "done":
+                lines.append(f"✓ {row.name} scored them in {row.result.elapsed_s:.1f} s\n")
+        return self._out([(REASONING, "".join(lines))]) if lines else []
+
+    def _no_majority(self) -> str:
+        """vote: why its reviewer is asked (no majority), said as it is asked, not after the result."""
+        if self.strategy != "vote":
+            return ""
+        answers = [row.result for row in self.tracker.rows.values()
+                   if row.stage != REVIEW and row.stage != RANKING and row.result is not None and row.result.ok]
+        last_stage = answers[-1].stage if answers else WORKERS
+        counts = tally([a for a in answers if a.stage == last_stage])
+        why = "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie"
+        warning = f"vote: no majority ({why}); the reviewer synthesized the answers"
+        self._said.add(warning)
+        return f"No majority ({why}): the reviewer writes the final answer from theirs.\n"
 
     def _flush(self) -> list[Piece]:
         """What the masks held back (the start of what might be a secret), now that the reviewer is done."""

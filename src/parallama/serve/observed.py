@@ -14,7 +14,7 @@ from ..observe import traces_wanted
 if TYPE_CHECKING:
     from ..observe.metrics import FleetMetrics
     from ..observe.traces import Tracing
-    from .runs import Service, ServeOptions
+    from .service import Service, ServeOptions
 
 log = logging.getLogger("parallama.serve")
 

@@ -11,21 +11,17 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import __version__
-from ..backends.tools import ToolCall, new_call_id
-from .alone import AgentAsk, AgentReply
-from .conversation import for_agent, split
+from .errors import ApiError
 from .feed import write_stream
 from .narration import CONTENT, REASONING, Piece, coalesce
-from .runs import SERVICE, Ask, Reply
-from .errors import ApiError
-from .wire import (OLLAMA_IGNORED, OllamaChatRequest, OllamaGenerateRequest, OllamaMessage, OllamaShowRequest,
-                   ignored_fields, parse, seed_of)
+from .service import SERVICE
+from .wire import (OllamaChatRequest, OllamaGenerateRequest, OllamaShowRequest, ollama_chat_intent,
+                   ollama_generate_intent, parse)
 
 if TYPE_CHECKING:
-    from ..backends import Message
-    from ..fleet import Agent
+    from ..backends.tools import ToolCall
     from .alone import Tally
-    from .runs import Service
+    from .wire import Intent
 
 API_VERSION = "0.12.6"
 "The Ollama version whose API this follows; clients compare it (Open WebUI warns below 0.1.16)."
@@ -68,59 +64,32 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
     body = await parse(request, OllamaChatRequest)
-    agent = service.agent_to_answer(body.model, body.tools)
-    strategy = service.strategy_for(body.model) if agent is None else ""
-    lines = ChatLines(body.model)
-    if not body.messages:
-        return web.json_response(lines.loaded(body))
-    if agent is not None:
-        messages, dropped = for_agent(_messages(body.messages))
-        ignored = (ignored_fields(body, OLLAMA_IGNORED) + [f"options.{key}" for key in body.options or {}]
-                   + [f"{r} messages" for r in dropped] + (["images"] if any(m.images for m in body.messages) else []))
-        tools = tuple(t.model_dump(exclude_none=True) for t in body.tools or ())
-        alone = AgentAsk(body.model, agent, tuple(messages), tools, _thinking(service, body.think))
-        return await answer_alone(request, service, alone, lines, stream=body.stream, ignored=ignored)
-    context, prompt, dropped = split((m.role, m.content or "") for m in body.messages)
-    ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options) + [f"{r} messages" for r in dropped]
-    if any(m.images for m in body.messages):
-        ignored.append("images")
-    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options),
-              tuple(ignored))
-    return await answer(request, service, ask, lines, stream=body.stream, ignored=ignored)
+    return await respond(request, ollama_chat_intent(body), ChatLines(body.model), body)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
     body = await parse(request, OllamaGenerateRequest)
-    agent: Agent | None = service.catalogue.agent_for(body.model)
-    strategy = service.strategy_for(body.model) if agent is None else ""
-    lines = GenerateLines(body.model)
-    if not (body.prompt or "").strip():
+    return await respond(request, ollama_generate_intent(body), GenerateLines(body.model), body)
+
+
+async def respond(request: web.Request, intent: "Intent", lines: "ChatLines", body: Any) -> web.StreamResponse:
+    """A chat (or generate) answer, whoever answers (the fleet, or one agent): progress as `thinking`, the reply
+    as `content`, the tool calls it asks for in `message.tool_calls`; with no answer, why, as content, then the
+    error line the `ollama` client raises on."""
+    service = request.app[SERVICE]
+    if intent.empty:
+        service.check_model(intent.model)
         return web.json_response(lines.loaded(body))
-    turns = ([("system", body.system)] if body.system else []) + [("user", body.prompt or "")]
-    if agent is not None:
-        ignored = ignored_fields(body, OLLAMA_IGNORED) + [f"options.{key}" for key in body.options or {}]
-        messages: tuple[Message, ...] = tuple({"role": role, "content": text} for role, text in turns)
-        alone = AgentAsk(body.model, agent, messages, (), _thinking(service, body.think))
-        return await answer_alone(request, service, alone, lines, stream=body.stream, ignored=ignored)
-    context, prompt, _ = split(turns)
-    ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
-    ask = Ask(body.model, strategy, prompt, context, _progress(service, body.think), seed_of(body.options),
-              tuple(ignored))
-    return await answer(request, service, ask, lines, stream=body.stream, ignored=ignored)
-
-
-async def answer(request: web.Request, service: "Service", ask: Ask, lines: "ChatLines", *, stream: bool,
-                 ignored: list[str]) -> web.StreamResponse:
+    follower = service.follower(intent)
+    ignored = follower.ask.ignored
     headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
-    async with Reply(service, ask) as reply:  # 429 before anything is sent
-        if not stream:
+    async with follower as reply:  # 429 before anything is sent
+        if not intent.stream:
             reasoning, content = await reply.collect_text()
             if reply.error:
                 raise ApiError(reply.error_status, reply.error)
-            return web.json_response(lines.whole(reply.narrator, content, reasoning),
+            return web.json_response(lines.whole(reply.tally, content, reasoning, reply.tool_calls),
                                      headers=headers)
         response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)
@@ -131,36 +100,12 @@ async def answer(request: web.Request, service: "Service", ask: Ask, lines: "Cha
 
         await write_stream(response, reply, lines.pieces, keepalive)
         if reply.error:
-            # Front-ends drop an error line: the reason is content too, and the stream ends as streams do.
-            await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply.narrator)
+            await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply.tally)
                                  + _line({"error": reply.error}))
         else:
-            await response.write(lines.final(reply.narrator))
-        await response.write_eof()
-        return response
-
-
-async def answer_alone(request: web.Request, service: "Service", ask: AgentAsk, lines: "ChatLines", *,
-                       stream: bool, ignored: list[str]) -> web.StreamResponse:
-    """One agent's answer (see `alone`): its text, or the tool calls it asks for in `message.tool_calls`."""
-    headers = {"X-Parallama-Ignored": ", ".join(ignored)} if ignored else {}
-    async with AgentReply(service, ask) as reply:  # 429 before anything is sent
-        if not stream:
-            reasoning, content = await reply.collect_text()
-            if reply.result is None:
-                raise ApiError(reply.error_status, reply.error or "no answer")
-            return web.json_response(lines.whole(reply, content, reasoning, reply.result.tool_calls),
-                                     headers=headers)
-        response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
-        await response.prepare(request)
-        await write_stream(response, reply, lines.pieces, lambda: lines.piece(CONTENT, ""))
-        if reply.result is None:
-            await response.write(lines.piece(CONTENT, reply.note()) + lines.final(reply)
-                                 + _line({"error": reply.error}))
-        else:
-            if reply.result.tool_calls:  # as Ollama streams them: whole, in a line of their own before the last
-                await response.write(lines.calls(reply.result.tool_calls))
-            await response.write(lines.final(reply))
+            if reply.tool_calls:  # as Ollama streams them: whole, in a line of their own before the last
+                await response.write(lines.calls(reply.tool_calls))
+            await response.write(lines.final(reply.tally))
         await response.write_eof()
         return response
 
@@ -228,45 +173,6 @@ class GenerateLines(ChatLines):
         if reasoning:
             fields["thinking"] = reasoning
         return {"model": self.model, "created_at": _now(), **fields, **self._end(narrator)}
-
-
-def _messages(messages: "list[OllamaMessage]") -> list["Message"]:
-    """Ollama's messages as one agent takes them (OpenAI's shape, see `backends.tools`): each earlier call gets an
-    id (Ollama's have none), and a tool's result answers the first call of its tool not yet answered."""
-    out: list[Message] = []
-    waiting: list[tuple[str, str]] = []  # (id, tool) of calls not yet answered
-    for m in messages:
-        message: Message = {"role": m.role, "content": m.content or ""}
-        if m.tool_calls:
-            calls = [ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments
-                              if isinstance(c.function.arguments, str) else json.dumps(c.function.arguments))
-                     for c in m.tool_calls]
-            message["tool_calls"] = [call.openai() for call in calls]
-            waiting = [(call.id, call.name) for call in calls]
-        elif m.role == "tool":
-            answered = next((w for w in waiting if w[1] == m.tool_name), waiting[0] if waiting else None)
-            if answered is not None:
-                waiting.remove(answered)
-            message["tool_call_id"] = answered[0] if answered else new_call_id()
-            name = m.tool_name or (answered[1] if answered else None)
-            if name:
-                message["name"] = name
-        out.append(message)
-    return out
-
-
-def _thinking(service: "Service", think: object) -> bool:
-    """An agent's own thinking is shown as `thinking` unless the request or serve's progress setting says no."""
-    return think is not False and service.options.progress == "thinking"
-
-
-def _progress(service: "Service", think: object) -> Any:
-    """`think: false` asks for no thinking: this answer comes without progress."""
-    return "none" if think is False else service.options.progress
-
-
-def _ignored_options(options: dict[str, Any] | None) -> list[str]:
-    return [f"options.{key}" for key in (options or {}) if key != "seed"]
 
 
 def _line(payload: dict[str, Any]) -> bytes:

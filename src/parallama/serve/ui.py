@@ -23,7 +23,7 @@ from .conversation import split
 from .errors import ApiError
 from .feed import Feed, write_stream
 from .origins import local_name
-from .runs import SERVICE, Service
+from .service import SERVICE, Service
 from .ui_view import RunView, View, fleet_view, replay
 from .wire import PageRunRequest, parse
 

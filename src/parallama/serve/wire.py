@@ -10,21 +10,27 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated, Any, Literal, Optional, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from ..backends.tools import ToolCall, new_call_id
 from ..strategies import StrategyName
 from .connections import BODY_TIMEOUT
 from .errors import ApiError
 
+if TYPE_CHECKING:
+    from ..backends import Message, Tool
+
 # Request fields that change what a single model would do, but not what the fleet does: reported, not used.
 OPENAI_IGNORED = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
-                  "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tool_choice", "parallel_tool_calls",
+                  "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "parallel_tool_calls",
                   "functions", "function_call", "response_format", "reasoning_effort")
 OLLAMA_IGNORED = ("format", "raw", "template", "suffix", "images", "context")
-"`tools` is not among them: a request with tools is answered by the fleet's tools agent (see `alone`)."
+"""`tools` and `tool_choice` are not among them: offered tools go to the step that writes the reply (see
+`Service.follower`)."""
 
 MAX_BODY_BYTES = 16 * 2**20
 "A request body's bound: a conversation of a million tokens is about 4 MB; aiohttp refuses more with a 413."
@@ -279,3 +285,100 @@ def seed_of(options: Optional[dict[str, Any]]) -> int | None:
 
 
 ProgressMode = Literal["thinking", "think-tags", "none"]
+
+
+# ---------------------------------------------------------------- each API's body as one intent
+
+@dataclass(frozen=True)
+class Intent:
+    """What one chat request asks, whichever API it came by: the conversation as an agent takes it (OpenAI's shape,
+    tool calls and results kept), the tools it offers, and how to answer. `Service.follower` picks who answers."""
+
+    model: str
+    "The name as the client wrote it (echoed back)."
+    messages: "tuple[Message, ...]"
+    tools: "tuple[Tool, ...]" = ()
+    tool_choice: object = None
+    "OpenAI's `tool_choice` (`required` or a named function demands a call); None when not sent."
+    stream: bool = True
+    think: bool = True
+    "False: the request asked for no thinking (Ollama's `think: false`): no progress, no agent thinking."
+    seed: int | None = None
+    ignored: tuple[str, ...] = ()
+    "The request's settings the fleet does not use: named in a header and, once, in the progress."
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to answer: the model is only loaded (`ollama run` sends one before the chat)."""
+        return not self.messages
+
+    @property
+    def demands_a_tool(self) -> bool:
+        choice = self.tool_choice
+        return choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
+
+
+def openai_intent(body: OpenAIChatRequest) -> Intent:
+    messages: list[Message] = []
+    not_text = False
+    for m in body.messages:
+        text, other = openai_text(m.content)
+        not_text = not_text or other
+        message: Message = {"role": m.role, "content": text}
+        if m.tool_calls:
+            message["tool_calls"] = [ToolCall(c.id, c.function.name, c.function.arguments).openai()
+                                     for c in m.tool_calls]
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        name = (m.model_extra or {}).get("name")
+        if m.role == "tool" and isinstance(name, str):
+            message["name"] = name
+        messages.append(message)
+    ignored = ignored_fields(body, OPENAI_IGNORED) + (["content parts that are not text"] if not_text else [])
+    return Intent(body.model, tuple(messages), _tools(body.tools), (body.model_extra or {}).get("tool_choice"),
+                  body.stream, True, body.seed, tuple(ignored))
+
+
+def ollama_chat_intent(body: OllamaChatRequest) -> Intent:
+    """Ollama's messages as one agent takes them (OpenAI's shape, see `backends.tools`): each earlier call gets an
+    id (Ollama's have none), and a tool's result answers the first call of its tool not yet answered."""
+    messages: list[Message] = []
+    waiting: list[tuple[str, str]] = []  # (id, tool) of calls not yet answered
+    for m in body.messages:
+        message: Message = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            calls = [ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments
+                              if isinstance(c.function.arguments, str) else json.dumps(c.function.arguments))
+                     for c in m.tool_calls]
+            message["tool_calls"] = [call.openai() for call in calls]
+            waiting = [(call.id, call.name) for call in calls]
+        elif m.role == "tool":
+            answered = next((w for w in waiting if w[1] == m.tool_name), waiting[0] if waiting else None)
+            if answered is not None:
+                waiting.remove(answered)
+            message["tool_call_id"] = answered[0] if answered else new_call_id()
+            name = m.tool_name or (answered[1] if answered else None)
+            if name:
+                message["name"] = name
+        messages.append(message)
+    ignored = (ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
+               + (["images"] if any(m.images for m in body.messages) else []))
+    return Intent(body.model, tuple(messages), _tools(body.tools), None, body.stream, body.think is not False,
+                  seed_of(body.options), tuple(ignored))
+
+
+def ollama_generate_intent(body: OllamaGenerateRequest) -> Intent:
+    turns = ([("system", body.system)] if body.system else []) + [("user", body.prompt or "")]
+    messages: tuple[Message, ...] = tuple({"role": role, "content": text} for role, text in turns) \
+        if (body.prompt or "").strip() else ()
+    ignored = ignored_fields(body, OLLAMA_IGNORED) + _ignored_options(body.options)
+    return Intent(body.model, messages, (), None, body.stream, body.think is not False, seed_of(body.options),
+                  tuple(ignored))
+
+
+def _tools(tools: Optional[list[ToolDefinition]]) -> "tuple[Tool, ...]":
+    return tuple(t.model_dump(exclude_none=True) for t in tools or ())
+
+
+def _ignored_options(options: Optional[dict[str, Any]]) -> list[str]:
+    return [f"options.{key}" for key in (options or {}) if key != "seed"]

@@ -1,5 +1,5 @@
-"""The runs `serve` makes: one fleet client shared by every request, a bound on how many runs may wait, and each
-request's run followed as pieces to send (`Reply`)."""
+"""What every request to `serve` shares: the fleet, one fleet client for every request, the model names, a bound on
+how many runs may wait, and the runs in progress (`Service`); how `serve` behaves (`ServeOptions`)."""
 
 from __future__ import annotations
 
@@ -10,34 +10,29 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar, Union
 
 from aiohttp import web
 
-from ..events import Queued
 from ..redact import Redactor
-from .conversation import TagGuard
+from ..strategies import reviewer_writes_reply
+from .alone import AgentAsk, AgentReply
 from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
-from .errors import ApiError, no_answer_note
+from .conversation import for_agent, split
+from .errors import ApiError
 from .models import Catalogue
-from .feed import Feed
-from .narration import CONTENT, REASONING, Narrator, Piece, split_channels
+from .replies import Ask, Reply
+from .tool_turns import ToolTurns, question_end
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from ..backends import Message
     from ..client import FleetClient
     from ..fleet import Agent, Fleet
-    from ..events import Event, EventSink
     from ..history import History
-    from ..result import RunResult
-    from .wire import ProgressMode
+    from .wire import Intent, ProgressMode
 
 log = logging.getLogger("parallama.serve")
-
-WAITING_AFTER_S = 0.25
-"A request still waiting for its slot this long after it was queued is listed as waiting in the progress."
 
 RETRY_AFTER_MAX_S = 60.0
 """openai-python (as every Stainless SDK) sleeps as long as a Retry-After says only up to 60 s in its older releases
@@ -70,21 +65,6 @@ class ServeOptions:
     "Serve Prometheus metrics at `/metrics` (behind the API key when there is one)."
 
 
-@dataclass(frozen=True)
-class Ask:
-    """What one chat request asks of the fleet."""
-
-    model: str
-    "The name as the client wrote it (echoed back)."
-    strategy: str
-    prompt: str
-    context: "tuple[Message, ...]" = ()
-    progress: "ProgressMode" = "thinking"
-    seed: int | None = None
-    ignored: tuple[str, ...] = ()
-    "The request's settings the fleet does not use: named in the header and, once, in the progress."
-
-
 @dataclass
 class ServedRun:
     model: str
@@ -114,6 +94,8 @@ class Service:
         "The served runs in progress (waiting or running), by run id."
         self.typical_run_s = 10.0
         "A moving average of served runs' wall time, for Retry-After."
+        self.tool_turns = ToolTurns()
+        "The runs whose reply was a tool call, for the client's follow-up with the results."
         self._client: FleetClient | None = None
         self._history: History | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -182,20 +164,72 @@ class Service:
         if self.catalogue.agent_for(model) is None:
             self.strategy_for(model)
 
-    def agent_to_answer(self, model: str, tools: object) -> "Agent | None":
-        """The agent that answers alone: the one a `parallama/<agent>` name asks for, or, for a fleet name with
-        tools in the request, the tools agent (a 400 ApiError when the fleet has none); None: the fleet runs."""
-        agent = self.catalogue.agent_for(model)
-        if agent is not None or not tools:
-            return agent
-        self.strategy_for(model)  # an unknown name is a 404 first
-        agent = self.fleet.tools_agent
-        if agent is None:
-            raise ApiError(400, "this request offers tools, and no agent here is set to call them: name one in the "
-                                'config as "serve": {"tools_agent": "<agent name>"} (the default, the first reviewer, '
-                                "does not exist: this fleet has no reviewer), or ask a parallama/<agent> model",
-                           code="tools_not_supported", param="tools")
-        return agent
+    def follower(self, intent: "Intent") -> "Follower":
+        """Who answers a request, followed (a `Feed`; 404 for a name this server does not answer to, 400 for a
+        conversation with nothing to answer):
+
+        - a `parallama/<agent>` model: that agent alone, with the conversation as it is and the tools offered;
+        - a fleet name: the ensemble, the offered tools going to the reviewer that writes the reply, and a tool
+          call it makes going back to the client; the client's follow-up with the results continues that reviewer's
+          request (`ToolTurns`), the workers not asked again;
+        - tools with `tool_choice` demanding a call, a tool result no run here knows, or `serve.tools: agent`: the
+          tools agent alone (with none, the ensemble answers without the tools and says so)."""
+        progress = self.options.progress if intent.think else "none"
+        thinking = intent.think and self.options.progress == "thinking"
+        agent = self.catalogue.agent_for(intent.model)
+        if agent is not None:
+            return self._alone(intent, agent, thinking)
+        strategy = self.strategy_for(intent.model)
+        fleet = self.fleet
+        tools, notes = intent.tools, []
+        if intent.messages and intent.messages[-1]["role"] == "tool":
+            turn = self.tool_turns.find(self.catalogue.canonical(intent.model), intent.messages)
+            if turn is not None:
+                tail, _ = for_agent(intent.messages[question_end(intent.messages):])
+                opening = (f"parallama: {turn.agent.name} goes on with the tool results (the workers answered "
+                           "this question already).\n\n")
+                return AgentReply(self, AgentAsk(intent.model, turn.agent, (*turn.messages, *tail), tools, thinking,
+                                                 opening if thinking else None))
+            # A tool result with no run here to continue (serve restarted): an agent reads it as it is.
+            return self._alone(intent, fleet.tools_agent or fleet.reviewer or fleet.workers[0], thinking)
+        if tools:
+            mode = fleet.tools_mode
+            if mode == "ignore":
+                tools = ()
+                notes.append('The request\'s tools are not used ("serve": {"tools": "ignore"} in the config).')
+            elif mode == "agent" or intent.demands_a_tool:
+                if fleet.tools_agent is not None:
+                    return self._alone(intent, fleet.tools_agent, thinking)
+                tools = ()
+                notes.append("The request's tools are not used: no agent here is set to call them (name one as "
+                             '"serve": {"tools_agent": "<agent name>"} in the config).')
+            elif not fleet.reviewers:
+                tools = ()
+                notes.append("The request's tools are not used: no agent here writes the reply (this fleet has no "
+                             'reviewer; name a tools agent as "serve": {"tools_agent": "<agent name>"}, with '
+                             '"tools": "agent", to have it call them).')
+            elif not reviewer_writes_reply(strategy):
+                notes.append(f"The request's tools are not used unless the vote has no majority: with {strategy} "
+                             "the reply is a worker's answer." if strategy == "vote" else
+                             f"The request's tools are not used: with {strategy} the reply is the best-scored "
+                             "worker's answer (parallama:synthesize gives the reviewer the tools).")
+                tools = tools if strategy == "vote" else ()
+            else:
+                names = ", ".join(t.get("function", {}).get("name", "?") for t in tools[:3])
+                more = f" and {len(tools) - 3} more" if len(tools) > 3 else ""
+                notes.append(f"The request's {len(tools)} tool{'s' if len(tools) != 1 else ''} ({names}{more}) go "
+                             f"to {fleet.reviewers[0].name}, which writes the reply.")
+        context, prompt, dropped = split((m["role"], m["content"]) for m in intent.messages)
+        ignored = (*intent.ignored, *(f"{r} messages" for r in dropped))
+        ask = Ask(intent.model, strategy, prompt, context, progress, intent.seed, ignored, tools, tuple(notes),
+                  intent.messages)
+        return Reply(self, ask)
+
+    def _alone(self, intent: "Intent", agent: "Agent", thinking: bool) -> "AgentReply":
+        messages, dropped = for_agent(intent.messages)
+        ignored = (*intent.ignored, *(["seed"] if intent.seed is not None else []), *(f"{r} messages" for r in dropped))
+        return AgentReply(self, AgentAsk(intent.model, agent, tuple(messages), intent.tools, thinking,
+                                         ignored=ignored))
 
     def admit(self, run_id: str, model: str) -> None:
         """Count a run in, or refuse it (429) when `max_queue` runs already wait beyond those that can go."""
@@ -240,107 +274,8 @@ class Service:
         return [self.catalogue.running_entry(name, runs) for name, runs in by_model.items()]
 
 
-class Reply(Feed[Piece]):
-    """One request's fleet run, followed (a `Feed`): its narration as pieces in this request's progress mode; at
-    the end `narrator` holds the result, or `error` says why there is none.
-
-        async with Reply(service, ask) as reply:
-            await write_stream(response, reply, write=..., keepalive=...)
-    """
-
-    def __init__(self, service: Service, ask: Ask) -> None:
-        super().__init__(service, ask.model)
-        self.service: Service = service
-        self.ask = ask
-        self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
-        self._think_open = False
-        self._tags = TagGuard()
-        self._content_begun = False
-        self._waiting_check: asyncio.TimerHandle | None = None
-        self.error_status = 502
-        "The status of an answer sent whole when there is none: 502 (every worker failed), 500 (a bug)."
-
-    async def __aenter__(self) -> "Reply":
-        await super().__aenter__()
-        self.push(self.narrator.opening(self.ask.ignored))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._waiting_check is not None:
-            self._waiting_check.cancel()
-        await super().__aexit__(*exc)
-
-    def start(self, on_event: "EventSink") -> Coroutine[Any, Any, "RunResult"]:
-        return self.service.client.run(self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy,
-                                       seed=self.ask.seed, run_id=self.run_id, on_event=on_event)
-
-    def render(self, event: "Event") -> list[Piece]:
-        if type(event) is Queued and not self._waiting_check:
-            # Said once it is clear that a request waits (not for one its server takes at once).
-            self._waiting_check = asyncio.get_running_loop().call_later(WAITING_AFTER_S, self._say_waiting)
-        return self.narrator.feed(event)
-
-    def _say_waiting(self) -> None:
-        self._waiting_check = None
-        self.push(self.narrator.waiting(WAITING_AFTER_S))
-
-    def crashed(self, message: str) -> list[Piece]:
-        self.error_status = 500
-        self.narrator.error = message
-        return []
-
-    @property
-    def error(self) -> str | None:
-        """Why there is no answer (every worker failed, the run was interrupted, a bug), or None."""
-        return self.narrator.error
-
-    async def collect_text(self) -> tuple[str, str]:
-        """Every piece to the end, for an answer sent whole: (reasoning, content)."""
-        return split_channels(await self.collect())
-
-    def note(self) -> str:
-        """Why there is no answer, as content (see `no_answer_note`): each worker's failure and its fix."""
-        result = self.narrator.result
-        if result is not None and result.no_answer_reason is not None:
-            return no_answer_note("every worker failed", result.failures)
-        return no_answer_note("the run did not finish", [self.narrator.error or "no answer"])
-
-    def keepalive_text(self) -> str | None:
-        """The progress line for a quiet moment, in this request's progress mode, or None (send no text)."""
-        if self.ask.progress == "none" or self._content_begun:
-            return None
-        return self.narrator.status()
-
-    def shape(self, pieces: list[Piece]) -> list[Piece]:
-        """Pieces in this request's progress mode: reasoning as is (thinking), inside <think>…</think> in the
-        content (think-tags), or left out (none)."""
-        mode = self.ask.progress
-        if mode == "thinking":
-            return pieces
-        out: list[Piece] = []
-        for channel, text in pieces:
-            if channel == REASONING:
-                if mode == "none" or self._content_begun:
-                    continue
-                text = self._tags.feed(text)  # a worker's `</think>` must not end serve's block
-                if not self._think_open:
-                    self._think_open = True
-                    text = "<think>\n" + text
-            else:
-                if self._think_open:
-                    self._think_open = False
-                    text = self._tags.flush() + "\n</think>\n\n" + text
-                self._content_begun = True
-            out.append((CONTENT, text))
-        return out
-
-    def styled_status(self, text: str) -> Piece:
-        """A keepalive line as a piece of this request's stream."""
-        if self.ask.progress == "think-tags":
-            [piece] = self.shape([(REASONING, text)])
-            return piece
-        return (REASONING, text)
-
+Follower = Union[Reply, AgentReply]
+"A request's answer, followed: a fleet run or one agent alone; each API writes either with one `respond`."
 
 SERVICE = web.AppKey("parallama.service", Service)
 "Where the app keeps its Service."
