@@ -30,14 +30,23 @@ from typing import Any
 
 from aiohttp import web
 
-FAULTS = {"404", "500", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty",
+FAULTS = {"404", "500", "500_traceback", "503", "cut", "truncated", "garbage", "hang", "error_line", "empty",
           "long_line", "long_unterminated", "401_echo", "401_partial", "echo", "error_echo", "raw_chunk", "endless"}
 """`long_line`: mid-stream, one chunk `line_bytes` long; `long_unterminated`: the same without its newline, then the
 end. `raw_chunk`: mid-stream, the JSON text `raw_chunk` as one more chunk, framed as the protocol frames one (an
 NDJSON line, an SSE `data:` event), then the rest of the stream. `401_echo` / `401_partial`: 401 quoting the caller's key whole / as hosted APIs abbreviate it
 (`sk-abc1****…wxyz`); `echo`: the answer repeats the Authorization header, split over two chunks; `error_echo`: an
 error line quoting it mid-stream. `endless`: mid-stream, small chunks as fast as it can write, never ending (a
-broken server whose model does not stop)."""
+broken server whose model does not stop). `500_traceback`: HTTP 500 whose error message is a Python traceback with
+local file paths (llama-cpp-python's server, asked for what its grammar code cannot take)."""
+
+
+TRACEBACK = """Traceback (most recent call last):
+  File "/home/user/.venv/lib/python3.11/site-packages/llama_cpp/server/errors.py", line 171, in custom_route_handler
+    response = await original_route_handler(request)
+  File "/home/user/.venv/lib/python3.11/site-packages/llama_cpp/llama_grammar.py", line 40, in from_string
+    raise ValueError("from_string: error parsing grammar file: parsed_grammar.rules is empty")
+ValueError: from_string: error parsing grammar file: parsed_grammar.rules is empty"""
 
 
 @dataclass
@@ -443,6 +452,9 @@ class FakeServer:
                                                 "type": "invalid_request_error",
                                                 "param": f"messages.[{unanswered}].tool_call_id",
                                                 "code": "missing_required_parameter"}}, status=400)
+        if behaviour.fault == "500_traceback":
+            record.ended = time.perf_counter()
+            return web.json_response({"error": {"message": TRACEBACK, "type": "internal_server_error"}}, status=500)
         if behaviour.fault in ("500", "503"):
             record.ended = time.perf_counter()
             status = int(behaviour.fault)

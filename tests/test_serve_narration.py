@@ -95,3 +95,17 @@ async def test_judge_says_scored_only_for_scores_it_could_read(servers, serve):
     assert thinking.count("⚠ Judge's scores could not be read") == 2
     assert content == "A short answer."  # the first successful worker answer, as the warning says
     assert "the final answer is the first successful worker answer" in thinking
+
+
+async def test_a_servers_500_traceback_is_one_line_of_cause_never_its_paths(servers, serve):
+    a, b, c = servers
+    a.model("m", latency=0.05, text="A short answer.")
+    b.model("m", latency=0.05, text="A complete answer.")
+    c.model("judge", fault="500_traceback")
+    running = await serve({"worker_agents": [worker(a, "m", name="W1"), worker(b, "m", name="W2")],
+                           "reviewer_agent": {"name": "Judge", "api_url": c.url + "/v1", "model": "judge"},
+                           "review": {"strategy": "judge"}})
+    thinking, content = await progress(running, "parallama:judge")
+    assert "HTTP 500: ValueError: from_string: error parsing grammar file: parsed_grammar.rules is empty" in thinking
+    assert "Traceback" not in thinking and "/home/user" not in thinking and "site-packages" not in thinking
+    assert content == "A short answer."

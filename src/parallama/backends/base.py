@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Protocol, TypeVar
@@ -206,6 +207,25 @@ def server_words(agent: "Agent", text: str) -> str:
     return Redactor(agent.secrets())(text)
 
 
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\):")
+_FRAME = re.compile(r'File "[^"]*", line \d+(?:, in \S+)?')
+_PATH = re.compile(r"(?<![\w:/.~-])(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}[\\/]?")
+CAUSE_CHARS = 200
+
+
+def cause_line(text: str) -> str:
+    """What a server said about an error, as one line of cause: a traceback (llama-cpp-python's server sends its
+    own with an HTTP 500) gives its last line, the exception; local file paths become their last part; at most
+    CAUSE_CHARS."""
+    text = text.strip()
+    if _TRACEBACK.search(text):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = next((line for line in reversed(lines) if not _FRAME.match(line)), lines[-1] if lines else "")
+    text = _PATH.sub(lambda m: "…/" + re.split(r"[\\/]", m.group(0).rstrip("/\\"))[-1], _FRAME.sub("", text))
+    text = " ".join(text.split())
+    return text if len(text) <= CAUSE_CHARS else text[: CAUSE_CHARS - 1] + "…"
+
+
 def malformed(agent: "Agent", line: bytes) -> Malformed:
     """A line that is not the protocol at all (not JSON, not an object)."""
     text = server_words(agent, line.decode("utf-8", "replace").strip())
@@ -273,8 +293,8 @@ async def status_error(agent: "Agent", response: aiohttp.ClientResponse, hints: 
     if isinstance(body, dict) and ("error" in body or "detail" in body):
         said = error_text(body.get("error") or body.get("detail"))
     else:
-        said = text[:200] or response.reason or ""
-    said = server_words(agent, said)
+        said = text
+    said = server_words(agent, cause_line(said) or response.reason or "")
     code = response.status
     where = dict(agent=agent.name, url=agent.endpoint)
     if code == 404 and "model" in said.lower():
