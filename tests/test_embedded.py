@@ -124,7 +124,7 @@ def test_up_status_run_down_on_the_real_model(tmp_path):
         before = {p.pid for p in llama_servers()}
         demo = invoke("run", "Name a primary colour.", "--json")
         assert demo.exit_code == 0, demo.stderr
-        assert "reusing 2 instance(s)" in demo.stderr
+        assert "reusing 2 demo instance(s) already up (started by `parallama up`" in demo.stderr
         assert len(json.loads(demo.stdout)["workers"]) == 3
         assert {p.pid for p in llama_servers()} == before  # its own third instance is gone, ours still run
         assert all(not gone(pid) for pid in pids)
@@ -138,7 +138,7 @@ def test_up_status_run_down_on_the_real_model(tmp_path):
 def scaffolding() -> list[str]:
     """Phrases of every prompt the demo sends (system prompts, review templates): none may come back in an answer."""
     texts = [p.system for p in embedded.PERSONAS + [embedded.REVIEWER]]
-    texts += [embedded.REVIEW_SYSTEM, synthesize.INSTRUCTIONS, synthesize.USER_TEMPLATE, synthesize.ANSWER_TEMPLATE]
+    texts += [embedded.SMALL_MODEL_REVIEW["system"], synthesize.INSTRUCTIONS, synthesize.USER_TEMPLATE, synthesize.ANSWER_TEMPLATE]
     phrases = []
     for text in texts:
         for part in re.split(r"[.:\n{}]+", text):

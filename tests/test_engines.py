@@ -331,6 +331,11 @@ def test_plain_workers_are_copies_and_need_write_config(tmp_path):
     plain = fleet_config(instances, plain=True)
     assert all(set(w) == {"name", "api_url", "model"} for w in plain["worker_agents"])
     assert "options" not in plain["reviewer_agent"]
+    assert "review" not in fleet_config(instances)  # a real model follows the default review template
+    demo = [Instance(engine="llama-cpp", pid=1, host="127.0.0.1", port=p, model="/m/SmolLM2.gguf", log="x.log")
+            for p in (8080, 8081)]
+    review = fleet_config(demo)["review"]  # the demo's tiny model gets numbered notes, no `### Answer from` headers
+    assert "{answer_list}" in review["system"] and review["prompt"] == "{task}"
     result = invoke("up", "--engine", "ollama", "--plain-workers")
     assert result.exit_code == 2 and "--plain-workers shapes the config --write-config writes" in result.stderr
 

@@ -325,6 +325,8 @@ def test_runs_are_found_by_words_of_their_prompt(tmp_path, server):
     listed = invoke("history", "--search", "sky")
     assert listed.stdout.count("\n") == 2 and "Sky at night" in listed.stdout and "whale" not in listed.stdout
     assert "no run's prompt holds 'zebra'" in invoke("history", "--search", "zebra").stderr
+    both = invoke("history", "--search", "sky", "blue", "--limit", "5")  # the words after --search, unquoted
+    assert both.exit_code == 0 and both.stdout.count("\n") == 1 and "Why is the sky blue?" in both.stdout
 
 
 def test_a_search_is_bounded_a_nul_is_no_wildcard_and_an_id_is_never_a_pattern(tmp_path, server):

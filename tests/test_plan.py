@@ -205,6 +205,11 @@ def test_recommend_writes_a_config_run_accepts(tmp_path):
     fleet = load_config(tmp_path / "rec.json")
     assert len(fleet.workers) == 3 and fleet.reviewer is not None
     assert fleet.servers["http://localhost:11434"].parallel == 3
+    # The workers differ (a prompt, a temperature, a seed each), and the reviewer has a server of its own.
+    assert len({(w.system, w.options["temperature"], w.options["seed"]) for w in fleet.workers}) == 3
+    assert fleet.reviewer.server == "http://localhost:11435" and fleet.reviewer.server not in {
+        w.server for w in fleet.workers}
+    assert "speed: on a CPU" in result.stdout and "few tokens per second" in result.stdout
     # And `run` accepts it: no server listens here, so every worker fails cleanly (exit 1, not a config error).
     run = invoke("run", "hi", "-c", "rec.json", "--deadline", "5")
     assert run.exit_code == 1 and "connection refused" in run.stderr
@@ -213,8 +218,8 @@ def test_recommend_writes_a_config_run_accepts(tmp_path):
 def test_recommend_written_config_runs_on_servers_that_have_the_models(tmp_path):
     invoke("recommend", "--ram", "128", "--vram", "0", "--write", "rec.json")
     config = json.loads((tmp_path / "rec.json").read_text())
-    with FakeServer() as a, FakeServer() as b, FakeServer() as c:
-        fakes = {11434: a, 11435: b, 11436: c}
+    with FakeServer() as a, FakeServer() as b, FakeServer() as c, FakeServer() as d:
+        fakes = {11434: a, 11435: b, 11436: c, 11437: d}  # three workers' servers and the reviewer's
         for agent in config["worker_agents"] + [config["reviewer_agent"]]:
             port = int(agent["api_url"].split(":")[2].split("/")[0])
             fakes[port].model(agent["model"], latency=0.05)

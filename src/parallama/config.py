@@ -1,4 +1,5 @@
-"""Load and validate a fleet config (the guide's config.json format) into typed agents and servers."""
+"""Load and validate a fleet config (`config.json`: a reviewer and workers, each an `api_url` and a `model`) into
+typed agents and servers."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from .config import fleet_from_dict
 from .fleet import Fleet
 from .demo_model import ALIAS, model_path
 from .engines.state import Instance, InstanceStore
-from .personas import Persona, persona_options
+from .personas import SMALL_MODEL_REVIEW, Persona, persona_options
 
 if TYPE_CHECKING:
     from .engines.instances import BusyPort, StartReport
@@ -38,8 +38,6 @@ PERSONAS = [
     Persona("Worker C (example)", "You are a helpful assistant. Answer briefly and give one everyday example.", 0.7, 6),
 ]
 REVIEWER = Persona("Reviewer", "You are a helpful assistant.", 0.2, 3)
-REVIEW_SYSTEM = "Use these notes if they help:\n\n{answer_list}\n\nAnswer in two or three sentences."
-REVIEW_PROMPT = "{task}"
 WORKER_MAX_TOKENS = 256
 REVIEWER_MAX_TOKENS = 256
 
@@ -55,7 +53,7 @@ def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
         "reviewer_agent": agent(REVIEWER, instances[0], REVIEWER_MAX_TOKENS, 120),
         "worker_agents": [agent(persona, instances[i % len(instances)], WORKER_MAX_TOKENS, 90)
                           for i, persona in enumerate(PERSONAS)],
-        "review": {"system": REVIEW_SYSTEM, "prompt": REVIEW_PROMPT},
+        "review": dict(SMALL_MODEL_REVIEW),
     }
     return fleet_from_dict(config, source="embedded demo fleet")
 

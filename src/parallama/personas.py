@@ -46,3 +46,9 @@ def persona_options(persona: Persona, max_tokens: int, *, seeded: bool = True) -
     if seeded:
         options["seed"] = persona.seed
     return options
+
+
+SMALL_MODEL_REVIEW = {"system": "Use these notes if they help:\n\n{answer_list}\n\nAnswer in two or three sentences.",
+                      "prompt": "{task}"}
+"""The review a tiny model can follow (the demo's SmolLM2): the answers as numbered notes with no authors, the task
+as the question. With the default template it copies the `### Answer from Worker A` headers into its answer."""

@@ -3,10 +3,13 @@ and whether the workers should get one instance each or share one instance's slo
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 
 from .errors import NothingFits
 from .memory import CATALOGUE, INSTANCE_OVERHEAD_GB, CatalogueModel, Machine
+from .personas import REVIEWER_MAX_TOKENS, WORKER_MAX_TOKENS, persona_for, persona_options
 
 CONTEXT = 4096
 SAFETY = 0.85
@@ -36,33 +39,45 @@ class Recommendation:
     memory_gb: float
     reasons: list[str] = field(default_factory=list)
 
+    @property
+    def reviewer_port(self) -> int:
+        """The reviewer has an instance of its own, after the workers': one model per server (as `doctor` wants),
+        and the reviewer never waits behind a worker of the next run."""
+        return BASE_PORT + (1 if self.layout == "slots" else len(self.workers))
+
     def config(self) -> dict:
-        """A guide-format config for this recommendation; `run` accepts it."""
-        url = f"http://localhost:{BASE_PORT}"
-        if self.layout == "slots":
-            workers = [{"name": f"Worker {chr(65 + i)} ({m.tag})", "api_url": f"{url}/api/chat", "model": m.tag}
-                       for i, m in enumerate(self.workers)]
-        else:
-            workers = [{"name": f"Worker {chr(65 + i)} ({m.tag})",
-                        "api_url": f"http://localhost:{BASE_PORT + i}/api/chat", "model": m.tag}
-                       for i, m in enumerate(self.workers)]
+        """A config for this recommendation (`run` accepts it): the workers differ as `up --write-config` makes
+        them (each its own system prompt, temperature, seed and token cap: copies of one model answer alike)."""
+        def worker(i: int, model: CatalogueModel) -> dict:
+            port = BASE_PORT if self.layout == "slots" else BASE_PORT + i
+            persona = persona_for(i)
+            return {"name": f"Worker {chr(65 + i)} ({model.tag}, {persona.name})",
+                    "api_url": f"http://localhost:{port}/api/chat", "model": model.tag, "system": persona.system,
+                    "options": persona_options(persona, WORKER_MAX_TOKENS)}
+
         config: dict = {
-            "reviewer_agent": {"name": f"Reviewer ({self.reviewer.tag})", "api_url": f"{url}/api/chat",
-                               "model": self.reviewer.tag, "timeout": 180},
-            "worker_agents": workers,
+            "reviewer_agent": {"name": f"Reviewer ({self.reviewer.tag})",
+                               "api_url": f"http://localhost:{self.reviewer_port}/api/chat",
+                               "model": self.reviewer.tag, "timeout": 180,
+                               "options": {"temperature": 0.2, "num_predict": REVIEWER_MAX_TOKENS}},
+            "worker_agents": [worker(i, m) for i, m in enumerate(self.workers)],
         }
         if self.layout == "slots":
-            config["servers"] = {url: {"parallel": len(self.workers)}}
+            config["servers"] = {f"http://localhost:{BASE_PORT}": {"parallel": len(self.workers)}}
         return config
 
     def commands(self) -> list[str]:
         n = len(self.workers)
         models = sorted({m.tag for m in self.workers} | {self.reviewer.tag})
-        if self.layout == "slots":
-            start = f"parallama up --engine ollama -n 1 --parallel {n}"
+        if self.layout == "slots":  # the workers' instance with n slots, and the reviewer's
+            start = f"parallama up --engine ollama -n 2 --parallel {n}"
         else:
-            start = f"parallama up --engine ollama -n {n}"
-        return [start] + [f"parallama pull {m}" for m in models]
+            start = f"parallama up --engine ollama -n {n + 1}"
+        out = [start] + [f"parallama pull {m}" for m in models]
+        if shutil.which("ollama") is None:
+            out.insert(0, "# Ollama is not installed here: install it first (https://ollama.com/download), or "
+                          "start other servers and point the config at them")
+        return out
 
     def to_dict(self) -> dict:
         return {"ram_gb": round(self.machine.ram_gb, 1), "vram_gb": round(self.machine.vram_gb, 1),
@@ -124,7 +139,7 @@ def recommend(machine: Machine, workers: int = 3) -> Recommendation:
     if layout == "instances":
         reasons.append(f"workers {', '.join(m.tag for m in chosen)}: {workers} different models, one Ollama instance "
                        "each — different models give the reviewer different views to combine, and separate "
-                       "instances run truly in parallel (the guide's one-port-per-worker setup)")
+                       "instances run truly in parallel (one port per worker)")
         if other:
             reasons.append(f"not {workers} slots of {other.tag}: one instance would hold its weights once, but "
                            "it is less than twice the size of the smallest of these models")
@@ -138,8 +153,15 @@ def recommend(machine: Machine, workers: int = 3) -> Recommendation:
         if other:
             reasons.append(f"not {', '.join(m.tag for m in other)} on separate instances: the smallest would be "
                            f"less than half the size of {shared.tag}")
+    if cpu_only:
+        cores = os.cpu_count() or 1
+        biggest = max(m.params_b for m in [*chosen, reviewer])
+        reasons.append(f"speed: on a CPU ({cores} core{'s' if cores != 1 else ''}) a {biggest:g}B model writes a "
+                       f"few tokens per second at best{' (fewer with so few cores)' if cores <= 4 else ''}, so a "
+                       "300-token answer takes a minute or more, and the workers share the cores: for quick "
+                       "answers pick 1–3B models (`ollama pull llama3.2:1b`), or a machine with a GPU")
     tier = _tier(machine)
-    reasons.append(f"≈ {memory:.1f} GB in all; the guide's tier for {where}: {tier}")
+    reasons.append(f"≈ {memory:.1f} GB in all; the usual layout for {where}: {tier}")
     return Recommendation(machine, budget, tier, layout, chosen, reviewer, memory, reasons)
 
 
@@ -171,7 +193,7 @@ def _distinct_models(models: list[CatalogueModel], n: int, room: float) -> list[
 
 def _tier(machine: Machine) -> str:
     if machine.vram_gb >= 24 or machine.ram_gb >= 64:
-        return "≥ 64 GB / GPU (the guide: three or more instances)"
+        return "≥ 64 GB / GPU: three or more instances"
     if machine.ram_gb >= 32:
-        return "32 GB (the guide: two instances of 7–8B models)"
-    return "≤ 16 GB (the guide: small models, which can share one instance)"
+        return "32 GB: two instances of 7–8B models"
+    return "≤ 16 GB: small models, which can share one instance"

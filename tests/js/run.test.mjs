@@ -148,7 +148,7 @@ test("a stopped run: requests the server says were stopped are stopped, not fail
       html: "", error: null, queued_s: null, elapsed_s: null },
     { type: "ended", t: 2, stage: "workers", agent: "B", attempt: 1, state: "stopped", status: "stopped", content: "",
       html: "", error: null, queued_s: null, elapsed_s: null },
-    { type: "error", stopped: true, message: "stopped: you pressed Stop; what had finished is shown" }];
+    { type: "error", stopped: true, message: "stopped: you pressed Stop; what had finished is kept in each agent's row (open one to read it)" }];
   const run = fold(views).at(-1);
   assert.deepEqual(run.entries.map((e) => [e.name, e.state, e.label]), [["A", "stopped", "stopped"], ["B", "stopped", "stopped"]]);
   assert.ok(run.over && run.stopped);
@@ -189,6 +189,9 @@ test("numbers and words", () => {
   assert.deepEqual(statsParts({ ...run.entries[0], result: null, queuedT: 0, startedT: 0.5, firstT: 0.5, pieces: 4 }, 1.5),
     ["queued 0.5 s", "ran 1.0 s", "4 tokens", "4.0 tok/s"]);
   assert.equal(parallelNote(run), "workers ran one after another: 0.6 s of work in 0.6 s (1.0×)"); // one slot
+  const failedAtOnce = { ...run, entries: run.entries.map((e) => e.stage === "workers"
+    ? { ...e, state: "failed", startedT: 0, endT: 0.004 } : e) };
+  assert.equal(parallelNote(failedAtOnce), ""); // no "0.0 s of work in 0.0 s (2.9×)"
   assert.equal(secs(75), "1 min 15 s");
   assert.equal(secs(null), "—");
   assert.deepEqual(niceScale(3.2), [4, 1]);

@@ -11,9 +11,30 @@ import click
 from .common import echo_json, user_errors
 
 
-@click.group(invoke_without_command=True)
+class HistoryGroup(click.Group):
+    """`history --search sky blue` searches for both words: what follows `--search`, up to the next option or
+    command, is one search (quoting it works too)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            out.append(args[i])
+            if args[i] == "--search":
+                words = []
+                while i + 1 < len(args) and not args[i + 1].startswith("-") and args[i + 1] not in self.commands:
+                    words.append(args[i + 1])
+                    i += 1
+                if words:
+                    out.append(" ".join(words))
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+@click.group(cls=HistoryGroup, invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs, newest first.")
-@click.option("--search", metavar="WORDS", help="Only runs whose prompt holds every one of these words.")
+@click.option("--search", metavar="WORDS", help="Only runs whose prompt holds every one of these words "
+                                                "(`--search sky blue`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @click.pass_context
 def history(ctx: click.Context, limit: int, search: str | None, as_json: bool) -> None:

@@ -30,7 +30,9 @@ HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT
 @click.command()
 @click.argument("prompt", required=False)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-              help=f"Fleet config (the guide's config.json). Default: ${CONFIG_ENV}, then ./{DEFAULT_CONFIG}.")
+              help=f"Fleet config: JSON naming the reviewer and the workers, each an api_url and a model (the README's "
+                   f"*A config*; `parallama up --write-config FILE` writes one). Default: ${CONFIG_ENV}, then "
+                   f"./{DEFAULT_CONFIG}.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every agent's result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No live view or progress on stderr; failures are still shown.")
 @click.option("--deadline", type=Number(min=0, min_open=True), metavar="SECONDS",
@@ -99,8 +101,10 @@ def _run_embedded(text: str, options: RunOptions) -> int:
     quiet = options.quiet
     if not quiet:
         click.echo(f"no config found: running the embedded demo fleet — {WORKERS} llama.cpp instances of "
-                   "SmolLM2-135M-Instruct, a tiny model (it answers, but is often wrong on facts). Make a config "
-                   "for real models: parallama run --help", err=True)
+                   "SmolLM2-135M-Instruct, a tiny model (it answers, but is often wrong on facts). For real models, "
+                   "write a config (its format: the README's *A config*, or `parallama run` with no config found "
+                   "prints one), or let `parallama up --write-config config.json` start servers and write it",
+                   err=True)
 
     def ready(instance, seconds: float) -> None:
         if not quiet:
@@ -108,7 +112,8 @@ def _run_embedded(text: str, options: RunOptions) -> int:
 
     with demo_instances(on_ready=ready) as demo:
         if not quiet and demo.reused:
-            click.echo(f"  reusing {demo.reused} instance(s) already up", err=True)
+            click.echo(f"  reusing {demo.reused} demo instance(s) already up (started by `parallama up`, or an "
+                       "earlier demo run; `parallama down` stops them)", err=True)
         if demo.skipped:  # said even with --quiet: the ports differ from the ones documented
             busy = "; ".join(str(b) for b in demo.skipped)
             click.echo(f"note: {busy}: the demo fleet used ports {', '.join(map(str, demo.ports))} instead", err=True)

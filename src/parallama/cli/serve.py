@@ -12,7 +12,7 @@ from ..urls import is_loopback
 from .common import CONFIG_ENV, DEFAULT_CONFIG, load_fleet, user_errors
 
 if TYPE_CHECKING:
-    from ..fleet import Fleet
+    from ..fleet import Agent, Fleet
     from ..serve import Running, ServeOptions
 
 DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here so `--help` imports nothing
@@ -40,10 +40,12 @@ DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here s
                                                  "when there is one).")
 def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
           no_history: bool, allow_origins: tuple[str, ...], no_metrics: bool) -> None:
-    """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`), behind
-    Ollama's API (/api/chat …) and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and
-    openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply. A web page
-    at /ui/ shows every worker live, the review, the final answer, the timeline and the history."""
+    """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`, `:vote`), and
+    each agent alone as `parallama/<agent>` (a task model for titles and tags), behind Ollama's API (/api/chat …)
+    and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and openai clients, or curl. The
+    workers' progress streams as thinking, the final answer as the reply; a request's tools go to the reviewer
+    that writes it (config: "serve": {"tools": "review" | "agent" | "ignore"}). A web page at /ui/ shows every
+    worker live, the review, the final answer, the timeline and the history."""
     with user_errors():
         import asyncio
 
@@ -126,6 +128,20 @@ def _port_hint(port: int) -> str:
     return f" (held by {port_holder(port)}): pass --port with another port, or --port 0 for any free one"
 
 
+def _tools_line(fleet: "Fleet", tools_agent: "Agent | None") -> str:
+    """Where a request's tools go, as `serve.tools` says."""
+    if fleet.tools_mode == "ignore":
+        return "not used: the ensemble answers without them (serve.tools: ignore)"
+    alone = f"{tools_agent.name} alone" if tools_agent else "none (no tools agent: answered without them)"
+    if fleet.tools_mode == "agent":
+        return f"requests with tools go to {alone} (serve.tools: agent)"
+    writer = fleet.reviewers[0].name if fleet.reviewers else None
+    return (f"the ensemble answers, and {writer} (which writes the reply) gets the tools; tool_choice "
+            f"demanding one: {alone}" if writer else
+            "the ensemble answers without them (no reviewer writes the reply); set serve.tools_agent and "
+            '"tools": "agent" to have one agent call them')
+
+
 def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env: str | None) -> list[str]:
     """What to give each kind of client."""
     url = running.url
@@ -145,9 +161,7 @@ def _banner(fleet: "Fleet", running: "Running", options: "ServeOptions", key_env
         f"parallama serve: {len(fleet.workers)} worker{'s' if len(fleet.workers) != 1 else ''}: {workers}{reviewer}",
         f"  models      {', '.join(ensembles)}",
         f"  each agent  {', '.join(catalogue.agents)}   (alone: a task model for titles and tags)",
-        "  tools       " + (f"requests with tools go to {tools_agent.name} (serve.tools_agent in the config)"
-                             if tools_agent else "none: set serve.tools_agent in the config (requests with tools "
-                                                 "get 400)"),
+        "  tools       " + _tools_line(fleet, tools_agent),
         f"  Ollama API  {url}{auth}   Open WebUI: an Ollama connection to this URL; "
         f"OLLAMA_HOST={url} for the ollama client",
         f"  OpenAI API  {url}/v1{auth}   base_url for the openai SDK, Continue, llm",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..personas import REVIEWER_MAX_TOKENS, WORKER_MAX_TOKENS, persona_for, persona_options
+from ..personas import REVIEWER_MAX_TOKENS, SMALL_MODEL_REVIEW, WORKER_MAX_TOKENS, persona_for, persona_options
 from .state import Instance
 
 
@@ -33,6 +33,9 @@ def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: boo
         if not plain:
             config["reviewer_agent"]["options"] = {"temperature": 0.2, "num_predict": REVIEWER_MAX_TOKENS}
     config["worker_agents"] = [worker(i, inst) for i, inst in enumerate(instances)]
+    if reviewer and instances and not plain and instances[0].engine == "llama-cpp":
+        # The demo's tiny model copies the default template's `### Answer from …` headers: numbered notes instead.
+        config["review"] = dict(SMALL_MODEL_REVIEW)
     slots = {inst.url: {"parallel": inst.parallel} for inst in instances if inst.parallel > 1}
     if slots:
         config["servers"] = slots

@@ -116,8 +116,9 @@ class _BarWithServers(Progress):
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
-        if self.server_load is not None:
-            yield Text(servers_line(self.server_load()), style="dim")
+        load = self.server_load() if self.server_load is not None else {}
+        if load:  # none once the client is closed: no bare "servers" line left at the end
+            yield Text(servers_line(load), style="dim")
 
 
 class BarProgress(BatchProgress):

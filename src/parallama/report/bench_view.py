@@ -40,6 +40,9 @@ def _s(value: float | None) -> str:
 
 def print_bench(result: BenchResult) -> None:
     console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped: rich would assume 80 columns and wrap the per-agent table's cells; a file has no width.
+        console = Console(highlight=False, width=200, no_color=True)
     modes = Table(title="makespan (s)", title_justify="left", box=None, header_style="bold")
     for column in ("mode", "median", "min", "max"):
         modes.add_column(column, justify="right" if column != "mode" else "left")

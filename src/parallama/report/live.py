@@ -59,13 +59,23 @@ class LiveView:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None and issubclass(exc[0], KeyboardInterrupt):
+            # Ctrl-C can land in the middle of a redraw: rich would then print the table again under the half-drawn
+            # one (its header twice). Erase the live area instead, and print the table once.
+            self._live.transient = True
+            self._live.__exit__(*exc)
+            self.console.print(self._table())
+            return
         self._live.__exit__(*exc)
 
     def render(self) -> RenderableType:
         table = self._table()
-        if self.server_load is None:
+        if self.server_load is None or self.tracker.over:
+            return table  # the servers' load is for while the run goes (its client is closed after)
+        load = self.server_load()
+        if not load:
             return table
-        return Group(table, Text(servers_line(self.server_load()), style="dim", overflow="ellipsis", no_wrap=True))
+        return Group(table, Text(servers_line(load), style="dim", overflow="ellipsis", no_wrap=True))
 
     def _table(self) -> Table:
         now = time.perf_counter()

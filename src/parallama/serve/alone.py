@@ -7,12 +7,12 @@ own thinking when it is a reasoning model."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Coroutine, Protocol
 
 from ..events import Delta, Failed, Finished, Thinking
 from ..redact import StreamMask
+from ..tracker import RunTracker
 from .errors import no_answer_note
 from .feed import Feed
 from .narration import CONTENT, REASONING, Piece, split_channels
@@ -69,10 +69,8 @@ class AgentReply(Feed[Piece]):
         self.error: str | None = None
         "Why there is no answer (the agent failed), when there is none."
         self.error_status = 502
-        self.started = time.perf_counter()
-        self.sent_at: float | None = None
-        self.first_at: float | None = None
-        self.ended: float | None = None
+        self.tracker = RunTracker(tails=False)
+        "The request's row (queued, sent, first token, ended): what the last chunk's durations read."
         redact = service.redact
         self._answer_mask = StreamMask(redact) if redact.secrets else None
         self._thought_mask = StreamMask(redact) if redact.secrets else None
@@ -112,10 +110,9 @@ class AgentReply(Feed[Piece]):
     def render(self, event: "Event") -> list[Piece]:
         if event.run_id != self.run_id:
             return []
+        self.tracker.feed(event)
         kind = type(event)
         if kind is Delta or kind is Thinking:
-            if self.first_at is None:
-                self.first_at = time.perf_counter()
             text = event.text  # type: ignore[union-attr]
             if kind is Thinking and not self.ask.thinking:
                 return []
@@ -125,8 +122,6 @@ class AgentReply(Feed[Piece]):
             return [(CONTENT if kind is Delta else REASONING, text)] if text else []
         if isinstance(event, (Finished, Failed)):
             result = event.result
-            self.ended = time.perf_counter()
-            self.sent_at = self.ended - result.elapsed_s
             if result.ok:
                 self.result = result
             else:
@@ -168,12 +163,15 @@ class AgentReply(Feed[Piece]):
         return (self.result.completion_tokens or 0) + (self.result.thinking_tokens or 0)
 
     def durations_ns(self) -> dict[str, int]:
-        """As Ollama's final chunk gives them: waiting for the slot (`load_duration`), until the first token, the
-        rest."""
-        end = self.ended or time.perf_counter()
-        sent = max(self.sent_at or end, self.started)
-        token = max(self.first_at or end, sent)
-        return {"total_duration": _ns(end - self.started), "load_duration": _ns(sent - self.started),
+        """As Ollama's final chunk gives them, from the request's row: waiting for the slot (`load_duration`),
+        until the first token, the rest."""
+        tracker = self.tracker
+        row = tracker.attempts[-1] if tracker.attempts else None
+        now = tracker.now()
+        end = (row.ended_at if row is not None else None) or now
+        sent = max((row.started_at if row is not None else None) or end, tracker.started_at)
+        token = max((row.first_at if row is not None else None) or end, sent)
+        return {"total_duration": _ns(end - tracker.started_at), "load_duration": _ns(sent - tracker.started_at),
                 "prompt_eval_duration": _ns(token - sent), "eval_duration": _ns(end - token)}
 
 

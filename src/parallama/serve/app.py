@@ -94,12 +94,11 @@ def create_app(fleet: "Fleet", options: ServeOptions | None = None) -> web.Appli
     app.on_response_prepare.append(origins.cors_headers(options.allow_origins, keyed=options.api_key is not None))
     service = app[SERVICE] = Service(fleet, options)
 
-    async def fleet_client(_app: web.Application) -> AsyncIterator[None]:
-        await service.start()
-        yield
-        await service.close()
+    async def serving(_app: web.Application) -> AsyncIterator[None]:
+        async with service:  # the fleet client and the history, open while the app runs
+            yield
 
-    app.cleanup_ctx.append(fleet_client)
+    app.cleanup_ctx.append(serving)
     observed.attach(app, service)
     app.router.add_get("/", root)
     ollama_api.add_routes(app)

@@ -108,13 +108,15 @@ class Catalogue:
                 "digest": self._digest[name], "details": self.details(name)}
 
     def capabilities(self, name: str) -> list[str]:
-        """What `/api/show` says a model can do: `tools` where a request with tools has an agent to answer it (the
-        fleet's names with a tools agent, and that agent's own name)."""
-        tools_agent = self.fleet.tools_agent
+        """What `/api/show` says a model can do: `tools` where a request with tools has an agent to take them (a
+        fleet's names: its reviewer that writes the reply, or its tools agent; the tools agent's own name)."""
+        fleet = self.fleet
         agent = self.agent_for(name)
-        if tools_agent is not None and (agent is None or agent is tools_agent):
-            return ["completion", "tools"]
-        return ["completion"]
+        if agent is None:
+            takes = fleet.tools_mode != "ignore" and bool(fleet.reviewers or fleet.tools_agent)
+        else:
+            takes = fleet.tools_agent is not None and agent is fleet.tools_agent
+        return ["completion", "tools"] if takes else ["completion"]
 
     def show(self, name: str) -> dict[str, Any]:
         """`/api/show`: the workers and reviewers described in the Modelfile, what the fleet's context allows."""

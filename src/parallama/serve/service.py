@@ -8,6 +8,7 @@ import logging
 import random
 import time
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar, Union
@@ -99,6 +100,7 @@ class Service:
         self._client: FleetClient | None = None
         self._history: History | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._stack: AsyncExitStack | None = None
 
     @property
     def client(self) -> "FleetClient":
@@ -106,26 +108,56 @@ class Service:
             raise RuntimeError("the service is not started")
         return self._client
 
-    async def start(self) -> None:
+    async def __aenter__(self) -> "Service":
+        """Open what every request shares, each closed in turn by `__aexit__` (the app's cleanup context): the
+        history, the fleet client with the history's writer subscribed, and last the runs still going."""
         from ..client import FleetClient
 
-        if self.options.history:
-            from ..errors import HistoryError
-            from ..history import History
+        stack = AsyncExitStack()
+        try:
+            if self.options.history:
+                from ..errors import HistoryError
+                from ..history import History
 
-            try:
-                self._history = History()
-            except HistoryError as exc:  # as `run` does: say so once, and serve unrecorded
-                log.warning("warning: %s; served runs are not kept in the history (serve with --no-history to "
-                            "not try)", exc)
-        client = FleetClient(self.fleet)
-        await client.__aenter__()
-        self._client = client
+                try:
+                    self._history = History()
+                    stack.callback(self._forget_history)
+                except HistoryError as exc:  # as `run` does: say so once, and serve unrecorded
+                    log.warning("warning: %s; served runs are not kept in the history (serve with --no-history to "
+                                "not try)", exc)
+            self._client = await stack.enter_async_context(FleetClient(self.fleet))
+            stack.callback(self._forget_client)
+            if self._history is not None:
+                from ..history import HistoryWriter
+
+                secrets = (self.options.api_key,) if self.options.api_key else ()
+                stack.callback(self._client.subscribe(HistoryWriter(self._history, origin="serve", secrets=secrets)))
+            # Runs still going when serve stops end first, so that the history marks each `interrupted`.
+            stack.push_async_callback(self._end_runs)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _forget_history(self) -> None:
         if self._history is not None:
-            from ..history import HistoryWriter
+            self._history.close()
+            self._history = None
 
-            secrets = (self.options.api_key,) if self.options.api_key else ()
-            client.subscribe(HistoryWriter(self._history, origin="serve", secrets=secrets))
+    def _forget_client(self) -> None:
+        self._client = None
+
+    async def _end_runs(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def launch(self, run: "Coroutine[Any, Any, T]") -> "asyncio.Task[T]":
         """Start a served run's task (or one agent's answer); `close` cancels and waits for those still going."""
@@ -133,19 +165,6 @@ class Service:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    async def close(self) -> None:
-        # Runs still going (serve is stopping) end first, so that the history marks each `interrupted`.
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.__aexit__(None, None, None)
-            self._client = None
-        if self._history is not None:
-            self._history.close()
-            self._history = None
 
     @property
     def history(self) -> "History | None":

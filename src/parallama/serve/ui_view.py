@@ -301,12 +301,14 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
     return views
 
 
-STOPPED = "stopped: you pressed Stop; what had finished is shown"
+KEPT = "what had finished is kept in each agent's row (open one to read it)"
+STOPPED = f"stopped: you pressed Stop; {KEPT}"
 
 INCOMPLETE = {
-    "stopped": "this run was stopped (Stop was pressed): what had finished is shown",
-    "interrupted": "this run was interrupted (Ctrl-C, or its page was closed): what had finished is shown",
-    "incomplete": "this run has not ended: it is still going, or its process was killed; what had finished is shown",
+    "stopped": f"this run was stopped (Stop was pressed): {KEPT}",
+    "interrupted": "this run was interrupted (Ctrl-C, its page closed, or its client went away, as a chat's Stop "
+                   f"does): {KEPT}",
+    "incomplete": f"this run has not ended: it is still going, or its process was killed; {KEPT}",
 }
 
 

@@ -242,10 +242,12 @@ export function statsParts(entry, now) {
 export function parallelNote(run) {
   const workers = run.entries.filter((e) => e.stage === "workers" && e.endT !== null && e.startedT !== null);
   if (workers.length < 2 || workers.length < run.entries.filter((e) => e.stage === "workers").length) return "";
+  // Workers that failed at once did no work: "0.0 s of work in 0.0 s (2.9×)" would say nothing true.
+  if (!workers.some((e) => e.state === "done")) return "";
   const work = workers.reduce((sum, e) => sum + (/** @type {number} */ (e.endT) - /** @type {number} */ (e.startedT)), 0);
   const span = Math.max(...workers.map((e) => /** @type {number} */ (e.endT)))
     - Math.min(...workers.map((e) => /** @type {number} */ (e.queuedT ?? e.startedT)));
-  if (span <= 0) return "";
+  if (span < 0.05 || work < 0.05) return "";
   const speedup = work / span;
   const how = speedup >= 1.3 ? "ran at once" : "ran one after another";
   return `workers ${how}: ${secs(work)} of work in ${secs(span)} (${speedup.toFixed(1)}×)`;
