@@ -426,3 +426,36 @@ async def test_an_agent_model_request_is_a_run_in_api_ps_and_names_what_it_ignor
         assert (await answered.json())["message"]["content"] == "Alpha says four, slowly."
     [entry] = ps["models"]
     assert entry["name"] == "parallama/a" and len(entry["runs"]) == 1 and entry["details"]["families"] == ["m"]
+
+
+async def test_with_judge_the_tools_agent_writes_the_reply_from_the_best_scored_answer_with_the_tools(servers,
+                                                                                                       serve):
+    """A strategy whose reply is a worker's answer (judge) has no reviewer that writes: the tools agent writes the
+    reply from the judge's pick, with the tools; its tool call goes to the client and the follow-up continues it."""
+    a, b, c = servers
+    config = guide_fleet(servers, strategy="judge")
+    a.model("m", latency=0.05, text="A short answer.")
+    b.model("m", latency=0.05, text="Paris will be sunny.")
+    scores = ('{"scores": [{"response": "A", "score": 3, "reason": "thin"}, '
+              '{"response": "B", "score": 9, "reason": "right"}]}')
+
+    def judge_or_write(messages):
+        return "Sunny in Paris, 24 °C." if any(m.get("role") == "tool" for m in messages) else scores
+
+    c.model("rev", latency=0.05, respond=judge_or_write, tool_calls=weather_calls)
+    config["serve"] = {"tools_agent": "Rev"}
+    running = await serve(config)
+    client = ollama_client(running)
+    parts = [p async for p in await client.chat("parallama:judge", messages=ASK, tools=[WEATHER], stream=True)]
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    assert "✓ Rev scored them" in thinking and "▸ Rev (rev) writes the reply from it, with the request's tools" in thinking
+    [call] = [tc for p in parts for tc in (p.message.tool_calls or [])]
+    assert call.function.name == "get_weather"
+    judged, written = c.requests
+    assert "tools" not in judged.body and written.body["tools"] == [WEATHER]
+    assert "Paris will be sunny." in written.body["messages"][0]["content"]  # the judge's pick, for the writer
+    said = {"role": "assistant", "content": "", "tool_calls": [call.model_dump(exclude_none=True)]}
+    answer = await client.chat("parallama:judge", messages=[*ASK, said, {"role": "tool", "content": "sunny, 24 °C",
+                                                                           "tool_name": "get_weather"}])
+    assert answer.message.content == "Sunny in Paris, 24 °C."
+    assert len(a.requests) == len(b.requests) == 1 and len(c.requests) == 3

@@ -55,6 +55,8 @@ class Narrator:
         """The reviewer's text is the final answer as it is written (not so for the judge's scores; a vote's
         reviewer is asked only when there is no majority, and then writes the reply)."""
         self._said: set[str] = set()  # warnings said before the end (a vote's missing majority)
+        self.hold_reply = False
+        "The reply is written after the run (by a writer with the request's tools): the run's own is not sent."
         self.content_started = False
         self.error: str | None = None
         "Why there is no answer (every worker failed; the run was interrupted; a bug), when there is none."
@@ -229,10 +231,20 @@ class Narrator:
         if final is None:
             self.error = result.no_answer_reason
             return self._out(out)
+        if self.hold_reply:
+            return self._out(out)
         streamed = "".join(self._streamed)
         if (self._redact(streamed) if self._redact else streamed) != final:
             out.append((CONTENT, final))
         return self._out(out)
+
+    def say(self, text: str) -> list[Piece]:
+        """A line of progress from outside the run's events (dropped once the answer has begun)."""
+        return self._out([(REASONING, text)])
+
+    def say_content(self, text: str) -> list[Piece]:
+        """Text of the reply from outside the run's events (a writer's)."""
+        return self._out([(CONTENT, text)]) if text else []
 
     def _ranked(self) -> list[Piece]:
         """council: each ranking that came, as the tracker has read it: used, or left out (and why)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Coroutine
+from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 
-from ..events import Queued, RunEnded
-from .conversation import TagGuard
+from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
+from ..redact import StreamMask
+from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
 from .feed import Feed
 from .narration import CONTENT, REASONING, Narrator, Piece, split_channels
@@ -16,6 +17,8 @@ from .tool_turns import question_end
 
 if TYPE_CHECKING:
     from ..backends import Message, Tool, ToolCall
+    from ..fleet import Agent
+    from ..result import AgentResult
     from ..events import Event, EventSink
     from ..result import RunResult
     from .service import Service
@@ -44,6 +47,25 @@ class Ask:
     "Said once in the opening progress (what becomes of the request's tools)."
     messages: "tuple[Message, ...]" = ()
     "The conversation as the client sent it: a reply that is a tool call is kept under it for the follow-up."
+    writer: "Agent | None" = None
+    """With tools and a strategy whose reply is a worker's answer (judge, vote's majority): the agent that writes
+    the reply from it, with the tools (the tools agent)."""
+
+
+WRITER_NOTE = """A team of assistants has answered the user's latest message; {pick} is below. Reply to the user with it. Call one of the tools only if the reply needs what a tool gives (the current time, the user's saved data, …); otherwise give this answer, in your own words only where it needs them.
+
+The team's answer:
+{answer}"""
+PICKS = {"judge": "the answer a judge scored best", "vote": "the answer most of them gave"}
+
+
+def writer_messages(conversation: "Sequence[Message]", strategy: str, answer: str) -> "list[Message]":
+    """The conversation as the writer takes it (tool calls kept), its system message led by the team's answer."""
+    messages, _ = for_agent(conversation)
+    note = WRITER_NOTE.format(pick=PICKS.get(strategy, "their answer"), answer=answer)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": note + "\n\n" + messages[0]["content"]}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
 
 
 
@@ -66,6 +88,11 @@ class Reply(Feed[Piece]):
         self._waiting_check: asyncio.TimerHandle | None = None
         self.error_status = 502
         "The status of an answer sent whole when there is none: 502 (every worker failed), 500 (a bug)."
+        self._writer_follows = False
+        self._writer_messages: list[Message] = []
+        self._writer_calls: tuple[ToolCall, ...] = ()
+        self._writer_mask = StreamMask(service.redact) if service.redact.secrets else None
+        self._held = ""
 
     async def __aenter__(self) -> "Reply":
         await super().__aenter__()
@@ -78,9 +105,24 @@ class Reply(Feed[Piece]):
         await super().__aexit__(*exc)
 
     def start(self, on_event: "EventSink") -> Coroutine[Any, Any, "RunResult"]:
-        return self.service.client.run(self.ask.prompt, context=self.ask.context, strategy=self.ask.strategy,
-                                       seed=self.ask.seed, run_id=self.run_id, on_event=on_event,
-                                       tools=self.ask.tools)
+        return self._run(on_event)
+
+    async def _run(self, on_event: "EventSink") -> "RunResult":
+        """The run; then, when a writer follows (see `Ask.writer`), its reply with the tools."""
+        ask = self.ask
+        tools = ask.tools if ask.writer is None or ask.strategy == "vote" else ()
+        result = await self.service.client.run(ask.prompt, context=ask.context, strategy=ask.strategy,
+                                               seed=ask.seed, run_id=self.run_id, on_event=on_event, tools=tools)
+        if self._writer_follows and ask.writer is not None and result.reply is not None:
+            self._writer_messages = writer_messages(ask.messages, ask.strategy, result.reply)
+            await self.service.client.ask_agent(ask.writer, self._writer_messages, tools=ask.tools,
+                                                on_event=on_event, run_id=self.run_id)
+        return result
+
+    def ends(self, event: "Event") -> bool:
+        if type(event) is RunEnded:
+            return not self._writer_follows
+        return self._writer_follows and isinstance(event, (Finished, Failed)) and event.stage == ALONE
 
     @property
     def tally(self) -> Narrator:
@@ -89,18 +131,61 @@ class Reply(Feed[Piece]):
 
     @property
     def tool_calls(self) -> "tuple[ToolCall, ...]":
-        """The calls the reviewer that writes the reply asked for: they go back to the client, and the run is kept
-        for the follow-up with their results."""
+        """The calls the step that writes the reply asked for (the reviewer, or the writer after a judge or a
+        vote): they go back to the client, and the run is kept for the follow-up with their results."""
+        if self._writer_calls:
+            return self._writer_calls
         result = self.narrator.result
         return result.tool_calls if result is not None and self.error is None else ()
 
     def render(self, event: "Event") -> list[Piece]:
-        if type(event) is RunEnded and event.run_id == self.run_id:
-            self._keep_tool_turn(event.result)
+        if event.run_id != self.run_id:
+            return []
+        if getattr(event, "stage", None) == ALONE:
+            return self._writer(event)
+        if type(event) is RunEnded:
+            result = event.result
+            writer = self.ask.writer
+            kind = result.final_source.kind if result is not None and result.final_source is not None else None
+            self._writer_follows = (writer is not None and result is not None and result.reply is not None
+                                    and kind in ("judge", "vote", "worker"))
+            self.narrator.hold_reply = self._writer_follows
+            self._keep_tool_turn(result)
+            if self._writer_follows and result is not None:
+                self._held = result.reply or ""
+                assert writer is not None
+                return self.narrator.feed(event) + self.narrator.say(
+                    f"\n▸ {writer.name} ({writer.model}) writes the reply from it, with the request's tools\n")
         if type(event) is Queued and not self._waiting_check:
             # Said once it is clear that a request waits (not for one its server takes at once).
             self._waiting_check = asyncio.get_running_loop().call_later(WAITING_AFTER_S, self._say_waiting)
         return self.narrator.feed(event)
+
+    def _writer(self, event: "Event") -> list[Piece]:
+        """The writer's events (stage `alone`): its text is the reply; its tool calls go to the client."""
+        kind = type(event)
+        if kind is Delta:
+            text = event.text  # type: ignore[union-attr]
+            if self._writer_mask is not None:
+                text = self._writer_mask.feed(text)
+            return self.narrator.say_content(text) if text else []
+        if kind is Finished or kind is Failed:
+            result: AgentResult = event.result  # type: ignore[union-attr]
+            out = self.narrator.say_content(self._writer_mask.flush()) if self._writer_mask is not None else []
+            if result.ok and result.tool_calls:
+                self._writer_calls = result.tool_calls
+                names = ", ".join(dict.fromkeys(call.name for call in result.tool_calls))
+                question = self.ask.messages[:question_end(self.ask.messages)]
+                assert self.ask.writer is not None
+                self.service.tool_turns.remember(self.service.catalogue.canonical(self.ask.model), question,
+                                                 self.ask.writer, self._writer_messages)
+                return out + self.narrator.say(f"↪ {result.name} calls {names}: the tools run on your side, and "
+                                               "the reply follows with their results\n")
+            if not result.ok:  # the team's answer stands
+                return out + self.narrator.say(f"⚠ {result.error}; the reply is the team's answer\n") \
+                    + self.narrator.say_content(self._held)
+            return out
+        return []
 
     def _keep_tool_turn(self, result: "RunResult | None") -> None:
         if result is None or not result.tool_calls or not result.continue_with or result.review is None:

@@ -228,11 +228,18 @@ class Service:
                              'reviewer; name a tools agent as "serve": {"tools_agent": "<agent name>"}, with '
                              '"tools": "agent", to have it call them).')
             elif not reviewer_writes_reply(strategy):
-                notes.append(f"The request's tools are not used unless the vote has no majority: with {strategy} "
-                             "the reply is a worker's answer." if strategy == "vote" else
-                             f"The request's tools are not used: with {strategy} the reply is the best-scored "
-                             "worker's answer (parallama:synthesize gives the reviewer the tools).")
-                tools = tools if strategy == "vote" else ()
+                writer = fleet.tools_agent
+                pick = "the best-scored worker answer" if strategy == "judge" else "the majority's answer"
+                if writer is not None:
+                    notes.append(f"The request's tools go to {writer.name}, which writes the reply from {pick}"
+                                 + (" (with no majority, the reviewer writes it, with the tools)."
+                                    if strategy == "vote" else "."))
+                else:
+                    notes.append(f"The request's tools are not used: with {strategy} the reply is {pick}"
+                                 + (" unless there is no majority" if strategy == "vote" else "")
+                                 + ' (name a tools agent, "serve": {"tools_agent": "<agent name>"}, to have it '
+                                   "write the reply with them).")
+                    tools = tools if strategy == "vote" and fleet.reviewers else ()
             else:
                 names = ", ".join(t.get("function", {}).get("name", "?") for t in tools[:3])
                 more = f" and {len(tools) - 3} more" if len(tools) > 3 else ""
@@ -240,8 +247,9 @@ class Service:
                              f"to {fleet.reviewers[0].name}, which writes the reply.")
         context, prompt, dropped = split((m["role"], m["content"]) for m in intent.messages)
         ignored = (*intent.ignored, *(f"{r} messages" for r in dropped))
+        writer = fleet.tools_agent if tools and not reviewer_writes_reply(strategy) else None
         ask = Ask(intent.model, strategy, prompt, context, progress, intent.seed, ignored, tools, tuple(notes),
-                  intent.messages)
+                  intent.messages, writer)
         return Reply(self, ask)
 
     def _alone(self, intent: "Intent", agent: "Agent", thinking: bool) -> "AgentReply":
