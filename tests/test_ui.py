@@ -436,7 +436,8 @@ async def test_stop_ends_the_run_as_stopped_in_the_stream_and_the_history(server
         ended = {v["agent"]: v["state"] for v in by_type(views, "ended")}
         assert ended == {"A": "done", "B": "stopped", "C": "stopped"}
         assert views[-1] == {"type": "error", "stopped": True, "message": "stopped: you pressed Stop; what had "
-                                                                           "finished is shown"}
+                                                                           "finished is kept in each agent's row "
+                                                                           "(open one to read it)"}
         for _ in range(100):  # the fake servers see their connections close
             if b.requests[0].disconnected and c.requests[0].disconnected:
                 break

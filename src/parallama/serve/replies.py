@@ -18,7 +18,6 @@ from .tool_turns import question_end
 if TYPE_CHECKING:
     from ..backends import Message, Tool, ToolCall
     from ..fleet import Agent
-    from ..result import AgentResult
     from ..events import Event, EventSink
     from ..result import RunResult
     from .service import Service
@@ -169,8 +168,8 @@ class Reply(Feed[Piece]):
             if self._writer_mask is not None:
                 text = self._writer_mask.feed(text)
             return self.narrator.say_content(text) if text else []
-        if kind is Finished or kind is Failed:
-            result: AgentResult = event.result  # type: ignore[union-attr]
+        if isinstance(event, (Finished, Failed)):
+            result = event.result
             out = self.narrator.say_content(self._writer_mask.flush()) if self._writer_mask is not None else []
             if result.ok and result.tool_calls:
                 self._writer_calls = result.tool_calls
