@@ -14,7 +14,7 @@ from ..events import Delta, Failed, Finished, Thinking
 from ..redact import StreamMask
 from ..tracker import RunTracker
 from .errors import no_answer_note
-from .feed import Feed
+from .feed import Feed, Serving
 from .narration import CONTENT, REASONING, Piece, split_channels
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from ..events import Event, EventSink
     from ..fleet import Agent
     from ..result import AgentResult
-    from .service import Service
 
 class Tally(Protocol):
     """What a reply's last chunk reports: tokens and Ollama's durations (a fleet run's Narrator, an AgentReply)."""
@@ -61,9 +60,9 @@ class AgentReply(Feed[Piece]):
             await write_stream(response, reply, write=..., keepalive=...)
     """
 
-    def __init__(self, service: "Service", ask: AgentAsk) -> None:
+    def __init__(self, service: Serving, ask: AgentAsk) -> None:
         super().__init__(service, ask.model)
-        self.service: "Service" = service
+        self.service: Serving = service
         self.ask = ask
         self.result: AgentResult | None = None
         self.error: str | None = None

@@ -22,7 +22,12 @@ from ..events import RunEnded
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from ..client import FleetClient
     from ..events import Event, EventSink
+    from ..fleet import Fleet
+    from ..redact import Redactor
+    from .models import Catalogue
+    from .tool_turns import ToolTurns
 
 log = logging.getLogger("parallama.serve")
 
@@ -48,6 +53,20 @@ class Runs(Protocol):
     def launch(self, run: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]": ...
 
     async def settle(self, run_id: str, task: "asyncio.Task | None", completed: Callable[[], bool]) -> None: ...
+
+
+class Serving(Runs, Protocol):
+    """What a chat reply needs of the service (`service.Service`), beyond a place in its queue: the fleet and its
+    client, what to mask, the model names, and the runs kept for a tool call's follow-up. Replies read the service
+    through this, so that the service, which picks them, is the only one to know them both."""
+
+    fleet: "Fleet"
+    redact: "Redactor"
+    catalogue: "Catalogue"
+    tool_turns: "ToolTurns"
+
+    @property
+    def client(self) -> "FleetClient": ...
 
 
 class Feed(Generic[P]):

@@ -11,7 +11,7 @@ from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
 from ..redact import StreamMask
 from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
-from .feed import Feed
+from .feed import Feed, Serving
 from .narration import CONTENT, REASONING, Narrator, Piece, split_channels
 from .tool_turns import question_end
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from ..fleet import Agent
     from ..events import Event, EventSink
     from ..result import RunResult
-    from .service import Service
     from .wire import ProgressMode
 
 WAITING_AFTER_S = 0.25
@@ -76,9 +75,9 @@ class Reply(Feed[Piece]):
             await write_stream(response, reply, write=..., keepalive=...)
     """
 
-    def __init__(self, service: Service, ask: Ask) -> None:
+    def __init__(self, service: Serving, ask: Ask) -> None:
         super().__init__(service, ask.model)
-        self.service: Service = service
+        self.service: Serving = service
         self.ask = ask
         self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
         self._think_open = False
