@@ -179,3 +179,26 @@ def test_run_sends_its_spans_where_the_environment_says_under_its_traceparent(tm
     [workflow] = [s for s in spans if s["name"].startswith("invoke_workflow")]
     assert workflow["parent_id"] == "0xb7ad6b7169203331"
     assert workflow["resource"]["attributes"]["service.name"] == "parallama"
+
+
+async def test_a_run_serve_stops_on_its_way_out_is_still_sent(serve, monkeypatch):
+    from fakes import FakeServer
+
+    receiver = Receiver()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        with FakeServer(slots=1) as hanging:
+            hanging.model("m", fault="hang", tokens=4)
+            running = await serve({"worker_agents": [worker(hanging, "m", name="A")]})
+            async with aiohttp.ClientSession() as session:
+                response = await session.post(running.url + "/api/chat", json={
+                    "model": "parallama", "messages": [{"role": "user", "content": "q"}]})
+                await response.content.readline()  # the first line: the run is under way, its client still there
+                await running.close()  # serve stops with the run still going
+                response.close()
+    finally:
+        receiver.close()
+    names = sorted(s.name for s in receiver.spans)
+    assert names == ["POST /api/chat", "chat m", "invoke_workflow parallama:workers"], names
+    workflow = next(s for s in receiver.spans if s.name.startswith("invoke_workflow"))
+    assert {a.key: a.value.string_value for a in workflow.attributes}["parallama.outcome"] == "interrupted"

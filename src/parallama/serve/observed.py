@@ -43,8 +43,8 @@ class Observed:
         return [http_spans(self.tracing.tracer)]
 
     def attach(self, app: web.Application, service: "Service") -> None:
-        """The `/metrics` route, and the subscribers, which follow the client from when it opens (the cleanup
-        context runs after the one that opens it)."""
+        """The `/metrics` route, and the subscribers, which follow the client from when it opens (this cleanup
+        context runs after the one that opens it) until it closes; the spans left are sent once it has."""
         app[OBSERVED] = self
         if self.metrics is not None:
             from ..observe.endpoint import add_metrics_route
@@ -54,19 +54,18 @@ class Observed:
             return
 
         async def watching(_app: web.Application) -> AsyncIterator[None]:
-            stops = []
             if self.metrics is not None:
-                stops.append(self.metrics.watch(service.client))
+                self.metrics.watch(service.client)
             if self.tracing is not None:
-                stops.append(service.client.subscribe(self.tracing.sink()))
-            yield
-            for stop in stops:
-                stop()
+                service.client.subscribe(self.tracing.sink())
+            yield  # still subscribed while the service closes: the runs it stops end in the metrics and traces
+
+        async def last_spans(_app: web.Application) -> None:
             if self.tracing is not None:
                 await self.tracing.shutdown()
 
         app.cleanup_ctx.append(watching)
-
+        app.on_cleanup.append(last_spans)  # after every cleanup context (the service's too): nothing ends later
 
 OBSERVED = web.AppKey("parallama.observed", Observed)
 "Where the app keeps what it is watched with."
