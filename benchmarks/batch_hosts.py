@@ -14,8 +14,9 @@ first two servers) and the reviewer on the third; every request streams 5 tokens
   grow with the workers.
 
 Per row: prompts/min from the writer's summary (first prompt to last line written), ÷ the fleet's bound, Redis
-commands per prompt (INFO commandstats between runs; the slots' own scripts included), and the makespan against
-the single-host batch. The machine is shared: run it `nice`, and read the ratios inside one run.
+commands per prompt (INFO commandstats between runs, the commands the Lua scripts run included; all of them, the
+slots' too, and the streams' `x*` alone), CPU per prompt of every parallama process of the row, and the makespan
+against the single-host batch. The machine is shared: run it `nice`, and read the ratios inside one run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -77,6 +79,7 @@ def wait_said(home: Path, text: str, timeout: float = 60) -> None:
 def run_job(work: Path, redis_url: str, configs: list[Path], prompts: Path, tag: str) -> dict[str, Any]:
     """The writer (with configs[0]) and len(configs) - 1 joined workers; the writer's summary and Redis's count."""
     reset(redis_url)
+    cpu = children_cpu()
     joined = []
     for n, cfg in enumerate(configs[1:], 1):
         home = work / f"{tag}-w{n}"
@@ -90,18 +93,26 @@ def run_job(work: Path, redis_url: str, configs: list[Path], prompts: Path, tag:
         worker.wait(120)
     if writer.returncode != 0:
         raise RuntimeError(f"{tag}: writer exit {writer.returncode}: {(work / f'{tag}-w0' / 'stderr.txt').read_text()}")
-    return {"summary": json.loads(stdout), "commands": commands(redis_url)}
+    return {"summary": json.loads(stdout), "commands": commands(redis_url), "cpu_s": children_cpu() - cpu}
 
 
 def run_single(work: Path, redis_url: str, cfg: Path, prompts: Path) -> dict[str, Any]:
     reset(redis_url)
+    cpu = children_cpu()
     out = work / "single.jsonl"
     done = process([str(prompts), "-o", str(out), "-c", str(cfg), "--json", "-q"], work / "single", work,
                    env={"PARALLAMA_SLOT_STORE": redis_url})
     stdout, _ = done.communicate(timeout=600)
     if done.returncode != 0:
         raise RuntimeError("single-host batch failed: " + (work / "single" / "stderr.txt").read_text())
-    return {"summary": json.loads(stdout), "commands": commands(redis_url)}
+    return {"summary": json.loads(stdout), "commands": commands(redis_url), "cpu_s": children_cpu() - cpu}
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the parallama processes this benchmark waited for (the fake fleet and Redis,
+    still running, are not among them): robust to a busy machine, unlike wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def row(name: str, result: dict[str, Any], prompts: int, bound_per_min: float, single_wall: float | None) -> dict:
@@ -112,6 +123,8 @@ def row(name: str, result: dict[str, Any], prompts: int, bound_per_min: float, s
             "of_bound": round(summary["prompts_per_min"] / bound_per_min, 3), "wall_s": summary["wall_s"],
             "vs_single": round(summary["wall_s"] / single_wall, 3) if single_wall else None,
             "redis_commands_per_prompt": round(sum(calls.values()) / prompts, 1),
+            "stream_commands_per_prompt": round(sum(v for k, v in calls.items() if k.startswith("x")) / prompts, 1),
+            "cpu_ms_per_prompt": round(result["cpu_s"] / prompts * 1000, 1),
             "top_commands": {k: round(v / prompts, 2) for k, v in top},
             "workers": {w: v["done"] for w, v in (summary.get("workers") or {}).items()}}
 
@@ -155,12 +168,13 @@ def main() -> None:
         return
     print(f"{options.prompts} prompts; 3 servers × {options.slots} slots per fleet, {options.latency} s a request; "
           f"bound {bound:.0f} prompts/min per fleet")
-    print(f"{'setup':34} {'prompts/min':>11} {'÷ bound':>8} {'wall s':>7} {'÷ single':>9} {'cmds/prompt':>12}  "
-          "per worker")
+    print(f"{'setup':34} {'prompts/min':>11} {'÷ bound':>8} {'wall s':>7} {'÷ single':>9} {'cmds/prompt':>12} "
+          f"{'x*/prompt':>10} {'CPU ms/prompt':>14}  per worker")
     for r in rows:
         vs = f"{r['vs_single']:.3f}" if r["vs_single"] is not None else "—"
         print(f"{r['setup']:34} {r['prompts_per_min']:11.1f} {r['of_bound']:8.3f} {r['wall_s']:7.2f} {vs:>9} "
-              f"{r['redis_commands_per_prompt']:12.1f}  {' '.join(str(v) for v in r['workers'].values())}")
+              f"{r['redis_commands_per_prompt']:12.1f} {r['stream_commands_per_prompt']:10.1f} "
+              f"{r['cpu_ms_per_prompt']:14.1f}  {' '.join(str(v) for v in r['workers'].values())}")
     for r in rows:
         print(f"  {r['setup']}: " + ", ".join(f"{k} {v}" for k, v in r["top_commands"].items()))
 
