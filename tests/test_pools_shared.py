@@ -4,6 +4,7 @@ one queue: no replica sits idle while either process has requests waiting."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -145,3 +146,31 @@ def test_serve_and_batch_share_a_pool(tmp_path, pool):
     assert len(replies) == 3 and all(r["message"]["content"] for r in replies)
     assert [f.max_in_flight for f in pool] == [1, 1, 1]  # both processes, every replica within its one slot
     assert sum(len(f.requests) for f in pool) == 27 and all(f.requests for f in pool)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI, reason="needs redis-server")
+async def test_hedging_through_redis_copies_only_onto_a_free_slot_within_the_budget(tmp_path, monkeypatch):
+    from parallama import FleetClient
+    from parallama.pools import stats_of
+
+    redis = RedisServer(tmp_path / "redis")
+    monkeypatch.setenv("PARALLAMA_SLOT_STORE", redis.url)
+    try:
+        with ExitStack() as stack:
+            late, quick = [stack.enter_context(FakeServer(strict=True)) for _ in range(2)]
+            late.model("m", latency=0.32, tokens=2, ttft=0.3, loaded_bytes=5_000_000_000)  # preferred: warm
+            quick.model("m", latency=0.05, tokens=2)
+            config = {"worker_agents": [{"name": "P", "api_url": [late.url, quick.url], "model": "m",
+                                         "hedge": {"after_s": 0.1}}]}
+            async with FleetClient(config) as client:
+                (load,) = {url: s for url, s in client.load().items() if url.endswith(str(late.port))}.values()
+                assert load.shared == "redis"
+                await client.run("q")  # learns which replica has the model loaded
+                await asyncio.sleep(0.3)
+                results = [await client.run("q") for _ in range(19)]
+                stats = stats_of(client.fleet.workers[0])
+    finally:
+        redis.stop()
+    assert all(r.workers[0].ok for r in results)
+    assert stats.requests == 20 and stats.hedges == 2  # 10 % of 20
+    assert late.max_in_flight == 1 and quick.max_in_flight == 1

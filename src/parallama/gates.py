@@ -130,6 +130,30 @@ class Gate:
         self.served += 1
         return True
 
+    async def take_if_free(self) -> bool:
+        """`try_acquire`, asking a store that must be asked (Redis) in one round trip; False: nothing held."""
+        if self.in_flight >= self.slots or self.waiting:
+            return False
+        if self.shared is None:
+            return self.try_acquire()
+        self.in_flight += 1  # held here while the store is asked
+        try:
+            taken = await self.shared.take_if_free()
+        except BaseException:
+            self._hand_on()
+            raise
+        if not taken:
+            self._hand_on()  # to whoever queued here meanwhile, or free
+            return False
+        self._count_busy()
+        self.sending += 1
+        self.served += 1
+        return True
+
+    def asks_elsewhere(self) -> bool:
+        """Whether the shared slots are known only by asking (Redis), so `try_acquire` cannot take one."""
+        return self.shared is not None and self.shared.kind == "redis"
+
     def idle(self) -> bool:
         """A slot is free and nobody waits for it, in this process or (as far as the store said) any other."""
         if self.in_flight >= self.slots or self.waiting:

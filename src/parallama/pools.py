@@ -257,13 +257,16 @@ class _Slot:
             gate.release()
 
 
-def idle_replica(gate_of: Callable[[str], "Gate"], agent: "Agent", but: "Replica") -> tuple["Replica", "Gate"] | None:
-    """Another replica of the pool with a slot free that nobody waits for (in any process sharing the store),
-    taken now; None when there is none."""
+async def idle_replica(gate_of: Callable[[str], "Gate"], agent: "Agent",
+                       but: "Replica") -> tuple["Replica", "Gate"] | None:
+    """Another replica of the pool with a slot free that nobody waits for (in any process or host sharing the
+    store), taken now; None when there is none."""
     others = [r for r in agent.pool if r != but and not health_of(r.server).is_benched()]
     for replica in random.sample(others, len(others)):
         gate = gate_of(replica.server)
-        if gate.idle() and gate.try_acquire():
+        if not gate.idle():
+            continue
+        if await gate.take_if_free() if gate.asks_elsewhere() else gate.try_acquire():
             return replica, gate
     return None
 
@@ -343,7 +346,7 @@ class Hedging:
                     break
                 if (may_copy and time.monotonic() >= began + threshold  # type: ignore[operator]
                         and not tasks[0].done() and self.stats.may_hedge()):
-                    spare = idle_replica(self.gate_of, agent, self.first)
+                    spare = await idle_replica(self.gate_of, agent, self.first)
                     if spare is not None:
                         replicas[1], gate = spare
                         slots[1] = _Slot(gate)
@@ -486,6 +489,10 @@ async def take(session: "aiohttp.ClientSession", gate_of: Callable[[str], "Gate"
         for replica in ordered:
             gate = gate_of(replica.server)
             if gate.try_acquire():
+                return replica, gate
+        for replica in ordered:  # slots known only by asking (Redis): one round trip where one looks free
+            gate = gate_of(replica.server)
+            if gate.asks_elsewhere() and gate.idle() and await gate.take_if_free():
                 return replica, gate
         got = await _first_free(gate_of, ordered, priority)
         if got is None:

@@ -17,6 +17,10 @@ class SharedSlots(abc.ABC):
     def try_acquire(self) -> bool:
         """Take a slot now if one is free and nobody elsewhere waits before us; False otherwise."""
 
+    async def take_if_free(self) -> bool:
+        """`try_acquire`, for a store that must ask elsewhere to know (Redis: one round trip)."""
+        return self.try_acquire()
+
     @abc.abstractmethod
     async def acquire(self) -> None:
         """Wait for a slot (cancelled while waiting: nothing is held)."""

@@ -78,3 +78,15 @@ for i = 6, #ARGV do
 end
 return {0, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
 """
+
+TAKE_IF_FREE = _NOW + _PURGE + """
+-- KEYS: held, queue, alive, seq, gates; ARGV: lease, slots, lease ms, process id
+-- A slot now only if one is free and no ticket waits (anywhere): no ticket is left behind either way.
+local held = redis.call('ZCARD', KEYS[1])
+local queued = redis.call('ZCARD', KEYS[2])
+if held < tonumber(ARGV[2]) and queued == 0 then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  return {1, held + 1, 0, others}
+end
+return {0, held, queued, others}
+"""

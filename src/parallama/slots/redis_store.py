@@ -30,7 +30,7 @@ from ..errors import SetupError
 from ..urls import is_local, public_url
 from .base import SharedSlots, SlotStore
 from .local import LocalStore
-from .redis_scripts import ACQUIRE, RELEASE, RENEW
+from .redis_scripts import ACQUIRE, RELEASE, RENEW, TAKE_IF_FREE
 
 LEASE_S = 10.0
 "How long a lease (or a waiting ticket) lives without renewal: a crashed holder's slot comes back after this."
@@ -89,7 +89,8 @@ class RedisStore(SlotStore):
                              "PARALLAMA_SLOT_STORE=local to share slots on this machine only") from exc
         self._client = client
         self._scripts = {name: client.register_script(text)
-                         for name, text in (("acquire", ACQUIRE), ("release", RELEASE), ("renew", RENEW))}
+                         for name, text in (("acquire", ACQUIRE), ("release", RELEASE), ("renew", RENEW),
+                                            ("take_if_free", TAKE_IF_FREE))}
         self._background = [asyncio.get_running_loop().create_task(self._listen()),
                             asyncio.get_running_loop().create_task(self._renew())]
 
@@ -225,6 +226,25 @@ class RedisSlots(SharedSlots):
 
     def try_acquire(self) -> bool:
         return self._local.try_acquire() if self._local is not None else False
+
+    async def take_if_free(self) -> bool:
+        """A slot now, in one round trip, if one is free and no ticket waits on any host; nothing queued if not."""
+        if self._local is not None:
+            return self._local.try_acquire()
+        lease = f"{self.store.process_id}:{uuid.uuid4().hex[:12]}"
+        try:
+            reply = await self.store.script("take_if_free", self.keys,
+                                            [lease, self.slots, self.store.lease_ms, self.store.process_id])
+        except asyncio.CancelledError:
+            self.store.spawn(self._give_back(lease))  # it may have been taken just now
+            raise
+        if reply is None:  # Redis lost just now
+            return self._local.try_acquire() if self._local is not None else False
+        got, held, queued, others = (int(x) for x in reply)
+        self._counts, self._counted_at = (held, queued, others), time.monotonic()
+        if got:
+            self.leases.append(lease)
+        return bool(got)
 
     async def acquire(self) -> None:
         if self._local is not None:
