@@ -36,8 +36,8 @@ DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here s
 @click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
               help="Let web pages from ORIGIN call the API from a browser (repeatable; `https://*.example.com`, "
                    "or `*` for any). Pages on this machine may always.")
-@click.option("--no-metrics", is_flag=True, help="Do not serve Prometheus metrics at /metrics (behind the API key "
-                                                 "when there is one).")
+@click.option("--no-metrics", is_flag=True, help="Leave out GET /metrics (Prometheus metrics, served by default, "
+                                                 "behind the API key when there is one).")
 def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
           no_history: bool, allow_origins: tuple[str, ...], no_metrics: bool) -> None:
     """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`, `:vote`), and
