@@ -302,6 +302,7 @@ class Job:
                 for one in batch:
                     pipe.xadd(self.prompts, {"r": record_text(one)})
                 await pipe.execute()
+                await self.renew_writer()  # a long input takes a while to put on the stream: keep the lease
                 count += len(batch)
                 batch = []
         return count
