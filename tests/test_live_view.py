@@ -111,6 +111,25 @@ def test_a_stopped_run_shows_its_requests_as_stopped_not_failed():
     assert "failed" not in out.getvalue()
 
 
+def test_the_servers_line_shows_while_the_run_goes_and_is_not_left_bare_at_its_end():
+    from parallama.gates import ServerLoad
+
+    fleet = as_fleet({"worker_agents": [{"name": "A", "api_url": "http://localhost:11434/api/chat", "model": "m"}]})
+    out = io.StringIO()
+    console = Console(file=out, width=100, color_system=None)
+    view = LiveView(fleet, console, review=False)
+    loads = [{"http://localhost:11434": ServerLoad(1, 1, 0)}]
+    view.server_load = lambda: loads[0]
+    view(Queued("r", "workers", fleet.workers[0]))
+    console.print(view.render())
+    assert "servers  localhost:11434 1/1 busy" in out.getvalue()
+    loads[0] = {}  # the client is closed: no load to show
+    view(RunEnded("r", None))
+    out.truncate(0)
+    console.print(view.render())
+    assert "servers" not in out.getvalue()
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_real_run_in_an_80_column_tmux_pane(tmp_path):
     with FakeServer(slots=1) as a, FakeServer(slots=1) as b, FakeServer(slots=1) as c:
