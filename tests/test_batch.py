@@ -183,6 +183,9 @@ def test_prompts_without_an_answer_exit_1_and_resume_runs_only_them_again(tmp_pa
         assert result.exit_code == 1
         assert "✗ b: no answer — G (" in result.stderr and "empty answer" in result.stderr
         assert "no answer: b" in result.stdout
+        # The summary names each failing agent's cause, not only a count.
+        assert "failed requests  G 1 · F 1" in result.stdout and "    G: G (" in result.stdout
+        assert "the model returned an empty answer" in result.stdout.split("failed requests", 1)[1]
         lines = {line["id"]: line for line in read_lines(tmp_path / "out.jsonl")}
         assert not lines["b"]["answered"] and [w["status"] for w in lines["b"]["workers"]] == ["error", "error"]
         assert lines["a"]["answered"] and lines["c"]["answered"]

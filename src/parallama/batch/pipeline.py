@@ -108,6 +108,8 @@ class BatchSummary:
     "`--queue`: the dead-letter list, prompt id → its last `error` and `tries`."
     workers: dict[str, dict[str, int]] = field(default_factory=dict)
     "`--queue`: per worker (`host:pid`), prompts done and in flight."
+    agent_causes: dict[str, str] = field(default_factory=dict)
+    "Per agent with failed requests, the cause of its last failure (one line, its fix left out)."
 
     @property
     def prompts_per_min(self) -> float:
@@ -125,6 +127,7 @@ class BatchSummary:
             "interrupted": self.interrupted, "complete": self.complete, "wall_s": round(self.wall_s, 3),
             "prompts_per_min": round(self.prompts_per_min, 2), "concurrency": self.concurrency,
             "servers": [vars(s) for s in self.servers], "agent_failures": self.agent_failures,
+            "agent_causes": self.agent_causes,
             "scoring": self.scoring.to_dict() if self.scoring else None,
             **({"review_cost": self.review_cost} if self.review_cost else {}),
             **({"job": self.job, "dead": self.dead, "workers": self.workers} if self.job else {}),
@@ -167,6 +170,7 @@ class Batch:
         self.prompts = self.prompts or len(self.records)
         self.meter = BusyMeter(self.client.load)
         self.agent_failures: Counter[str] = Counter()
+        self.agent_causes: dict[str, str] = {}
         self.scoring: Scoreboard | None = None
         self.review_cost: dict[str, dict[str, float]] = {}
         self.previous = 0
@@ -227,6 +231,9 @@ class Batch:
             self.failed.append(record.id)
         for name in failed_agents:
             self.agent_failures[name] += 1
+        for agent in [*(line.get("workers") or []), *(line.get("review_attempts") or []), line.get("review") or {}]:
+            if agent.get("status") not in (None, "ok") and agent.get("error"):
+                self.agent_causes[agent["name"]] = agent["error"].split(" — ", 1)[0]
         self._score(record, line)
         self._add_cost(line)
 
@@ -268,4 +275,5 @@ class Batch:
             failed=list(self.failed), in_flight=self.running if self.interrupted else 0,
             interrupted=self.interrupted, wall_s=wall, concurrency=self.concurrency,
             servers=self.meter.servers(wall), agent_failures=dict(self.agent_failures), scoring=self.scoring,
+            agent_causes=dict(self.agent_causes),
             review_cost=self.review_cost)

@@ -185,6 +185,8 @@ def print_summary(summary: BatchSummary, console: Console, *, output: str | None
             say("  other processes on these slots  " + " · ".join(shared))
     if summary.agent_failures:
         say("  failed requests  " + " · ".join(f"{name} {n}" for name, n in summary.agent_failures.items()))
+        for name, cause in summary.agent_causes.items():
+            say(f"    {name}: {cause}")
     if summary.failed:
         shown = ", ".join(summary.failed[:10]) + (", …" if len(summary.failed) > 10 else "")
         say(f"  no answer: {shown}")
