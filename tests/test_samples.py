@@ -23,7 +23,8 @@ def answers(*texts: str):
 def fleet(fake: FakeServer, samples: dict, **models) -> dict:
     for name, texts in models.items():
         fake.model(name, latency=0.02, respond=answers(*texts))
-    return {"worker_agents": [worker(fake, m, name=m.upper(), options={"seed": 7}) for m in models],
+    # required: a settled vote would cut a third answer once two agree (these tests count every answer).
+    return {"worker_agents": [worker(fake, m, name=m.upper(), options={"seed": 7}, required=True) for m in models],
             "servers": {fake.url: {"parallel": 3}}, "review": {"strategy": "vote", "samples": samples}}
 
 

@@ -78,7 +78,7 @@ def test_too_big_numbers_are_text_and_cost_no_time():
     assert not is_correct(huge, "42", "number") and not is_correct("1e10000000", "1", "number")
     assert is_correct("1e5000", "1e5000", "answer")
     assert answer_key("1e1000") == "1E+1000" and answer_key("1" * 1000) == "1" * 1000  # the largest still count
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # the old code took 15 s for 1e10000000 alone
 
 
 def test_batch_scores_answers_by_the_short_answer(tmp_path):
@@ -118,7 +118,7 @@ async def test_vote_survives_huge_numbers(hostile):
         started = time.perf_counter()
         async with FleetClient(config) as client:
             result = await client.run("What is it?")
-        assert time.perf_counter() - started < 5
+        assert time.perf_counter() - started < 10  # 1e10000000 alone blocked the old code 15 s
     assert result.final_source == "vote" and result.final == hostile
     assert result.tally[0]["count"] == 2 and result.tally[0]["workers"] == ["A", "B"]
 
@@ -127,7 +127,8 @@ async def test_vote_picks_berlin_three_of_three():
     with FakeServer() as fake:
         for model, text in (("a", "Berlin."), ("b", "It's Berlin!"), ("c", "The capital of Germany is Berlin.")):
             fake.model(model, latency=0.02, text=text)
-        config = {"worker_agents": [worker(fake, m, name=m.upper()) for m in "abc"],
+        # required: two agreeing answers would settle the vote and cut the third, whichever it is.
+        config = {"worker_agents": [worker(fake, m, name=m.upper(), required=True) for m in "abc"],
                   "servers": {fake.url: {"parallel": 3}}, "review": {"strategy": "vote"}}
         async with FleetClient(config) as client:
             result = await client.run(GERMANY)
@@ -149,3 +150,18 @@ async def test_answers_that_say_nothing_cast_no_vote():
     assert result.final == "Paris" and result.final_source == "worker:C"
     assert result.tally == [{"answer": "paris", "count": 1, "workers": ["C"]}]
     assert any("A, B gave no word and no number; cast no vote" in w for w in result.warnings)
+
+
+async def test_vote_counts_numbers_exactly():
+    # Issue 33, item 19: through float to 10 digits, 1e-400 voted with 0 and 0.30000000000000004 with 0.3.
+    with FakeServer() as fake:
+        for model, text in (("a", "0.30000000000000004"), ("b", "0.3"), ("c", "It is 0.30000000000000004"),
+                            ("d", "1e-400"), ("e", "0")):
+            fake.model(model, latency=0.02, text=text)
+        config = {"worker_agents": [worker(fake, m, name=m.upper()) for m in "abcde"],
+                  "servers": {fake.url: {"parallel": 5}}, "review": {"strategy": "vote"}}
+        async with FleetClient(config) as client:
+            result = await client.run("What is 0.1 + 0.2 in floating point?")
+    assert [(c["answer"], c["count"]) for c in result.tally] == [
+        ("0.30000000000000004", 2), ("0.3", 1), ("1E-400", 1), ("0", 1)]
+    assert result.final == "0.30000000000000004"
