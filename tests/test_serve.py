@@ -27,6 +27,7 @@ def openai_client(running, **kwargs) -> openai.AsyncOpenAI:
 async def test_both_apis_list_the_fleet_under_every_strategy_then_each_agent(servers, serve):
     running = await serve(guide_fleet(servers))
     names = ["parallama:latest", "parallama:synthesize", "parallama:judge", "parallama:council", "parallama:vote",
+             "parallama:confidence",
              "parallama/a", "parallama/b", "parallama/rev"]
     listed = await ollama_client(running).list()
     assert [m.model for m in listed.models] == names

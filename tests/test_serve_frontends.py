@@ -53,6 +53,7 @@ async def test_every_agent_is_a_model_listed_after_the_ensembles_with_colliding_
     agents = ["parallama/worker-a-llama-3-8b", "parallama/worker-a-llama-3-8b-2", "parallama/r-viewer"]
     listed = [m.model for m in (await ollama_client(running).list()).models]
     assert listed == ["parallama:latest", "parallama:synthesize", "parallama:judge", "parallama:council", "parallama:vote",
+                      "parallama:confidence",
                       *agents]
     assert [m.id for m in (await openai_client(running).models.list()).data] == listed
     shown = await ollama_client(running).show("parallama/worker-a-llama-3-8b-2")

@@ -137,7 +137,8 @@ async def test_serve_lists_vote_even_with_no_reviewer(serve):
         import ollama
 
         names = [m.model for m in (await ollama.AsyncClient(host=running.url).list()).models]
-    assert names[:2] == ["parallama:latest", "parallama:vote"] and not any(":" in n for n in names[2:])
+    assert names[:3] == ["parallama:latest", "parallama:vote", "parallama:confidence"]
+    assert not any(":" in n for n in names[3:])
 
 
 async def test_the_page_gets_the_tally_live_and_reopened(serve):

@@ -18,12 +18,13 @@ NO_ANSWER = "no answer: every worker failed"
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FinalSource:
-    """Where a run's reply came from: the reviewer (`review`), the workers' majority (`vote`), the judge's
+    """Where a run's reply came from: the reviewer (`review`), the workers' majority (`vote`), the group of answers
+    the workers were surest of (`confidence`), the judge's
     best-scored worker (`judge`, agent), a worker's answer because every reviewer failed (`worker`, agent), or, with
     no review, the workers' answers (`workers`). Written as `review`, `vote`, `judge:<name>`, `worker:<name>`,
     `workers` in JSON and the history."""
 
-    kind: Literal["review", "vote", "judge", "worker", "workers"]
+    kind: Literal["review", "vote", "confidence", "judge", "worker", "workers"]
     agent: str | None = None
 
     def __str__(self) -> str:
@@ -49,7 +50,7 @@ class FinalSource:
         kind, colon, agent = text.partition(":")
         if kind in ("judge", "worker") and colon:
             return cls(kind, agent)  # type: ignore[arg-type]
-        if kind in ("review", "vote", "workers") and not colon:
+        if kind in ("review", "vote", "confidence", "workers") and not colon:
             return cls(kind)  # type: ignore[arg-type]
         return None
 
@@ -82,8 +83,15 @@ class CouncilRank(TypedDict):
     points: int
 
 
-class VoteCount(TypedDict):
-    """vote: one distinct answer, how many workers gave it, and which."""
+class _Confidences(TypedDict, total=False):
+    confidence: float
+    "confidence: the group's summed weight (each answer's exp(mean token logprob); neutral ones the mean)."
+    weights: list[float | None]
+    "confidence: each member's weight, in `workers`' order; None for one whose server sent no logprobs."
+
+
+class VoteCount(_Confidences):
+    """vote: one distinct answer, how many workers gave it, and which; confidence: also the weights."""
 
     answer: str
     count: int

@@ -73,9 +73,10 @@ def reseeded(agent: "Agent", k: int) -> "Agent":
 
 
 async def sample_more(run: "Run", fleet: "Fleet", samples: "Samples", first: Sequence["AgentResult"],
-                      messages: dict[str, list["Message"]], until: float | None, question: str) -> Sampling:
+                      messages: dict[str, list["Message"]], until: float | None, question: str,
+                      logprobs: int | None = None) -> Sampling:
     """Extra rounds of the workers that answered, each with another seed, until the leader is settled or each has
-    `samples.max` answers. `messages`: each worker's request, by name."""
+    `samples.max` answers. `messages`: each worker's request, by name; `logprobs`: asked as of the first answers."""
     started = time.perf_counter()
     out = Sampling()
     answered = {a.name for a in first if a.ok}
@@ -89,7 +90,7 @@ async def sample_more(run: "Run", fleet: "Fleet", samples: "Samples", first: Seq
         if until is not None and time.perf_counter() >= until:
             break
         jobs = [(reseeded(agent, k), messages[agent.name]) for agent in agents]
-        out.answers += await run.ask(sample_stage(k), jobs, until)
+        out.answers += await run.ask(sample_stage(k), jobs, until, logprobs=logprobs)
         out.rounds += 1
     else:
         share, alone = leader_share([*first, *out.answers], question)

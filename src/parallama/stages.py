@@ -11,6 +11,7 @@ from .cutoff import CUT, Cutoff, QuorumCutoff
 from .events import WORKERS, EventSink, Failed, Finished, round_stage
 from .result import AgentResult, RunResult
 from .review import ReviewOutcome, strategy_named
+from .review.confidence import LOGPROBS
 from .review.synthesize import refine_messages
 from .sampling import Sampling, sample_more
 from .strategies import StrategyName, needs_reviewer, votes_over_samples
@@ -69,12 +70,14 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     task = task_text(prompt, context)
     reviewed = reviewing(fleet, strategy, review)
     early_stop = strategy_named(reviewed).cutoff() if reviewed else None
-    rounds = await worker_rounds(run, fleet, prompt, context, until, early_stop)
+    logprobs = wanted_logprobs([reviewed] if reviewed else [])
+    rounds = await worker_rounds(run, fleet, prompt, context, until, early_stop, logprobs)
     answers = reviewed_answers(rounds)
     sampling = None
     if answers and fleet.samples is not None and votes_over_samples(reviewed):
         sampling = await sample_more(run, fleet, fleet.samples, rounds[-1],
-                                     {a.name: worker_messages(a, prompt, context) for a in fleet.workers}, until, task)
+                                     {a.name: worker_messages(a, prompt, context) for a in fleet.workers}, until, task,
+                                     logprobs)
         answers = answers + [a for a in sampling.answers if a.ok]
     outcome = ReviewOutcome()
     if reviewed and answers:
@@ -82,22 +85,29 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     return run_result(run, fleet, prompt, rounds, outcome, reviewed, time.perf_counter() - started, sampling)
 
 
+def wanted_logprobs(strategies: Sequence[str]) -> int | None:
+    """What the workers are asked for when one of `strategies` reads token logprobs (confidence), else None."""
+    return LOGPROBS if any(getattr(strategy_named(name), "wants_logprobs", False) for name in strategies) else None
+
+
 async def worker_rounds(run: "Run", fleet: "Fleet", prompt: str, context: Sequence["Message"], until: float | None,
-                        early_stop: "Cutoff | None" = None) -> list[list[AgentResult]]:
+                        early_stop: "Cutoff | None" = None, logprobs: int | None = None) -> list[list[AgentResult]]:
     """The workers' answers, round by round (`rounds − 1` refinement rounds after the first): each round cut short
-    by the fleet's quorum, the last also by `early_stop` (a vote that is settled)."""
+    by the fleet's quorum, the last also by `early_stop` (a vote that is settled); `logprobs`: asked of every
+    round's requests."""
     task = task_text(prompt, context)
     cutoffs: list[Cutoff] = [QuorumCutoff(fleet.quorum)] if fleet.quorum is not None else []
     last = cutoffs + ([early_stop] if early_stop is not None else [])
     first = [(a, worker_messages(a, prompt, context)) for a in fleet.workers]
     rounds: list[list[AgentResult]] = [
-        await run.ask(WORKERS, first, until, cutoffs=last if fleet.rounds == 1 else cutoffs)]
+        await run.ask(WORKERS, first, until, cutoffs=last if fleet.rounds == 1 else cutoffs, logprobs=logprobs)]
     for k in range(2, fleet.rounds + 1):
         previous = [w for w in rounds[-1] if w.ok]
         if not previous:
             break
         jobs = [(a, refine_messages(task, previous, a.system)) for a in fleet.workers]
-        rounds.append(await run.ask(round_stage(k), jobs, until, cutoffs=last if k == fleet.rounds else cutoffs))
+        rounds.append(await run.ask(round_stage(k), jobs, until, cutoffs=last if k == fleet.rounds else cutoffs,
+                                    logprobs=logprobs))
     return rounds
 
 
@@ -161,7 +171,8 @@ async def compare(run: "Run", review_run: Callable[[EventSink], "Run"], fleet: "
     until = started + deadline if deadline is not None else None
     usable = [name for name in strategies if reviewing(fleet, name, True)]
     early_stop = strategy_named(usable[0]).cutoff() if len(usable) == 1 and len(strategies) == 1 else None
-    rounds = await worker_rounds(run, fleet, prompt, (), until, early_stop)
+    logprobs = wanted_logprobs(usable)
+    rounds = await worker_rounds(run, fleet, prompt, (), until, early_stop, logprobs)
     workers_s = time.perf_counter() - started
     answers = reviewed_answers(rounds)
     sampling: Sampling | None = None
@@ -172,7 +183,8 @@ async def compare(run: "Run", review_run: Callable[[EventSink], "Run"], fleet: "
             if sampled and sampling is None:
                 assert fleet.samples is not None
                 sampling = await sample_more(run, fleet, fleet.samples, rounds[-1],
-                                             {a.name: worker_messages(a, prompt) for a in fleet.workers}, until, prompt)
+                                             {a.name: worker_messages(a, prompt) for a in fleet.workers}, until, prompt,
+                                             logprobs)
             began = time.perf_counter()
             outcome = ReviewOutcome()
             runs = StrategyRun(f"{name}{SAMPLED}" if sampled else name, None,  # type: ignore[arg-type]

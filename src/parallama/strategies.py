@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-StrategyName = Literal["synthesize", "judge", "council", "vote"]
+StrategyName = Literal["synthesize", "judge", "council", "vote", "confidence"]
 "How the reviewer turns the workers' answers into the final one."
 
 STRATEGIES: tuple[StrategyName, ...] = get_args(StrategyName)
@@ -20,15 +20,17 @@ DESCRIPTIONS: dict[StrategyName, str] = {
                "that ranking in view",
     "vote": "the answer most workers give is the reply (numbers compared as numbers); it stops waiting once the "
             "majority is settled, and falls back to the reviewer when there is none",
+    "confidence": "the answers are grouped by their short answer, each weighed by how sure its model was of its "
+                  "tokens (token logprobs), and the weightiest group's surest answer is the reply",
 }
 "One line per strategy, for people (the page shows them)."
 
 
-WITHOUT_REVIEWER: tuple[StrategyName, ...] = ("vote",)
+WITHOUT_REVIEWER: tuple[StrategyName, ...] = ("vote", "confidence")
 "Strategies that make a final answer with no reviewer in the config (a reviewer is only their fallback)."
 
 
-VOTING: tuple[StrategyName, ...] = ("vote",)
+VOTING: tuple[StrategyName, ...] = ("vote", "confidence")
 "Strategies that decide by the answers' short answers, so more samples can help them (`review.samples`)."
 
 
@@ -50,7 +52,7 @@ def check_strategy(name: str) -> StrategyName:
     raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
 
 
-REPLY_IS_A_WORKERS: tuple[StrategyName, ...] = ("judge", "vote")
+REPLY_IS_A_WORKERS: tuple[StrategyName, ...] = ("judge", "vote", "confidence")
 "Strategies whose reply is one worker's answer (the judge's pick, the majority's), not a text the reviewer writes."
 
 

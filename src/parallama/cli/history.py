@@ -101,8 +101,11 @@ def show(run_id: str, as_json: bool) -> None:
             click.echo("")
         for warning in run["warnings"]:
             click.echo(f"warning: {warning}")
+        from ..review.confidence import weight_text
+
         for count in details.get("tally") or []:
-            click.echo(f"votes: {count['count']}× {count['answer'] or '(empty)'}: {', '.join(count['workers'])}")
+            click.echo(f"votes: {count['count']}× {count['answer'] or '(empty)'}: {', '.join(count['workers'])}"
+                       f"{weight_text(count)}")
         if details.get("sampling"):
             from ..sampling import sampling_line
             click.echo(sampling_line(details["sampling"]))

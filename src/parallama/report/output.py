@@ -9,6 +9,7 @@ import sys
 from rich.console import Console
 
 from ..result import RunResult
+from ..review.confidence import weight_text
 from ..sampling import sampling_line
 
 
@@ -20,7 +21,8 @@ def review_summary(result: RunResult) -> list[str]:
         lines += [f"  {s['score']:>2}/10  {s['name']}: {s['reason']}" for s in result.scores]
     if result.tally:
         lines.append("votes:")
-        lines += [f"  {c['count']}× {c['answer'] or '(empty)'}: {', '.join(c['workers'])}" for c in result.tally]
+        lines += [f"  {c['count']}× {c['answer'] or '(empty)'}: {', '.join(c['workers'])}{weight_text(c)}"
+                  for c in result.tally]
     if result.sampling:
         lines.append(sampling_line(result.sampling))
     if result.ranking:
@@ -36,6 +38,8 @@ def source_label(result: RunResult) -> str:
         return f"judged best: {source.agent}"
     if source is not None and source.kind == "vote":
         return "majority vote"
+    if source is not None and source.kind == "confidence":
+        return "confidence-weighted vote"
     if source is not None and source.kind == "worker":
         return f"fallback: {source.agent}'s answer"
     return f"reviewer, {result.strategy}" if result.strategy else "reviewer"

@@ -8,6 +8,7 @@ import random
 from typing import TYPE_CHECKING, Protocol
 
 from ..strategies import StrategyName, check_strategy
+from .confidence import Confidence
 from .council import Council
 from .fallback import ReviewOutcome
 from .judge import Judge
@@ -33,7 +34,7 @@ class Strategy(Protocol):
                      until: float | None, rng: random.Random) -> ReviewOutcome: ...
 
 
-IMPLEMENTATIONS: tuple[type[Strategy], ...] = (Synthesize, Judge, Council, Vote)
+IMPLEMENTATIONS: tuple[type[Strategy], ...] = (Synthesize, Judge, Council, Vote, Confidence)
 "One class per name in `strategies.STRATEGIES`."
 
 

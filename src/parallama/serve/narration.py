@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Ranked, RunEnded, Started, Thinking
 from ..redact import StreamMask
+from ..review.confidence import weight_text
 from ..review.vote import tally
 from ..sampling import sampling_line
 from ..stages import reviewing
@@ -38,6 +39,8 @@ STRATEGY_PLANS = {
                "ranking in view",
     "vote": "then the answer most of them give is the reply (a majority vote, which stops waiting once it is "
             "settled){fallback}",
+    "confidence": "then their answers are grouped by what they say, each weighed by how sure its model was of its "
+                  "tokens, and the weightiest group's surest answer is the reply",
 }
 HALFWAY_NOTE = "\n\n*[parallama: {name} stopped in the middle of its answer ({cause}); the answer below replaces it]*\n\n"
 
@@ -216,11 +219,13 @@ class Narrator:
             notes.append("\nThe workers' ranking (Borda count):\n" + "".join(
                 f"{i + 1}. {r['name']} ({r['points']} points)\n" for i, r in enumerate(result.ranking)))
         if result.tally:
-            notes.append("\nVotes:\n" + "".join(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})\n"
-                                                for c in result.tally))
+            notes.append("\nVotes:\n" + "".join(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})"
+                                                f"{weight_text(c)}\n" for c in result.tally))
         if result.sampling:
             notes.append(f"\n{sampling_line(result.sampling)}\n")
         source = result.final_source
+        if source is not None and source.kind == "confidence":
+            notes.append("\nThe reply is the surest answer of the weightiest group.\n")
         if source is not None and source.kind == "vote":
             notes.append("\nThe reply is the majority's answer.\n")
         if source is not None and source.kind == "judge":

@@ -276,23 +276,33 @@ function showRankings(rankings, ranking) {
   panel.hidden = false;
 }
 
-/** vote: each distinct answer, how many workers gave it, and which. @param {{answer: string, count: number, workers: string[]}[]} tally */
+/**
+ * vote: each distinct answer, how many workers gave it, and which; confidence: also each group's summed weight and
+ * its members' weights (null: no logprobs, neutral).
+ * @param {{answer: string, count: number, workers: string[], confidence?: number, weights?: (number | null)[]}[]} tally
+ */
 function showTally(tally) {
   const panel = $("verdict");
   const table = el("table", "scores tally");
-  const most = Math.max(...tally.map((c) => c.count));
-  const voters = tally.reduce((n, c) => n + c.count, 0);
+  const weighed = tally.some((c) => typeof c.confidence === "number");
+  const size = (/** @type {{count: number, confidence?: number}} */ c) => (weighed ? c.confidence || 0 : c.count);
+  const most = Math.max(...tally.map(size));
+  const voters = tally.reduce((n, c) => n + size(c), 0);
   for (const count of tally) {
-    const row = el("tr", count.count === most ? "best" : "");
+    const row = el("tr", size(count) === most ? "best" : "");
     const meterBar = el("span", "bar");
-    meterBar.style.width = `${(100 * count.count) / voters}%`;
+    meterBar.style.width = `${(100 * size(count)) / (voters || 1)}%`;
     const meter = el("td", "meter");
     meter.append(meterBar);
-    row.append(el("th", "", count.answer || "(empty)"), el("td", "score", `${count.count}`), meter,
-      el("td", "reason", count.workers.join(", ")));
+    const who = weighed
+      ? count.workers.map((w, i) => `${w} ${(count.weights || [])[i] == null ? "?" : (count.weights || [])[i]?.toFixed(2)}`)
+      : count.workers;
+    row.append(el("th", "", count.answer || "(empty)"),
+      el("td", "score", weighed ? `${count.count} · ${(count.confidence || 0).toFixed(2)}` : `${count.count}`), meter,
+      el("td", "reason", who.join(", ")));
     table.append(row);
   }
-  panel.replaceChildren(panelHeader("Votes"), table);
+  panel.replaceChildren(panelHeader(weighed ? "Votes weighed by confidence" : "Votes"), table);
   panel.hidden = false;
 }
 

@@ -50,6 +50,7 @@ export function sourceText(source) {
     case "review": return "written by the reviewer";
     case "workers": return "no reviewer: each worker's answer";
     case "vote": return "the majority's answer (a vote)";
+    case "confidence": return "the answer the workers were surest of (token logprobs)";
     case "judge": return `the judge's pick: ${source.agent}'s answer, scored best`;
     case "worker": return `${source.agent}'s answer (the reviewer failed)`;
     default: return source.kind;
