@@ -214,6 +214,7 @@ class JobWriter:
         self.concurrency = 0
         "This host's worker's concurrency, for the summary."
         self._servers: dict[str, list[dict[str, Any]]] | None = None
+        self._baseline: dict[str, list[dict[str, Any]]] = {}
         self._counts: JobCounts | None = None
         self.duplicates = 0
         self.enqueued = 0
@@ -224,6 +225,7 @@ class JobWriter:
         await self.job.hold_writer(self.say)
         await self.job.create(self.settings, len(self.records))
         await self.job.set_before(len(self.records) - len(self.waiting))
+        self._baseline = await self.job.servers_used()  # a worker's use is counted from its start: this run's part
         again, _ = await self.job.plan(list(self.waiting.values()))
         self.enqueued = await self.job.enqueue(again)
 
@@ -287,18 +289,24 @@ class JobWriter:
         summary.concurrency = self.concurrency or summary.concurrency
         summary.dead = dict(self.dead)
         used = self._servers if self._servers is not None else await self.job.servers_used()
-        summary.servers = merge_servers(used, summary.wall_s)
+        summary.servers = merge_servers(used, summary.wall_s, self._baseline)
         counts = self._counts if self._counts is not None else await self.job.counts()
         summary.workers = counts.to_dict()["workers"]
         return summary
 
 
-def merge_servers(used: dict[str, list[dict[str, Any]]], wall_s: float) -> list[ServerUsage]:
-    """Every worker's use of each server, added up: requests, busy slot-seconds, and the share of the server's
-    slot time over the job's wall time."""
+def merge_servers(used: dict[str, list[dict[str, Any]]], wall_s: float,
+                  before: dict[str, list[dict[str, Any]]] | None = None) -> list[ServerUsage]:
+    """Every worker's use of each server, added up — less what `before` held for the same worker and server (a
+    writer started again counts from its own start): requests, busy slot-seconds, and the share of the server's
+    slot time over the writer's wall time."""
+    earlier = {(worker, entry["url"]): entry for worker, servers in (before or {}).items() for entry in servers}
     merged: dict[str, dict[str, Any]] = {}
-    for servers in used.values():
-        for entry in servers:
+    for worker, servers in used.items():
+        for now in servers:
+            then = earlier.get((worker, now["url"]), {})
+            entry = {**now, **{key: now.get(key, 0) - then.get(key, 0)
+                               for key in ("requests", "busy_s", "waited_for_others_s")}}
             into = merged.setdefault(entry["url"], {"slots": entry.get("slots", 1), "requests": 0, "busy_s": 0.0,
                                                     "shared": entry.get("shared", "none"), "waited": 0.0})
             into["slots"] = max(into["slots"], entry.get("slots", 1))
