@@ -360,3 +360,18 @@ def test_a_prompt_whose_worker_dies_on_it_every_try_is_set_aside(tmp_path, redis
         lines = read_lines(tmp_path / "out.jsonl")
         assert sorted(line["id"] for line in lines) == sorted(f"q{i}" for i in range(20) if f"q{i}" not in stranded)
         assert all(line["answered"] for line in lines)
+
+
+def test_a_job_compares_strategies_as_the_single_host_batch_does(tmp_path, redis_server):
+    """`--strategies` through the queue: every line holds each strategy's answer, the summary their scores and cost."""
+    with FakeServer() as work, FakeServer() as review:
+        work.model("m", latency=0.05, tokens=2, text="four")
+        review.model("r", latency=0.05, tokens=2, text="four")
+        fleet(tmp_path, "c.json", work, review, slots=2)
+        write_jsonl(tmp_path / "in.jsonl", prompts(8, expected="four", match="contains"))
+        writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--queue", redis_server.url,
+                      "--strategies", "synthesize,judge", "--json", "-q")
+        assert writer.wait() == 0, writer.stderr()
+        summary = json.loads(writer.stdout())
+        assert set(summary["review_cost"]) == {"synthesize", "judge"} and summary["job"].startswith("out-")
+        assert all(set(line["strategies"]) == {"synthesize", "judge"} for line in read_lines(tmp_path / "out.jsonl"))
