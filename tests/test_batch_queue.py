@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -375,3 +376,41 @@ def test_a_job_compares_strategies_as_the_single_host_batch_does(tmp_path, redis
         summary = json.loads(writer.stdout())
         assert set(summary["review_cost"]) == {"synthesize", "judge"} and summary["job"].startswith("out-")
         assert all(set(line["strategies"]) == {"synthesize", "judge"} for line in read_lines(tmp_path / "out.jsonl"))
+
+
+def test_a_stalled_worker_back_after_a_takeover_writes_nothing_twice(tmp_path, redis_server):
+    """A worker stopped (SIGSTOP) past the takeover time loses its prompts to the writer's worker; woken again, it
+    finds them taken (or finished) and drops its own runs of them: every prompt is written once."""
+    with FakeServer() as work:
+        work.model("m", latency=0.4, tokens=4, text="an answer here")
+        fleet(tmp_path, "c.json", work, slots=4)
+        write_jsonl(tmp_path / "in.jsonl", prompts(40))
+        url = redis_server.url
+        joined = Host(tmp_path, "b", "--join", url, "-c", "c.json", "--json")
+        wait_for(lambda: "waiting for a batch job" in joined.stderr(), "the worker to wait for the job")
+        writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--no-review", "--queue", url,
+                      "--takeover-after", "2")
+        job = job_of(writer)
+        redis = redis_client(url)
+        stream = f"parallama:batch:{job}:prompts"
+
+        def held_by_joined() -> list[str]:
+            if not redis.exists(stream):
+                return []
+            return [p["message_id"] for p in redis.xpending_range(stream, "workers", "-", "+", 10,
+                                                                  consumername=joined.consumer)]
+        held = wait_for(held_by_joined, "the worker to run prompts")
+        joined.process.send_signal(signal.SIGSTOP)
+        try:
+            def taken_from_it() -> bool:
+                owners = [redis.xpending_range(stream, "workers", e, e, 1) for e in held]
+                return all(not o or o[0]["consumer"] != joined.consumer for o in owners)
+            wait_for(taken_from_it, "the writer's worker to take the stopped worker's prompts over")
+        finally:
+            joined.process.send_signal(signal.SIGCONT)
+        assert writer.wait() == 0, writer.stderr()
+        assert joined.wait() == 0, joined.stderr()
+        lines = read_lines(tmp_path / "out.jsonl")
+        ids = [line["id"] for line in lines]
+        assert len(ids) == len(set(ids)) == 40 and all(line["answered"] for line in lines)
+        assert json.loads(joined.stdout())["lost"] >= 1  # it ran prompts another worker answered first
