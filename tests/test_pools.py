@@ -33,6 +33,16 @@ def replicas(count: int, stack: ExitStack, **behaviour: Any) -> list[FakeServer]
     return fakes
 
 
+async def warmth_known(fakes: list[FakeServer]) -> None:
+    """Until every replica's /api/ps (asked in the background on a pool's first look) has been read."""
+    from parallama.pools import health_of
+
+    deadline = time.monotonic() + 10
+    while not all(health_of(server_of(f.url)).warm for f in fakes):
+        assert time.monotonic() < deadline, "the replicas' /api/ps were never read"
+        await asyncio.sleep(0.01)
+
+
 async def ask(client: FleetClient, n: int) -> list[Any]:
     agent = client.fleet.workers[0]
     question = [Message(role="user", content="q")]
@@ -149,11 +159,8 @@ async def test_a_replica_with_the_model_loaded_is_preferred():
         fakes = replicas(3, stack, latency=0.0, tokens=1)
         fakes[2].model("m", latency=0.0, tokens=1, loaded_bytes=5_000_000_000)
         async with FleetClient(pooled(fakes)) as client:
-            await ask(client, 1)  # the first look asks every replica's /api/ps
-            for _ in range(50):
-                if all(f.requests for f in fakes[:1]):
-                    break
-                await asyncio.sleep(0.02)
+            await ask(client, 1)  # the first look asks every replica's /api/ps, in the background
+            await warmth_known(fakes)
             for fake in fakes:
                 fake.reset()
             agent = client.fleet.workers[0]
@@ -315,7 +322,8 @@ async def test_hedging_copies_a_late_request_onto_an_idle_replica_within_its_bud
         config = pooled([late, quick], hedge={"after_s": 0.1})
         async with FleetClient(config) as client:
             await ask(client, 1)  # the first look learns which replica has the model loaded
-            await asyncio.sleep(0.3)
+            await warmth_known([late, quick])
+            await asyncio.sleep(0.3)  # that first request's own copy, if any, has ended
             late.reset()
             quick.reset()
             results = [await client.run("q") for _ in range(30)]
@@ -459,7 +467,7 @@ async def test_after_the_first_token_a_failure_is_not_retried():
         broken.model("m", latency=0.1, tokens=6, fault="cut", loaded_bytes=1)  # preferred: loaded
         async with FleetClient(pooled([broken, other])) as client:
             await ask(client, 1)
-            await asyncio.sleep(0.2)
+            await warmth_known([broken, other])
             broken.reset()
             other.reset()
             result = await client.run("q")

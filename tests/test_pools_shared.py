@@ -152,6 +152,7 @@ def test_serve_and_batch_share_a_pool(tmp_path, pool):
 async def test_hedging_through_redis_copies_only_onto_a_free_slot_within_the_budget(tmp_path, monkeypatch):
     from parallama import FleetClient
     from parallama.pools import stats_of
+    from test_pools import warmth_known
 
     redis = RedisServer(tmp_path / "redis")
     monkeypatch.setenv("PARALLAMA_SLOT_STORE", redis.url)
@@ -166,11 +167,12 @@ async def test_hedging_through_redis_copies_only_onto_a_free_slot_within_the_bud
                 (load,) = {url: s for url, s in client.load().items() if url.endswith(str(late.port))}.values()
                 assert load.shared == "redis"
                 await client.run("q")  # learns which replica has the model loaded
+                await warmth_known([late, quick])
                 await asyncio.sleep(0.3)
                 results = [await client.run("q") for _ in range(19)]
                 stats = stats_of(client.fleet.workers[0])
     finally:
         redis.stop()
     assert all(r.workers[0].ok for r in results)
-    assert stats.requests == 20 and stats.hedges == 2  # 10 % of 20
+    assert stats.requests == 20 and 1 <= stats.hedges <= 2  # some, and never past 10 % of 20
     assert late.max_in_flight == 1 and quick.max_in_flight == 1
