@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from ..strategies import STRATEGIES
-from .common import CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, echo_json, load_fleet, user_errors
+from .common import (CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, Number, echo_json, load_fleet,
+                     user_errors)
 
 if TYPE_CHECKING:
     from ..batch import Batch, BatchRecord, BatchSummary
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 @click.option("--tries", type=click.IntRange(min=1), default=None, metavar="N",
               help="--queue: deliveries of a prompt (a failed try, a worker that died on it) before it is set aside "
                    "in the dead-letter list (default 3).")
-@click.option("--takeover-after", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
+@click.option("--takeover-after", type=Number(min=0.5), default=None, metavar="SECONDS",
               help="--queue: a prompt whose worker stopped renewing its claim this long is taken over by another "
                    "(default 30).")
 def batch(input_path: str | None, output: str | None, config_path: str | None, concurrency: int | None,
