@@ -77,6 +77,8 @@ class Behaviour:
     reasoning_field: str = "reasoning_content"
     "OpenAI-compatible: `reasoning_content` (vLLM, llama.cpp) or `reasoning` (newer vLLM, OpenRouter)."
     reject_think: bool = False
+    reject_tools: bool = False
+    "Answer 400 to an Ollama request that offers tools, as Ollama does for a model without tool support."
     "Answer 400 to a request that asks for thinking settings, as Ollama does for a model without thinking."
     line_bytes: int = 5 * 1024 * 1024
     "Length of the one line the `long_line` faults send."
@@ -381,6 +383,10 @@ class FakeServer:
         if behaviour.reject_think and "think" in record.body:
             record.ended = time.perf_counter()
             return web.json_response({"error": f'"{model}" does not support thinking'}, status=400)
+        if behaviour.reject_tools and record.body.get("tools"):
+            record.ended = time.perf_counter()
+            return web.json_response({"error": f"registry.ollama.ai/library/{model} does not support tools"},
+                                     status=400)
         if behaviour.fault == "503":
             record.ended = time.perf_counter()
             return web.json_response({"error": "server busy, please try again.  maximum pending requests exceeded"},

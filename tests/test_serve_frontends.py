@@ -147,6 +147,20 @@ async def test_open_webui_builtin_tools_run_the_ensemble_over_both_connection_ki
     assert "Alpha says four." in c.requests[0].body["messages"][-1]["content"]
 
 
+async def test_a_reviewer_whose_model_takes_no_tools_is_asked_again_without_them(servers, serve):
+    a, b, c = servers
+    config = guide_fleet(servers)
+    c.model("rev", latency=0.05, text="The answer is 4.", reject_tools=True)
+    running = await serve(config)
+    parts = [p async for p in await ollama_client(running).chat("parallama", messages=TWO_AND_TWO,
+                                                                tools=OPEN_WEBUI_TOOLS, stream=True)]
+    assert "".join(p.message.content or "" for p in parts) == "The answer is 4."  # the reviewer's, not a worker's
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    assert "does not support tools" in thinking
+    assert "▸ Rev (rev) is writing the final answer again, without the tools (its server refused them)" in thinking
+    assert [bool(r.body.get("tools")) for r in c.requests] == [True, False]
+
+
 async def test_continue_cn_tools_with_a_plain_question_run_the_ensemble(servers, serve):
     a, b, c = servers
     running = await serve(guide_fleet(servers))

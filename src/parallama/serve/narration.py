@@ -58,6 +58,8 @@ class Narrator:
         """The reviewer's text is the final answer as it is written (not so for the judge's scores; a vote's
         reviewer is asked only when there is no majority, and then writes the reply)."""
         self._said: set[str] = set()  # warnings said before the end (a vote's missing majority)
+        self.tools_offered = False
+        "The run offers the request's tools to the reviewer that writes the reply."
         self.hold_reply = False
         "The reply is written after the run (by a writer with the request's tools): the run's own is not sent."
         self.content_started = False
@@ -177,9 +179,12 @@ class Narrator:
         if event.stage == REVIEW:
             doing = "is scoring the answers" if self.strategy == "judge" else "is writing the final answer"
             earlier = [r for r in self.tracker.attempts if r.stage == REVIEW and r.name == agent.name
-                       and r.state == "done" and r is not self.tracker.rows.get((REVIEW, agent.name))]
-            if earlier:  # asked again: its first answer could not be read
+                       and r is not self.tracker.rows.get((REVIEW, agent.name))]
+            if earlier and earlier[-1].state == "done":  # asked again: its first answer could not be read
                 doing += " again (its first answer could not be read)"
+            elif earlier and self.tools_offered and earlier[-1].result is not None \
+                    and earlier[-1].result.error_kind == "http_status":
+                doing += " again, without the tools (its server refused them)"
         waited = f" after waiting {event.queued_s:.1f} s for a slot" if event.queued_s >= 0.1 else ""
         on = f" on {agent.server.split('://', 1)[-1]}" if agent.pooled else ""  # the replica of its pool
         out.append(f"▸ {agent.name} ({agent.model}) {doing}{on}{waited}\n")

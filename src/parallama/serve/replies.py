@@ -80,6 +80,7 @@ class Reply(Feed[Piece]):
         self.service: Serving = service
         self.ask = ask
         self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
+        self.narrator.tools_offered = bool(ask.tools)
         self._think_open = False
         self._tags = TagGuard()
         self._content_begun = False
