@@ -19,7 +19,7 @@ from ..review.confidence import weight_text
 from ..review.vote import tally
 from ..sampling import sampling_line
 from ..stages import reviewing
-from ..strategies import reviewer_writes_reply
+from ..strategies import VOTING, reviewer_writes_reply
 from ..tracker import RunTracker
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Narrator:
         self.strategy = strategy
         self.reviewed = reviewing(fleet, strategy, True) is not None
         self.tracker = RunTracker(fleet, review=self.reviewed, tails=False)
-        self.answer_streams = self.reviewed and (reviewer_writes_reply(strategy) or strategy == "vote")
+        self.answer_streams = self.reviewed and (reviewer_writes_reply(strategy) or strategy in VOTING)
         """The reviewer's text is the final answer as it is written (not so for the judge's scores; a vote's
         reviewer is asked only when there is no majority, and then writes the reply)."""
         self._said: set[str] = set()  # warnings said before the end (a vote's missing majority)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 
 from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
 from ..redact import StreamMask
+from ..strategies import VOTING
 from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
 from .feed import Feed, Serving
@@ -54,7 +55,8 @@ WRITER_NOTE = """A team of assistants has answered the user's latest message; {p
 
 The team's answer:
 {answer}"""
-PICKS = {"judge": "the answer a judge scored best", "vote": "the answer most of them gave"}
+PICKS = {"judge": "the answer a judge scored best", "vote": "the answer most of them gave",
+         "confidence": "the answer they were surest of, together"}
 
 
 def writer_messages(conversation: "Sequence[Message]", strategy: str, answer: str) -> "list[Message]":
@@ -109,7 +111,7 @@ class Reply(Feed[Piece]):
     async def _run(self, on_event: "EventSink") -> "RunResult":
         """The run; then, when a writer follows (see `Ask.writer`), its reply with the tools."""
         ask = self.ask
-        tools = ask.tools if ask.writer is None or ask.strategy == "vote" else ()
+        tools = ask.tools if ask.writer is None or ask.strategy in VOTING else ()  # a vote's fallback reviewer
         result = await self.service.client.run(ask.prompt, context=ask.context, strategy=ask.strategy,
                                                seed=ask.seed, run_id=self.run_id, on_event=on_event, tools=tools)
         if self._writer_follows and ask.writer is not None and result.reply is not None:
@@ -147,7 +149,7 @@ class Reply(Feed[Piece]):
             writer = self.ask.writer
             kind = result.final_source.kind if result is not None and result.final_source is not None else None
             self._writer_follows = (writer is not None and result is not None and result.reply is not None
-                                    and kind in ("judge", "vote", "worker"))
+                                    and kind in ("judge", "vote", "confidence", "worker"))
             self.narrator.hold_reply = self._writer_follows
             self._keep_tool_turn(result)
             if self._writer_follows and result is not None:

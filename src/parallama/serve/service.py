@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar, Union
 from aiohttp import web
 
 from ..redact import Redactor
-from ..strategies import reviewer_writes_reply
+from ..strategies import VOTING, reviewer_writes_reply
 from .alone import AgentAsk, AgentReply
 from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from .conversation import for_agent, split
@@ -222,24 +222,26 @@ class Service:
                 tools = ()
                 notes.append("The request's tools are not used: no agent here is set to call them (name one as "
                              '"serve": {"tools_agent": "<agent name>"} in the config).')
+            elif not reviewer_writes_reply(strategy):  # the reply is a worker's answer: judge, vote, confidence
+                writer = fleet.tools_agent
+                voting = strategy in VOTING
+                pick = "the majority's answer" if voting else "the best-scored worker answer"
+                fallback = voting and bool(fleet.reviewers)  # with no majority, the reviewer writes, with the tools
+                if writer is not None:
+                    notes.append(f"The request's tools go to {writer.name}, which writes the reply from {pick}"
+                                 + (" (with no majority, the reviewer writes it, with the tools)." if fallback
+                                    else "."))
+                else:
+                    notes.append(f"The request's tools are not used: with {strategy} the reply is {pick}"
+                                 + (" unless there is no majority" if fallback else "")
+                                 + ' (name a tools agent, "serve": {"tools_agent": "<agent name>"}, to have it '
+                                   "write the reply with them).")
+                    tools = tools if fallback else ()
             elif not fleet.reviewers:
                 tools = ()
                 notes.append("The request's tools are not used: no agent here writes the reply (this fleet has no "
                              'reviewer; name a tools agent as "serve": {"tools_agent": "<agent name>"}, with '
                              '"tools": "agent", to have it call them).')
-            elif not reviewer_writes_reply(strategy):
-                writer = fleet.tools_agent
-                pick = "the best-scored worker answer" if strategy == "judge" else "the majority's answer"
-                if writer is not None:
-                    notes.append(f"The request's tools go to {writer.name}, which writes the reply from {pick}"
-                                 + (" (with no majority, the reviewer writes it, with the tools)."
-                                    if strategy == "vote" else "."))
-                else:
-                    notes.append(f"The request's tools are not used: with {strategy} the reply is {pick}"
-                                 + (" unless there is no majority" if strategy == "vote" else "")
-                                 + ' (name a tools agent, "serve": {"tools_agent": "<agent name>"}, to have it '
-                                   "write the reply with them).")
-                    tools = tools if strategy == "vote" and fleet.reviewers else ()
             else:
                 names = ", ".join(t.get("function", {}).get("name", "?") for t in tools[:3])
                 more = f" and {len(tools) - 3} more" if len(tools) > 3 else ""
