@@ -576,3 +576,22 @@ def test_a_judge_whose_scores_cannot_be_read_is_not_shown_as_done(page, servers)
             page.text("#final-source").startswith("B's answer (the reviewer failed)")
         assert "unusable" in page.find("#work-summary").text
         assert page.errors() == []
+
+
+def test_on_a_phone_the_top_bar_keeps_the_servers_chips_on_one_line(page, screen):
+    """Four servers on a 390×844 phone: their chips share one line (it scrolls sideways inside the bar), so the
+    fixed top bar takes little of the screen (it took 160–189 px with one chip a line)."""
+    screen("phone")
+    with FakeServer() as a, FakeServer() as b, FakeServer() as c, FakeServer() as d:
+        for fake in (a, b, c, d):
+            fake.model("m", latency=0.05)
+        config = {"worker_agents": [worker(fake, "m", name=f"Worker {n}") for fake, n in zip((a, b, c), "ABC")],
+                  "reviewer_agent": worker(d, "m", name="Reviewer")}
+        with ServeThread(config) as served:
+            page.open(served)
+            page.wait(lambda: len(page.all(".server")) == 4, "the servers' chips did not come")
+            chips = page.script("return [...document.querySelectorAll('.server')].map(e => e.getBoundingClientRect().top)")
+            bar = page.script("return document.querySelector('.top').getBoundingClientRect().height")
+            assert len(set(round(top) for top in chips)) == 1, chips  # one line
+            assert bar <= 130, bar
+            assert page.script("return document.documentElement.scrollWidth") <= 390
