@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from .errors import ConfigError, ConfigErrors
 from .backends import backend_for, parse_api_url
 from .fleet import MAX_ANSWER_CHARS, Agent, Fleet, Hedge, Quorum, Replica, Role, Samples, Server
-from .slots import check_setting
+from .slots import check_environment, check_setting
 from .strategies import DEFAULT_STRATEGY, VOTING, StrategyName, votes_over_samples
 from .urls import Protocol, credentials, public_url, server_of
 
@@ -270,7 +270,9 @@ def load_config(path: str | os.PathLike[str]) -> Fleet:
     except RecursionError as exc:  # the parser's own limit, near 1,000 levels
         raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs a few)",
                           source=source) from exc
-    return fleet_from_dict(data, source=source)
+    fleet = fleet_from_dict(data, source=source)
+    check_environment()  # PARALLAMA_SLOT_STORE wins over the config's slot_store: checked as it is read
+    return fleet
 
 
 def fleet_from_dict(data: Any, *, source: str = "config") -> Fleet:

@@ -122,15 +122,32 @@ def public_url(url: str) -> str:
     the path, query or fragment: any `@` after `://` is then taken as the end of a user:password, and everything up
     to the last one is left out. A URL too broken to parse is shown the same way."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is not None and "@" not in parts.path + parts.query + parts.fragment:
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    if "@" in rest:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is not None and "@" not in parts.path + parts.query + parts.fragment:
+            url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        else:
+            url = f"{scheme}://{rest.rpartition('@')[2]}"
+    return _without_query_credentials(url)
+
+
+_QUERY_CREDENTIALS = ("password", "username")
+
+
+def _without_query_credentials(url: str) -> str:
+    """`url` without `?password=`/`?username=` (redis-py's form, the documented one for `unix://` sockets)."""
+    base, sep, query = url.partition("?")
+    if not sep or not any(name in query.lower() for name in _QUERY_CREDENTIALS):
+        return url
+    query, hash_, fragment = query.partition("#")
+    kept = [item for item in query.split("&")
+            if unquote(item.partition("=")[0]).strip().lower() not in _QUERY_CREDENTIALS]
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
 
 
 def credentials(url: str) -> tuple[str, str] | None:

@@ -57,3 +57,35 @@ class SlotStore(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - a store with no connection has nothing to close
         """Close connections the store holds."""
+
+
+class ProcessSlots(SharedSlots):
+    """A server's slots when nothing is shared: the gate's own count is the only bound (a Redis store lost with
+    no folder for this machine's slots)."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.waiting = 0
+
+    @property
+    def kind(self) -> str:
+        return "none"
+
+    def try_acquire(self) -> bool:
+        self.held += 1
+        return True
+
+    async def acquire(self) -> None:
+        self.held += 1
+
+    def release(self) -> None:
+        self.held = max(0, self.held - 1)
+
+    def report_waiting(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def counts(self) -> tuple[int, int]:
+        return self.held, self.waiting
+
+    def resize(self, slots: int) -> None:
+        pass

@@ -5,38 +5,55 @@ Keys of one server: `held` (leases: a sorted set scored by expiry, ms), `queue` 
 waiting at its own gate, with an expiry), and the `freed` channel.
 """
 
+LEASE_MS = 10_000
+"The default lease; no lease or ticket lives further ahead than the longer of it and the caller's own lease."
+
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 _PURGE = """
+-- Leases and tickets live at most one lease from now: an expiry further ahead (`+inf`, a tampered score, a clock
+-- that jumped back) is purged with the expired ones, so no member blocks a server for ever.
+local horizon = now + math.max(tonumber(ARGV[3]), LEASE_MS_VALUE)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. horizon, '+inf')
 local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-for _, ticket in ipairs(dead) do redis.call('ZREM', KEYS[2], ticket) end
-if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
+for _, ticket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. horizon, '+inf')) do dead[#dead + 1] = ticket end
+for _, ticket in ipairs(dead) do redis.call('ZREM', KEYS[2], ticket); redis.call('ZREM', KEYS[3], ticket) end
 local others = 0
 local gates = redis.call('HGETALL', KEYS[5])
 for i = 1, #gates, 2 do
-  local n, until_ = string.match(gates[i + 1], '(%d+):(%d+)')
-  if tonumber(until_) < now then redis.call('HDEL', KEYS[5], gates[i])
+  local n, until_ = string.match(gates[i + 1], '^(%d+):(%d+)$')
+  if not n or tonumber(until_) < now or tonumber(until_) > horizon then redis.call('HDEL', KEYS[5], gates[i])
   elseif gates[i] ~= ARGV[4] then others = others + tonumber(n) end
 end
+-- Leases vanished under their holders (FLUSHALL, a key deleted): no slot is handed out until the holders have
+-- had time to renew (and so re-create) theirs.
+local recovering = redis.call('EXISTS', KEYS[1] .. ':recovering') == 1
 """
 
+_PURGE = _PURGE.replace("LEASE_MS_VALUE", str(LEASE_MS))
+
 ACQUIRE = _NOW + _PURGE + """
--- KEYS: held, queue, alive, seq, gates; ARGV: ticket, slots, lease ms, process id
+-- KEYS: held, queue, alive, seq, gates; ARGV: ticket, slots, lease ms, process id, 1 if the ticket was queued
+-- before, ms to hold grants back when leases vanished
 local expiry = now + tonumber(ARGV[3])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then  -- a release handed it this slot already
   redis.call('ZADD', KEYS[1], expiry, ARGV[1])
   return {1, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
 end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  if ARGV[5] == '1' and not recovering then  -- queued before, and gone: Redis lost its state
+    redis.call('SET', KEYS[1] .. ':recovering', '1', 'PX', ARGV[6])
+    recovering = true
+  end
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
 end
 local held = redis.call('ZCARD', KEYS[1])
 local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
-if held + rank < tonumber(ARGV[2]) then
+if not recovering and held + rank < tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[1], expiry, ARGV[1])
@@ -54,7 +71,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 local granted = {}
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-if free > 0 then
+if free > 0 and not recovering then
   local expiry = now + tonumber(ARGV[3])
   for _, ticket in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
     redis.call('ZREM', KEYS[2], ticket)
@@ -68,13 +85,21 @@ return granted
 """
 
 RENEW = _NOW + _PURGE + """
--- KEYS: held, queue, alive, seq, gates; ARGV: -, -, lease ms, process id, gate waiting, leases..., '|', tickets...
+-- KEYS: held, queue, alive, seq, gates; ARGV: -, ms to hold grants back when leases vanished, lease ms,
+-- process id, gate waiting, leases..., '|', tickets...
+-- A lease that vanished while its request runs is put back (the request holds the server all the same), and
+-- grants wait until every holder has had its turn to do so.
 local expiry = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[5], ARGV[4], ARGV[5] .. ':' .. expiry)
-local key = KEYS[1]
+local leases = true
 for i = 6, #ARGV do
-  if ARGV[i] == '|' then key = KEYS[3]
-  else redis.call('ZADD', key, 'XX', expiry, ARGV[i]) end
+  if ARGV[i] == '|' then leases = false
+  elseif leases then
+    if redis.call('ZADD', KEYS[1], expiry, ARGV[i]) == 1 and not recovering then
+      redis.call('SET', KEYS[1] .. ':recovering', '1', 'PX', ARGV[2])
+      recovering = true
+    end
+  else redis.call('ZADD', KEYS[3], 'XX', expiry, ARGV[i]) end
 end
 return {0, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), others}
 """

@@ -8,8 +8,15 @@ its process sends that request at once, with no second round trip. Every `POLL_S
 which is how a crashed holder's expired lease is found. Tickets expire like leases, so a crashed waiter does not
 block the queue for longer than `LEASE_S`.
 
-Redis unreachable at start is a SetupError naming the URL (without its password). Lost later, the store says so
-once and every server goes on with this machine's slots (`local`) for the rest of the process.
+Each request also holds one of this machine's slots (`local`'s lock files) while it holds its lease, so the
+processes of one machine never overfill a server between them, whatever Redis does: one that lost Redis and one
+that came after it still see each other. A lease that vanished while its request runs (`FLUSHALL`, a key deleted)
+is put back at the next renewal, and Redis hands out no slot until every holder had its turn to do so.
+
+Redis unreachable at start, or refusing a right the store needs (scripts, its keys, its channels), is a SetupError
+naming the URL (without its password). Lost later (an error, or no answer within `SOCKET_TIMEOUT_S`, shorter than
+a lease can outlive a missed renewal), the store says so once and every server goes on with this machine's slots
+(`local`) for the rest of the process.
 """
 
 from __future__ import annotations
@@ -28,11 +35,11 @@ from redis.exceptions import RedisError
 
 from ..errors import SetupError
 from ..urls import is_local, public_url
-from .base import SharedSlots, SlotStore
+from .base import ProcessSlots, SharedSlots, SlotStore
 from .local import LocalStore
-from .redis_scripts import ACQUIRE, RELEASE, RENEW, TAKE_IF_FREE
+from .redis_scripts import ACQUIRE, LEASE_MS, RELEASE, RENEW, TAKE_IF_FREE
 
-LEASE_S = 10.0
+LEASE_S = LEASE_MS / 1000
 "How long a lease (or a waiting ticket) lives without renewal: a crashed holder's slot comes back after this."
 RENEW_S = 3.0
 "How often the leases and tickets of this process are renewed."
@@ -41,6 +48,9 @@ POLL_S = 0.5
 COUNTS_FRESH_S = 0.25
 "Counts older than this are asked for again when someone looks (the answer shows on the next look)."
 CONNECT_TIMEOUT_S = 3.0
+SOCKET_TIMEOUT_S = 3.0
+("How long Redis may take to answer before it counts as lost: less than `LEASE_S - RENEW_S`, so a stall long "
+ "enough to let a renewed lease expire is always noticed first.")
 PREFIX = "parallama:slots:"
 
 def server_key(server: str) -> str:
@@ -58,15 +68,19 @@ class RedisStore(SlotStore):
 
     kind = "redis"
 
-    def __init__(self, url: str, *, fallback: LocalStore, on_lost: Callable[[str], None] = say_lost,
+    def __init__(self, url: str, *, fallback: LocalStore | None, on_lost: Callable[[str], None] = say_lost,
                  lease_s: float = LEASE_S, renew_s: float = RENEW_S, client: Any = None) -> None:
-        """`client`: an asyncio Redis client to use instead of one made from `url`."""
+        """`fallback`: this machine's slots (None: a folder for them could not be made, so each process keeps only
+        its own count once Redis is lost). `client`: an asyncio Redis client to use instead of one made from
+        `url`."""
         self.url = url
         self.where = public_url(url)
         self.fallback = fallback
         self.on_lost = on_lost
         self.lease_ms = int(lease_s * 1000)
         self.renew_s = renew_s
+        self.hold_back_ms = int(2000 * max(renew_s, RENEW_S))
+        "How long grants wait after leases vanished, for every holder to renew (and so put back) its own."
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lost: str | None = None
         "Why Redis was given up (None while it answers)."
@@ -80,7 +94,7 @@ class RedisStore(SlotStore):
     async def start(self) -> None:
         """Connect and check that Redis answers; SetupError naming the URL when it does not."""
         client = self._given_client or aioredis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                                         socket_timeout=CONNECT_TIMEOUT_S + LEASE_S)
+                                                         socket_timeout=SOCKET_TIMEOUT_S)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -91,8 +105,43 @@ class RedisStore(SlotStore):
         self._scripts = {name: client.register_script(text)
                          for name, text in (("acquire", ACQUIRE), ("release", RELEASE), ("renew", RENEW),
                                             ("take_if_free", TAKE_IF_FREE))}
+        try:
+            await self._check_rights()
+        except BaseException:
+            await client.aclose()
+            raise
         self._background = [asyncio.get_running_loop().create_task(self._listen()),
                             asyncio.get_running_loop().create_task(self._renew())]
+
+    async def _check_rights(self) -> None:
+        """Try once what the store will do (its scripts on its keys, publishing and subscribing on its channels);
+        SetupError naming the right Redis refuses (an ACL user made without it), so no process runs on half a
+        store."""
+        probe = RedisSlots(self, "start-check", 1)
+        ticket = f"{self.process_id}:start-check"
+        steps: list[tuple[str, Any]] = [
+            ("running scripts (EVAL/EVALSHA) on keys parallama:slots:*",
+             lambda: self._scripts["acquire"](keys=probe.keys, args=[ticket, 1, self.lease_ms, self.process_id,
+                                                                      0, self.hold_back_ms])),
+            ("publishing on channels parallama:slots:* from a script",
+             lambda: self._scripts["release"](keys=[*probe.keys, probe.channel],
+                                              args=[ticket, 1, self.lease_ms, self.process_id])),
+            ("subscribing to channels parallama:slots:* (PSUBSCRIBE)", self._check_subscribe)]
+        for right, step in steps:
+            try:
+                await step()
+            except (RedisError, OSError) as exc:
+                raise SetupError(f"slot store {self.where}: Redis refuses {right} ({_cause(exc)}); grant it to "
+                                 "this user (ACL SETUSER … +@scripting +@pubsub ~parallama:slots:* "
+                                 "&parallama:slots:*), or set PARALLAMA_SLOT_STORE=local") from exc
+
+    async def _check_subscribe(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.psubscribe(PREFIX + "*")
+            await pubsub.get_message(timeout=SOCKET_TIMEOUT_S)  # a refused channel is an error here
+        finally:
+            await pubsub.aclose()
 
     def slots_for(self, server: str, slots: int) -> SharedSlots:
         slot = RedisSlots(self, server, slots)
@@ -172,7 +221,7 @@ def _cause(exc: BaseException) -> str:
 
 
 class RedisSlots(SharedSlots):
-    """One server's leases, as this loop holds them."""
+    """One server's leases, as this loop holds them, each with one of this machine's slots."""
 
     def __init__(self, store: RedisStore, server: str, slots: int) -> None:
         self.store = store
@@ -183,27 +232,41 @@ class RedisSlots(SharedSlots):
         self.channel = base + ":freed"
         self.slots = slots
         self.leases: list[str] = []
-        self._waiters: dict[str, asyncio.Future[None]] = {}
-        "Tickets waiting in this process, oldest first."
+        self._waiters: dict[str, asyncio.Future[bool]] = {}
+        "Tickets waiting in this process, oldest first; each one's result: True for a lease, False for a slot of "
+        "this machine handed over once Redis was lost."
+        self._asked: set[str] = set()
+        "Tickets Redis has queued (a queued ticket gone from its queue means Redis lost its state)."
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._gate_waiting = 0
         self._counts = (0, 0, 0)
         "(held, queued, others' gate waiting) as Redis last said."
         self._counted_at = 0.0
+        self._order = asyncio.Lock()
+        "Renewals and releases reach Redis in the order they were decided (a renewal must not put back a lease "
+        "released after it was sent)."
+        self._machine: SharedSlots | None = None
+        "This machine's slots, held with every lease (opened with the first request)."
         self._local: SharedSlots | None = None
-        "This machine's slots, once Redis is lost."
+        "This machine's slots alone, once Redis is lost."
 
     @property
     def kind(self) -> str:
-        return "redis" if self._local is None else "local"
+        return "redis" if self._local is None else self.machine.kind
+
+    @property
+    def machine(self) -> SharedSlots:
+        if self._machine is None:
+            fallback = self.store.fallback
+            self._machine = fallback.slots_for(self.server, self.slots) if fallback is not None else ProcessSlots()
+            self._machine.report_waiting(self._gate_waiting)
+        return self._machine
 
     def fall_back(self) -> None:
         if self._local is None:
-            self._local = self.store.fallback.slots_for(self.server, self.slots)
+            self._local = self.machine  # requests in flight hold this machine's slots already
             self._local.report_waiting(self._gate_waiting)
-            for _ in self.leases:  # requests in flight hold this machine's slots from now on, where some are free
-                self._local.try_acquire()
         self.leases.clear()  # no longer held anywhere we can give them back to
         self.wake()
 
@@ -217,12 +280,13 @@ class RedisSlots(SharedSlots):
             if future is not None:
                 self._got(ticket, future)
 
-    def _got(self, ticket: str, future: asyncio.Future[None]) -> None:
+    def _got(self, ticket: str, future: asyncio.Future[bool]) -> None:
+        self._asked.discard(ticket)
         self.leases.append(ticket)
         if future.done():  # cancelled just now: give it on
-            self.release()
+            self._release_lease()
         else:
-            future.set_result(None)
+            future.set_result(True)
 
     def try_acquire(self) -> bool:
         return self._local.try_acquire() if self._local is not None else False
@@ -249,27 +313,44 @@ class RedisSlots(SharedSlots):
     async def acquire(self) -> None:
         if self._local is not None:
             return await self._local.acquire()
+        machine = self.machine
+        if not await self._lease():
+            return  # Redis was lost while it waited: it holds one of this machine's slots
+        try:
+            await machine.acquire()
+        except asyncio.CancelledError:
+            self._release_lease()
+            raise
+
+    async def _lease(self) -> bool:
+        """Wait for a lease (True), or for this machine's slot once Redis is lost (False)."""
         ticket = f"{self.store.process_id}:{uuid.uuid4().hex[:12]}"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters[ticket] = future
         try:
             await self._ask(ticket)  # into the queue, in arrival order (or straight to a free slot)
             if not future.done() and self._pump is None:
                 self._pump = asyncio.get_running_loop().create_task(self._serve_waiters())
-            await future
+            return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release()
+                if future.result():
+                    self._release_lease()
+                else:
+                    self.machine.release()
             else:
                 future.cancel()
                 if self._waiters.pop(ticket, None) is not None and self._local is None:
                     self.store.spawn(self._give_back(ticket))  # out of the queue (or the slot it just got)
+            self._asked.discard(ticket)
             raise
 
     async def _ask(self, ticket: str) -> bool:
         """Ask Redis for a slot for `ticket` (queueing it, the first time); False when it must wait."""
+        queued_before = 1 if ticket in self._asked else 0
         reply = await self.store.script("acquire", self.keys,
-                                        [ticket, self.slots, self.store.lease_ms, self.store.process_id])
+                                        [ticket, self.slots, self.store.lease_ms, self.store.process_id,
+                                         queued_before, self.store.hold_back_ms])
         if reply is None:  # Redis lost: the pump hands the waiters to this machine's slots
             self.wake()
             return False
@@ -280,6 +361,8 @@ class RedisSlots(SharedSlots):
             if got:
                 del self._waiters[ticket]
                 self._got(ticket, future)
+            else:
+                self._asked.add(ticket)
         elif ticket not in self.leases:
             self.store.spawn(self._give_back(ticket))  # cancelled while we asked: out of the queue or the slot
         return bool(got)
@@ -321,35 +404,40 @@ class RedisSlots(SharedSlots):
             if future.done():
                 local.release()
             else:
-                future.set_result(None)
+                future.set_result(False)
 
-    def release(self) -> None:
+    def _release_lease(self) -> None:
         if self.leases:
             self.store.spawn(self._give_back(self.leases.pop()))
-        elif self._local is not None:
-            self._local.release()
+
+    def release(self) -> None:
+        self._release_lease()
+        self.machine.release()
 
     async def _give_back(self, lease: str) -> None:
         """Free a lease (or drop a ticket); the slot goes to the first tickets waiting, here or elsewhere."""
-        granted = await self.store.script("release", [*self.keys, self.channel],
-                                          [lease, self.slots, self.store.lease_ms, self.store.process_id])
+        async with self._order:
+            granted = await self.store.script("release", [*self.keys, self.channel],
+                                              [lease, self.slots, self.store.lease_ms, self.store.process_id])
         if granted is not None:
             self.granted([t.decode() if isinstance(t, bytes) else str(t) for t in granted])
 
     async def renew(self) -> None:
         if self._local is not None:
             return
-        tickets = [ticket for ticket, future in self._waiters.items() if not future.done()]
-        reply = await self.store.script("renew", self.keys, ["", "", self.store.lease_ms, self.store.process_id,
-                                                             self._gate_waiting, *self.leases, "|", *tickets])
+        async with self._order:
+            tickets = [ticket for ticket, future in self._waiters.items() if not future.done()]
+            reply = await self.store.script("renew", self.keys,
+                                            ["", self.store.hold_back_ms, self.store.lease_ms, self.store.process_id,
+                                             self._gate_waiting, *self.leases, "|", *tickets])
         if reply is not None:
             _, held, queued, others = (int(x) for x in reply)
             self._counts, self._counted_at = (held, queued, others), time.monotonic()
 
     def report_waiting(self, waiting: int) -> None:
         self._gate_waiting = waiting
-        if self._local is not None:
-            self._local.report_waiting(waiting)
+        if self._machine is not None:
+            self._machine.report_waiting(waiting)
 
     def counts(self) -> tuple[int, int]:
         if self._local is not None:
@@ -362,9 +450,9 @@ class RedisSlots(SharedSlots):
 
     def resize(self, slots: int) -> None:
         self.slots = min(self.slots, slots)
-        if self._local is not None:
-            self._local.resize(slots)
+        if self._machine is not None:
+            self._machine.resize(slots)
 
     def close(self) -> None:
-        if self._local is not None:
-            self._local.close()
+        if self._machine is not None:
+            self._machine.close()
