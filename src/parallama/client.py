@@ -66,10 +66,11 @@ class FleetClient:
                 self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
                 self._unsubscribe_writer = self.subscribe(self._writer)
             self._store = await open_store(self.fleet.slot_store)
+            self._gates = {url: gate_for(url, server.parallel, self._store)
+                           for url, server in self.fleet.servers.items()}
         except BaseException:
             await self.__aexit__()
             raise
-        self._gates = {url: gate_for(url, server.parallel, self._store) for url, server in self.fleet.servers.items()}
         self._loop = asyncio.get_running_loop()
         self._transport = Transport(client_session(), self._gates, self._store)
         return self

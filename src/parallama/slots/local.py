@@ -10,6 +10,11 @@ holder at once.
 
 Each process also keeps a `waiting.*` file per server whose size is its number of waiting requests (locked while
 the process lives), so every process can show the whole machine's queue.
+
+Files deleted under a running process (`rm -rf` of the state folder, a tmp cleaner: `flock` leaves file times
+alone) would leave its locks on files nobody else sees: a process holding or waiting for slots looks every
+`CHECK_S` whether its files are still the ones at their paths, and opens (and locks again) the new ones if not.
+A slot file or folder that cannot be opened is a SetupError naming it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import hashlib
 import os
 import random
 import re
+import time
 import weakref
 from pathlib import Path
 
+from ..errors import SetupError
 from .base import SharedSlots, SlotStore
 
 SLOT_POLL_S = 0.001
@@ -34,6 +41,8 @@ DOOR_POLL_S = 0.002
 COURTESY_S = 0.003
 ("After taking a slot through the door, how long a process waits before it tries the door again when others wait: "
  "another process polling the door gets its turn.")
+CHECK_S = 0.2
+"How often a process holding or waiting for slots checks that its files are still there."
 
 
 def _try_lock(fd: int, how: int = fcntl.LOCK_EX) -> bool:
@@ -51,7 +60,24 @@ def _unlock(fd: int) -> None:
 
 
 def _open(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise _unusable(path, exc) from exc
+
+
+def _unusable(path: Path, exc: OSError) -> SetupError:
+    return SetupError(f"cannot use the slot file {path}: {exc.strerror or exc} (remove it, or set "
+                      "PARALLAMA_SLOT_STORE=none to keep the slots in this process only)")
+
+
+def _make_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise _unusable(directory, exc) from exc
+    if not directory.is_dir():
+        raise _unusable(directory, NotADirectoryError(errno.ENOTDIR, "not a folder"))
 
 
 def server_dir_name(server: str) -> str:
@@ -78,12 +104,13 @@ class LocalSlots(SharedSlots):
     process conflicts with it as it should)."""
 
     def __init__(self, directory: Path, slots: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_dir(directory)
         self.directory = directory
         self.slots = slots
+        self._open_fds: list[int] = []
         self._door = _open(directory / "door")
+        self._open_fds.append(self._door)
         self._files: list[int] = []
-        self._open_fds = [self._door]
         "Every descriptor this object opened: closed with it (which also frees every lock it held)."
         self._own_files: list[Path] = []
         weakref.finalize(self, _close_all, self._open_fds, self._own_files)
@@ -97,6 +124,10 @@ class LocalSlots(SharedSlots):
         self._waiting_fd: int | None = None
         self._waiting_reported = 0
         self._closed = False
+        self._checked_at = time.monotonic()
+        self._watch: asyncio.Task[None] | None = None
+        for index in range(slots):  # every file now: one that cannot be opened stops the start, not a request
+            self._fd(index)
 
     # ---------------------------------------------------------------- taking and giving back
 
@@ -106,10 +137,62 @@ class LocalSlots(SharedSlots):
             self._open_fds.append(self._files[-1])
         return self._files[index]
 
+    def _files_moved(self) -> bool:
+        """Whether a file of ours is no longer the one at its path (deleted, or replaced)."""
+        for fd, name in [(self._door, "door"), *((fd, f"slot.{i}") for i, fd in enumerate(self._files))]:
+            try:
+                if os.fstat(fd).st_ino != os.stat(self.directory / name, follow_symlinks=False).st_ino:
+                    return True
+            except OSError:
+                return True
+        return False
+
+    def _check_files(self) -> None:
+        """Open the files at their paths again when ours were deleted, and lock the slots we hold in them."""
+        self._checked_at = time.monotonic()
+        if self._closed or not self._files_moved():
+            return
+        _make_dir(self.directory)
+        old = [self._door, *self._files]
+        self._door = _open(self.directory / "door")
+        self._files = [_open(self.directory / f"slot.{i}") for i in range(len(self._files))]
+        if self._door_held:
+            self._door_held = _try_lock(self._door)
+        for index in self._held:  # taken again in the new file (one somebody took meanwhile stays counted here)
+            _try_lock(self._files[index])
+        if self._waiting_fd is not None:
+            old.append(self._waiting_fd)
+            self._waiting_fd, self._waiting_reported = None, 0
+            self._own_files.clear()
+        for fd in old:
+            os.close(fd)
+            self._open_fds.remove(fd)
+        self._open_fds += [self._door, *self._files]
+        self._report()
+
+    def _start_watch(self) -> None:
+        if self._watch is None and not self._closed:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_files())
+
+    async def _watch_files(self) -> None:
+        """While slots are held or wanted here: notice files deleted under us."""
+        try:
+            while (self._held or self._waiters) and not self._closed:
+                await asyncio.sleep(CHECK_S)
+                self._check_files()
+        finally:
+            self._watch = None
+
     def _take_free_slot(self) -> bool:
+        if time.monotonic() - self._checked_at > CHECK_S:
+            self._check_files()
         for index in range(self.slots):
             if index not in self._held and _try_lock(self._fd(index)):
                 self._held.append(index)
+                try:
+                    self._start_watch()
+                except RuntimeError:  # no running loop (a count from outside one): nothing to watch with
+                    pass
                 return True
         return False
 
@@ -163,6 +246,8 @@ class LocalSlots(SharedSlots):
         delay = SLOT_POLL_S
         try:
             while self._waiters:
+                if time.monotonic() - self._checked_at > CHECK_S:
+                    self._check_files()
                 if not self._door_held:
                     self._door_held = _try_lock(self._door)
                     delay = SLOT_POLL_S if self._door_held else DOOR_POLL_S * random.uniform(0.5, 1.5)
@@ -258,6 +343,8 @@ class LocalSlots(SharedSlots):
         self._closed = True
         if self._poller is not None:
             self._poller.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         self._held = []
         _close_all(self._open_fds, self._own_files)
 
