@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, TypeVar
 
 import click
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
     from ..history import History
     from ..result import RunResult
+
+T = TypeVar("T")
 
 HOW_TO_CONFIGURE = (f"pass --config FILE, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG} like this:\n" + """\
 {
@@ -123,6 +125,35 @@ def _run_embedded(text: str, options: RunOptions) -> int:
         return code
 
 
+async def terminated_as_interrupted(work: Awaitable[T]) -> T:
+    """`work`, with SIGTERM cancelling it as one cancellation of this task (never an exception raised into
+    whatever task runs): everything it opened closes, tickets and slots given back; then KeyboardInterrupt."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated: list[bool] = []
+
+    def stop() -> None:
+        terminated.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError):  # not the main thread: the process-wide handler raises instead
+        return await work
+    try:
+        return await work
+    except asyncio.CancelledError as exc:
+        if terminated:
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _terminate)  # outside the loop (stopping demo instances) as before
+
+
 def _terminate(_signum, _frame) -> None:
     # SIGTERM stops a run as Ctrl-C does (exit 130): in-flight requests cancelled, the history row marked
     # `interrupted`, instances started for the run stopped.
@@ -191,7 +222,7 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
                 return await client.run(prompt, deadline=options.deadline, review=review,
                                         strategy=options.strategy, on_event=view)
 
-        result = asyncio.run(go())
+        result = asyncio.run(terminated_as_interrupted(go()))
     if live:
         for row in failed_rows(view.tracker):
             assert row.result is not None
