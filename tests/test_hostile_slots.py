@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from conftest import invoke, worker, write_config
 from fakes import FakeServer
 from test_shared_slots import one_worker, parallama, start_serve, stop, wait_for
-from test_shared_slots_redis import RedisServer, free_port, redis_server  # noqa: F401 - a fixture
+from test_shared_slots_redis import RedisServer, free_port
 
 SECRET = "hunter2secret"
 
@@ -31,6 +32,15 @@ def two_workers_on_two_slots(tmp_path: Path, fake: FakeServer, name: str, timeou
 def run_two(config: str, store: str) -> subprocess.Popen[str]:
     return parallama("run", "q", "-c", config, "--no-review", "--json", "--no-history",
                      env={"PARALLAMA_SLOT_STORE": store})
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def redis_client(server: RedisServer):

@@ -58,7 +58,7 @@ def _check_redis(value: str) -> str:
                          "(the password is not shown)")
     if parts.scheme.lower() != "unix":
         try:
-            parts.port
+            _port = parts.port
         except ValueError:  # its text quotes what follows the last `:`, which may be part of a password
             raise ValueError(f"{shown!r} has a bad port") from None
         if not parts.hostname:
@@ -76,11 +76,11 @@ def _check_redis(value: str) -> str:
     return value
 
 
-async def _open_none(setting: str, root: Path) -> SlotStore | None:
+async def _open_none(_setting: str, _root: Path) -> SlotStore | None:
     return None
 
 
-async def _open_local(setting: str, root: Path) -> SlotStore | None:
+async def _open_local(_setting: str, root: Path) -> SlotStore | None:
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:

@@ -145,7 +145,7 @@ class RedisStore(SlotStore):
 
     def slots_for(self, server: str, slots: int) -> SharedSlots:
         slot = RedisSlots(self, server, slots)
-        slot.machine  # opened now: a slot file that cannot be opened stops the start, not a request
+        _ = slot.machine  # opened now: a slot file that cannot be opened stops the start, not a request
         self._servers[slot.key] = slot
         return slot
 
