@@ -308,7 +308,7 @@ class _Call:
             stage=self.stage,
             thinking=thinking or None,
             thinking_tokens=thinking_tokens,
-            tool_calls=completion.tool_calls if completion else (),
+            tool_calls=tuple(call.cleaned(redact) for call in completion.tool_calls) if completion else (),
             logprobs=completion.logprobs if completion else None,
         )
 

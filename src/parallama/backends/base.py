@@ -92,10 +92,15 @@ class Stream:
         self._splitter = ThinkSplitter(self._answer, self.think, self._was_thinking)
         self.feed = self._splitter.feed
         "Answer text as the server sent it (inline `<think>` separated here)."
-        self.calls = ToolCallParts()
-        "The tool calls, as they come."
+        self.calls = ToolCallParts(self._charge)
+        "The tool calls, as they come (their characters count toward max_answer_chars, as text does)."
         self.logprobs: list[TokenLogprob] | None = None
         "The tokens' logprobs as they come (a list once the server sent any)."
+
+    def _charge(self, count: int) -> None:
+        self._room -= count
+        if self._room < 0:
+            raise self._too_long()
 
     def _answer(self, text: str) -> None:
         self._room -= len(text)
@@ -141,9 +146,13 @@ class Stream:
             answer_tokens: int | None = self._answer_pieces
         else:
             answer_tokens = max(0, generated_tokens - (thinking_tokens or 0))
+        try:
+            calls = self.calls.calls() if self.calls else ()
+        except ValueError as exc:
+            raise bad_tool_call(self._agent, exc) from exc
         return Completion(text="".join(self.parts), prompt_tokens=prompt_tokens, completion_tokens=answer_tokens,
                           generation_s=generation_s, thinking="".join(self.thoughts),
-                          thinking_tokens=thinking_tokens, tool_calls=self.calls.calls() if self.calls else (),
+                          thinking_tokens=thinking_tokens, tool_calls=calls,
                           logprobs=tuple(self.logprobs) if self.logprobs is not None else None)
 
     def add_logprobs(self, tokens: list[TokenLogprob]) -> None:

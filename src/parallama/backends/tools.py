@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from ..redact import valid_unicode
 from .chunks import read_json
 
 if TYPE_CHECKING:
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 
 Tool = dict[str, Any]
 """A tool definition as both APIs take it: `{type: "function", function: {name, description, parameters}}`."""
+
+
+MAX_TOOL_CALLS = 128
+"The most calls one answer may ask for (OpenAI's own limit on a request's tools is 128)."
+MAX_CALL_ID_CHARS = 256
+"The longest call id or function name read (OpenAI's are about 30 characters; function names at most 64)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,37 +52,76 @@ class ToolCall:
     def ollama(self) -> dict[str, Any]:
         return {"function": {"name": self.name, "arguments": self.arguments_object()}}
 
+    def cleaned(self, clean: Callable[[str], str]) -> "ToolCall":
+        """The call with `clean` (masking secrets) applied to its id, name and arguments alike."""
+        return ToolCall(clean(self.id), clean(self.name), clean(self.arguments))
+
 
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
+def _no_charge(count: int) -> None:
+    return None
+
+
+def _short_text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"a tool call's {what} is {type(value).__name__}, not text")
+    if len(value) > MAX_CALL_ID_CHARS:
+        raise ValueError(f"a tool call's {what} is longer than {MAX_CALL_ID_CHARS} characters")
+    return value
+
+
+def _arguments(value: object) -> str:
+    """Arguments as JSON text of an object, lone surrogates replaced; ValueError for anything else."""
+    if isinstance(value, str):
+        try:
+            value = read_json(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"a tool call's arguments are not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"a tool call's arguments are {type(value).__name__}, not a JSON object")
+    return valid_unicode(json.dumps(value, ensure_ascii=False))[0]
+
+
 class ToolCallParts:
     """The tool calls of one streamed answer, as they arrive; `calls()` at the end. Raises ValueError on a call
-    that is not the protocol's shape (the backend reports it as a broken stream)."""
+    that is not the protocol's shape (the backend reports it as a malformed stream). Every character read is
+    charged to `charge` (the answer's bound, which raises when it is spent)."""
 
-    __slots__ = ("_whole", "_parts")
+    __slots__ = ("_whole", "_parts", "_charge")
 
-    def __init__(self) -> None:
+    def __init__(self, charge: Callable[[int], None] = _no_charge) -> None:
         self._whole: list[ToolCall] = []
-        self._parts: dict[int, list[str]] = {}  # OpenAI: index → [id, name, arguments so far]
+        self._parts: dict[int, tuple[list[str], list[str]]] = {}
+        "OpenAI: index → ([id, name], argument fragments, joined once at the end)."
+        self._charge = charge
 
     def __bool__(self) -> bool:
         return bool(self._whole or self._parts)
+
+    def _count(self, more: int) -> None:
+        if len(self._whole) + len(self._parts) + more > MAX_TOOL_CALLS:
+            raise ValueError(f"more than {MAX_TOOL_CALLS} tool calls in one answer")
 
     def add_ollama(self, calls: object) -> None:
         """Ollama's `message.tool_calls`: whole calls, `{function: {name, arguments: {…}}}` (an `id` when given)."""
         if not isinstance(calls, list):
             raise ValueError("tool_calls is not a list")
+        self._count(len(calls))
         for call in calls:
             function = call.get("function") if isinstance(call, dict) else None
             name = function.get("name") if isinstance(function, dict) else None
             if not isinstance(name, str) or not name:
                 raise ValueError("a tool call without a function name")
-            arguments = function.get("arguments")  # type: ignore[union-attr]
-            text = arguments if isinstance(arguments, str) else json.dumps(arguments or {}, ensure_ascii=False)
-            given = call.get("id")
-            self._whole.append(ToolCall(given if isinstance(given, str) and given else new_call_id(), name, text))
+            name = _short_text(name, "name")
+            given_arguments = function.get("arguments")  # type: ignore[union-attr]
+            text = _arguments({} if given_arguments is None else given_arguments)
+            given = call.get("id")  # type: ignore[union-attr]
+            ident = _short_text(given, "id") if given else new_call_id()
+            self._charge(len(name) + len(text) + len(ident))
+            self._whole.append(ToolCall(valid_unicode(ident)[0], valid_unicode(name)[0], text))
 
     def add_openai(self, deltas: object) -> None:
         """OpenAI's `delta.tool_calls`: fragments by `index`; the first names the call, `arguments` come in pieces."""
@@ -85,24 +131,36 @@ class ToolCallParts:
             if not isinstance(delta, dict):
                 raise ValueError("a tool call fragment is not an object")
             index = delta.get("index", len(self._parts))
-            if not isinstance(index, int):
+            if not isinstance(index, int) or isinstance(index, bool):
                 raise ValueError("a tool call fragment without an index")
-            part = self._parts.setdefault(index, ["", "", ""])
-            if isinstance(delta.get("id"), str):
-                part[0] = delta["id"]
+            part = self._parts.get(index)
+            if part is None:
+                self._count(1)
+                part = self._parts[index] = (["", ""], [])
+            named, arguments = part
+            if delta.get("id") is not None:
+                named[0] = _short_text(delta["id"], "id")
+                self._charge(len(named[0]))
             function = delta.get("function") or {}
             if not isinstance(function, dict):
                 raise ValueError("a tool call's function is not an object")
-            if isinstance(function.get("name"), str):
-                part[1] += function["name"]
-            if isinstance(function.get("arguments"), str):
-                part[2] += function["arguments"]
+            if function.get("name") is not None:
+                named[1] = _short_text(named[1] + _short_text(function["name"], "name"), "name")
+                self._charge(len(function["name"]))
+            piece = function.get("arguments")
+            if piece is not None:
+                if not isinstance(piece, str):
+                    raise ValueError(f"a tool call's arguments are {type(piece).__name__}, not JSON text")
+                self._charge(len(piece))
+                arguments.append(piece)
 
     def calls(self) -> tuple[ToolCall, ...]:
         fragments = [self._parts[i] for i in sorted(self._parts)]
-        if any(not name for _, name, _ in fragments):
+        if any(not named[1] for named, _ in fragments):
             raise ValueError("a tool call without a function name")
-        return (*self._whole, *(ToolCall(i or new_call_id(), name, args) for i, name, args in fragments))
+        return (*self._whole, *(ToolCall(valid_unicode(named[0])[0] or new_call_id(), valid_unicode(named[1])[0],
+                                         _arguments("".join(arguments)))
+                                for named, arguments in fragments))
 
 
 def ollama_messages(messages: Sequence["Message"]) -> list[dict[str, Any]]:
