@@ -154,14 +154,15 @@ def test_a_flushed_redis_never_lets_a_two_slot_server_run_four(tmp_path, redis_s
     """FLUSHALL while two requests run and two more (another process's) wait: the leases come back before the
     waiting ones are let through."""
     with FakeServer(slots=None) as fake:
-        fake.model("w", latency=6.0, text="answered")
-        two_workers_on_two_slots(tmp_path, fake, "c.json")
+        fake.model("w", latency=60.0, text="answered")
+        two_workers_on_two_slots(tmp_path, fake, "c.json", timeout=120)
         first = run_two("c.json", redis_server.url)
-        wait_for(lambda: len(fake.requests) == 2, "the first run's two requests")
+        wait_for(lambda: len(fake.requests) == 2, "the first run's two requests", 60)
         second = run_two("c.json", redis_server.url)
         client = redis_client(redis_server)
         wait_for(lambda: any(client.zcard(k) == 2 for k in client.keys("parallama:slots:*:queue")),
-                 "the second run's two tickets")
+                 "the second run's two tickets", 60)
+        fake.model("w", latency=4.0, text="answered")  # the first run's requests hold on; the next ones are quick
         client.flushall()
         outs = [p.communicate(timeout=90) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
