@@ -153,7 +153,7 @@ def tls_redis(tmp_path: Path):
 def test_a_flushed_redis_never_lets_a_two_slot_server_run_four(tmp_path, redis_server):
     """FLUSHALL while two requests run and two more (another process's) wait: the leases come back before the
     waiting ones are let through."""
-    with FakeServer(slots=None) as fake:
+    with FakeServer(slots=None, strict=True) as fake:
         fake.model("w", latency=60.0, text="answered")
         two_workers_on_two_slots(tmp_path, fake, "c.json", timeout=120)
         first = run_two("c.json", redis_server.url)
@@ -174,7 +174,7 @@ def test_a_lease_that_never_expires_is_purged(tmp_path, redis_server):
     from parallama.slots.redis_store import PREFIX, server_key
     from parallama.urls import server_of
 
-    with FakeServer(slots=1) as fake:
+    with FakeServer(slots=1, strict=True) as fake:
         fake.model("w", latency=0.1, text="answered")
         one_worker(tmp_path, fake, timeout=5, servers={fake.url: {"parallel": 1}})
         client = redis_client(redis_server)
@@ -208,7 +208,7 @@ def test_a_redis_user_without_a_right_is_refused_at_start(tmp_path, redis_server
 def test_a_process_that_lost_redis_and_one_started_after_it_came_back_share_the_slots(tmp_path, redis_server):
     """Redis goes away (a serve replica falls back to this machine's slots) and comes back (a new replica uses
     it): on this machine they still never run more than the server's slots between them."""
-    with FakeServer(slots=None) as fake:
+    with FakeServer(slots=None, strict=True) as fake:
         fake.model("w", latency=2.0, text="answered")
         write_config(tmp_path / "c.json", {"worker_agents": [worker(fake, "w", name="W", timeout=60)],
                                            "reviewer_agent": worker(fake, "w", name="R", timeout=60),
@@ -280,7 +280,7 @@ def test_slot_files_deleted_under_a_holder_are_opened_again(tmp_path):
 
     from parallama.paths import state_dir
 
-    with FakeServer(slots=None) as fake:
+    with FakeServer(slots=None, strict=True) as fake:
         fake.model("w", latency=3.0, text="answered")
         one_worker(tmp_path, fake, timeout=30)
         first = parallama("run", "q", "-c", "c.json", "--no-review", "--json", "--no-history")
@@ -326,7 +326,7 @@ def test_an_unusable_slot_file_is_one_line_naming_it(tmp_path, damage):
 
 
 def test_sigterm_while_waiting_for_a_redis_slot_ends_cleanly(tmp_path, redis_server):
-    with FakeServer(slots=None) as fake:
+    with FakeServer(slots=None, strict=True) as fake:
         fake.model("w", latency=60, text="never")
         one_worker(tmp_path, fake, timeout=90, servers={fake.url: {"parallel": 1}})
         env = {"PARALLAMA_SLOT_STORE": redis_server.url}

@@ -118,7 +118,7 @@ class ToolCallParts:
             name = _short_text(name, "name")
             given_arguments = function.get("arguments")  # type: ignore[union-attr]
             text = _arguments({} if given_arguments is None else given_arguments)
-            given = call.get("id")  # type: ignore[union-attr]
+            given = call.get("id")
             ident = _short_text(given, "id") if given else new_call_id()
             self._charge(len(name) + len(text) + len(ident))
             self._whole.append(ToolCall(valid_unicode(ident)[0], valid_unicode(name)[0], text))
