@@ -431,7 +431,14 @@ async def test_stop_ends_the_run_as_stopped_in_the_stream_and_the_history(server
                 views.append(json.loads(line[6:]))
                 if views[-1]["type"] == "ended" and views[-1]["agent"] == "A":
                     run_id = views[0]["run_id"]
-                    stopped = await session.post(f"{running.url}/ui/api/runs/{run_id}/stop", json={})
+                    stop_url = f"{running.url}/ui/api/runs/{run_id}/stop"
+                    # Run ids are listed in /api/ps: another client knowing one cannot stop the run.
+                    assert run_id in json.dumps(await (await session.get(running.url + "/api/ps")).json())
+                    for forged in ({}, {"X-Parallama-Stop-Token": "guessed"}):
+                        refused = await session.post(stop_url, json={}, headers=forged)
+                        assert refused.status == 403 and "another page" in json.dumps(await refused.json())
+                    token = response.headers["X-Parallama-Stop-Token"]
+                    stopped = await session.post(stop_url, json={}, headers={"X-Parallama-Stop-Token": token})
                     assert stopped.status == 200
         ended = {v["agent"]: v["state"] for v in by_type(views, "ended")}
         assert ended == {"A": "done", "B": "stopped", "C": "stopped"}

@@ -75,29 +75,62 @@ def load_fleet(config_path: str | None) -> "Fleet":
     return load_config(path)
 
 
-def check_writable(path: str, option: str) -> None:
-    """Fail now (exit 2), before anything is started or run, when the file `option` names cannot be written."""
+def check_writable(path: str, option: str, *, force: bool = True) -> None:
+    """Fail now (exit 2), before anything is started or run, when the file `option` names cannot be written: not
+    a regular file (a FIFO would hang the write for ever), already there and not `force`d, or a folder that takes
+    no new file."""
+    import os
+    import stat
+    import tempfile
+
     from ..errors import UsageError
 
     target = Path(path)
     try:
-        existed = target.exists()
-        with open(target, "a", encoding="utf-8"):
-            pass
-        if not existed:
-            target.unlink()
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from exc
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"{option} {path}: not a regular file (a pipe, device or folder); name a file")
+    if (mode is not None or target.is_symlink()) and not force:
+        raise UsageError(f"{option} {path}: the file exists; pass --force to replace it")
+    try:
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        os.unlink(temp)
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
-def write_file(path: str, text: str, option: str) -> None:
-    """Write a file the user asked for; a refusal is a one-line error (exit 2), not a traceback."""
+def write_file(path: str, text: str, option: str, *, force: bool = False) -> None:
+    """Write a file the user asked for, whole or not at all (a temporary file renamed into place): a file already
+    there is replaced only when `force`d; a refusal is a one-line error (exit 2), not a traceback."""
+    import os
+    import tempfile
+
     from ..errors import UsageError
 
+    check_writable(path, option, force=force)
+    target = Path(path)
+    temp = None
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, target)  # a symlink there is replaced, never the file it points to
+        temp = None
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from exc
+    finally:
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
 
 
 def echo_json(data: Any) -> None:

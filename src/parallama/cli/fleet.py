@@ -77,13 +77,17 @@ def doctor(config_path: str | None, ram: float | None, vram: float | None, as_js
 @VRAM
 @click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="How many workers.")
 @click.option("--write", "write_path", type=click.Path(dir_okay=False), help="Write the recommended config here.")
+@click.option("--force", is_flag=True, help="With --write: replace the file when it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recommendation as JSON.")
-def recommend(ram: float | None, vram: float | None, workers: int, write_path: str | None, as_json: bool) -> None:
+def recommend(ram: float | None, vram: float | None, workers: int, write_path: str | None, force: bool,
+              as_json: bool) -> None:
     """Models and a layout (instances or slots) for this machine's memory, with the reasons."""
     with user_errors():
         from ..memory import this_machine
         from ..recommend import recommend as pick
 
+        if write_path:
+            check_writable(write_path, "--write", force=force)  # before any output: a refusal leaves nothing half
         choice = pick(this_machine(ram, vram), workers)
         if as_json:
             echo_json(choice.to_dict())
@@ -97,7 +101,7 @@ def recommend(ram: float | None, vram: float | None, workers: int, write_path: s
             for command in choice.commands():
                 click.echo(f"  {command}")
         if write_path:
-            write_file(write_path, json.dumps(choice.config(), indent=2) + "\n", "--write")
+            write_file(write_path, json.dumps(choice.config(), indent=2) + "\n", "--write", force=force)
             click.echo(f"wrote {write_path}: parallama run \"…\" --config {write_path}", err=True)
 
 

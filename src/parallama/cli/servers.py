@@ -57,9 +57,10 @@ def _default_engine() -> str:
 @click.option("--pool", is_flag=True,
               help="With --write-config: every agent's api_url lists all the instances (one pool of replicas: each "
                    "request goes to one with a free slot).")
+@click.option("--force", is_flag=True, help="With --write-config: replace the file when it exists.")
 def up(engine: str | None, count: int, base_port: int | None, model: str | None, threads: int | None,
        parallel: int, host: str, strict_ports: bool, ready_timeout: float, write_config: str | None,
-       plain_workers: bool, pool: bool) -> None:
+       plain_workers: bool, pool: bool, force: bool) -> None:
     """Start N server instances on free ports and wait until each answers."""
     with user_errors():
         from ..engines import engine_named
@@ -76,7 +77,7 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
         if pool and not write_config:
             raise UsageError("--pool shapes the config --write-config writes: add --write-config FILE")
         if write_config:
-            check_writable(write_config, "--write-config")
+            check_writable(write_config, "--write-config", force=force)
         warning = exposure_warning(host)
         if warning:
             click.echo(f"warning: {warning}", err=True)
@@ -111,8 +112,7 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
 
             try:
                 config = fleet_config(report.instances, plain=plain_workers, pool=pool)
-                write_file(write_config, json.dumps(config, indent=2) + "\n",
-                           "--write-config")
+                write_file(write_config, json.dumps(config, indent=2) + "\n", "--write-config", force=force)
             except UsageError:  # it could be written a moment ago: all or nothing, stop what was started
                 stop_instances(report.instances, store=store)
                 raise
@@ -217,7 +217,9 @@ def down(ports: tuple[int, ...], everything: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Host address the ports are published on.")
 @click.option("--redis", is_flag=True, help="Add a Redis for the slots several parallama replicas share.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="docker-compose.yml", show_default=True)
-def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, redis: bool, output: str) -> None:
+@click.option("--force", is_flag=True, help="Replace the output file when it exists.")
+def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, redis: bool, output: str,
+            force: bool) -> None:
     """Write a docker compose file: one ollama/ollama container per port, one shared models volume."""
     with user_errors():
         from ..engines.compose import REDIS_PORT, compose_yaml
@@ -231,7 +233,7 @@ def compose(count: int, base_port: int, gpu: bool, parallel: int, host: str, red
             raise UsageError(f"ports {base_port}–{base_port + count - 1} go past 65535: use a --base-port of at most "
                              f"{65536 - count} for {count} containers")
         write_file(output, compose_yaml(count, base_port=base_port, gpu=gpu, host=host, num_parallel=parallel,
-                                        redis=redis), "--output")
+                                        redis=redis), "--output", force=force)
         click.echo(f"wrote {output}: `docker compose -f {output} up -d`, then ports "
                    f"{base_port}–{base_port + count - 1}", err=True)
         if redis:

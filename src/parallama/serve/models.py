@@ -26,17 +26,25 @@ _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 def agent_slugs(agents: "tuple[Agent, ...]") -> dict[str, "Agent"]:
     """Each agent's slug, in config order: its name lowercased, each run of other characters (spaces, brackets,
-    accents) one `-`, no `-` at either end (`Worker A (Llama 3 8B)` → `worker-a-llama-3-8b`). A slug taken already
-    gets `-2`, `-3`, …; a name with nothing left is `agent`."""
-    slugs: dict[str, Agent] = {}
-    for agent in agents:
-        base = _NOT_SLUG.sub("-", agent.name.lower()).strip("-") or "agent"
+    accents) one `-`, no `-` at either end (`Worker A (Llama 3 8B)` → `worker-a-llama-3-8b`); a name with nothing
+    left is `agent`. A name that is a slug already keeps it; a slug taken already gets `-2`, `-3`, …, never one
+    that another agent's name spells (`Worker A` next to `worker-a` and `worker-a-2` is `worker-a-3`)."""
+    bases = [_NOT_SLUG.sub("-", agent.name.lower()).strip("-") or "agent" for agent in agents]
+    chosen: dict[int, str] = {}
+    for index, (agent, base) in enumerate(zip(agents, bases)):
+        if agent.name == base and base not in chosen.values():
+            chosen[index] = base
+    taken = set(chosen.values())
+    for index, base in enumerate(bases):
+        if index in chosen:
+            continue
         slug, n = base, 1
-        while slug in slugs:
+        while slug in taken:
             n += 1
             slug = f"{base}-{n}"
-        slugs[slug] = agent
-    return slugs
+        chosen[index] = slug
+        taken.add(slug)
+    return {chosen[index]: agent for index, agent in enumerate(agents)}
 
 
 def iso(moment: datetime) -> str:

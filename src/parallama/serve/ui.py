@@ -8,7 +8,9 @@ request needs the key when `--api-key-env` is set, and is refused when another s
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import secrets
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
@@ -53,8 +55,14 @@ SSE = "text/event-stream"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+STOP_TOKEN_HEADER = "X-Parallama-Stop-Token"
+"Sent with a page run's stream, and asked of its Stop: only the page that started a run can stop it (run ids are "
+"no secret: /api/ps lists them)."
+STOP_TOKENS: web.AppKey[dict[str, str]] = web.AppKey("stop_tokens", dict)
+
 
 def add_routes(app: web.Application) -> None:
+    app[STOP_TOKENS] = {}
     app.router.add_get("/ui", to_page)
     app.router.add_get("/ui/", page_file)
     app.router.add_get("/ui/api/fleet", fleet)
@@ -207,11 +215,16 @@ async def run(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "prompt: there is no question to answer", param="prompt")
     context, prompt, _ = split([*((turn.role, turn.content) for turn in body.context), ("user", body.prompt)])
     strategy = body.strategy or service.fleet.strategy
+    tokens = request.app[STOP_TOKENS]
     async with PageRun(service, prompt, strategy, context) as page_run:  # 429 before anything is sent
-        response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-store",
-                                               "X-Accel-Buffering": "no"})
-        await response.prepare(request)
-        await write_stream(response, page_run, sse_events, lambda: b": keepalive\n\n")
+        token = tokens[page_run.run_id] = secrets.token_urlsafe(24)
+        try:
+            response = web.StreamResponse(headers={"Content-Type": SSE, "Cache-Control": "no-store",
+                                                   "X-Accel-Buffering": "no", STOP_TOKEN_HEADER: token})
+            await response.prepare(request)
+            await write_stream(response, page_run, sse_events, lambda: b": keepalive\n\n")
+        finally:
+            tokens.pop(page_run.run_id, None)
     # Ended once the run is released: a history asked for as the stream ends no longer counts it as running.
     await response.write_eof()
     return response
@@ -222,7 +235,12 @@ async def stop(request: web.Request) -> web.Response:
     sends what it left before it closes."""
     service = request.app[SERVICE]
     run_id = request.match_info["run_id"]
-    if run_id not in service.runs or not service.client.stop(run_id):
+    token = request.app[STOP_TOKENS].get(run_id)
+    if run_id not in service.runs or token is None:
+        raise ApiError(404, f"no run {run_id!r} in progress that this page started")
+    if not hmac.compare_digest(request.headers.get(STOP_TOKEN_HEADER, "").encode(), token.encode()):
+        raise ApiError(403, f"run {run_id!r} was started by another page or client: only it can stop the run")
+    if not service.client.stop(run_id):
         raise ApiError(404, f"no run {run_id!r} in progress")
     return web.json_response({"stopped": run_id})
 

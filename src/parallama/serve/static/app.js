@@ -21,6 +21,7 @@ const state = {
   run: null, // the run on screen
   t0: 0, // when the live run on screen began (performance.now())
   controller: null, // aborts the live run's stream (and so the run)
+  stopToken: "", // the live run's, from its stream's headers: serve lets only this page stop it
   ticker: null,
 };
 
@@ -176,6 +177,7 @@ async function send() {
       headers: { "Content-Type": "application/json" },
     });
     $("prompt").value = "";
+    state.stopToken = response.headers.get("X-Parallama-Stop-Token") || "";
     await readEvents(/** @type {ReadableStream<Uint8Array>} */ (response.body), apply);
     if (state.run && !state.run.over) apply({ type: "error", message: "the connection to serve closed before the run ended" });
   } catch (error) {
@@ -205,7 +207,8 @@ async function stop() {
   try {
     if (run && !run.over && run.live) {
       await api(`/ui/api/runs/${encodeURIComponent(run.id)}/stop`, {
-        method: "POST", body: "{}", headers: { "Content-Type": "application/json" },
+        method: "POST", body: "{}",
+        headers: { "Content-Type": "application/json", "X-Parallama-Stop-Token": state.stopToken || "" },
       });
     } else {
       controller.abort();
