@@ -38,8 +38,11 @@ class LiveView:
     the state always show, then elapsed and queued seconds, then tokens and tok/s; the stream's tail takes what is
     left. A header is shown whole or its column is left out, never cut."""
 
-    def __init__(self, fleet: Fleet, console: Console, *, review: bool = True) -> None:
-        self.tracker = RunTracker(fleet, review=review)
+    def __init__(self, fleet: Fleet, console: Console, *, review: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """`clock`: the time the rows' seconds and rates are read against (a test's own, to draw one moment)."""
+        self.clock = clock
+        self.tracker = RunTracker(fleet, review=review, clock=clock)
         self.redact = Redactor(fleet.secrets())
         "Streamed text is raw (results are masked once they end): a tail is masked when it is drawn."
         self.console = console
@@ -78,7 +81,7 @@ class LiveView:
         return Group(table, Text(servers_line(load), style="dim", overflow="ellipsis", no_wrap=True))
 
     def _table(self) -> Table:
-        now = time.perf_counter()
+        now = self.clock()
         cells = [self._cells(row, now) for row in self.rows.values()]
         widths = column_widths(cells, self.console.width)
         table = Table(box=None, pad_edge=False, expand=False, header_style="bold", padding=(0, GAP, 0, 0))
