@@ -644,8 +644,10 @@ class ReplayServer(FakeServer):
 
 
 class BannerServer:
-    """Not an HTTP server: a program on a port (sshd, a database) that greets each connection with a banner and hangs
-    up. What a user meets when api_url names the wrong port."""
+    """Not an HTTP server: a program on a port (sshd, a database) that greets each connection with a banner, reads
+    what the client says, and hangs up once the client does (as sshd does: closing on a client's unread request
+    would reset the connection, and the client might lose the banner). What a user meets when api_url names the
+    wrong port."""
 
     def __init__(self, banner: bytes = b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n") -> None:
         self.banner = banner
@@ -668,6 +670,12 @@ class BannerServer:
             def handle(self) -> None:
                 fake.connections += 1
                 self.request.sendall(fake.banner)
+                self.request.settimeout(60)  # sshd's login grace: a client that says nothing is let go
+                try:
+                    while self.request.recv(65536):
+                        pass
+                except OSError:
+                    pass
 
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Greet)
         self._server.daemon_threads = True

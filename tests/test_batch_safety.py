@@ -296,7 +296,9 @@ def test_sigterm_stops_a_batch_whose_regexes_backtrack_without_end(tmp_path):
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 130, err
-    assert took < 3, f"SIGTERM took {took:.1f} s to stop the batch"
+    # A batch that waited for its backtracking regexes would never stop (communicate's 20 s); one that stops
+    # takes 1-2 s, more on a loaded machine: the bound is generous.
+    assert took < 12, f"SIGTERM took {took:.1f} s to stop the batch"
     lines = read_lines(out)
     assert 2 <= len(lines) < 40
     assert all(line["score"]["gave_up"] == ["A", "B"] for line in lines)

@@ -46,15 +46,17 @@ def llama_servers() -> list[psutil.Process]:
     return found
 
 
-def streaming(ports: list[str], within: float = 120) -> None:
-    """Wait until each of these servers is answering a chat request: uvicorn logs the `200` of a streamed answer as
-    the stream starts, so the line means the request is in flight (not merely that the server is up)."""
+def streaming(ports: list[str], within: float = 600, *, every: bool = True) -> None:
+    """Wait until each of these servers (`every=False`: one of them) is answering a chat request: uvicorn logs the
+    `200` of a streamed answer as the stream starts, so the line means the request is in flight (not merely that
+    the server is up). `within` only bounds a run that never gets there: a loaded machine takes its time."""
     logs = [InstanceStore().log_dir() / f"llama-cpp-{port}.log" for port in ports]
 
     def answering(log: Path) -> bool:
         return log.is_file() and '"POST /v1/chat/completions HTTP/1.1" 200' in log.read_text(errors="replace")
 
-    assert until(lambda: all(answering(log) for log in logs), within), f"no chat request in flight on {ports}"
+    which = all if every else any
+    assert until(lambda: which(answering(log) for log in logs), within), f"no chat request in flight on {ports}"
 
 
 def started_servers(proc: subprocess.Popen, count: int, within: float = 120) -> list[psutil.Process]:
@@ -244,7 +246,7 @@ def test_ctrl_c_during_embedded_run_stops_its_instances(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     servers = started_servers(proc, 3)
     started = [p.pid for p in servers]
-    streaming([port_of(p) for p in servers])
+    streaming([port_of(p) for p in servers], every=False)  # a request in flight: the run is under way
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
