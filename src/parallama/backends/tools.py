@@ -61,7 +61,7 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _no_charge(count: int) -> None:
+def _no_charge(_count: int) -> None:
     return None
 
 
