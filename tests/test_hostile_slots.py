@@ -170,6 +170,31 @@ def test_a_flushed_redis_never_lets_a_two_slot_server_run_four(tmp_path, redis_s
     assert len(fake.requests) == 4
 
 
+def test_a_redis_stalled_longer_than_a_lease_never_lets_a_two_slot_server_run_four(tmp_path, redis_server):
+    """Redis stops answering for 11 s (longer than a lease, shorter than the old 13 s socket timeout): each process
+    says Redis is lost within seconds and goes on with this machine's slots, which its requests hold already."""
+    with FakeServer(slots=None, strict=True) as fake:
+        fake.model("w", latency=30.0, text="answered")
+        two_workers_on_two_slots(tmp_path, fake, "c.json", timeout=120)
+        first = run_two("c.json", redis_server.url)
+        wait_for(lambda: len(fake.requests) == 2, "the first run's two requests", 60)
+        second = run_two("c.json", redis_server.url)
+        client = redis_client(redis_server)
+        wait_for(lambda: any(client.zcard(k) == 2 for k in client.keys("parallama:slots:*:queue")),
+                 "the second run's two tickets", 60)
+        client.close()
+        fake.model("w", latency=2.0, text="answered")
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(11)
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        outs = [p.communicate(timeout=120) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    assert all("lost" in err for _, err in outs), outs
+    assert fake.max_in_flight == 2 and len(fake.requests) == 4
+
+
 def test_a_lease_that_never_expires_is_purged(tmp_path, redis_server):
     from parallama.slots.redis_store import PREFIX, server_key
     from parallama.urls import server_of
