@@ -109,7 +109,7 @@ TAKE_IF_FREE = _NOW + _PURGE + """
 -- A slot now only if one is free and no ticket waits (anywhere): no ticket is left behind either way.
 local held = redis.call('ZCARD', KEYS[1])
 local queued = redis.call('ZCARD', KEYS[2])
-if held < tonumber(ARGV[2]) and queued == 0 then
+if held < tonumber(ARGV[2]) and queued == 0 and not recovering then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
   return {1, held + 1, 0, others}
 end

@@ -307,9 +307,13 @@ class RedisSlots(SharedSlots):
             return self._local.try_acquire() if self._local is not None else False
         got, held, queued, others = (int(x) for x in reply)
         self._counts, self._counted_at = (held, queued, others), time.monotonic()
-        if got:
-            self.leases.append(lease)
-        return bool(got)
+        if not got:
+            return False
+        self.leases.append(lease)
+        if self.machine.try_acquire():  # this machine's slot with it, as for every lease
+            return True
+        self._release_lease()
+        return False
 
     async def acquire(self) -> None:
         if self._local is not None:
