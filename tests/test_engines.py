@@ -82,10 +82,13 @@ def test_up_status_down_ollama_instances(stand_in, tmp_path):
     ran = invoke("run", "hi", "-c", "fleet.json", "--json")
     assert ran.exit_code == 0, ran.stderr
     assert json.loads(ran.stdout)["final_source"] == "review"
-    # Workers that differ (system prompt, temperature, seed), each with a token cap: copies would answer alike.
+    # One worker per slot (2 instances × 3), each different (system prompt, temperature, seed), each with a token
+    # cap: copies would answer alike.
     workers = config["worker_agents"]
-    assert len({w["system"] for w in workers}) == 2 and all(w["system"] for w in workers)
-    assert len({(w["options"]["temperature"], w["options"]["seed"]) for w in workers}) == 2
+    assert [w["api_url"] for w in workers] == [f"http://127.0.0.1:{port}/api/chat"] * 3 + [
+        f"http://127.0.0.1:{port + 1}/api/chat"] * 3
+    assert len({w["system"] for w in workers}) == 4 and all(w["system"] for w in workers)
+    assert len({(w["options"]["temperature"], w["options"]["seed"]) for w in workers}) == 6
     assert all(w["options"]["num_predict"] > 0 for w in workers)
     assert config["reviewer_agent"]["options"]["num_predict"] > 0
 

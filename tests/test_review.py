@@ -174,7 +174,8 @@ async def test_judge_scores_and_picks_the_best(servers):
     assert result.scores == [{"name": "W1", "score": 5, "reason": "too short"},
                              {"name": "W2", "score": 9, "reason": "complete and correct"}]
     request = c.requests[0]
-    assert request.body["format"] == judge.SCHEMA  # structured output asked of Ollama
+    assert request.body["format"] == judge.schema_for(2)  # structured output asked of Ollama: two scores, A and B
+    assert request.body["format"]["properties"]["scores"]["items"]["properties"]["response"]["enum"] == ["A", "B"]
     assert "Response A" in request.messages[-1]["content"] and "W1" not in request.messages[-1]["content"]
 
 

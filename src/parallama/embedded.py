@@ -1,4 +1,8 @@
-"""The embedded demo fleet: llama.cpp instances of SmolLM2-135M-Instruct (`demo_model`), for a machine with no config.
+"""The embedded demo fleet: SmolLM2-135M-Instruct (`demo_model`) on llama.cpp, for a machine with no config.
+
+Laid out as one instance with a slot per worker (`WORKERS` slots, continuous batching over one copy of the model),
+not an instance per worker: measured on the demo fleet (`benchmarks/engines.py`, the README's table), one run and
+a small batch both end sooner that way on a 2-core machine, and one model load is started instead of three.
 
 Chosen by trial on this model (135M parameters, English, instruction-tuned):
 - Workers: three personas at temperatures 0.3, 0.5 and 0.7; above about 0.8 its answers drift into French or off the
@@ -43,7 +47,10 @@ REVIEWER_MAX_TOKENS = 256
 
 
 def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
-    """Three workers with different system prompts and temperatures, the reviewer on the first instance."""
+    """Three workers with different system prompts and temperatures, spread over the instances (their slots in
+    `servers`), the reviewer on the first instance."""
+    slots = [i for i in instances for _ in range(max(1, i.parallel))]
+
     def agent(persona: Persona, instance: Instance, max_tokens: int, timeout: float) -> dict:
         options = persona_options(persona, max_tokens, seeded=seeded)
         return {"name": persona.name, "api_url": instance.api_url, "model": ALIAS, "system": persona.system,
@@ -51,10 +58,13 @@ def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
 
     config = {
         "reviewer_agent": agent(REVIEWER, instances[0], REVIEWER_MAX_TOKENS, 120),
-        "worker_agents": [agent(persona, instances[i % len(instances)], WORKER_MAX_TOKENS, 90)
+        "worker_agents": [agent(persona, slots[i % len(slots)], WORKER_MAX_TOKENS, 90)
                           for i, persona in enumerate(PERSONAS)],
         "review": dict(SMALL_MODEL_REVIEW),
     }
+    servers = {i.url: {"parallel": i.parallel} for i in instances if i.parallel > 1}
+    if servers:
+        config["servers"] = servers
     return fleet_from_dict(config, source="embedded demo fleet")
 
 
@@ -68,6 +78,10 @@ class DemoInstances:
     @property
     def reused(self) -> int:
         return len(self.instances) - (len(self.started.instances) if self.started else 0)
+
+    @property
+    def slots(self) -> int:
+        return sum(i.parallel for i in self.instances)
 
     @property
     def skipped(self) -> list["BusyPort"]:
@@ -89,8 +103,9 @@ def _ours(instance: Instance, path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def demo_instances(count: int = WORKERS, *, on_ready=None) -> Iterator[DemoInstances]:
-    """Instances of the demo model: ones already `up` are reused, the rest started here and stopped on exit."""
+def demo_instances(slots: int = WORKERS, *, on_ready=None) -> Iterator[DemoInstances]:
+    """Instances of the demo model with `slots` slots in all: ones already `up` are reused (as many as it takes),
+    and what they lack is started here, as one instance with that many slots, and stopped on exit."""
     from .engines.instances import start_instances, stop_instances
     from .engines.llama_cpp import LlamaCppEngine
 
@@ -98,12 +113,17 @@ def demo_instances(count: int = WORKERS, *, on_ready=None) -> Iterator[DemoInsta
     engine.check()
     path = model_path()
     store = InstanceStore()
-    reused = [i for i in store.load() if _ours(i, path)][:count]
+    reused: list[Instance] = []
+    for instance in (i for i in store.load() if _ours(i, path)):
+        if sum(i.parallel for i in reused) >= slots:
+            break
+        reused.append(instance)
+    missing = slots - sum(i.parallel for i in reused)
     report = None
     try:
-        if len(reused) < count:
-            report = start_instances(engine, count - len(reused), base_port=BASE_PORT, store=store,
-                                     ephemeral=True, on_ready=on_ready)
+        if missing > 0:
+            report = start_instances(engine, 1, base_port=BASE_PORT, store=store, ephemeral=True,
+                                     parallel=missing, on_ready=on_ready)
         yield DemoInstances(reused + (report.instances if report else []), report)
     finally:
         if report:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from functools import cache
 
 from ..urls import split_api_url
-from .base import Completion, TokenLogprob
-from .kind import Backend, DeltaSink
+from .base import Completion, DeltaSink, TokenLogprob
+from .kind import Backend
 from .messages import Message
 from .tools import Tool, ToolCall
 

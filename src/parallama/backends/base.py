@@ -7,7 +7,7 @@ import json
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Protocol, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Protocol, TypeVar
 
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
@@ -20,10 +20,12 @@ from .transport import READ_BUFSIZE, TransportErrors
 
 if TYPE_CHECKING:
     from ..fleet import Agent
-    from .kind import DeltaSink
 
 
 C = TypeVar("C")
+
+DeltaSink = Callable[[str], None]
+"Where each streamed piece of text goes (answer or thinking)."
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Mapping, Protocol, Sequence
+
+from .base import DeltaSink
 
 if TYPE_CHECKING:
     import aiohttp
@@ -13,9 +15,6 @@ if TYPE_CHECKING:
     from .messages import Message
     from .probing import ServerProbe
     from .tools import Tool
-
-DeltaSink = Callable[[str], None]
-
 
 class Backend(Protocol):
     """One wire protocol: how to reach it, what to send, how to read its answer, and what to tell its users."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..fleet import Agent
-    from .kind import DeltaSink
+    from .base import DeltaSink
 
 
 class _Version(TypedDict, total=False):

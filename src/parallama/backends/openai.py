@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..fleet import Agent
-    from .kind import DeltaSink
+    from .base import DeltaSink
 
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:")
 

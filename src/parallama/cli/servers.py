@@ -42,16 +42,18 @@ def _default_engine() -> str:
 @click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True, help="Instances to start.")
 @click.option("--base-port", type=click.IntRange(1, 65535), help="First port to try (ollama 11434, llama-cpp 8080).")
 @click.option("--model", help="llama-cpp: a GGUF file (default: the embedded demo model); ollama: recorded for --write-config.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads per instance (default: cores ÷ N).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads per instance (default: (cores − 1) ÷ N, at least 1).")
 @click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Slots per instance (OLLAMA_NUM_PARALLEL); llama-cpp has 1.")
+              help="Slots per instance: requests it serves at once over one copy of the model (ollama: "
+                   "OLLAMA_NUM_PARALLEL; llama-cpp: n_parallel, 2048 tokens of context per slot).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything else is exposed.")
 @click.option("--strict-ports", is_flag=True, help="Fail (exit 2) on a busy port instead of moving on.")
 @click.option("--ready-timeout", type=Number(min=0, min_open=True), default=120.0, show_default=True,
               metavar="SECONDS", help="How long to wait for each instance to answer.")
 @click.option("--write-config", type=click.Path(dir_okay=False),
-              help="Write a config whose workers use the instances, each with its own system prompt, temperature "
-                   "and seed, and a token cap (copies that answer alike gain nothing).")
+              help="Write a config with one worker per slot of the instances (and their slots in `servers`), "
+                   "each with its own system prompt, temperature and seed, and a token cap (copies that answer "
+                   "alike gain nothing).")
 @click.option("--plain-workers", is_flag=True,
               help="With --write-config: workers that are plain copies of the model (no system prompt, no options).")
 @click.option("--pool", is_flag=True,
@@ -68,8 +70,6 @@ def up(engine: str | None, count: int, base_port: int | None, model: str | None,
         from ..errors import UsageError
 
         name = engine or _default_engine()
-        if name == "llama-cpp" and parallel != 1:
-            raise UsageError("llama.cpp's server takes one request at a time: use -n for more instances")
         if write_config and name == "ollama" and not model:
             raise UsageError("--write-config needs --model with the ollama engine (the model the workers use)")
         if plain_workers and not write_config:

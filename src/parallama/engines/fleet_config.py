@@ -10,9 +10,10 @@ from .state import Instance
 
 def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: bool = False,
                  pool: bool = False) -> dict:
-    """One worker per instance, each with its own persona (system prompt, temperature, seed) and a token cap, or
-    plain copies of the model (`plain`); the reviewer on the first one; slots recorded when an instance has
-    several. With `pool`, every agent's api_url lists every instance: one pool, each request to a free one."""
+    """One worker per slot of the instances (an instance with 3 slots takes 3), each with its own persona (system
+    prompt, temperature, seed) and a token cap, or plain copies of the model (`plain`); the reviewer on the first
+    instance; slots recorded in `servers` when an instance has several. With `pool`, every agent's api_url lists
+    every instance: one pool, each request to a free one."""
     urls = [inst.api_url for inst in instances]
 
     def agent(instance: Instance, name: str) -> dict:
@@ -32,11 +33,12 @@ def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: boo
         config["reviewer_agent"] = agent(instances[0], "Reviewer") | {"timeout": 120}
         if not plain:
             config["reviewer_agent"]["options"] = {"temperature": 0.2, "num_predict": REVIEWER_MAX_TOKENS}
-    config["worker_agents"] = [worker(i, inst) for i, inst in enumerate(instances)]
+    slots = [inst for inst in instances for _ in range(max(1, inst.parallel))]
+    config["worker_agents"] = [worker(i, inst) for i, inst in enumerate(slots)]
     if reviewer and instances and not plain and instances[0].engine == "llama-cpp":
         # The demo's tiny model copies the default template's `### Answer from …` headers: numbered notes instead.
         config["review"] = dict(SMALL_MODEL_REVIEW)
-    slots = {inst.url: {"parallel": inst.parallel} for inst in instances if inst.parallel > 1}
-    if slots:
-        config["servers"] = slots
+    servers = {inst.url: {"parallel": inst.parallel} for inst in instances if inst.parallel > 1}
+    if servers:
+        config["servers"] = servers
     return config

@@ -1,13 +1,11 @@
-"""The `llama-cpp` engine: llama.cpp's OpenAI-compatible server from `llama-cpp-python[server]`, one per instance.
+"""The `llama-cpp` engine: llama.cpp's own HTTP server from the prebuilt `xllamacpp` wheel, one launcher process of
+ours per instance (`python -m parallama.engines.llama_server`).
 
-Two facts of that server shape how it is started (llama_cpp/server/app.py, settings.py): it serves one request at
-a time (a lock), and with `interrupt_requests` on — its default — a new request ends the stream in flight. So every
-instance runs with `--interrupt_requests False` and is recorded as a 1-slot server. No `--chat_format` is given:
-the server then uses the chat template inside the GGUF, which is what the model was trained with.
-
-One fact of building it: pip compiles llama-cpp-python for the CPU it builds on (`GGML_NATIVE`), and on CPUs with
-Intel AMX that build has crashed (SIGSEGV in `ggml_backend_amx_mul_mat`) on the first token. The README's commands
-build it portably (`PORTABLE_CMAKE_ARGS`); a crash names the rebuild command (`REBUILD_HINT`).
+That server has real parallel slots: `--parallel N` decodes N requests together over one copy of the weights
+(continuous batching), and llama.cpp splits the context between the slots, so each gets `CONTEXT_PER_SLOT` tokens
+(the instance's `n_ctx` is N × that). It streams token logprobs, binds `response_format` with a JSON schema by a
+grammar, and serves `/metrics` (Prometheus) and `/slots`. No `--chat-template` is given: the server then uses the
+chat template inside the GGUF, which is what the model was trained with. Nothing is compiled at install time.
 """
 
 from __future__ import annotations
@@ -20,16 +18,17 @@ from ..errors import SetupError
 from . import LaunchSpec
 
 EXTRA_HINT = "pip install 'parallama[embedded]'"
-PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-REBUILD_HINT = (f"this llama-cpp-python build crashes on this CPU; rebuild it portably: CMAKE_ARGS=\"{PORTABLE_CMAKE_ARGS}\" "
-                "pip install --force-reinstall --no-deps --no-cache-dir 'llama-cpp-python[server]'")
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
+CONTEXT_PER_SLOT = 2048
+"Tokens of context each slot has (prompt and answer together): the demo's prompts and answers fit well within."
+CRASH_HINT = ("llama.cpp (the xllamacpp wheel) crashed on this machine: its log says where; reinstalling it "
+              "(pip install --force-reinstall --no-deps xllamacpp) rules out a damaged install")
+LAUNCHER = "parallama.engines.llama_server"
 
 
 def llama_cpp_available() -> bool:
-    """Whether `llama-cpp-python[server]` is importable here (checked without importing it: that is slow)."""
+    """Whether `xllamacpp` is importable here (checked without importing it: that loads llama.cpp)."""
     try:
-        return all(importlib.util.find_spec(name) is not None for name in SERVER_MODULES)
+        return importlib.util.find_spec("xllamacpp") is not None
     except (ImportError, ValueError):
         return False
 
@@ -39,8 +38,7 @@ class LlamaCppEngine:
 
     def check(self) -> None:
         if not llama_cpp_available():
-            raise SetupError(f"llama.cpp's server is not installed: {EXTRA_HINT} (builds llama-cpp-python, "
-                             "about 5 minutes on 2 cores)")
+            raise SetupError(f"llama.cpp's server is not installed: {EXTRA_HINT} (a prebuilt wheel, no compiling)")
 
     def launch(self, *, host: str, port: int, model: str | None, threads: int,
                parallel: int) -> LaunchSpec:  # noqa: ARG002 - the Engine protocol's; slots are the server's flag
@@ -53,12 +51,11 @@ class LlamaCppEngine:
             if not path.is_file():
                 raise SetupError(f"model file {model}: no such GGUF file")
         argv = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(path), "--model_alias", path.stem,
+            sys.executable, "-m", LAUNCHER,
+            "--model", str(path), "--alias", path.stem,
             "--host", host, "--port", str(port),
-            "--n_threads", str(threads), "--n_threads_batch", str(threads),
-            "--n_ctx", "2048",
-            "--interrupt_requests", "False",
-            "--verbose", "False",
+            "--threads", str(threads), "--parallel", str(parallel),
+            "--ctx-per-slot", str(CONTEXT_PER_SLOT),
         ]
-        return LaunchSpec(argv=argv, model=str(path), parallel=1, health_path="/v1/models", crash_hint=REBUILD_HINT)
+        return LaunchSpec(argv=argv, model=str(path), parallel=parallel, health_path="/health",
+                          crash_hint=CRASH_HINT)

@@ -24,6 +24,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from ..errors import SetupError
 from ..urls import http_url
 from ..paths import state_dir
+from .llama_cpp import LAUNCHER
 
 STATE_FILE = "instances.json"
 MAX_STATE_BYTES = 4 << 20
@@ -87,11 +88,11 @@ _ENTRY = TypeAdapter(Instance)
 
 
 def engine_of(cmdline: list[str]) -> str | None:
-    """The engine a command line runs: `ollama serve`, or llama.cpp's server module; None for anything else."""
+    """The engine a command line runs: `ollama serve`, or our llama.cpp server launcher; None for anything else."""
     for i, arg in enumerate(cmdline):
         if Path(arg).name == "ollama" and cmdline[i + 1:i + 2] == ["serve"]:
             return "ollama"
-    return "llama-cpp" if "llama_cpp.server" in cmdline else None
+    return "llama-cpp" if LAUNCHER in cmdline else None
 
 
 def find_running(log_dir: Path) -> list[Instance]:

@@ -70,14 +70,23 @@ def stricter(previous: list["Message"], reply: str, n: int) -> list["Message"]:
                        {"role": "user", "content": STRICTER.format(labels=", ".join(labels(n)))}]
 
 
-def with_structured_output(agent: "Agent") -> "Agent":
-    """The judge asks the server for JSON of SCHEMA, in its backend's words (Ollama's `format`, an OpenAI-compatible
-    `response_format`), which a grammar-bound server such as llama.cpp's holds the reply to."""
+def schema_for(n: int) -> dict:
+    """SCHEMA for `n` answers: exactly n scores, each naming one of their labels (A, B, …), so a server that binds
+    the reply by a grammar (llama.cpp's) lets even a tiny model write nothing `parse` cannot read."""
+    item = SCHEMA["properties"]["scores"]["items"]  # type: ignore[index]
+    item = {**item, "properties": {**item["properties"], "response": {"type": "string", "enum": labels(n)}}}
+    scores = {"type": "array", "items": item, "minItems": n, "maxItems": n}
+    return {**SCHEMA, "properties": {"scores": scores}}
+
+
+def with_structured_output(agent: "Agent", n: int) -> "Agent":
+    """The judge asks the server for JSON of the schema for `n` answers, in its backend's words (Ollama's `format`,
+    an OpenAI-compatible `response_format`), which a grammar-bound server such as llama.cpp's holds the reply to."""
     from dataclasses import replace
 
     from ..backends import backend_for
 
-    extra = backend_for(agent.protocol).structured_output(SCHEMA, "scores")
+    extra = backend_for(agent.protocol).structured_output(schema_for(n), "scores")
     return replace(agent, extra_body={**agent.extra_body, **extra})
 
 
@@ -137,7 +146,8 @@ class Judge:
             return stricter(previous, result.content if result.ok else "", len(answers))
 
         await ask_reviewers(run, fleet, lambda agent: messages(task, answers, agent.system), until, outcome,
-                            read=read, prepare=with_structured_output, retry=retry)
+                            read=read, prepare=lambda agent: with_structured_output(agent, len(answers)),
+                            retry=retry)
         if outcome.final is not None and scored:
             winner = best(scored)
             chosen = next(a for a in answers if a.name == winner["name"])
