@@ -278,7 +278,8 @@ def test_a_bad_or_unreachable_queue_is_one_line_and_exit_2(tmp_path, option):
         head = ["in.jsonl", "-o", "out.jsonl", "--queue"] if option == "--queue" else ["--join"]
         for url, said in ((f"http://:hunter2secret@127.0.0.1:{free_port()}/0", "is not a Redis URL"),
                           (f"redis://:hunter2secret@127.0.0.1:{free_port()}/0", "Redis does not answer"),
-                          (f"redis://u:hunter2secret@127.0.0.1:{free_port()}/x", "is not a Redis URL")):
+                          (f"redis://u:hunter2secret@127.0.0.1:{free_port()}/x", "is not a Redis URL"),
+                          (f"redis://127.0.0.1:{free_port()}/0?password=hunter2secret", "Redis does not answer")):
             done = subprocess.run([sys.executable, "-m", "parallama", "batch", *head, url, "-c", "c.json"],
                                   capture_output=True, text=True, timeout=60, cwd=tmp_path)
             lines = done.stderr.strip().splitlines()

@@ -45,7 +45,6 @@ PREFIX = "parallama:batch:"
 JOBS = PREFIX + "jobs"
 "The set of the jobs on this Redis (a finished job leaves it)."
 GROUP = "workers"
-SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_TRIES = 3
 DEFAULT_TAKEOVER_S = 30.0
 WRITER_LEASE_S = 10.0
@@ -55,22 +54,17 @@ KEEP_FINISHED_S = 86400
 "How long a finished job's settings and dead-letter list stay, for a late look."
 
 def check_url(url: str) -> str:
-    """`url` if it can name a Redis, else ValueError saying what would (without the URL's password)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise ValueError(f"{public_url(url)!r} is not a Redis URL: use one like redis://host:6379/0")
-    try:
-        from redis.connection import parse_url
-
-        parse_url(url)
-    except ImportError:
-        pass
-    except ValueError:  # its words may quote what stands after a `:`, which may be part of a password
-        raise ValueError(f"{public_url(url)!r} is not a Redis URL like redis://host:6379/0 (check its port and "
-                         "database)") from None
+    """`url` if it can name a Redis, else ValueError saying what would (without the URL's password): the slot
+    stores' own check of a Redis URL, and a database that is a number."""
     from urllib.parse import urlsplit
 
-    database = urlsplit(url).path.strip("/") if scheme != "unix" else ""
+    from ..slots import store_kind
+
+    kind = store_kind(url)
+    if kind is None or not kind.is_url:
+        raise ValueError(f"{public_url(url)!r} is not a Redis URL: use one like redis://host:6379/0")
+    url = kind.check(url)
+    database = urlsplit(url).path.strip("/") if urlsplit(url).scheme.lower() != "unix" else ""
     if database and not database.isdigit():
         raise ValueError(f"{public_url(url)!r} is not a Redis URL (its database, after the last /, is a number)")
     return url
