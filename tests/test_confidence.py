@@ -109,7 +109,7 @@ async def test_samples_are_weighed_too_and_asked_with_logprobs():
 async def test_confidence_on_the_real_embedded_engine():
     from parallama.embedded import demo_instances, embedded_fleet
 
-    with demo_instances(count=1) as demo:
+    with demo_instances() as demo:  # one llama.cpp server, a slot per worker
         fleet = embedded_fleet(demo.instances)
         config_fleet = type(fleet)(**{**fleet.__dict__, "strategy": "confidence", "reviewers": ()})
         async with FleetClient(config_fleet) as client:
