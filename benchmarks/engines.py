@@ -8,7 +8,8 @@ the demo fleet's layouts (instances or slots) — on the embedded demo model, on
    `llama-cpp` engine started it before (`python -m llama_cpp.server`, one slot, `--interrupt_requests False`,
    `n_ctx` 2048); it must be installed (`pip install 'llama-cpp-python[server]'`) for its rows.
 2. **Layout**: the demo fleet (three workers and the reviewer, seeded) on three instances × one slot (the cores'
-   threads split between them), one instance × three slots, and one instance × one slot (the workers in turn):
+   threads split between them), one instance × three slots, and one instance × one slot (the workers in turn),
+   each with the threads `up` gives it by default:
    the makespan of one run, and the throughput of a small batch (--batch runs at once through one client).
 
 Every answer is exactly --tokens long (the model's end tokens are biased away), so every row does the same work.
@@ -30,7 +31,7 @@ from parallama.backends import backend_for
 from parallama.config import fleet_from_dict
 from parallama.demo_model import ALIAS, END_TOKEN_IDS, model_path
 from parallama.engines import LaunchSpec
-from parallama.engines.instances import start_instances, stop_instances
+from parallama.engines.instances import default_threads, start_instances, stop_instances
 from parallama.engines.llama_cpp import LlamaCppEngine
 
 NO_END = {str(token): -100 for token in END_TOKEN_IDS}
@@ -149,6 +150,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=6, help="Runs at once for the throughput column.")
     parser.add_argument("--only", choices=["speed", "layout"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="Thread counts of the speed rows.")
+    parser.add_argument("--engines", nargs="+", default=["xllamacpp", "llama-cpp-python"])
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     print(f"{cores} cores, load average {os.getloadavg()[0]:.1f} at the start; xllamacpp {version('xllamacpp')}, "
@@ -157,15 +160,18 @@ def main() -> None:
     if args.only in (None, "speed"):
         print("\n| engine | threads | decode tok/s | time to first token |\n|---|---|---|---|")
         for engine, label in ((LlamaCppEngine(), "xllamacpp"), (LlamaCppPython(), "llama-cpp-python")):
-            for threads in (1, 2):
+            if label not in args.engines:
+                continue
+            for threads in args.threads:
                 ttft, rate = speed(engine, threads, args.tokens, args.repeat)
                 print(f"| {label} | {threads} | {rate:.1f} | {ttft * 1000:.0f} ms |", flush=True)
     if args.only in (None, "layout"):
         print("\n| layout (demo fleet: 3 workers + reviewer) | threads each | one run (median) | batch of "
               f"{args.batch} at once | runs/min |\n|---|---|---|---|---|")
-        layout("3 instances × 1 slot", 3, 1, max(1, cores // 3), args.tokens, args.repeat, args.batch)
-        layout("1 instance × 3 slots", 1, 3, cores, args.tokens, args.repeat, args.batch)
-        layout("1 instance × 1 slot (in turn)", 1, 1, cores, args.tokens, args.repeat, args.batch)
+        # Each layout with the threads `up` gives it by default: (cores − 1) ÷ instances, at least 1.
+        for label, count, slots in (("3 instances × 1 slot", 3, 1), ("1 instance × 3 slots", 1, 3),
+                                    ("1 instance × 1 slot (in turn)", 1, 1)):
+            layout(label, count, slots, default_threads(count), args.tokens, args.repeat, args.batch)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end", flush=True)
 
 

@@ -160,6 +160,7 @@ def _models_on(fleet: Fleet, server: str) -> list[str]:
 
 
 def _estimate_models(fleet: Fleet, plan: ServerPlan) -> None:
+    from .engines.llama_cpp import CONTEXT_PER_SLOT
     from .engines.state import InstanceStore
 
     ours = {i.url: i for i in InstanceStore().load() if i.engine == "llama-cpp"}
@@ -176,7 +177,7 @@ def _estimate_models(fleet: Fleet, plan: ServerPlan) -> None:
             estimate = estimate_from_show(model, probe.shown[model], context)
         instance = next((i for u, i in ours.items() if _same_server(u, plan.url)), None)
         if estimate is None and instance and Path(instance.model).is_file():
-            estimate = estimate_from_gguf(model, Path(instance.model).stat().st_size, 2048)
+            estimate = estimate_from_gguf(model, Path(instance.model).stat().st_size, CONTEXT_PER_SLOT)
         if estimate is None:
             estimate = estimate_from_catalogue(model, context)
         if estimate is None:
