@@ -5,8 +5,8 @@ paired-bootstrap interval on the gain.
                                        [--merging-limit 40] [--samples-max 3] [--settle 0.5]
                                        [--lines out.jsonl] [--json] [--makespan]
 
-Fleet: the embedded demo fleet (three llama.cpp instances of SmolLM2-135M-Instruct, one worker each with the demo's
-personas — system prompt, temperature, seed — and the reviewer on the first instance), the workers' answers capped at
+Fleet: the embedded demo fleet (SmolLM2-135M-Instruct on llama.cpp's server, a slot per worker, each worker with one
+of the demo's personas — system prompt, temperature, seed — and the reviewer on the first), the workers' answers capped at
 `--max-tokens` (64); the voting strategies run without the reviewer (a vote with no majority keeps the first
 answer). No download at run time.
 Questions: `benchmarks/data/ensemble_200.jsonl` (made by `make_ensemble_200.py`: 100 scored as numbers, 100 by their
