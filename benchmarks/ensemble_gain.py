@@ -42,7 +42,7 @@ from parallama import FleetClient
 from parallama.batch import Batch, read_records
 from parallama.embedded import demo_instances, embedded_fleet
 from parallama.fleet import Quorum, Samples
-from parallama.strategies import STRATEGIES, votes_over_samples
+from parallama.review import STRATEGIES, votes_over_samples
 
 HERE = Path(__file__).resolve().parent
 RESAMPLES = 2000

@@ -305,7 +305,7 @@ async def test_the_review_stage_as_it_happens_judge_and_council(servers, serve):
     _, views = await start_run(running.url, {"prompt": "2 + 2?", "strategy": "judge"})
     [result] = by_type(views, "result")
     assert result["final_source"] == "judge:B" and result["final"] == "Beta says 4."
-    assert [(s["name"], s["score"], s["reason"]) for s in result["scores"]] == [("A", 4, "vague"), ("B", 9, "exact")]
+    assert [(s["name"], s["score"], s["reason"]) for s in result["details"]["scores"]] == [("A", 4, "vague"), ("B", 9, "exact")]
 
     def ranks(messages):
         return "Fine.\nFINAL RANKING:\n1. Response A" if "FINAL RANKING" in messages[0]["content"] else "An answer."
@@ -318,7 +318,7 @@ async def test_the_review_stage_as_it_happens_judge_and_council(servers, serve):
     assert views.index(ranked) < reviewer_queued  # before the reviewer writes
     assert {r["ranker"] for r in ranked["rankings"]} == {"A", "B"} and len(ranked["ranking"]) == 2
     assert {v["stage"] for v in by_type(views, "ended")} == {"workers", "ranking", "review"}
-    assert by_type(views, "result")[0]["ranking"] == ranked["ranking"]
+    assert by_type(views, "result")[0]["details"]["ranking"] == ranked["ranking"]
 
 
 async def test_each_round_of_a_multi_round_run_reaches_the_page(servers, serve):

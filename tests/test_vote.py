@@ -108,10 +108,10 @@ def test_the_cli_json_and_history_carry_the_tally(tmp_path):
         assert data["tally"][0] == {"answer": "42", "count": 3, "workers": ["A", "B", "C"]}
         shown = invoke("history", "show", data["run_id"], "--json")
         assert json.loads(shown.stdout)["details"]["tally"] == data["tally"]
-        assert "votes: 3× 42: A, B, C" in invoke("history", "show", data["run_id"]).stdout
+        assert "Votes:\n- 42: 3 (A, B, C)\n" in invoke("history", "show", data["run_id"]).stdout
         plain = invoke("run", "-c", str(config), "--no-history", "6 × 7?")
         assert plain.stdout.strip() == "The answer is 42."
-        assert "votes:" in plain.stderr and "3× 42: A, B, C" in plain.stderr
+        assert "Votes:\n- 42: 3 (A, B, C)\n" in plain.stderr
         choices = invoke("run", "--help").stdout
         assert "vote" in choices
 
@@ -153,6 +153,7 @@ async def test_the_page_gets_the_tally_live_and_reopened(serve):
             async with session.get(running.url + "/ui/api/history/" + result["history_id"]) as reopened:
                 replayed = (await reopened.json())["events"]
     assert views[0]["strategy"] == "vote"
-    assert result["final_source"] == "vote" and result["tally"][0]["workers"] == ["A", "B", "C"]
+    assert result["final_source"] == "vote" and result["details"]["tally"][0]["workers"] == ["A", "B", "C"]
+    assert result["summary"][:2] == ["Votes:", "- 42: 3 (A, B, C)"]
     assert result["cut"] == ["D", "E"]
-    assert [v for v in replayed if v["type"] == "result"][0]["tally"] == result["tally"]
+    assert [v for v in replayed if v["type"] == "result"][0]["details"] == result["details"]

@@ -28,7 +28,7 @@ from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
 from .slots import SlotStore, close_store, open_store
 from .stages import StrategyRun, compare, orchestrate, reviewing, worker_messages
-from .strategies import check_strategy
+from .review import check_strategy
 
 if TYPE_CHECKING:
     from .fleet import Agent

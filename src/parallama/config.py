@@ -15,7 +15,7 @@ from .errors import ConfigError, ConfigErrors
 from .backends import backend_for, parse_api_url
 from .fleet import MAX_ANSWER_CHARS, Agent, Fleet, Hedge, Quorum, Replica, Role, Samples, Server
 from .slots import check_environment, check_setting
-from .strategies import DEFAULT_STRATEGY, VOTING, StrategyName, votes_over_samples
+from .review import DEFAULT_STRATEGY, STRATEGIES, VOTING, votes_over_samples
 from .urls import Protocol, credentials, public_url, server_of
 
 WORKER_TIMEOUT_S = 60.0
@@ -142,8 +142,8 @@ class ReviewSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: StrategyName = DEFAULT_STRATEGY
-    "One of `strategies.STRATEGIES`."
+    strategy: str = Field(default=DEFAULT_STRATEGY, strict=True)
+    "One of `review.STRATEGIES`."
     system: str | None = None
     "Template for the reviewer's system message (after the agent's own `system`); replaces the strategy's instructions."
     prompt: str | None = None
@@ -154,6 +154,14 @@ class ReviewSpec(BaseModel):
     "Stop waiting for stragglers: once `min_answers` workers answered, the rest get `grace_s` more, then are cut."
     samples: SamplesSpec | None = None
     "Ask the workers again, with other seeds, while their short answers disagree (vote, confidence)."
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            *others, last = (repr(name) for name in STRATEGIES)
+            raise ValueError(f"must be one of {', '.join(others)} or {last}")
+        return value
 
     @field_validator("system")
     @classmethod

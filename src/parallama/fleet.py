@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
-from .strategies import DEFAULT_STRATEGY, StrategyName
 from .urls import Protocol, basic_auth
 
 Role = Literal["worker", "reviewer"]
@@ -148,7 +147,9 @@ class Fleet:
     reviewers: tuple[Agent, ...]
     "Tried in order until one succeeds; empty when there is no review."
     servers: Mapping[str, Server]
-    strategy: StrategyName = DEFAULT_STRATEGY
+    strategy: str = "synthesize"
+    ("A name in `review.STRATEGIES`, which the config checks; the default is the registry's first (a contract test "
+     "holds them equal: the fleet sits below the strategies and cannot ask them).")
     review_prompt: str | None = None
     review_system: str | None = None
     rounds: int = 1

@@ -313,7 +313,7 @@ class RunRecord(TypedDict):
     wall_s: float | None
     warnings: list[str]
     details: dict[str, Any]
-    "judge scores, council rankings and the aggregate ranking, the workers cut (`cut`), a vote's `tally`"
+    "The strategy's details (`RunResult.details`: judge scores, council rankings …) and the workers cut (`cut`)."
     origin: str | None
     "Who asked for the run: None (the CLI, the library) or `serve`."
     context: list[dict[str, str]]
@@ -381,8 +381,8 @@ class RunRecorder:
                  result.thinking_tokens))
 
     def finish(self, result: RunResult) -> None:
-        details = {k: getattr(result, k) for k in ("scores", "rankings", "ranking", "cut", "tally", "sampling")
-                   if getattr(result, k, None)}
+        details = {key: value for key, value in {**result.details, "cut": result.cut, "sampling": result.sampling}.items()
+                   if value}
         with self.db:
             self.db.execute(
                 "UPDATE runs SET status = 'complete', ended_at = ?, final = ?, final_source = ?, wall_s = ?, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -155,16 +155,12 @@ class RunResult:
     "With `rounds: N`, the workers' results of rounds 1 … N−1 (`workers` is the last round)."
     review_attempts: list[AgentResult] = field(default_factory=list)
     "Reviewers that failed before one answered (or all of them)."
-    scores: list[JudgeScore] | None = None
-    "judge: each worker's score (1–10) and one-line reason."
-    rankings: list[CouncilBallot] | None = None
-    "council: each worker's ranking of the others (what it was shown, its order, or why it was left out)."
-    ranking: list[CouncilRank] | None = None
-    "council: the aggregate (Borda count), best first."
+    details: dict[str, Any] = field(default_factory=dict)
+    """The strategy's own record of how it decided, JSON-shaped (`review.base.Details`): the judge's `scores`
+    (`JudgeScore` each), council's `rankings` (`CouncilBallot`) and aggregate `ranking` (`CouncilRank`), a vote's
+    `tally` (`VoteCount`); `review.summary(strategy, details)` says it for people."""
     cut: list[str] = field(default_factory=list)
     "Workers whose requests were cut (a quorum, a settled vote), in any round: the result is partial."
-    tally: list["VoteCount"] | None = None
-    "vote: each distinct answer (normalised as batch scoring does), how many workers gave it and who, most first."
     samples: list[AgentResult] = field(default_factory=list)
     "`review.samples`: the workers' extra answers (stages `sample 2` …), asked while the first answers disagreed."
     sampling: dict[str, float | int | bool] | None = None
@@ -233,7 +229,19 @@ class RunResult:
         """Each worker's failure (of the last round), as its error says it (cause — fix)."""
         return [w.error or w.status for w in self.workers if not w.ok]
 
+    def __getattr__(self, name: str) -> Any:
+        """`result.scores`, `.rankings`, `.ranking`, `.tally` read the details, as they read the fields of before."""
+        if name in FLAT_DETAILS:
+            return self.details.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def to_dict(self) -> dict:
+        """The result as `--json` and `batch` write it: the details also at the top level, where readers of the
+        fixed fields of before find them (`scores`, `rankings`, `ranking`, `tally`, null when absent)."""
         data = asdict(self)
         data["final_source"] = str(self.final_source) if self.final_source is not None else None
-        return data
+        return {**dict.fromkeys(FLAT_DETAILS), **self.details, **data}
+
+
+FLAT_DETAILS = ("scores", "rankings", "ranking", "tally")
+"The details that were fields of their own in the JSON before the strategies' registry: always written, null when absent."

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from .cutoff import CUT, Cutoff, QuorumCutoff
 from .events import WORKERS, EventSink, Failed, Finished, round_stage
 from .result import AgentResult, RunResult
-from .review import ReviewOutcome, strategy_named
+from .review import ReviewOutcome, needs_reviewer, strategy_named, votes_over_samples
 from .review.confidence import LOGPROBS
 from .review.synthesize import refine_messages
 from .sampling import Sampling, sample_more
-from .strategies import StrategyName, needs_reviewer, votes_over_samples
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -62,7 +61,7 @@ def reviewing(fleet: "Fleet", strategy: str, review: bool) -> str | None:
 
 
 async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: float | None, review: bool,
-                      strategy: StrategyName, rng: random.Random, context: Sequence["Message"] = ()) -> RunResult:
+                      strategy: str, rng: random.Random, context: Sequence["Message"] = ()) -> RunResult:
     """Every stage of one run through the client's gates; the RunResult at the end. `context` holds the earlier
     turns of a conversation (and its system prompt) that `prompt` continues."""
     started = time.perf_counter()
@@ -87,7 +86,7 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
 
 def wanted_logprobs(strategies: Sequence[str]) -> int | None:
     """What the workers are asked for when one of `strategies` reads token logprobs (confidence), else None."""
-    return LOGPROBS if any(getattr(strategy_named(name), "wants_logprobs", False) for name in strategies) else None
+    return LOGPROBS if any(strategy_named(name).wants_logprobs for name in strategies) else None
 
 
 async def worker_rounds(run: "Run", fleet: "Fleet", prompt: str, context: Sequence["Message"], until: float | None,
@@ -128,9 +127,8 @@ def run_result(run: "Run", fleet: "Fleet", prompt: str, rounds: list[list[AgentR
         prompt=prompt, workers=rounds[-1], review=outcome.review, final=outcome.final,
         final_source=outcome.final_source, wall_s=round(wall_s, 3),
         warnings=_cut_notes(rounds) + list(fleet.warnings) + run.warnings + outcome.warnings,
-        strategy=strategy, cut=_cut(rounds), tally=outcome.tally,
-        earlier_rounds=rounds[:-1], review_attempts=outcome.attempts, scores=outcome.scores,
-        rankings=outcome.rankings, ranking=outcome.ranking, run_id=run.id, continue_with=outcome.continue_with)
+        strategy=strategy, cut=_cut(rounds), earlier_rounds=rounds[:-1], review_attempts=outcome.attempts,
+        details=outcome.details, run_id=run.id, continue_with=outcome.continue_with)
 
 
 @dataclass

@@ -48,8 +48,8 @@ const A_AND_B = [
   { type: "ended", t: 0.9, stage: "review", agent: "Rev", status: "ok", state: "done", content: "It is 4.", html: "<p>It is 4.</p>",
     error: null, queued_s: 0, elapsed_s: 0.3, completion_tokens: 2 },
   { type: "result", t: 0.95, final: "It is 4.", final_html: "<p>It is 4.</p>", final_source: "review",
-    source: { kind: "review", agent: null }, scores: null, rankings: null, ranking: null, warnings: [], wall_s: 0.95,
-    history_id: null, error: null, cut: [], tally: null },
+    source: { kind: "review", agent: null }, details: {}, summary: [], warnings: [], wall_s: 0.95,
+    history_id: null, error: null, cut: [] },
 ];
 
 test("a run's views fold into one entry per request, with states, times and text", () => {

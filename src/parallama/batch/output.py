@@ -60,9 +60,7 @@ def strategy_entry(run: "StrategyRun") -> dict[str, Any]:
     source = str(result.final_source) if result.final_source is not None else None
     entry: dict[str, Any] = {"final": result.final, "final_source": source, "answered": result.answered,
                              "wall_s": result.wall_s, **run.cost()}
-    for name in ("tally", "scores", "ranking"):
-        if getattr(result, name):
-            entry[name] = getattr(result, name)
+    entry.update(result.details)
     if run.warnings:
         entry["warnings"] = run.warnings
     return entry

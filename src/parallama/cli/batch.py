@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..strategies import STRATEGIES
+from ..review import STRATEGIES
 from .common import (CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, Number, echo_json, load_fleet,
                      user_errors)
 
@@ -134,7 +134,7 @@ def batch(input_path: str | None, output: str | None, config_path: str | None, c
 def _strategies(listed: str, fleet: "Fleet", strategy: str | None, no_review: bool) -> tuple[str, ...]:
     """`--strategies a,b`: known names, each once, and a reviewer in the config for those that need one."""
     from ..errors import UsageError
-    from ..strategies import needs_reviewer
+    from ..review import needs_reviewer
 
     if strategy is not None or no_review:
         raise UsageError("--strategies compares strategies: leave out " + ("--strategy" if strategy else "--no-review"))

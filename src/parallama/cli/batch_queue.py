@@ -94,7 +94,7 @@ def join(url: str, config_path: str | None, name: str | None, *, concurrency: in
     from ..errors import UsageError
     from ..observe.endpoint import observing
     from ..report.queue_view import JobProgress, job_status, print_dead
-    from ..strategies import needs_reviewer
+    from ..review import needs_reviewer
     from ..urls import public_url
     from .common import load_fleet
 

@@ -73,6 +73,7 @@ def show(run_id: str, as_json: bool) -> None:
     with user_errors():
         from ..errors import UsageError
         from ..history import History
+        from ..review import summary
 
         with History() as store:
             run = store.run(run_id)
@@ -101,11 +102,8 @@ def show(run_id: str, as_json: bool) -> None:
             click.echo("")
         for warning in run["warnings"]:
             click.echo(f"warning: {warning}")
-        from ..review.confidence import weight_text
-
-        for count in details.get("tally") or []:
-            click.echo(f"votes: {count['count']}× {count['answer'] or '(empty)'}: {', '.join(count['workers'])}"
-                       f"{weight_text(count)}")
+        for line in summary(run["strategy"], details):
+            click.echo(line)
         if details.get("sampling"):
             from ..sampling import sampling_line
             click.echo(sampling_line(details["sampling"]))

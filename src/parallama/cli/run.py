@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Awaitable, TypeVar
 
 import click
 
-from ..strategies import STRATEGIES
+from ..review import STRATEGIES
 from .common import CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, Number, find_config, user_errors
 
 if TYPE_CHECKING:

@@ -9,26 +9,14 @@ import sys
 from rich.console import Console
 
 from ..result import RunResult
-from ..review.confidence import weight_text
+from ..review import summary
 from ..sampling import sampling_line
 
 
 def review_summary(result: RunResult) -> list[str]:
-    """The judge's scores, a vote's tally or the council's aggregate ranking, one line each."""
-    lines = []
-    if result.scores:
-        lines.append("judge's scores:")
-        lines += [f"  {s['score']:>2}/10  {s['name']}: {s['reason']}" for s in result.scores]
-    if result.tally:
-        lines.append("votes:")
-        lines += [f"  {c['count']}× {c['answer'] or '(empty)'}: {', '.join(c['workers'])}{weight_text(c)}"
-                  for c in result.tally]
-    if result.sampling:
-        lines.append(sampling_line(result.sampling))
-    if result.ranking:
-        lines.append("council ranking (Borda count):")
-        lines += [f"  {i + 1}. {r['name']} ({r['points']} points)" for i, r in enumerate(result.ranking)]
-    return lines
+    """The strategy's details for people (the judge's scores, a vote's tally, the council's ranking), one line
+    each; then what sampling cost, with `review.samples`."""
+    return summary(result.strategy, result.details) + ([sampling_line(result.sampling)] if result.sampling else [])
 
 
 def source_label(result: RunResult) -> str:

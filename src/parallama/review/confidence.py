@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+from typing_extensions import override
 
 from ..result import FinalSource
 from ..short_answer import answer_key
-from ..strategies import StrategyName
+from .base import Details, Strategy
 from .fallback import ReviewOutcome
 from .vote import Vote
 
@@ -72,16 +74,26 @@ def weight_text(count: "VoteCount") -> str:
     return f" (confidence {count['confidence']:.2f}: {weights})"
 
 
-class Confidence:
+class Confidence(Strategy):
     """The group of answers the workers were surest of; the first answer that says something when none does."""
 
-    name: StrategyName = "confidence"
+    name = "confidence"
+    description = ("the answers are grouped by their short answer, each weighed by how sure its model was of its "
+                   "tokens (token logprobs), and the weightiest group's surest answer is the reply")
+    plan = ("then their answers are grouped by what they say, each weighed by how sure its model was of its "
+            "tokens, and the weightiest group's surest answer is the reply")
+    needs_reviewer = False
+    reviewer_writes_reply = False
+    votes_over_samples = True
     wants_logprobs = True
-    "The workers are asked for their tokens' logprobs."
 
-    def cutoff(self) -> None:
-        return None
+    @override
+    def summary(self, details: Details) -> list[str]:
+        counts: list[Any] = details.get("tally") or []
+        return ["Votes:", *(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])}){weight_text(c)}"
+                            for c in counts)] if counts else []
 
+    @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         counts, without, any_known = weigh(answers, task)
@@ -95,11 +107,12 @@ class Confidence:
                             "weighed the others' mean (neutral)")
         if not counts:
             first = answers[0]
-            return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name), tally=counts,
+            return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name),
+                                 details={"tally": counts},
                                  warnings=[*warnings, "confidence: no answer has a word or a number; the final "
                                                       f"answer is the first, {first.name}'s"])
         top = counts[0]
         members = [a for a in answers if answer_key(a.content, task) == top["answer"]]
         sure = max(members, key=lambda a: c if (c := confidence(a)) is not None else -1.0)
-        return ReviewOutcome(final=sure.content, final_source=FinalSource("confidence"), tally=counts,
+        return ReviewOutcome(final=sure.content, final_source=FinalSource("confidence"), details={"tally": counts},
                              warnings=warnings)

@@ -6,18 +6,20 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import override
 
 from ..events import RANKING, Ranked
 from . import synthesize
+from .base import Details, Strategy
 from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
     from ..backends import Message
     from ..calls import Run
     from ..fleet import Agent, Fleet
-    from ..result import AgentResult, CouncilBallot
-    from ..strategies import StrategyName
+    from ..result import AgentResult, CouncilBallot, CouncilRank
 
 INSTRUCTIONS = """\
 You are evaluating answers that other assistants gave to a task. They are anonymized as Response A, Response B, \
@@ -98,19 +100,29 @@ def ranking_note(ranking: list[tuple[str, int]], counted: int) -> str:
             f"{counted} rankings, best first):\n{lines}")
 
 
-class Council:
+class Council(Strategy):
     """Each worker ranks the others' answers (stage `ranking`); the reviewer synthesizes with the ranking in view."""
 
-    name: StrategyName = "council"
+    name = "council"
+    description = ("the workers rank each other's answers anonymously, then the reviewer writes the final answer "
+                   "with that ranking in view")
+    plan = ("then they rank each other's answers anonymously, and {reviewer} writes the final answer with that "
+            "ranking in view")
 
-    def cutoff(self) -> None:
-        return None
+    @override
+    def summary(self, details: Details) -> list[str]:
+        ranking: list[Any] = details.get("ranking") or []
+        return ["The workers' ranking (Borda count):",
+                *(f"{i + 1}. {r['name']} ({r['points']} points)" for i, r in enumerate(ranking))] if ranking else []
 
+    @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         outcome = ReviewOutcome()
         agents = {a.name: a for a in fleet.workers}
         note = None
+        rankings: "list[CouncilBallot] | None" = None
+        aggregate: "list[CouncilRank] | None" = None
         if len(answers) >= 2:
             plan = ballots(answers, rng)
             jobs = [(agents[ranker.name], messages(task, others, agents[ranker.name].system))
@@ -126,18 +138,18 @@ class Council:
                     outcome.warnings.append(f"the ranking by {ballot.ranker} was left out: {ballot.error}")
                 cast.append(ballot)
             readable = [b for b in cast if not b.error]
-            outcome.rankings = [b.to_dict() for b in cast]
+            rankings = outcome.details["rankings"] = [b.to_dict() for b in cast]
             if readable:
                 ranking = borda(readable, [a.name for a in answers])
-                outcome.ranking = [{"name": name, "points": pts} for name, pts in ranking]
+                aggregate = outcome.details["ranking"] = [{"name": name, "points": pts} for name, pts in ranking]
                 note = ranking_note(ranking, len(readable))
             if run.listening:
-                run.emit(Ranked(run.id, RANKING, outcome.rankings, outcome.ranking))
+                run.emit(Ranked(run.id, RANKING, rankings, aggregate))
 
         def build(agent: "Agent") -> list["Message"]:
             return synthesize.messages(task, answers, agent.system, template=fleet.review_prompt,
                                        system_template=fleet.review_system, note=note)
 
         await ask_reviewers(run, fleet, build, until, outcome)
-        finish(outcome, answers, best=outcome.ranking[0]["name"] if outcome.ranking else None)
+        finish(outcome, answers, best=aggregate[0]["name"] if aggregate else None)
         return outcome

@@ -4,7 +4,7 @@ answer as the final one when every reviewer fails."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..events import REVIEW
 from ..result import REVIEW_SOURCE, FinalSource
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..backends import Message
     from ..fleet import Agent, Fleet
-    from ..result import AgentResult, CouncilBallot, CouncilRank, JudgeScore, VoteCount
+    from ..result import AgentResult
 
 
 @dataclass
@@ -24,10 +24,8 @@ class ReviewOutcome:
     "The reviewer result that produced the final answer, or the last one tried."
     attempts: list["AgentResult"] = field(default_factory=list)
     "Reviewers that failed, in the order tried."
-    scores: list["JudgeScore"] | None = None
-    rankings: list["CouncilBallot"] | None = None
-    ranking: list["CouncilRank"] | None = None
-    tally: list["VoteCount"] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    "The strategy's own record of how it decided (`base.Details`): the judge's scores, a vote's tally …"
     warnings: list[str] = field(default_factory=list)
     continue_with: list["Message"] = field(default_factory=list)
     "The writing reviewer's request when its answer is tool calls: sent again with the calls and their results."

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 import re
 import reprlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..backends.chunks import read_json
+from typing_extensions import override
+
 from ..result import FinalSource, JudgeScore
+from .base import Details, Strategy
 from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
@@ -16,7 +18,6 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..fleet import Agent, Fleet
     from ..result import AgentResult
-    from ..strategies import StrategyName
 
 SCHEMA = {
     "type": "object",
@@ -92,6 +93,8 @@ def with_structured_output(agent: "Agent", n: int) -> "Agent":
 
 def parse(text: str, answers: list["AgentResult"]) -> list[JudgeScore]:
     """The scores in answer order; raise ScoresUnreadable when the reply is not the promised shape."""
+    from ..backends.chunks import read_json  # (pydantic, which `parallama --help` does not load)
+
     match = re.search(r"\{.*\}", text, re.DOTALL)
     if not match:
         raise ScoresUnreadable("no JSON object in the reply")
@@ -126,16 +129,23 @@ def best(scores: list[JudgeScore]) -> JudgeScore:
     return max(scores, key=lambda s: s["score"])
 
 
-class Judge:
+class Judge(Strategy):
     """The reviewer scores every answer; the best-scored answer is the final one."""
 
-    name: StrategyName = "judge"
+    name = "judge"
+    description = "the reviewer scores every answer from 1 to 10, and the best-scored one is the reply"
+    plan = "then {reviewer} scores their answers, and the best-scored one is the reply"
+    reviewer_writes_reply = False
+    reviewer_does = "is scoring the answers"
 
-    def cutoff(self) -> None:
-        return None
+    @override
+    def summary(self, details: Details) -> list[str]:
+        scores: list[Any] = details.get("scores") or []
+        return ["Scores:", *(f"- {s['name']}: {s['score']}/10, {s['reason']}" for s in scores)] if scores else []
 
+    @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
-                     until: float | None, rng: random.Random) -> ReviewOutcome:  # noqa: ARG002 - only some draw
+                     until: float | None, rng: random.Random) -> ReviewOutcome:
         outcome = ReviewOutcome()
         scored: list[JudgeScore] = []
 
@@ -152,6 +162,6 @@ class Judge:
             winner = best(scored)
             chosen = next(a for a in answers if a.name == winner["name"])
             outcome.final, outcome.final_source = chosen.content, FinalSource("judge", chosen.name)
-            outcome.scores = list(scored)
+            outcome.details["scores"] = list(scored)
         finish(outcome, answers, best=None)
         return outcome

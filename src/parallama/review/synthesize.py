@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from typing_extensions import override
+
+from .base import Strategy
 from .fallback import ReviewOutcome, ask_reviewers, finish
 
 if TYPE_CHECKING:
@@ -12,7 +15,6 @@ if TYPE_CHECKING:
     from ..calls import Run
     from ..fleet import Agent, Fleet
     from ..result import AgentResult
-    from ..strategies import StrategyName
 
 INSTRUCTIONS = """\
 You are the reviewer of a team of assistants. Several of them answered the same task independently; their \
@@ -82,16 +84,16 @@ def refine_messages(task: str, answers: list["AgentResult"], system: str | None)
     return out + [{"role": "user", "content": REFINE_TEMPLATE.format(task=task, answers=labelled(answers))}]
 
 
-class Synthesize:
+class Synthesize(Strategy):
     """The reviewer reads every answer and writes one better answer."""
 
-    name: StrategyName = "synthesize"
+    name = "synthesize"
+    description = "the reviewer reads every answer and writes one better answer"
+    plan = "then {reviewer} writes the final answer from theirs"
 
-    def cutoff(self) -> None:
-        return None
-
+    @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
-                     until: float | None, rng: random.Random) -> ReviewOutcome:  # noqa: ARG002 - only some draw
+                     until: float | None, rng: random.Random) -> ReviewOutcome:
         def build(agent: "Agent") -> list["Message"]:
             return messages(task, answers, agent.system, template=fleet.review_prompt,
                             system_template=fleet.review_system)

@@ -8,15 +8,15 @@ answer is the final one; either way the result says so."""
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..result import FinalSource
+from typing_extensions import override
+
+from ..result import FinalSource, VoteCount
 from ..short_answer import answer_key
-from ..strategies import StrategyName
+from .base import Details, Strategy
 from .fallback import ReviewOutcome
 from .synthesize import Synthesize
-
-from ..result import VoteCount
 
 if TYPE_CHECKING:
     from ..calls import Run
@@ -68,14 +68,34 @@ class SettledVote:
                      "running could not change the majority")
 
 
-class Vote:
+class Vote(Strategy):
     """The majority's answer; the reviewer (or the first answer) when there is none."""
 
-    name: StrategyName = "vote"
+    name = "vote"
+    description = ("the answer most workers give is the reply (numbers compared as numbers); it stops waiting once "
+                   "the majority is settled, and falls back to the reviewer when there is none")
+    plan = ("then the answer most of them give is the reply (a majority vote, which stops waiting once it is "
+            "settled)")
+    needs_reviewer = False
+    reviewer_writes_reply = False
+    votes_over_samples = True
 
+    @override
+    def plan_sentence(self, reviewer: str) -> str:
+        fallback = f"; with no majority, {reviewer} writes the final answer from theirs" if reviewer else ""
+        return self.plan + fallback
+
+    @override
     def cutoff(self) -> SettledVote:
         return SettledVote()
 
+    @override
+    def summary(self, details: Details) -> list[str]:
+        counts: list[Any] = details.get("tally") or []
+        return ["Votes:", *(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})"
+                            for c in counts)] if counts else []
+
+    @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
                      until: float | None, rng: random.Random) -> ReviewOutcome:
         counts = tally(answers, task)
@@ -84,15 +104,17 @@ class Vote:
         notes = [f"vote: {', '.join(silent)} gave no word and no number; cast no vote"] if silent else []
         if chosen is not None:
             first = next(a for a in answers if vote_key(a.content, task) == chosen["answer"])
-            return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), tally=counts, warnings=notes)
+            return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), details={"tally": counts},
+                                 warnings=notes)
         why = ("no answer has a word or a number" if not counts else
                "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie")
         if fleet.reviewers:
             outcome = await Synthesize().review(run, fleet, task, answers, until, rng)
-            outcome.tally = counts
+            outcome.details["tally"] = counts
             outcome.warnings[:0] = [f"vote: no majority ({why}); the reviewer synthesized the answers", *notes]
             return outcome
         first = next((a for a in answers if a.name not in silent), answers[0])
-        return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name), tally=counts,
+        return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name),
+                             details={"tally": counts},
                              warnings=[f"vote: no majority ({why}) and no reviewer; the final answer is the first "
                                        f"answer that says something, {first.name}'s", *notes])

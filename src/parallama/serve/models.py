@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..strategies import STRATEGIES, needs_reviewer
+from ..review import STRATEGIES, needs_reviewer
 
 if TYPE_CHECKING:
     from ..fleet import Agent, Fleet

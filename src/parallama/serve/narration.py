@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Ranked, RunEnded, Started, Thinking
 from ..redact import StreamMask
-from ..review.confidence import weight_text
 from ..review.vote import tally
 from ..sampling import sampling_line
 from ..stages import reviewing
-from ..strategies import VOTING, reviewer_writes_reply
+from ..review import VOTING, strategy_named, summary
 from ..tracker import RunTracker
 
 if TYPE_CHECKING:
@@ -32,16 +31,6 @@ REASONING = "reasoning"
 CONTENT = "content"
 Piece = tuple[str, str]
 
-STRATEGY_PLANS = {
-    "synthesize": "then {reviewer} writes the final answer from theirs",
-    "judge": "then {reviewer} scores their answers, and the best-scored one is the reply",
-    "council": "then they rank each other's answers anonymously, and {reviewer} writes the final answer with that "
-               "ranking in view",
-    "vote": "then the answer most of them give is the reply (a majority vote, which stops waiting once it is "
-            "settled){fallback}",
-    "confidence": "then their answers are grouped by what they say, each weighed by how sure its model was of its "
-                  "tokens, and the weightiest group's surest answer is the reply",
-}
 HALFWAY_NOTE = "\n\n*[parallama: {name} stopped in the middle of its answer ({cause}); the answer below replaces it]*\n\n"
 
 
@@ -51,10 +40,10 @@ class Narrator:
 
     def __init__(self, fleet: "Fleet", strategy: str, redact: "Redactor | None" = None) -> None:
         self.fleet = fleet
-        self.strategy = strategy
+        self.strategy = strategy_named(strategy)
         self.reviewed = reviewing(fleet, strategy, True) is not None
         self.tracker = RunTracker(fleet, review=self.reviewed, tails=False)
-        self.answer_streams = self.reviewed and (reviewer_writes_reply(strategy) or strategy in VOTING)
+        self.answer_streams = self.reviewed and (self.strategy.reviewer_writes_reply or strategy in VOTING)
         """The reviewer's text is the final answer as it is written (not so for the judge's scores; a vote's
         reviewer is asked only when there is no majority, and then writes the reply)."""
         self._said: set[str] = set()  # warnings said before the end (a vote's missing majority)
@@ -86,8 +75,7 @@ class Narrator:
             text += f", in {self.fleet.rounds} rounds"
         if self.reviewed:
             reviewer = self.fleet.reviewers[0].name if self.fleet.reviewers else ""
-            fallback = f"; with no majority, {reviewer} writes the final answer from theirs" if reviewer else ""
-            text += "; " + STRATEGY_PLANS[self.strategy].format(reviewer=reviewer, fallback=fallback)
+            text += "; " + self.strategy.plan_sentence(reviewer)
         lines = [text + ".\n"] + [f"⚠ {warning}\n" for warning in self.fleet.warnings]
         if ignored:
             lines.append(f"Not used: {', '.join(ignored)} (each agent keeps the settings its config gives it).\n")
@@ -177,7 +165,7 @@ class Narrator:
         agent = event.agent
         doing = "started"
         if event.stage == REVIEW:
-            doing = "is scoring the answers" if self.strategy == "judge" else "is writing the final answer"
+            doing = self.strategy.reviewer_does
             earlier = [r for r in self.tracker.attempts if r.stage == REVIEW and r.name == agent.name
                        and r is not self.tracker.rows.get((REVIEW, agent.name))]
             if earlier and earlier[-1].state == "done":  # asked again: its first answer could not be read
@@ -217,15 +205,9 @@ class Narrator:
             self.error = self.tracker.no_answer_reason
             return []
         notes = []
-        if result.scores:
-            notes.append("\nScores:\n" + "".join(f"- {s['name']}: {s['score']}/10, {s['reason']}\n"
-                                                 for s in result.scores))
-        if result.ranking:
-            notes.append("\nThe workers' ranking (Borda count):\n" + "".join(
-                f"{i + 1}. {r['name']} ({r['points']} points)\n" for i, r in enumerate(result.ranking)))
-        if result.tally:
-            notes.append("\nVotes:\n" + "".join(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})"
-                                                f"{weight_text(c)}\n" for c in result.tally))
+        lines = summary(result.strategy, result.details)
+        if lines:
+            notes.append("\n" + "".join(line + "\n" for line in lines))
         if result.sampling:
             notes.append(f"\n{sampling_line(result.sampling)}\n")
         source = result.final_source
@@ -285,7 +267,7 @@ class Narrator:
 
     def _no_majority(self) -> str:
         """vote: why its reviewer is asked (no majority), said as it is asked, not after the result."""
-        if self.strategy != "vote":
+        if self.strategy.name != "vote":
             return ""
         answers = [row.result for row in self.tracker.rows.values()
                    if row.stage != REVIEW and row.stage != RANKING and row.result is not None and row.result.ok]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 
 from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
 from ..redact import StreamMask
-from ..strategies import VOTING
+from ..review import VOTING
 from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
 from .feed import Feed, Serving

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar, Union
 from aiohttp import web
 
 from ..redact import Redactor
-from ..strategies import VOTING, reviewer_writes_reply
+from ..review import VOTING, reviewer_writes_reply
 from .alone import AgentAsk, AgentReply
 from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from .conversation import for_agent, split

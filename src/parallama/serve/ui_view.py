@@ -14,9 +14,11 @@ The page's events, each with `type`:
   thinking stage, agent, text                         (a piece of a reasoning model's thinking)
   ended    t, stage, agent, state, status, content, html, error, error_kind, queued_s, elapsed_s, ttft_s, tokens, …
   ranked   t, stage, rankings, ranking                (council: each worker's ranking, and the aggregate)
-  result   t, final, final_html, final_source, source, scores, rankings, ranking, warnings, wall_s, history_id,
-           error, cut (workers cut: the answer is partial), tally (vote: each distinct answer, its count and workers)
-           (source: {kind, agent}; final_source as the JSON writes it)
+  result   t, final, final_html, final_source, source, details, summary, warnings, wall_s, history_id, error,
+           cut (workers cut: the answer is partial)
+           (source: {kind, agent}; final_source as the JSON writes it; details: the strategy's own record — the
+           judge's `scores`, council's `rankings` and `ranking`, a vote's `tally` —, which the page draws in a
+           panel of its own where it has one, else as `summary`, the strategy's lines for people)
   error    message                                    (the run ended without a result)
 """
 
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cutoff import CUT
 from ..fleet import Agent
-from ..strategies import DESCRIPTIONS, STRATEGIES, reviewer_writes_reply
+from ..review import REGISTRY, reviewer_writes_reply, summary
 from ..urls import server_of
 from ..events import (
     RANKING, REVIEW, Cut, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
@@ -144,9 +146,9 @@ def result_view(t: float, result: "RunResult", history_id: str | None, redact: "
     return {"type": "result", "t": t, "final": final, "final_html": markdown_html(final),
             "final_source": str(source) if source is not None else None,
             "source": {"kind": source.kind, "agent": source.agent} if source is not None else None,
-            "scores": result.scores, "rankings": result.rankings, "ranking": result.ranking,
+            "details": dict(result.details), "summary": summary(result.strategy, result.details),
             "warnings": [redact(w) for w in result.warnings], "wall_s": result.wall_s, "history_id": history_id,
-            "error": error, "cut": list(result.cut), "tally": result.tally}
+            "error": error, "cut": list(result.cut)}
 
 
 class RunView:
@@ -344,8 +346,8 @@ def _kept_outcome(record: "RunRecord", results: list[AgentResult], reviewed: boo
         review=reviews[-1] if reviews else None, final=record["final"],
         final_source=FinalSource.read(record["final_source"]), wall_s=record["wall_s"] or 0.0,
         warnings=list(record["warnings"] or []), strategy=record["strategy"] if reviewed else None,
-        scores=details.get("scores"), rankings=details.get("rankings"), ranking=details.get("ranking"),
-        cut=list(details.get("cut") or []), tally=details.get("tally"),
+        details={key: value for key, value in details.items() if key != "cut"},
+        cut=list(details.get("cut") or []),
         run_id=record["id"], history_id=record["id"])
 
 
@@ -359,6 +361,6 @@ def fleet_view(fleet: "Fleet") -> View:
     """The fleet as the page's prompt box and cards need it."""
     return {"workers": [_agent(a) for a in fleet.workers], "reviewers": [_agent(a) for a in fleet.reviewers],
             "strategy": fleet.strategy, "rounds": fleet.rounds,
-            "strategies": [{"name": name, "note": DESCRIPTIONS[name]} for name in STRATEGIES],
+            "strategies": [{"name": name, "note": strategy.description} for name, strategy in REGISTRY.items()],
             "servers": {url: server.parallel for url, server in fleet.servers.items()},
             "warnings": list(fleet.warnings)}

@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..backends.tools import ToolCall, new_call_id
-from ..strategies import StrategyName
+from ..review import check_strategy
 from .connections import BODY_TIMEOUT
 from .errors import ApiError
 
@@ -203,7 +203,7 @@ class PageRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str
-    strategy: Optional[StrategyName] = None
+    strategy: Optional[Annotated[str, AfterValidator(check_strategy)]] = None
     "None: the config's."
     context: list[PageTurn] = Field(default_factory=list)
     "The conversation so far (a follow-up question continues it), oldest first."

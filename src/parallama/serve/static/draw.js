@@ -133,9 +133,7 @@ function resulted(run, view, now) {
   const partial = view.cut && view.cut.length ? ` · partial: ${view.cut.join(", ")} cut` : "";
   $("final-source").textContent = sourceText(view.source) + partial + (view.wall_s != null ? ` · ${secs(view.wall_s)} in all` : "");
   $("warnings").replaceChildren(...(view.warnings || []).map((/** @type {string} */ w) => el("li", "", w)));
-  if (view.scores) showScores(view.scores);
-  if (view.rankings) showRankings(view.rankings, view.ranking);
-  if (view.tally) showTally(view.tally);
+  showDetails(view.details || {}, view.summary || [], run.strategy);
   folded(run, now);
 }
 
@@ -232,6 +230,32 @@ function showAgentError(line, error) {
 /** Text whose `backtick spans` are code: Text nodes and <code> elements holding Text nodes, no markup. @param {string} text */
 function withCode(text) {
   return codeSpans(text).map(([code, part]) => (code ? el("code", "", part) : document.createTextNode(part)));
+}
+
+// ------------------------------------------------------------------ review: the strategy's details
+
+/**
+ * A strategy's details, drawn by the panel made for them where there is one (the judge's scores, the council's
+ * rankings, a vote's tally), else as the lines the server's strategy gives for people: a strategy added on the
+ * server shows without a change here.
+ * @type {Record<string, (details: Record<string, any>) => void>}
+ */
+const DETAIL_PANELS = {
+  scores: (details) => showScores(details.scores),
+  rankings: (details) => showRankings(details.rankings, details.ranking),
+  tally: (details) => showTally(details.tally),
+};
+
+/** @param {Record<string, any>} details @param {string[]} summary @param {string | null} strategy */
+function showDetails(details, summary, strategy) {
+  const drawn = Object.keys(DETAIL_PANELS).filter((key) => details[key]);
+  for (const key of drawn) DETAIL_PANELS[key](details);
+  if (drawn.length || !summary.length) return;
+  const panel = $("verdict");
+  const list = el("ul", "summary");
+  for (const line of summary.slice(1)) list.append(el("li", "", line.replace(/^- /, "")));
+  panel.replaceChildren(panelHeader((summary[0] || strategy || "Details").replace(/:$/, "")), list);
+  panel.hidden = false;
 }
 
 // ------------------------------------------------------------------ review: scores and rankings
