@@ -80,9 +80,20 @@ async def test_every_strategy_reviews_a_real_fleet_and_says_its_details(fleet_co
     result = await run("What is six times seven?", {**fleet_config, "review": {"strategy": name}}, seed=1)
     assert result.strategy == name and result.final is not None and "42" in result.final
     assert result.final_source is not None and result.final_source.kind != "worker", result.warnings
+    assert json.loads(json.dumps(result.final_source)) == str(result.final_source)
     lines = summary(name, result.details)
     assert all(isinstance(line, str) and "\n" not in line for line in lines)
     assert bool(lines) == bool(result.details), "a strategy that keeps details says them for people"
     data = json.loads(json.dumps(result.to_dict()))
     for key, value in result.details.items():
         assert data["details"][key] == data[key] == json.loads(json.dumps(value))
+
+
+def test_a_final_source_is_its_written_form_for_json_and_comparisons():
+    from parallama.result import FinalSource
+
+    source = FinalSource("judge", "Worker B (Mistral)")
+    assert json.dumps({"source": source}) == '{"source": "judge:Worker B (Mistral)"}'
+    assert source == "judge:Worker B (Mistral)" and (source.kind, source.agent) == ("judge", "Worker B (Mistral)")
+    assert FinalSource.read(json.loads(json.dumps(source))) == source and FinalSource("review").agent is None
+    assert {source: 1}["judge:Worker B (Mistral)"] == 1

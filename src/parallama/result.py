@@ -16,31 +16,37 @@ Status = Literal["ok", "error", "timeout", "cut"]
 NO_ANSWER = "no answer: every worker failed"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class FinalSource:
+SourceKind = Literal["review", "vote", "confidence", "judge", "worker", "workers"]
+
+
+class FinalSource(str):
     """Where a run's reply came from: the reviewer (`review`), the workers' majority (`vote`), the group of answers
     the workers were surest of (`confidence`), the judge's
     best-scored worker (`judge`, agent), a worker's answer because every reviewer failed (`worker`, agent), or, with
-    no review, the workers' answers (`workers`). Written as `review`, `vote`, `judge:<name>`, `worker:<name>`,
-    `workers` in JSON and the history."""
+    no review, the workers' answers (`workers`). A string of its written form — `review`, `vote`, `judge:<name>`,
+    `worker:<name>`, `workers`, as the JSON and the history keep it — so it compares, hashes and `json.dumps` as
+    that text, with `kind` and `agent` read from it."""
 
-    kind: Literal["review", "vote", "confidence", "judge", "worker", "workers"]
-    agent: str | None = None
+    __slots__ = ()
 
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.agent}" if self.agent is not None else self.kind
+    def __new__(cls, kind: SourceKind, agent: str | None = None) -> "FinalSource":
+        return super().__new__(cls, f"{kind}:{agent}" if agent is not None else kind)
 
-    def __eq__(self, other: object) -> bool:
-        """Equal to the same source, and to its written form (`result.final_source == "review"` reads as it did
-        when the source was that string)."""
-        if isinstance(other, FinalSource):
-            return (self.kind, self.agent) == (other.kind, other.agent)
-        if isinstance(other, str):
-            return str(self) == other
-        return NotImplemented
+    def __getnewargs__(self) -> tuple[str, str | None]:  # type: ignore[override]
+        return self.kind, self.agent
 
-    def __hash__(self) -> int:
-        return hash(str(self))
+    @property
+    def kind(self) -> SourceKind:
+        return str.__str__(self).partition(":")[0]  # type: ignore[return-value]
+
+    @property
+    def agent(self) -> str | None:
+        """The worker it names (`judge`, `worker`), or None."""
+        _, colon, agent = str.__str__(self).partition(":")  # (a plain str: `partition` may return self)
+        return agent if colon else None
+
+    def __repr__(self) -> str:
+        return f"FinalSource({self.kind!r}" + (f", {self.agent!r})" if self.agent is not None else ")")
 
     @classmethod
     def read(cls, text: str | None) -> "FinalSource | None":
