@@ -165,6 +165,51 @@ def test_migrations_are_recorded_and_applied_once(tmp_path):
     assert "details" in columns
 
 
+def test_a_database_of_before_rejections_were_kept_learns_which_answers_were_thrown_away(tmp_path):
+    """Runs kept before `Rejected` was: the migration marks what the page used to work out from them (a council
+    ranking left out; a judge's answer before the one used, or before the run fell back on a worker's), and the
+    page's replay of them says so from the stored mark."""
+    from parallama.redact import Redactor
+    from parallama.serve.ui_view import replay
+
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    before = [m for m in MIGRATIONS if m.__name__ != "_m005_rejected"][:4]
+    for step in before:
+        step(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 0)", (step.__name__,))
+    config = json.dumps({"worker_agents": [{"name": n, "model": "m", "api_url": "http://h:1/api/chat"}
+                                           for n in "AB"], "reviewer_agent": [], "servers": {}, "review": {}})
+    ballots = [{"ranker": "A", "shown": {"A": "B"}, "ranking": [], "error": "no FINAL RANKING section"},
+               {"ranker": "B", "shown": {"A": "A"}, "ranking": ["A"], "error": None}]
+    for run_id, source, details in (("council1", "review", {"rankings": ballots}), ("judge1", "judge:A", {}),
+                                    ("fell1", "worker:A", {})):
+        db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy, final, final_source, "
+                   "wall_s, details) VALUES (?, 0, 'complete', 'p', ?, ?, 'x', ?, 1.0, ?)",
+                   (run_id, config, run_id[:-1].replace("fell", "judge"), source, json.dumps(details)))
+        stages = (["workers", "workers", "ranking", "ranking", "review"] if run_id == "council1" else
+                  ["workers", "workers", "review", "review"])
+        for seq, stage in enumerate(stages, 1):
+            name = "R" if stage == "review" else "AB"[seq % 2 == 0]
+            db.execute("INSERT INTO agent_results (run_id, seq, stage, name, role, model, api_url, protocol, "
+                       "settings, status, content, queued_s, elapsed_s) VALUES (?, ?, ?, ?, 'worker', 'm', "
+                       "'http://h:1/api/chat', 'ollama', '{}', 'ok', 'text', 0, 0.1)", (run_id, seq, stage, name))
+    db.commit()
+    db.close()
+    with History(old) as store:
+        marks = {(r, s): why for r, s, why in store.db.execute("SELECT run_id, seq, rejected FROM agent_results")}
+        council = store.run("council1")
+    assert marks[("council1", 3)] == "ranking left out: no FINAL RANKING section" and marks[("council1", 4)] is None
+    assert marks[("council1", 5)] is None  # the reviewer whose answer was used
+    assert (marks[("judge1", 3)], marks[("judge1", 4)]) == ("its answer could not be read", None)
+    assert marks[("fell1", 3)] == marks[("fell1", 4)] == "its answer could not be read"
+    assert council is not None
+    ended = [v for v in replay(council, Redactor([])) if v["type"] == "ended" and v["stage"] == "ranking"]
+    assert [(v["agent"], v["state"]) for v in ended][-1:] == [("A", "unusable")]
+    assert ended[-1]["error"] == "ranking left out: no FINAL RANKING section"
+
+
 FIRST_USE = r'''
 import sys, time
 from pathlib import Path

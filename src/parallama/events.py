@@ -2,8 +2,10 @@
 consume the same stream.
 
 A run's events: `RunStarted`, then for each agent request `Queued` → `Started` → (`Thinking`… →) `Delta`… →
-`Finished`, `Failed` or `Cut` (closed by a quorum or a settled vote), then `RunEnded`. A council run also sends `Ranked` when the workers' rankings are read,
-before its reviewer writes. Stages are `workers`, `round 2` … `round N`, `sample 2` … `sample K`, `ranking` (council) and `review`.
+`Finished`, `Failed` or `Cut` (closed by a quorum or a settled vote), then `RunEnded`. A request whose answer the
+strategy then throws away (a judge's scores, a council ranking that could not be read) is followed by `Rejected`.
+A council run also sends `Ranked` when the workers' rankings are read, before its reviewer writes. Stages are
+`workers`, `round 2` … `round N`, `sample 2` … `sample K`, `ranking` (council) and `review`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,17 @@ class Cut(Failed):
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """The strategy threw the agent's answer away after it `Finished`: it could not be used (a judge's scores or a
+    council ranking that could not be read); `why` says so."""
+
+    run_id: str
+    stage: str
+    agent: "Agent"
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ranked:
     """council: the workers' rankings of each other's answers are read, and added up (None when none could be
     read); the reviewer writes next."""
@@ -133,10 +146,10 @@ class RunEnded:
     "The run was stopped at the user's word (`FleetClient.stop`: the page's Stop), not interrupted otherwise."
 
 
-AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed, Cut]
+AgentEvent = Union[Queued, Started, Thinking, Delta, Finished, Failed, Cut, Rejected]
 RunEvent = Union[RunStarted, Ranked, RunEnded]
 "The events of a run as a whole, with no agent."
 RUN_EVENTS = (RunStarted, Ranked, RunEnded)
 "For `isinstance(event, RUN_EVENTS)`: a view that follows agents skips these (and any run-level event added later)."
-Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Cut, Ranked, RunEnded]
+Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Cut, Rejected, Ranked, RunEnded]
 EventSink = Callable[[Event], None]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypedDict
 
 from .errors import HistoryError, SearchError
 from .fleet import Agent, Fleet
-from .events import Event, Failed, Finished, RunEnded, RunStarted
+from .events import Event, Failed, Finished, Rejected, RunEnded, RunStarted
 from .paths import history_db
 from .redact import Redactor
 from .result import AgentResult, RunResult
@@ -101,8 +101,29 @@ def _m004_origin_and_context(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN context TEXT")  # earlier turns of a conversation (JSON), if any
 
 
+def _m005_rejected(db: sqlite3.Connection) -> None:
+    """Why the strategy threw a request's answer away (`Rejected`), kept from now on; for the runs kept before, what
+    the page used to work out from them: a council ranking left out, a reviewer's answer before the one used (or
+    before a worker's answer was used) that could not be read."""
+    db.execute("ALTER TABLE agent_results ADD COLUMN rejected TEXT")
+    db.execute("""
+        UPDATE agent_results SET rejected = 'its answer could not be read'
+        WHERE stage = 'review' AND status = 'ok'
+          AND run_id IN (SELECT id FROM runs WHERE status = 'complete')
+          AND ((SELECT final_source FROM runs WHERE id = agent_results.run_id) LIKE 'worker:%'
+               OR seq < (SELECT max(seq) FROM agent_results last WHERE last.run_id = agent_results.run_id
+                         AND last.stage = 'review'))""")
+    rows = db.execute("SELECT id, details FROM runs WHERE status = 'complete' AND details LIKE '%\"rankings\"%'")
+    for run_id, details in rows.fetchall():
+        for ballot in json.loads(details).get("rankings") or []:
+            if isinstance(ballot, dict) and ballot.get("error"):
+                db.execute("UPDATE agent_results SET rejected = ? WHERE run_id = ? AND stage = 'ranking' "
+                           "AND name = ? AND status = 'ok'", (f"ranking left out: {ballot['error']}", run_id,
+                                                              ballot.get("ranker")))
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents, _m002_review_details,
-                                                          _m003_thinking, _m004_origin_and_context]
+                                                          _m003_thinking, _m004_origin_and_context, _m005_rejected]
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -296,6 +317,8 @@ class AgentRecord(TypedDict):
     tokens_per_s: float | None
     thinking: str | None
     thinking_tokens: int | None
+    rejected: str | None
+    "Why the strategy threw the answer away (it answered, but could not be used), or None."
 
 
 class RunRecord(TypedDict):
@@ -346,6 +369,8 @@ class RunRecorder:
         self.agents = {a.name: a for a in fleet.agents}
         self.redact = Redactor([*fleet.secrets(), *secrets])
         self.seq = 0
+        self.seqs: dict[tuple[str, str], int] = {}
+        "Each (stage, agent)'s latest row."
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy, origin, context) "
                             "VALUES (?, ?, 'incomplete', ?, ?, ?, ?, ?)",
@@ -367,6 +392,7 @@ class RunRecorder:
             if agent.think is not None:
                 settings["think"] = agent.think
         self.seq += 1
+        self.seqs[(result.stage, result.name)] = self.seq
         data = asdict(result)
         with self.db:
             self.db.execute(
@@ -379,6 +405,14 @@ class RunRecorder:
                  self._clean(result.error), result.error_kind, data["queued_s"], data["elapsed_s"], data["ttft_s"],
                  result.prompt_tokens, result.completion_tokens, result.tokens_per_s, self._clean(result.thinking),
                  result.thinking_tokens))
+
+    def rejected(self, stage: str, name: str, why: str) -> None:
+        """The strategy threw the latest answer of `name` in `stage` away."""
+        seq = self.seqs.get((stage, name))
+        if seq is not None:
+            with self.db:
+                self.db.execute("UPDATE agent_results SET rejected = ? WHERE run_id = ? AND seq = ?",
+                                (self._clean(why), self.id, seq))
 
     def finish(self, result: RunResult) -> None:
         details = {key: value for key, value in {**result.details, "cut": result.cut, "sampling": result.sampling}.items()
@@ -428,6 +462,10 @@ class HistoryWriter:
             recorder = self._runs.get(event.run_id)
             if recorder is not None:
                 recorder.agent_done(event.result, event.agent.role)
+        elif isinstance(event, Rejected):
+            recorder = self._runs.get(event.run_id)
+            if recorder is not None:
+                recorder.rejected(event.stage, event.agent.name, event.why)
         elif isinstance(event, RunStarted):
             self._runs[event.run_id] = RunRecorder(self.store, event.prompt, event.fleet,
                                                    event.strategy or event.fleet.strategy, run_id=event.run_id,

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal
 
 from .events import (
-    REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
+    REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, Ranked, Rejected, RunEnded, RunStarted, Started,
+    Thinking)
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -24,8 +25,8 @@ State = Literal["waiting", "queued", "running", "thinking", "done", "failed", "t
                 "unusable"]
 """Where an agent's request is. `cut`: closed because its stage had heard enough (a quorum, a settled vote).
 `stopped`: still queued or in flight when the run was stopped or interrupted (no result: not a failure).
-`unusable`: it answered, but its answer could not be used (a judge's scores or a council ranking that could not be
-read); `error` says why."""
+`unusable`: it answered, but the strategy threw its answer away (`Rejected`: a judge's scores or a council ranking
+that could not be read); `error` says why."""
 END_STATES: dict[str, State] = {"ok": "done", "error": "failed", "timeout": "timeout", "cut": "cut"}
 "The state a request ends in, from its result's status."
 ENDED: frozenset[str] = frozenset([*END_STATES.values(), "stopped", "unusable"])
@@ -158,7 +159,7 @@ class RunTracker:
         self.stopped = False
         "The run was stopped at the user's word (the page's Stop)."
         self.changed: list[AgentRow] = []
-        "The rows the last run-level event (`Ranked`, `RunEnded`) changed: answers found unusable, requests stopped."
+        "The rows the last run-level event (`RunEnded`) changed: requests stopped."
         if fleet is not None:
             self._seed(fleet, review)
 
@@ -221,6 +222,11 @@ class RunTracker:
             self.prompt_tokens += result.prompt_tokens or 0
             self.completion_tokens += (result.completion_tokens or 0) + (result.thinking_tokens or 0)
             return row
+        if isinstance(event, Rejected):
+            row = self.rows.get((event.stage, event.agent.name))
+            if row is not None:
+                row.state, row.unusable = "unusable", event.why.split(FIX_MARK, 1)[0]
+            return row
         if isinstance(event, RunStarted):
             self.run_id, self.prompt, self.strategy, self.context = (
                 event.run_id, event.prompt, event.strategy, event.context)
@@ -229,42 +235,19 @@ class RunTracker:
                 self._seed(event.fleet, event.strategy is not None)
         elif isinstance(event, Ranked):
             self.rankings, self.ranking = event.rankings, event.ranking
-            self.changed = self._unreadable_rankings(event)
+            self.changed = []
         elif isinstance(event, RunEnded):
             self.result, self.over, self.ended_at, self.stopped = event.result, True, self.clock(), event.stopped
-            self.changed = self._ended_run(event.result)
+            self.changed = self._stop_unended()
         return None
 
-    def _unreadable_rankings(self, event: Ranked) -> "list[AgentRow]":
-        """council: a ranker whose ranking could not be read answered, but its answer was left out."""
-        changed = []
-        for ballot in event.rankings:
-            row = self.rows.get((event.stage, ballot["ranker"]))
-            if row is not None and row.state == "done" and ballot.get("error"):
-                row.state, row.unusable = "unusable", f"ranking left out: {ballot['error']}"
-                changed.append(row)
-        return changed
-
-    def _ended_run(self, result: "RunResult | None") -> "list[AgentRow]":
-        """The run's end: a request still queued or in flight was stopped (it has no result); a reviewer that
-        answered but is not the one whose answer the run used, or whose run fell back on a worker's answer, had an
-        answer that could not be read (the judge asked again, or gave up on it)."""
+    def _stop_unended(self) -> "list[AgentRow]":
+        """The run's end: a request still queued or in flight was stopped (it has no result)."""
         changed = []
         for row in self.attempts:
             if row.state in ("queued", "running", "thinking"):
                 row.state, row.ended_at = "stopped", self.clock()
                 changed.append(row)
-        if result is not None:
-            # A reply from a worker's answer means every reviewer failed (as kept in the history, a reviewer whose
-            # answer could not be read is stored as it answered: this says it).
-            fell_back = result.final_source is not None and result.final_source.kind == "worker"
-            for row in self.attempts:
-                if row.stage == REVIEW and row.state == "done" and (row.result is not result.review or fell_back):
-                    review = result.review
-                    why = (review.error if review is not None and review.name == row.name and review.error
-                           and row is self.rows.get((REVIEW, row.name)) else "its answer could not be read")
-                    row.state, row.unusable = "unusable", why.split(FIX_MARK, 1)[0]
-                    changed.append(row)
         return changed
 
     def _queued(self, event: Queued | Started | Finished | Failed) -> AgentRow:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
-from ..events import RANKING, Ranked
+from ..events import RANKING, Ranked, Rejected
 from . import synthesize
 from .base import Details, Strategy
 from .fallback import ReviewOutcome, ask_reviewers, finish
@@ -132,6 +132,8 @@ class Council(Strategy):
             for (_, ballot, _), reply in zip(plan, replies):
                 if reply.ok:
                     read_ranking(reply.content, ballot)
+                    if ballot.error and run.listening:
+                        run.emit(Rejected(run.id, RANKING, agents[ballot.ranker], f"ranking left out: {ballot.error}"))
                 else:
                     ballot.error = f"no ranking: {reply.error}"
                 if ballot.error:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..events import REVIEW
+from ..events import REVIEW, Rejected
 from ..result import REVIEW_SOURCE, FinalSource
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], l
                 # Retry once with a stricter prompt and without the structured-output field, in case the
                 # server ignored or mishandled it.
                 if retry:
+                    if run.listening:
+                        run.emit(Rejected(run.id, REVIEW, agent, "its answer could not be read"))
                     [result] = await run.ask(REVIEW, [(reviewer, retry(messages, result))], until)
                 try:
                     if result.ok:  # a retry that failed outright keeps its own error
@@ -66,6 +68,8 @@ async def ask_reviewers(run: "Run", fleet: "Fleet", build: Callable[["Agent"], l
                     result = replace(result, status="error", error_kind="unreadable",
                                      error=f"{reviewer.name} ({reviewer.endpoint}): unreadable answer, twice: "
                                            f"{first}; then {second}")
+                    if run.listening:
+                        run.emit(Rejected(run.id, REVIEW, reviewer, result.error or ""))
         if result.ok:
             outcome.review, outcome.final, outcome.final_source = result, result.content, REVIEW_SOURCE
             if result.tool_calls:

@@ -44,8 +44,10 @@ def needs_reviewer(name: str) -> bool:
 
 def reviewer_writes_reply(name: str | None) -> bool:
     """The reviewer's text is the final answer, streamed as it is written (synthesize, council); False with no
-    review (None) and where the reply is a worker's answer (judge, vote)."""
-    return name is not None and strategy_named(name).reviewer_writes_reply
+    review (None), where the reply is a worker's answer (judge, vote), and for a name this version does not know
+    (a history written by another)."""
+    strategy = REGISTRY.get(name) if name is not None else None
+    return strategy is not None and strategy.reviewer_writes_reply
 
 
 def votes_over_samples(name: str | None) -> bool:

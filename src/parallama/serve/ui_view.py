@@ -34,7 +34,8 @@ from ..fleet import Agent
 from ..review import REGISTRY, reviewer_writes_reply, summary
 from ..urls import server_of
 from ..events import (
-    RANKING, REVIEW, Cut, Delta, Event, Failed, Finished, Queued, Ranked, RunEnded, RunStarted, Started, Thinking)
+    RANKING, REVIEW, Cut, Delta, Event, Failed, Finished, Queued, Ranked, Rejected, RunEnded, RunStarted, Started,
+    Thinking)
 from ..redact import StreamMask
 from ..result import AgentResult, FinalSource, RunResult
 from ..tracker import INTERRUPTED, AgentRow, RunTracker
@@ -178,8 +179,10 @@ class RunView:
         if isinstance(event, (Finished, Failed)) and row is not None:
             stage, name = event.stage, event.agent.name
             return self._flush(stage, name) + [ended_view(t(row.ended_at), row, self.redact)]
+        if isinstance(event, Rejected) and row is not None:  # its row sent again, unusable
+            return [ended_view(t(row.ended_at), row, self.redact)]
         if isinstance(event, Ranked):
-            return [ranked_view(t(), event.rankings, event.ranking), *self._changed()]
+            return [ranked_view(t(), event.rankings, event.ranking)]
         if isinstance(event, RunStarted):
             return [self._opened(event)]
         if isinstance(event, RunEnded):
@@ -187,7 +190,7 @@ class RunView:
         return []
 
     def _changed(self) -> list[View]:
-        """Rows a run-level event changed (an answer found unusable, a request stopped), sent again."""
+        """Rows the run's end changed (a request stopped), sent again."""
         return [ended_view(self.tracker.t(row.ended_at), row, self.redact) for row in self.tracker.changed]
 
     def ended(self) -> View:
@@ -258,7 +261,7 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
         "reviewers": [agent_view(a["name"], a["model"], "reviewer", a["api_url"]) for a in reviewers],
         "started_at": record["started_at"]}]
     run_id = record["id"]
-    timed: list[tuple[float, int, int, Event]] = []
+    timed: list[tuple[float, int, float, Event]] = []
     stages: list[str] = []
     results: list[AgentResult] = []
     stage_start = stage_end = next_at = 0.0
@@ -280,6 +283,8 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
         timed += [(round(queued_at, 3), at, turn, Queued(run_id, stage, agent)),
                   (round(sent_at, 3), at, turn + 1, Started(run_id, stage, agent, row["queued_s"] or 0.0)),
                   (round(ended_at, 3), at, turn + 2, ended)]
+        if row.get("rejected"):
+            timed.append((round(ended_at, 3), at, turn + 2.5, Rejected(run_id, stage, agent, row["rejected"] or "")))
     details = record["details"]
     if RANKING in stages and details.get("rankings"):
         ranked_at = max(t for t, at, _, _ in timed if stages[at] == RANKING)
