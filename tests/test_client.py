@@ -166,40 +166,78 @@ async def test_the_client_is_used_as_a_context_manager():
 
 
 async def test_a_client_is_entered_once(server):
-    """Like httpx's clients: entering a closed client again (or an open one) is a clear error, not a second life
-    with its history writer subscribed twice."""
-    from parallama.history import History
+    """Like httpx's clients: entering a closed client again (or an open one) is a clear error, not a second life."""
+    from parallama.history import History, HistoryWriter
 
     server.model("m", latency=0.01, text="hello")
-    client = FleetClient({"worker_agents": [worker(server, "m")]}, history=True)
-    async with client:
-        first = await client.run("one")
-        with pytest.raises(RuntimeError, match="this FleetClient is open: a client is entered once"):
-            await client.__aenter__()
-    with pytest.raises(RuntimeError, match="this FleetClient is closed: a client is entered once; make a new"):
-        async with client:
-            raise AssertionError("entered a closed client")
-    with pytest.raises(RuntimeError, match="this FleetClient is closed: make a new one"):
-        await client.run("two")
-    async with FleetClient({"worker_agents": [worker(server, "m")]}, history=True) as again:
-        second = await again.run("two")
+    client = FleetClient({"worker_agents": [worker(server, "m")]})
     with History() as store:
+        async with client:
+            client.subscribe(HistoryWriter(store))
+            first = await client.run("one")
+            with pytest.raises(RuntimeError, match="this FleetClient is open: a client is entered once"):
+                await client.__aenter__()
+        with pytest.raises(RuntimeError, match="this FleetClient is closed: a client is entered once; make a new"):
+            async with client:
+                raise AssertionError("entered a closed client")
+        with pytest.raises(RuntimeError, match="this FleetClient is closed: make a new one"):
+            await client.run("two")
+        async with FleetClient({"worker_agents": [worker(server, "m")]}) as again:
+            again.subscribe(HistoryWriter(store))
+            second = await again.run("two")
         assert {run["id"] for run in store.runs()} == {first.history_id, second.history_id}
         stored = [store.run(run_id, exact=True) for run_id in (first.history_id, second.history_id)]
-    assert [len(run["agents"]) for run in stored if run] == [1, 1]  # each request kept once: no writer stacked
+    assert [len(run["agents"]) for run in stored if run] == [1, 1]  # each request kept once
     assert len(server.requests) == 2
 
 
-async def test_closing_a_client_unsubscribes_its_history_writer(server):
-    """The writer the client subscribed on entry leaves with it; the caller's own subscribers stay theirs."""
+async def test_history_attaches_by_subscribing_and_the_result_is_whole_before_its_end_goes_out(server):
+    """The client imports no history: a `HistoryWriter` is one more subscriber. The result the caller gets is the
+    very one `RunEnded` carried, its `history_id` already in it; without a writer there is none."""
+    from parallama.events import RunEnded
+    from parallama.history import History, HistoryWriter
+
     server.model("m", latency=0.01, text="hello")
-    client = FleetClient({"worker_agents": [worker(server, "m")]}, history=True)
-    mine: list = []
-    client.subscribe(mine.append)
-    async with client:
-        assert len(client._subscribers) == 2
-        await client.run("one")
-    assert client._subscribers == [mine.append]
+    ended: list = []
+    with History() as store:
+        async with FleetClient({"worker_agents": [worker(server, "m")]}) as client:
+            unsubscribe = client.subscribe(HistoryWriter(store))
+            client.subscribe(lambda e: ended.append(e.result) if isinstance(e, RunEnded) else None)
+            kept = await client.run("one")
+            unsubscribe()
+            unkept = await client.run("two")
+        assert store.run(kept.history_id or "", exact=True) is not None
+    assert ended == [kept, unkept] and ended[0] is kept and ended[1] is unkept
+    assert kept.history_id == kept.run_id and unkept.history_id is None
+
+
+async def test_the_workers_alone_an_agent_alone_and_a_comparison_are_runs_to_their_subscribers(server):
+    """`run_workers`, `ask_agent` and `compare` each send `RunStarted` (saying which it is) and `RunEnded` with
+    the answers they got, so a view follows them as it follows a run; the history keeps none of them."""
+    from parallama.events import RunEnded, RunStarted
+    from parallama.history import History, HistoryWriter
+    from parallama.tracker import RunTracker
+
+    server.model("m", latency=0.01, text="hello")
+    config = {"worker_agents": [worker(server, "m", name="A"), worker(server, "m", name="B")],
+              "reviewer_agent": worker(server, "m", name="R")}
+    events: list = []
+    with History() as store:
+        async with FleetClient(config) as client:
+            client.subscribe(HistoryWriter(store))
+            client.subscribe(events.append)
+            await client.run_workers("hi")
+            alone = RunTracker()
+            await client.ask_agent(client.fleet.reviewers[0], [{"role": "user", "content": "title?"}], on_event=alone)
+            await client.compare("hi", ["synthesize", "vote"])
+        assert store.runs() == []
+    framed = [(type(e).__name__, getattr(e, "kind", None)) for e in events if isinstance(e, (RunStarted, RunEnded))]
+    assert framed == [("RunStarted", "workers"), ("RunEnded", None), ("RunStarted", "agent"), ("RunEnded", None),
+                      ("RunStarted", "compare"), ("RunEnded", None)]
+    ends = [e.result for e in events if isinstance(e, RunEnded)]
+    assert [[w.name for w in result.workers] for result in ends] == [["A", "B"], ["R"], ["A", "B"]]
+    assert [row.name for row in alone.attempts] == ["R"] and alone.over and alone.prompt == "title?"
+    assert alone.result is not None and alone.result.reply == "hello"
 
 
 async def test_the_live_view_has_a_row_per_stage(servers):

@@ -342,15 +342,44 @@ async def test_every_stage_is_kept_rounds_rankings_and_review(servers):
     c.model("rev", latency=0.02, text="merged")
     config = {"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
               "reviewer_agent": worker(c, "rev", name="Rev"), "review": {"strategy": "council", "rounds": 2}}
-    async with FleetClient(config, history=True) as client:
-        result = await client.run("q")
+    from parallama.history import HistoryWriter
+
     with History() as store:
-        stored = store.run(result.history_id)
+        async with FleetClient(config) as client:
+            client.subscribe(HistoryWriter(store))
+            result = await client.run("q")
+        stored = store.run(result.history_id or "")
     assert stored is not None and stored["status"] == "complete"
     # Rows in the order requests ended: stage by stage (within a stage, whichever finished first).
     assert [x["stage"] for x in stored["agents"]] == ["workers"] * 2 + ["round 2"] * 2 + ["ranking"] * 2 + ["review"]
     assert {x["name"] for x in stored["agents"] if x["stage"] == "ranking"} == {"A", "B"}
     assert stored["details"]["ranking"][0]["name"] in ("A", "B")
+
+
+async def test_the_history_keeps_when_each_request_was_queued_and_sent_and_replay_shows_those_moments(server):
+    """A one-slot server: B waits for A's slot. The history keeps each request's queued and sent moments (since
+    the run began), so a replay puts B's start after A's end, as it happened, not at the stage's start."""
+    from parallama.redact import Redactor
+    from parallama.serve.ui_view import replay
+
+    server.model("m", latency=0.2, text="hello")
+    config = {"worker_agents": [worker(server, "m", name="A"), worker(server, "m", name="B")],
+              "servers": {server.url: {"parallel": 1}}}
+    from parallama import run
+
+    with History() as store:
+        result = await run("q", config, history=store)
+        stored = store.run(result.history_id or "")
+    assert stored is not None
+    rows = {row["name"]: row for row in stored["agents"]}
+    a, b = sorted(rows.values(), key=lambda row: row["sent_at"])
+    assert a["queued_at"] is not None and abs(a["queued_at"] - b["queued_at"]) < 0.15  # queued together
+    assert b["sent_at"] >= a["sent_at"] + a["elapsed_s"] * 0.9  # B was sent once A's slot came free
+    views = replay(stored, Redactor([]))
+    started = {v["agent"]: v["t"] for v in views if v["type"] == "started"}
+    ended = {v["agent"]: v["t"] for v in views if v["type"] == "ended"}
+    assert started[b["name"]] == pytest.approx(b["sent_at"], abs=0.002)
+    assert started[b["name"]] >= ended[a["name"]] - 0.05
 
 
 def test_runs_are_found_by_words_of_their_prompt(tmp_path, server):

@@ -145,9 +145,11 @@ async def test_a_reopened_run_keeps_its_timeline(tmp_path):
     for view in replayed:
         if view["type"] in ("queued", "started", "ended"):
             spans.setdefault(view["agent"], {})[view["type"]] = view["t"]
-    assert spans["A"]["queued"] == spans["B"]["queued"] == spans["C"]["queued"] == 0
+    # The moments the history kept, as the run had them (not laid out afresh).
+    assert all(spans[name]["queued"] == pytest.approx(0, abs=0.05) for name in "ABC")
     assert spans["C"]["started"] == pytest.approx(spans["A"]["ended"], abs=0.05)  # C waited for A's slot
-    assert spans["Rev"]["queued"] == pytest.approx(spans["C"]["ended"], abs=0.001)  # the review after the workers
+    assert spans["Rev"]["queued"] == pytest.approx(spans["C"]["ended"], abs=0.05)  # the review after the workers
+    assert spans["Rev"]["queued"] >= spans["C"]["ended"] - 0.005
     live = {v["agent"]: v["t"] for v in by_type(views, "started")}
     assert spans["C"]["started"] == pytest.approx(live["C"], abs=0.05)
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Sequence, TypeVar
 
 from .backends import Message, Tool
 from .calls import Run, Transport, client_session
 from .config import ConfigLike, as_fleet
-from .events import ALONE, WORKERS, Event, EventSink, RunEnded, RunStarted
+from .events import ALONE, WORKERS, Event, EventSink, RunEnded, RunKeeper, RunStarted
 from .fleet import secrets_of
 from .gates import Gate, ServerLoad, gate_for
-from .history import History, HistoryWriter
 from .pools import known_health
 from .redact import Redactor, valid_unicode
 from .result import AgentResult, RunResult
@@ -33,16 +33,14 @@ from .review import check_strategy
 if TYPE_CHECKING:
     from .fleet import Agent
 
+T = TypeVar("T")
+
 
 class FleetClient:
     """The fleet's connections and slots, for as many runs as you like (concurrent or one after another)."""
 
-    def __init__(self, config: ConfigLike, *, history: "bool | History" = False) -> None:
+    def __init__(self, config: ConfigLike) -> None:
         self.fleet = as_fleet(config)
-        self._history = history
-        self._owned_store: "History | None" = None
-        self._writer: "HistoryWriter | None" = None
-        self._unsubscribe_writer: Callable[[], None] | None = None
         self._state: Literal["unopened", "open", "closed"] = "unopened"
         self._transport: Transport | None = None
         self._gates: dict[str, Gate] = {}
@@ -55,16 +53,12 @@ class FleetClient:
         self._stopping: set[str] = set()
 
     async def __aenter__(self) -> "FleetClient":
-        # Used once, like httpx's clients: a second `async with` on one client would stack its history writers.
+        # Used once, like httpx's clients: a second `async with` on one client would give its gates a second life.
         if self._state != "unopened":
             raise RuntimeError(f"this FleetClient is {self._state}: a client is entered once; make a new "
                                "FleetClient for another `async with`")
         self._state = "open"
         try:
-            if self._history is not False:  # first: a HistoryError here leaves nothing open
-                store = self._owned_store = History() if self._history is True else None
-                self._writer = HistoryWriter(store or self._history)  # type: ignore[arg-type]
-                self._unsubscribe_writer = self.subscribe(self._writer)
             self._store = await open_store(self.fleet.slot_store)
             self._gates = {url: gate_for(url, server.parallel, self._store)
                            for url, server in self.fleet.servers.items()}
@@ -77,21 +71,17 @@ class FleetClient:
 
     async def __aexit__(self, *exc: object) -> None:
         self._state = "closed"
-        if self._unsubscribe_writer is not None:
-            self._unsubscribe_writer()
-            self._unsubscribe_writer = None
         self._gates = {}
         store, self._store = self._store, None
         await close_store(store)
         if self._transport is not None:
             await self._transport.session.close()
             self._transport = None
-        if self._owned_store is not None:
-            self._owned_store.close()
-            self._owned_store = None
 
     def subscribe(self, sink: EventSink) -> Callable[[], None]:
-        """Send every run's events to `sink` from now on; call the returned function to stop."""
+        """Send every run's events to `sink` from now on; call the returned function to stop. A sink that keeps
+        runs (a `RunKeeper`: the history's `HistoryWriter(History())`) is asked before each result is made whether
+        it kept the run, and the result says so (`history_id`)."""
         self._subscribers.append(sink)
         return lambda: self._subscribers.remove(sink)
 
@@ -139,13 +129,19 @@ class FleetClient:
         if undecodable:
             warnings = [f"the prompt had {undecodable} undecodable byte(s) (not UTF-8); each was sent as U+FFFD �",
                         *warnings]
-        result = replace(result, prompt=run.redact(prompt), warnings=warnings,
-                         history_id=run.id if self._writer is not None else None)
-        run.emit(RunEnded(run.id, result))
-        if self._writer is not None and self._writer.error is not None:
-            # History stopped during (or before) this run: say so in its result, and do not point at a partial row.
-            result = replace(result, history_id=None, warnings=[*result.warnings, str(self._writer.error)])
+        result = self._kept(replace(result, prompt=run.redact(prompt), warnings=warnings))
+        run.emit(RunEnded(run.id, result))  # the result is whole: subscribers and the caller hold the same one
         return result
+
+    def _kept(self, result: RunResult) -> RunResult:
+        """The result with where it is kept: its `history_id` when every keeper subscribed keeps the run whole; when
+        keeping stopped (during this run or before), a warning saying so, and no id pointing at a partial row."""
+        keepers = [sink for sink in self._subscribers if isinstance(sink, RunKeeper)]
+        if not keepers:
+            return result
+        stopped = [str(keeper.error) for keeper in keepers if keeper.error is not None]
+        kept = not stopped and all(keeper.kept(result.run_id or "") for keeper in keepers)
+        return replace(result, history_id=result.run_id if kept else None, warnings=[*result.warnings, *stopped])
 
     def stop(self, run_id: str) -> bool:
         """Stop a run in progress at the user's word (the page's Stop): its requests are closed at once, their
@@ -164,20 +160,29 @@ class FleetClient:
         at a time."""
         prompt = valid_unicode(prompt)[0]
         run = self._open_run(on_event, None, agents or ())
-        jobs = [(agent, worker_messages(agent, prompt)) for agent in (agents or self.fleet.workers)]
-        if not sequential:
-            return await run.ask(WORKERS, jobs, None)
-        results: list[AgentResult] = []
-        for job in jobs:
-            results += await run.ask(WORKERS, [job], None)
-        return results
+        asked = agents or self.fleet.workers
+        jobs = [(agent, worker_messages(agent, prompt)) for agent in asked]
+
+        async def ask() -> list[AgentResult]:
+            if not sequential:
+                return await run.ask(WORKERS, jobs, None)
+            results: list[AgentResult] = []
+            for job in jobs:
+                results += await run.ask(WORKERS, [job], None)
+            return results
+
+        started = RunStarted(run.id, prompt, self.fleet, None, kind="workers", agents=tuple(asked))
+        return await self._framed(run, started, ask(), lambda results: results)
 
     async def ask_agent(self, agent: "Agent", messages: Sequence[Message], *, tools: Sequence[Tool] = (),
                         on_event: EventSink | None = None, run_id: str | None = None) -> AgentResult:
         """One agent on its own, with `messages` as they are (no review): one request through its server's gate, in
         turn with every run's requests. With `tools` its answer may be tool calls (`AgentResult.tool_calls`)."""
         run = self._open_run(on_event, run_id, (agent,))
-        [result] = await run.ask(ALONE, [(agent, list(messages))], None, tools)
+        prompt = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+        started = RunStarted(run.id, prompt, self.fleet, None, tuple(messages[:-1]), kind="agent", agents=(agent,))
+        [result] = await self._framed(run, started, run.ask(ALONE, [(agent, list(messages))], None, tools),
+                                      lambda results: results)
         return result
 
     # ------------------------------------------------------------ inside a run
@@ -195,8 +200,28 @@ class FleetClient:
         def review_run(sink: EventSink) -> Run:
             return self._open_run(sink, run.id, number=run.number)
 
-        return await compare(run, review_run, self.fleet, prompt, strategies, deadline=deadline,
-                             rng=random.Random(seed))
+        started = RunStarted(run.id, prompt, self.fleet, None, kind="compare")
+        return await self._framed(run, started, compare(run, review_run, self.fleet, prompt, strategies,
+                                                        deadline=deadline, rng=random.Random(seed)),
+                                  lambda runs: runs[0].result.workers if runs else [])
+
+    async def _framed(self, run: Run, started: RunStarted, work: "Awaitable[T]",
+                      answers: "Callable[[T], list[AgentResult]]") -> T:
+        """`work` between its run's `RunStarted` and `RunEnded` (whose result holds the answers it got, unreviewed;
+        None when it was interrupted), for the entry points other than `run`."""
+        if not run.listening:  # nobody to tell: no result to build
+            return await work
+        began = time.perf_counter()
+        run.emit(started)
+        try:
+            value = await work
+        except BaseException:
+            run.emit(RunEnded(run.id, None))
+            raise
+        run.emit(RunEnded(run.id, RunResult(
+            prompt=run.redact(started.prompt), workers=answers(value), review=None, final=None, final_source=None,
+            wall_s=round(time.perf_counter() - began, 3), warnings=list(run.warnings), run_id=run.id)))
+        return value
 
     def _open_run(self, on_event: EventSink | None, run_id: str | None, agents: "tuple[Agent, ...]" = (),
                   number: int | None = None) -> Run:

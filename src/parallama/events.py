@@ -11,7 +11,7 @@ A council run also sends `Ranked` when the workers' rankings are read, before it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
     from .backends import Message
@@ -45,6 +45,12 @@ class RunStarted:
     strategy: str | None
     context: "tuple[Message, ...]" = ()
     "The earlier turns of the conversation the prompt continues (system prompt included), oldest first."
+    kind: str = "run"
+    """What began: `run` (`FleetClient.run`: the workers, then the review), `workers` (`run_workers`: the workers
+    alone), `agent` (`ask_agent`: one agent on its own, stage `alone`) or `compare` (the workers once, then each
+    strategy's review). Only a `run` is kept in the history."""
+    agents: "tuple[Agent, ...]" = ()
+    "The agents a `workers` or `agent` run asks (empty: the fleet's workers, and its reviewers as the review asks)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +159,18 @@ RUN_EVENTS = (RunStarted, Ranked, RunEnded)
 "For `isinstance(event, RUN_EVENTS)`: a view that follows agents skips these (and any run-level event added later)."
 Event = Union[RunStarted, Queued, Started, Thinking, Delta, Finished, Failed, Cut, Rejected, Ranked, RunEnded]
 EventSink = Callable[[Event], None]
+
+
+@runtime_checkable
+class RunKeeper(Protocol):
+    """A subscriber that keeps the runs it sees somewhere (the history's `HistoryWriter`): before a run's result is
+    made, the client asks whether the run is kept, so the result says it (`history_id`, a warning when keeping
+    stopped) before `RunEnded` announces it."""
+
+    error: "Exception | None"
+    "Why it stopped keeping runs, once it has (every later result warns with it); None while it keeps them."
+
+    def __call__(self, event: Event) -> None: ...
+
+    def kept(self, run_id: str) -> bool:
+        """The run is being kept, whole so far."""

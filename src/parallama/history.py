@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypedDict
 
 from .errors import HistoryError, SearchError
 from .fleet import Agent, Fleet
-from .events import Event, Failed, Finished, Rejected, RunEnded, RunStarted
+from .events import Delta, Event, Failed, Finished, Queued, Rejected, RunEnded, RunStarted, Started, Thinking
 from .paths import history_db
 from .redact import Redactor
 from .result import AgentResult, RunResult
@@ -122,8 +122,15 @@ def _m005_rejected(db: sqlite3.Connection) -> None:
                                                               ballot.get("ranker")))
 
 
+def _m006_request_times(db: sqlite3.Connection) -> None:
+    # When each request was queued for its slot and sent, in seconds since its run began (NULL for runs kept before).
+    db.execute("ALTER TABLE agent_results ADD COLUMN queued_at REAL")
+    db.execute("ALTER TABLE agent_results ADD COLUMN sent_at REAL")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_agents, _m002_review_details,
-                                                          _m003_thinking, _m004_origin_and_context, _m005_rejected]
+                                                          _m003_thinking, _m004_origin_and_context, _m005_rejected,
+                                                          _m006_request_times]
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -319,6 +326,10 @@ class AgentRecord(TypedDict):
     thinking_tokens: int | None
     rejected: str | None
     "Why the strategy threw the answer away (it answered, but could not be used), or None."
+    queued_at: float | None
+    "When the request was queued for its server's slot, in seconds since the run began (None: kept before this was)."
+    sent_at: float | None
+    "When it was sent (its slot taken), in seconds since the run began."
 
 
 class RunRecord(TypedDict):
@@ -371,6 +382,9 @@ class RunRecorder:
         self.seq = 0
         self.seqs: dict[tuple[str, str], int] = {}
         "Each (stage, agent)'s latest row."
+        self.began = time.perf_counter()
+        self.times: dict[tuple[str, str], list[float | None]] = {}
+        "Each (stage, agent)'s request in flight: when it was queued and sent, in seconds since the run began."
         with self.db:
             self.db.execute("INSERT INTO runs (id, started_at, status, prompt, config, strategy, origin, context) "
                             "VALUES (?, ?, 'incomplete', ?, ?, ?, ?, ?)",
@@ -393,18 +407,26 @@ class RunRecorder:
                 settings["think"] = agent.think
         self.seq += 1
         self.seqs[(result.stage, result.name)] = self.seq
+        queued_at, sent_at = self.times.pop((result.stage, result.name), (None, None))
         data = asdict(result)
         with self.db:
             self.db.execute(
                 "INSERT INTO agent_results (run_id, seq, stage, name, role, model, api_url, protocol, settings, "
                 "status, content, error, error_kind, queued_s, elapsed_s, ttft_s, prompt_tokens, completion_tokens, "
-                "tokens_per_s, thinking, thinking_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?)",
+                "tokens_per_s, thinking, thinking_tokens, queued_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.id, self.seq, result.stage, result.name, role, result.model, result.api_url, result.protocol,
                  self._clean(json.dumps(settings)), result.status, self._clean(result.content),
                  self._clean(result.error), result.error_kind, data["queued_s"], data["elapsed_s"], data["ttft_s"],
                  result.prompt_tokens, result.completion_tokens, result.tokens_per_s, self._clean(result.thinking),
-                 result.thinking_tokens))
+                 result.thinking_tokens, queued_at, sent_at))
+
+    def queued(self, stage: str, name: str) -> None:
+        self.times[(stage, name)] = [round(time.perf_counter() - self.began, 3), None]
+
+    def sent(self, stage: str, name: str) -> None:
+        times = self.times.setdefault((stage, name), [None, None])
+        times[1] = round(time.perf_counter() - self.began, 3)
 
     def rejected(self, stage: str, name: str, why: str) -> None:
         """The strategy threw the latest answer of `name` in `stage` away."""
@@ -443,9 +465,13 @@ class HistoryWriter:
         self.store = store
         self.origin = origin
         self.secrets = secrets
-        self.error: HistoryError | None = None
-        "Why the writer stopped, once it has; None while it writes."
+        self.error: Exception | None = None
+        "Why the writer stopped (a `HistoryError`), once it has; None while it writes."
         self._runs: dict[str, RunRecorder] = {}
+
+    def kept(self, run_id: str) -> bool:
+        """The run is being written, whole so far (the writer has not stopped)."""
+        return self.error is None and run_id in self._runs
 
     def __call__(self, event: "Event") -> None:
         if self.error is not None:
@@ -458,7 +484,14 @@ class HistoryWriter:
                                       "on are not kept", file=self.store.path)
 
     def _record(self, event: "Event") -> None:
-        if isinstance(event, (Finished, Failed)):
+        kind = type(event)
+        if kind is Delta or kind is Thinking:  # the hot path: nothing of a piece is kept until its request ends
+            return
+        if kind is Queued or kind is Started:
+            recorder = self._runs.get(event.run_id)
+            if recorder is not None:
+                (recorder.queued if kind is Queued else recorder.sent)(event.stage, event.agent.name)  # type: ignore[union-attr]
+        elif isinstance(event, (Finished, Failed)):
             recorder = self._runs.get(event.run_id)
             if recorder is not None:
                 recorder.agent_done(event.result, event.agent.role)
@@ -466,7 +499,7 @@ class HistoryWriter:
             recorder = self._runs.get(event.run_id)
             if recorder is not None:
                 recorder.rejected(event.stage, event.agent.name, event.why)
-        elif isinstance(event, RunStarted):
+        elif isinstance(event, RunStarted) and event.kind == "run":
             self._runs[event.run_id] = RunRecorder(self.store, event.prompt, event.fleet,
                                                    event.strategy or event.fleet.strategy, run_id=event.run_id,
                                                    context=event.context, origin=self.origin,

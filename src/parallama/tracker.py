@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal
 
 from .events import (
-    REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, Ranked, Rejected, RunEnded, RunStarted, Started,
+    ALONE, REVIEW, WORKERS, Delta, Event, Failed, Finished, Queued, Ranked, Rejected, RunEnded, RunStarted, Started,
     Thinking)
 
 if TYPE_CHECKING:
@@ -232,7 +232,11 @@ class RunTracker:
                 event.run_id, event.prompt, event.strategy, event.context)
             if self.fleet is None:
                 self.fleet = event.fleet
-                self._seed(event.fleet, event.strategy is not None)
+                if event.agents:  # one agent on its own, or chosen workers
+                    for agent in event.agents:
+                        self._add(AgentRow(ALONE if event.kind == "agent" else WORKERS, agent))
+                else:
+                    self._seed(event.fleet, event.strategy is not None)
         elif isinstance(event, Ranked):
             self.rankings, self.ranking = event.rankings, event.ranking
             self.changed = []

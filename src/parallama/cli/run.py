@@ -199,6 +199,7 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
     from rich.console import Console
 
     from ..client import FleetClient
+    from ..history import HistoryWriter
     from ..observe.endpoint import observing
     from ..report.live import LiveView
     from ..report.lines import ProgressLines, failed_rows, summary_line
@@ -217,8 +218,9 @@ def run_and_report(prompt: str, fleet: "Fleet", options: RunOptions) -> int:
 
     with view if isinstance(view, LiveView) else nullcontext():
         async def go() -> "RunResult":
-            async with FleetClient(fleet, history=options.history) as client, \
-                    observing(client, metrics_at=options.metrics_at, say=say):
+            async with FleetClient(fleet) as client, observing(client, metrics_at=options.metrics_at, say=say):
+                if options.history:
+                    client.subscribe(HistoryWriter(options.history))  # type: ignore[arg-type]
                 if isinstance(view, LiveView):
                     view.server_load = client.load
                 return await client.run(prompt, deadline=options.deadline, review=review,

@@ -244,9 +244,9 @@ class ReplayClock:
 
 def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
     """A run kept in the history as the events the page would have seen, in order: its requests made events again
-    and folded by a `RunView`, as a live run's are. The history keeps each request's queued and elapsed seconds,
-    not when it was queued: each stage is placed after the one before it ended (as a run goes), its requests
-    queued together, and reviewers tried one after another."""
+    and folded by a `RunView`, as a live run's are, at the moments the history kept (when each request was queued
+    and sent, then its elapsed seconds). For runs kept before those moments were, each stage is placed after the
+    one before it ended (as a run goes), its requests queued together, and reviewers tried one after another."""
     config = record["config"]
     reviewers = config.get("reviewer_agent") or []
     # Reviewed: a reviewer was asked (a run with answers and a reviewer always asks one; one with no answer
@@ -271,7 +271,11 @@ def replay(record: "RunRecord", redact: "Redactor") -> list[View]:
             stages.append(stage)
             stage_start = next_at = stage_end
         queued_at = next_at if stage == REVIEW else stage_start  # reviewers one after another, the rest together
+        if row.get("queued_at") is not None:
+            queued_at = row["queued_at"] or 0.0
         sent_at = queued_at + (row["queued_s"] or 0.0)
+        if row.get("sent_at") is not None:
+            sent_at = row["sent_at"] or 0.0
         ended_at = sent_at + (row["elapsed_s"] or 0.0)
         stage_end, next_at = max(stage_end, ended_at), ended_at
         agent, result = _kept_agent(row), _kept_result(row)
