@@ -97,3 +97,7 @@ def test_a_final_source_is_its_written_form_for_json_and_comparisons():
     assert source == "judge:Worker B (Mistral)" and (source.kind, source.agent) == ("judge", "Worker B (Mistral)")
     assert FinalSource.read(json.loads(json.dumps(source))) == source and FinalSource("review").agent is None
     assert {source: 1}["judge:Worker B (Mistral)"] == 1
+    # A strategy added later that picks a worker's answer by its own rule names itself as the source.
+    own = FinalSource.read("longest:Worker B")
+    assert own is not None and (own.kind, own.agent) == ("longest", "Worker B")
+    assert FinalSource.read("judge") is None and FinalSource.read("vote:A") is None and FinalSource.read("X y") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -16,14 +17,17 @@ Status = Literal["ok", "error", "timeout", "cut"]
 NO_ANSWER = "no answer: every worker failed"
 
 
-SourceKind = Literal["review", "vote", "confidence", "judge", "worker", "workers"]
+SourceKind = str
+"""`review`, `vote`, `confidence`, `judge`, `worker`, `workers` — or the name of a strategy whose reply is a worker's answer it
+picked by a rule of its own (written `<strategy>:<name>`)."""
 
 
 class FinalSource(str):
     """Where a run's reply came from: the reviewer (`review`), the workers' majority (`vote`), the group of answers
     the workers were surest of (`confidence`), the judge's
     best-scored worker (`judge`, agent), a worker's answer because every reviewer failed (`worker`, agent), or, with
-    no review, the workers' answers (`workers`). A string of its written form — `review`, `vote`, `judge:<name>`,
+    no review, the workers' answers (`workers`); a strategy added later that picks a worker's answer by its own rule
+    names itself, with the agent. A string of its written form — `review`, `vote`, `judge:<name>`,
     `worker:<name>`, `workers`, as the JSON and the history keep it — so it compares, hashes and `json.dumps` as
     that text, with `kind` and `agent` read from it."""
 
@@ -37,7 +41,7 @@ class FinalSource(str):
 
     @property
     def kind(self) -> SourceKind:
-        return str.__str__(self).partition(":")[0]  # type: ignore[return-value]
+        return str.__str__(self).partition(":")[0]
 
     @property
     def agent(self) -> str | None:
@@ -54,10 +58,12 @@ class FinalSource(str):
         if not text:
             return None
         kind, colon, agent = text.partition(":")
-        if kind in ("judge", "worker") and colon:
-            return cls(kind, agent)  # type: ignore[arg-type]
-        if kind in ("review", "vote", "confidence", "workers") and not colon:
-            return cls(kind)  # type: ignore[arg-type]
+        if kind in ("judge", "worker"):
+            return cls(kind, agent) if colon else None
+        if kind in ("review", "vote", "confidence", "workers"):
+            return None if colon else cls(kind)
+        if re.fullmatch(r"[a-z][a-z0-9_-]*", kind):  # a strategy's own
+            return cls(kind, agent) if colon else cls(kind)
         return None
 
 

@@ -30,6 +30,8 @@ def source_label(result: RunResult) -> str:
         return "confidence-weighted vote"
     if source is not None and source.kind == "worker":
         return f"fallback: {source.agent}'s answer"
+    if source is not None and source.agent is not None:  # a strategy's own pick
+        return f"{source.kind}: {source.agent}'s answer"
     return f"reviewer, {result.strategy}" if result.strategy else "reviewer"
 
 

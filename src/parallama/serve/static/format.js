@@ -53,7 +53,7 @@ export function sourceText(source) {
     case "confidence": return "the answer the workers were surest of (token logprobs)";
     case "judge": return `the judge's pick: ${source.agent}'s answer, scored best`;
     case "worker": return `${source.agent}'s answer (the reviewer failed)`;
-    default: return source.kind;
+    default: return source.agent ? `${source.kind}: ${source.agent}'s answer` : source.kind;
   }
 }
 
