@@ -369,6 +369,10 @@ def fleet_record(fleet: Fleet) -> dict[str, Any]:
                        "rounds": fleet.rounds}}
 
 
+RUN_DETAILS = ("cut", "sampling")
+"The run's own facts kept among its `details` beside the strategy's (RunResult fields of those names)."
+
+
 class RunRecorder:
     """Writes one run as it happens: the run row first, then each agent's row as it ends, then the outcome."""
 
@@ -437,8 +441,8 @@ class RunRecorder:
                                 (self._clean(why), self.id, seq))
 
     def finish(self, result: RunResult) -> None:
-        details = {key: value for key, value in {**result.details, "cut": result.cut, "sampling": result.sampling}.items()
-                   if value}
+        run_details = {name: getattr(result, name) for name in RUN_DETAILS}
+        details = {key: value for key, value in {**result.details, **run_details}.items() if value}
         with self.db:
             self.db.execute(
                 "UPDATE runs SET status = 'complete', ended_at = ?, final = ?, final_source = ?, wall_s = ?, "

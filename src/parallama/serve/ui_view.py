@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cutoff import CUT
 from ..fleet import Agent
+from ..history import RUN_DETAILS
 from ..review import REGISTRY, reviewer_writes_reply, summary
 from ..urls import server_of
 from ..events import (
@@ -355,8 +356,8 @@ def _kept_outcome(record: "RunRecord", results: list[AgentResult], reviewed: boo
         review=reviews[-1] if reviews else None, final=record["final"],
         final_source=FinalSource.read(record["final_source"]), wall_s=record["wall_s"] or 0.0,
         warnings=list(record["warnings"] or []), strategy=record["strategy"] if reviewed else None,
-        details={key: value for key, value in details.items() if key != "cut"},
-        cut=list(details.get("cut") or []),
+        details={key: value for key, value in details.items() if key not in RUN_DETAILS},
+        cut=list(details.get("cut") or []), sampling=details.get("sampling"),
         run_id=record["id"], history_id=record["id"])
 
 
