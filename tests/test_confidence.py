@@ -88,9 +88,9 @@ def test_the_cli_json_and_history_show_the_confidences(tmp_path):
         data = json.loads(invoke("run", "-c", "c.json", "--json", GERMANY).stdout)
         kept = invoke("history", "show", data["history_id"])
     assert shown.exit_code == 0 and "Berlin." in shown.stdout
-    assert "1× berlin: A (confidence 0.95: 0.95)" in shown.stderr + shown.stdout
+    assert "- berlin: 1 (A) (confidence 0.95: 0.95)" in shown.stderr + shown.stdout
     assert data["final_source"] == "confidence" and data["tally"][0]["confidence"] == round(math.exp(-0.05), 4)
-    assert "votes: 2× bern: B, C (confidence 0.45: 0.22, 0.22)" in kept.stdout
+    assert "- bern: 2 (B, C) (confidence 0.45: 0.22, 0.22)" in kept.stdout
 
 
 async def test_samples_are_weighed_too_and_asked_with_logprobs():
