@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from typing_extensions import override
 
@@ -24,7 +24,7 @@ from ..result import FinalSource
 from ..short_answer import answer_key
 from .base import Details, Strategy
 from .fallback import ReviewOutcome
-from .vote import Vote
+from .vote import Vote, tally_lines
 
 if TYPE_CHECKING:
     from ..calls import Run
@@ -89,9 +89,7 @@ class Confidence(Strategy):
 
     @override
     def summary(self, details: Details) -> list[str]:
-        counts: list[Any] = details.get("tally") or []
-        return ["Votes:", *(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])}){weight_text(c)}"
-                            for c in counts)] if counts else []
+        return tally_lines(details.get("tally") or [], weight_text)
 
     @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],

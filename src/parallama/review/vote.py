@@ -8,7 +8,7 @@ answer is the final one; either way the result says so."""
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from typing_extensions import override
 
@@ -52,6 +52,12 @@ def winner(counts: Sequence["VoteCount"]) -> "VoteCount | None":
     return counts[0]
 
 
+def tally_lines(counts: Sequence[Any], note: Callable[[Any], str] | None = None) -> list[str]:
+    """A tally for people: `Votes:`, then each answer, its count and who gave it (and `note` of it)."""
+    return ["Votes:", *(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])}){note(c) if note else ''}"
+                        for c in counts)] if counts else []
+
+
 class SettledVote:
     """The early stop: once the leader has more votes than the runner-up could reach with every worker still
     running, the rest are cut."""
@@ -91,9 +97,7 @@ class Vote(Strategy):
 
     @override
     def summary(self, details: Details) -> list[str]:
-        counts: list[Any] = details.get("tally") or []
-        return ["Votes:", *(f"- {c['answer'] or '(empty)'}: {c['count']} ({', '.join(c['workers'])})"
-                            for c in counts)] if counts else []
+        return tally_lines(details.get("tally") or [])
 
     @override
     async def review(self, run: "Run", fleet: "Fleet", task: str, answers: list["AgentResult"],
