@@ -194,7 +194,7 @@ class FleetMetrics:
     def _run_started(self, event: RunStarted) -> None:
         # Only a run (`FleetClient.run`) counts as one; the workers alone, an agent alone (serve's
         # `parallama/<agent>`) or a comparison frame their requests but are not a strategy's run.
-        counted = getattr(event, "kind", "run") == "run"
+        counted = event.kind == "run"
         self._framed[event.run_id] = (event.strategy or NO_STRATEGY) if counted else ""
 
     def _run_ended(self, event: RunEnded) -> None:

@@ -71,7 +71,7 @@ class RunTracer:
             handler(event)
 
     def _run_started(self, event: RunStarted) -> None:
-        kind = getattr(event, "kind", "run")
+        kind = event.kind
         if kind == "agent":
             return  # one agent on its own: its chat span alone, under the caller's span
         name = WORKFLOW_PREFIX + (event.strategy or ("workers" if kind == "run" else kind))
