@@ -420,3 +420,27 @@ async def test_an_agent_asked_alone_counts_its_request_not_a_run(serve, servers)
     assert value(page, "parallama_agent_requests_total", agent="A", outcome="done") == 1
     assert value(page, "parallama_agent_requests_total") == 1
     assert value(page, "parallama_runs_total") == 0
+
+
+async def test_an_agent_asked_alone_and_stopped_counts_as_stopped_and_leaves_nothing_open():
+    from parallama import FleetClient
+    from parallama.backends import Message
+    from parallama.observe.metrics import FleetMetrics
+
+    with FakeServer(slots=1) as hanging:
+        hanging.model("m", fault="hang", tokens=4)
+        metrics = FleetMetrics()
+        async with FleetClient({"worker_agents": [worker(hanging, "m", name="A")]}) as client:
+            metrics.watch(client)
+            waiter = Waiter()
+            client.subscribe(waiter)
+            asked = asyncio.ensure_future(client.ask_agent(client.fleet.workers[0],
+                                                           [Message(role="user", content="q")]))
+            await waiter.until(lambda ev: count(ev, "Delta") >= 1)
+            asked.cancel()
+            await asyncio.gather(asked, return_exceptions=True)
+            await waiter.until(lambda ev: count(ev, "RunEnded") == 1)
+        page = samples(metrics.exposition()[0].decode())
+    assert value(page, "parallama_agent_requests_total", agent="A", outcome="stopped") == 1
+    assert value(page, "parallama_runs_total") == 0
+    assert not metrics._open and not metrics._framed
