@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 
 from ..result import RunResult
-from ..review import summary
+from ..review import REGISTRY, summary
 from ..sampling import sampling_line
 
 
@@ -24,10 +24,9 @@ def source_label(result: RunResult) -> str:
     source = result.final_source
     if source is not None and source.kind == "judge":
         return f"judged best: {source.agent}"
-    if source is not None and source.kind == "vote":
-        return "majority vote"
-    if source is not None and source.kind == "confidence":
-        return "confidence-weighted vote"
+    own = REGISTRY.get(source.kind) if source is not None and source.agent is None else None
+    if own is not None and own.source_label:
+        return own.source_label
     if source is not None and source.kind == "worker":
         return f"fallback: {source.agent}'s answer"
     if source is not None and source.agent is not None:  # a strategy's own pick

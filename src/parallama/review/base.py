@@ -44,6 +44,11 @@ class Strategy(abc.ABC):
     "It decides by the answers' short answers, so more samples can help it (`review.samples`)."
     wants_logprobs: ClassVar[bool] = False
     "It reads the workers' token log-probabilities (the backends ask the servers for them)."
+    source_label: ClassVar[str | None] = None
+    """What the terminal says of a final answer whose `final_source` is this strategy's own name ("majority vote"),
+    or None when it never names itself so."""
+    source_note: ClassVar[str | None] = None
+    "What serve's narration says of such a reply, after the details (\"The reply is the majority's answer.\")."
 
     def cutoff(self) -> "Cutoff | None":
         """A rule that ends the workers' last round early once the outcome is settled (vote), or None."""

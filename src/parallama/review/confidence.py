@@ -86,6 +86,8 @@ class Confidence(Strategy):
     reviewer_writes_reply = False
     votes_over_samples = True
     wants_logprobs = True
+    source_label = "confidence-weighted vote"
+    source_note = "The reply is the surest answer of the weightiest group."
 
     @override
     def summary(self, details: Details) -> list[str]:

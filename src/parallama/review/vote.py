@@ -84,6 +84,8 @@ class Vote(Strategy):
             "settled)")
     needs_reviewer = False
     reviewer_writes_reply = False
+    source_label = "majority vote"
+    source_note = "The reply is the majority's answer."
     votes_over_samples = True
 
     @override

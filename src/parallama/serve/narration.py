@@ -18,7 +18,7 @@ from ..redact import StreamMask
 from ..review.vote import tally
 from ..sampling import sampling_line
 from ..stages import reviewing
-from ..review import VOTING, strategy_named, summary
+from ..review import REGISTRY, VOTING, strategy_named, summary
 from ..tracker import RunTracker
 
 if TYPE_CHECKING:
@@ -211,10 +211,9 @@ class Narrator:
         if result.sampling:
             notes.append(f"\n{sampling_line(result.sampling)}\n")
         source = result.final_source
-        if source is not None and source.kind == "confidence":
-            notes.append("\nThe reply is the surest answer of the weightiest group.\n")
-        if source is not None and source.kind == "vote":
-            notes.append("\nThe reply is the majority's answer.\n")
+        own = REGISTRY.get(source.kind) if source is not None and source.agent is None else None
+        if own is not None and own.source_note:
+            notes.append(f"\n{own.source_note}\n")
         if source is not None and source.kind == "judge":
             notes.append(f"\nThe reply is {source.agent}'s answer, scored best.\n")
         notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings and w not in self._said]
