@@ -10,7 +10,7 @@ import click
 
 from ..review import STRATEGIES
 from .common import (CONFIG_ENV, DEFAULT_CONFIG, METRICS_PORT_HELP, ListenAddress, Number, echo_json, load_fleet,
-                     user_errors)
+                     until_stopped, user_errors)
 
 if TYPE_CHECKING:
     from ..batch import Batch, BatchRecord, BatchSummary
@@ -291,36 +291,10 @@ def _pipeline(fleet: "Fleet", todo: list["BatchRecord"], before: list, prompts: 
 
 async def _until_interrupted(batch: "Batch", view: "BatchProgress") -> None:
     import asyncio
-    import signal
-
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(batch.run(on_done=view.on_done))
-    stopped: list[int] = []
-
-    def stop(signum: int) -> None:
-        stopped.append(signum)
-        task.cancel()
-
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop, signum)
-            handled.append(signum)
-        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: Ctrl-C raises instead
-            pass
 
     async def ticks() -> None:
         while True:
             await asyncio.sleep(1)
             view.tick()
 
-    ticker = asyncio.ensure_future(ticks())
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopped:
-            raise  # cancelled from outside, not by a signal
-    finally:
-        ticker.cancel()
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+    await until_stopped(lambda: batch.run(on_done=view.on_done), ticks)

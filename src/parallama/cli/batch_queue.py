@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import click
 
-from .common import echo_json
+from .common import echo_json, until_stopped
 
 if TYPE_CHECKING:
     from ..batch import BatchRecord, BatchSummary
@@ -72,7 +72,7 @@ def write_job(fleet: "Fleet", records: list["BatchRecord"], todo: list["BatchRec
             async def both() -> None:
                 await asyncio.gather(job_writer.run(on_done), worker.run())
 
-            interrupted = await until_stopped(both, view)
+            interrupted = await until_stopped(both, view.watch)
             job_writer.batch.interrupted = interrupted
             summary = await job_writer.summary()
             await job.release_writer()
@@ -127,7 +127,7 @@ def join(url: str, config_path: str | None, name: str | None, *, concurrency: in
                 click.echo(f"joined job {job.name} on {job.where} as {worker.name} "
                            f"(concurrency {worker.concurrency})", err=True)
             view = JobProgress(job, quiet=quiet)
-            interrupted = await until_stopped(worker.run, view)
+            interrupted = await until_stopped(worker.run, view.watch)
             counts = await job.counts()
             dead = await job.dead_letters()
             if not quiet:
@@ -176,37 +176,3 @@ async def _pick(redis: Any, name: str | None, url: str, jobs_on: Callable[[Any],
                        f"with: parallama batch INPUT -o OUT --queue {public_url(url)})", err=True)
             said = True
         await asyncio.sleep(0.2)
-
-
-async def until_stopped(main: Callable[[], Awaitable[None]], view: Any) -> bool:
-    """Run `main` with the view looking on; Ctrl-C or SIGTERM stop it cleanly. Whether it was stopped so."""
-    import asyncio
-    import signal
-
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(main())
-    stopped: list[int] = []
-
-    def stop(signum: int) -> None:
-        stopped.append(signum)
-        task.cancel()
-
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop, signum)
-            handled.append(signum)
-        except (NotImplementedError, RuntimeError):
-            pass
-    watcher = asyncio.ensure_future(view.watch())
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopped:
-            raise
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-    return bool(stopped)

@@ -8,7 +8,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 import click
 
@@ -155,3 +155,39 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+async def until_stopped(main: Callable[[], Awaitable[object]], beside: Callable[[], Awaitable[None]]) -> bool:
+    """Run `main` with `beside` (a view's refresh) going on; Ctrl-C or SIGTERM cancel it cleanly.
+
+    Whether a signal stopped it. Cancelled from outside (not by a signal), the cancellation goes on up."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main())
+    stopped: list[int] = []
+
+    def stop(signum: int) -> None:
+        stopped.append(signum)
+        task.cancel()
+
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: Ctrl-C raises instead
+            pass
+    watcher = asyncio.ensure_future(beside())
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopped:
+            raise  # cancelled from outside, not by a signal
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    return bool(stopped)
