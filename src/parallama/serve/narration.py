@@ -168,7 +168,7 @@ class Narrator:
             doing = self.strategy.reviewer_does
             earlier = [r for r in self.tracker.attempts if r.stage == REVIEW and r.name == agent.name
                        and r is not self.tracker.rows.get((REVIEW, agent.name))]
-            if earlier and earlier[-1].state == "done":  # asked again: its first answer could not be read
+            if earlier and earlier[-1].state == "unusable":  # asked again: its first answer was thrown away (Rejected)
                 doing += " again (its first answer could not be read)"
             elif earlier and self.tools_offered and earlier[-1].result is not None \
                     and earlier[-1].result.error_kind == "http_status":
