@@ -10,6 +10,7 @@ object per chunk.
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any, List, Optional
 
@@ -131,9 +132,22 @@ def read_json(text: str | bytes) -> Any:
     too deep to read included (`json` stops at the interpreter's recursion limit; past it, a caller that expects
     only ValueError would crash on a RecursionError)."""
     try:
-        return json.loads(text)
+        return loads_untrusted(text)
     except RecursionError as exc:
         raise ValueError("nested too deep to read") from exc
+
+
+def loads_untrusted(text: str | bytes) -> Any:
+    """`json.loads` with the cyclic collector paused. Deep nesting takes the parser to the interpreter's recursion
+    limit; a collection started there runs other objects' finalizers with no stack left, and their own errors or
+    warnings then fail to be reported (seen under load as RecursionError in the unraisable hook)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text)
+    finally:
+        if paused:
+            gc.enable()
 
 
 OLLAMA_CHUNK: TypeAdapter[OllamaChunk] = TypeAdapter(OllamaChunk)

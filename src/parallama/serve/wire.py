@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from ..backends.chunks import loads_untrusted
 from ..backends.tools import ToolCall, new_call_id
 from ..review import check_strategy
 from .connections import BODY_TIMEOUT
@@ -240,7 +241,7 @@ async def read_body(request: web.Request) -> bytes:
 
 def _parse(raw: bytes, model: type[BaseModel]) -> Any:
     try:
-        data = json.loads(raw)
+        data = loads_untrusted(raw)
     except ValueError as exc:
         raise ApiError(400, f"the body is not JSON: {exc}") from exc
     except RecursionError as exc:  # the parser's own bound, near 1,000 levels
