@@ -313,7 +313,7 @@ def test_a_worker_stopped_with_sigterm_hands_its_prompts_back_at_once(tmp_path, 
         joined = Host(tmp_path, "b", "--join", url, "-c", "c.json")
         wait_for(lambda: "waiting for a batch job" in joined.stderr(), "the worker to wait for the job")
         writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--no-review", "--queue", url,
-                      "--takeover-after", "60", "--tries", "1")
+                      "--takeover-after", "60", "--tries", "1", "--concurrency", "1")  # 12 s alone: room to join
         job = job_of(writer)
         redis = redis_client(url)
         stream = f"parallama:batch:{job}:prompts"
@@ -340,12 +340,14 @@ def test_a_prompt_whose_worker_dies_on_it_every_try_is_set_aside(tmp_path, redis
     with FakeServer(strict=True) as work:
         work.model("m", latency=0.3, tokens=3, text="an answer here")
         fleet(tmp_path, "c.json", work, slots=2)
-        write_jsonl(tmp_path / "in.jsonl", prompts(20))
+        write_jsonl(tmp_path / "in.jsonl", prompts(40))
         url = redis_server.url
         joined = Host(tmp_path, "b", "--join", url, "-c", "c.json")
         wait_for(lambda: "waiting for a batch job" in joined.stderr(), "the worker to wait for the job")
+        # The writer works one prompt at a time (12 s alone), so the joined worker, slow to start on a busy machine,
+        # still finds prompts to take.
         writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--no-review", "--queue", url,
-                      "--takeover-after", "1", "--tries", "1", "--json")
+                      "--takeover-after", "1", "--tries", "1", "--json", "--concurrency", "1")
         job = job_of(writer)
         redis = redis_client(url)
         stream = f"parallama:batch:{job}:prompts"
@@ -360,7 +362,7 @@ def test_a_prompt_whose_worker_dies_on_it_every_try_is_set_aside(tmp_path, redis
         assert sorted(summary["dead"]) == sorted(stranded)
         assert all("its worker stopped while running it" in entry["error"] for entry in summary["dead"].values())
         lines = read_lines(tmp_path / "out.jsonl")
-        assert sorted(line["id"] for line in lines) == sorted(f"q{i}" for i in range(20) if f"q{i}" not in stranded)
+        assert sorted(line["id"] for line in lines) == sorted(f"q{i}" for i in range(40) if f"q{i}" not in stranded)
         assert all(line["answered"] for line in lines)
 
 
@@ -390,7 +392,7 @@ def test_a_stalled_worker_back_after_a_takeover_writes_nothing_twice(tmp_path, r
         joined = Host(tmp_path, "b", "--join", url, "-c", "c.json", "--json")
         wait_for(lambda: "waiting for a batch job" in joined.stderr(), "the worker to wait for the job")
         writer = Host(tmp_path, "a", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--no-review", "--queue", url,
-                      "--takeover-after", "2")
+                      "--takeover-after", "2", "--concurrency", "1")  # 16 s alone: room for the worker to join
         job = job_of(writer)
         redis = redis_client(url)
         stream = f"parallama:batch:{job}:prompts"
