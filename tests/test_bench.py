@@ -126,6 +126,21 @@ def test_bench_table(tmp_path, servers):
     assert "warm-up" in result.stdout
 
 
+def test_bench_piped_keeps_each_agent_on_one_line(tmp_path, servers):
+    """Piped into a file or `less`, the per-agent table is not cut to 80 columns: each agent's row and the header
+    stay whole lines that a script (or a reader) can take apart by column."""
+    three_server_config(tmp_path, servers)
+    done = run_process("bench", "-c", str(tmp_path / "c.json"), "--repeat", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    [header] = [line for line in lines if line.lstrip().startswith("agent")]
+    assert header.split() == ["agent", "latency", "seq", "latency", "par", "TTFT", "seq", "TTFT", "par", "tok/s",
+                              "seq", "tok/s", "par", "failed"]
+    rows = [line.split() for line in lines if line.split()[:1] in (["A"], ["B"], ["C"])]
+    assert [row[0] for row in rows] == ["A", "B", "C"] and all(len(row) == 8 for row in rows), rows
+    assert "\x1b[" not in done.stdout  # no colour codes in a file
+
+
 def test_bench_bad_usage(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     both = invoke("bench", "--prompt", "a", "--prompts", "empty.txt")
