@@ -14,10 +14,6 @@ import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fakes import FakeServer  # noqa: E402
-
 
 def main(argv: list[str]) -> int:
     if argv[:1] != ["serve"]:
@@ -38,6 +34,11 @@ def main(argv: list[str]) -> int:
         print("stand-in ollama: loading (and never finishing)", flush=True)
         stop.wait()
         return 0
+    # Imported only now: the fakes bring aiohttp, which takes a loaded machine seconds to import, and the mute
+    # stand-in's log line must be written well within the short --ready-timeout its test gives.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fakes import FakeServer
+
     with FakeServer(host=host or "127.0.0.1", port=int(port)) as server:
         server.model("llama3.2:1b", latency=0.1)
         print(f"Listening on {host}:{port} (version {server.version})", flush=True)

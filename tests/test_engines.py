@@ -132,12 +132,14 @@ def test_missing_ollama_binary_says_how_to_install(tmp_path, monkeypatch):
 def test_health_timeout_names_the_log_and_leaves_nothing_running(stand_in, monkeypatch):
     monkeypatch.setenv("STAND_IN_MODE", "mute")
     port = base_port()
-    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--ready-timeout", "1.5")
+    # The timeout is no speed claim: it only has to outlast the stand-in's start (a Python process that writes its
+    # log line before any heavy import: well under a second even at load 25 on two cores), so the line is there.
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port), "--ready-timeout", "5")
     assert result.exit_code == 1
     assert "did not answer" in result.stderr and f"ollama-{port}.log" in result.stderr
     assert "never finishing" in result.stderr  # the log's last lines are shown
     pid = json.loads((stand_in / f"{port}.json").read_text())["pid"]
-    time.sleep(0.2)
+    # `up` returns only once the process it stopped has ended (and is reaped): nothing to wait for here.
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert json.loads(invoke("status", "--json").stdout)["instances"] == []
 
@@ -265,8 +267,15 @@ def test_a_damaged_instances_file_is_said_and_the_running_instances_found_again(
 def test_a_recorded_pid_that_is_not_ours_is_never_signalled(tmp_path):
     """A foreign process under a recorded pid — no start time on record, another start time, another command
     line: `down --all` leaves it running, says why, and forgets the record."""
-    foreign = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    foreign = [subprocess.Popen(command) for _ in range(3)]
     try:
+        # Popen returns before the kernel has put the new program's arguments in place (a loaded machine shows an
+        # empty command line for a while): wait until each one runs its command, as a long-lived process would.
+        deadline = time.monotonic() + 60
+        while any(psutil.Process(p.pid).cmdline() != command for p in foreign):
+            assert time.monotonic() < deadline, [psutil.Process(p.pid).cmdline() for p in foreign]
+            time.sleep(0.01)
         started = [psutil.Process(p.pid).create_time() for p in foreign]
         records = [
             Instance(engine="ollama", pid=foreign[0].pid, host="127.0.0.1", port=11901, model="", log="/dev/null"),

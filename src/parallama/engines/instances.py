@@ -130,9 +130,9 @@ def start_instances(
             spec = engine.launch(host=host, port=port, model=model, threads=threads, parallel=parallel)
             log = store.log_dir() / f"{engine.name}-{port}.log"
             proc = spawn(spec, log, die_with_parent=ephemeral)
-            try:  # Popen returns once the exec has happened: this is the server's own command line
+            try:
                 started_proc = psutil.Process(proc.pid)
-                create_time, cmdline = started_proc.create_time(), started_proc.cmdline()
+                create_time, cmdline = started_proc.create_time(), command_line(started_proc, proc)
             except psutil.Error:  # it died at once: wait_ready says so, naming the log
                 create_time, cmdline = 0.0, spec.argv
             instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
@@ -151,6 +151,20 @@ def start_instances(
         raise
     return StartReport([i for i, _, _ in started], skipped, [p for _, p, _ in started],
                        started[0][2].crash_hint if started else None)
+
+
+EXEC_WAIT_S = 10.0
+
+
+def command_line(started: psutil.Process, proc: subprocess.Popen) -> list[str]:
+    """The server's own command line, once its exec has put it in place. Popen returns when the exec closes the
+    child's close-on-exec pipe, which is before the kernel has set up the new program's arguments: read at once on
+    a loaded machine, the command line can still be empty. Empty after `EXEC_WAIT_S` (or if it died): [], and the
+    record then knows the process by its engine alone (`Instance.identify`)."""
+    deadline = time.monotonic() + EXEC_WAIT_S
+    while not (cmdline := started.cmdline()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cmdline
 
 
 def spawn(spec: LaunchSpec, log: Path, *, die_with_parent: bool = False) -> subprocess.Popen:
