@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from ..events import Cut, Event, Failed, Finished, Queued, RunEnded, RunStarted, Started
 from ..pools import known_health, known_pools
+from ..review import REGISTRY
 
 if TYPE_CHECKING:
     from ..client import FleetClient
@@ -50,8 +51,10 @@ def run_outcome(result: "RunResult | None", stopped: bool) -> str:
 
 
 def settled_early(result: "RunResult") -> bool:
-    """A vote whose majority was settled while workers still ran (they were cut)."""
-    return result.strategy == "vote" and result.final_source == "vote" and result.partial
+    """A strategy that stops early (vote) picked its answer while workers still ran: they were cut for it."""
+    strategy = REGISTRY.get(result.strategy) if result.strategy else None
+    return (strategy is not None and strategy.cutoff() is not None and result.final_source == strategy.name
+            and result.partial)
 
 
 def fell_back(result: "RunResult") -> bool:

@@ -22,11 +22,9 @@ def review_summary(result: RunResult) -> list[str]:
 def source_label(result: RunResult) -> str:
     """Where the final answer came from, for people: `reviewer, council`, `judged best: B`, `fallback: A's`."""
     source = result.final_source
-    if source is not None and source.kind == "judge":
-        return f"judged best: {source.agent}"
-    own = REGISTRY.get(source.kind) if source is not None and source.agent is None else None
-    if own is not None and own.source_label:
-        return own.source_label
+    own = REGISTRY.get(source.kind) if source is not None else None
+    if source is not None and own is not None and own.source_label:
+        return own.source_label.format(agent=source.agent)
     if source is not None and source.kind == "worker":
         return f"fallback: {source.agent}'s answer"
     if source is not None and source.agent is not None:  # a strategy's own pick

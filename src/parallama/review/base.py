@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import abc
 import random
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:
     from ..calls import Run
@@ -45,10 +45,14 @@ class Strategy(abc.ABC):
     wants_logprobs: ClassVar[bool] = False
     "It reads the workers' token log-probabilities (the backends ask the servers for them)."
     source_label: ClassVar[str | None] = None
-    """What the terminal says of a final answer whose `final_source` is this strategy's own name ("majority vote"),
-    or None when it never names itself so."""
+    """What the terminal says of a final answer whose `final_source` is this strategy's own ("majority vote";
+    `{agent}` for the worker it names: "judged best: {agent}"), or None when it never names itself so."""
     source_note: ClassVar[str | None] = None
-    "What serve's narration says of such a reply, after the details (\"The reply is the majority's answer.\")."
+    """What serve's narration says of such a reply, after the details ("The reply is the majority's answer.";
+    `{agent}` as in `source_label`)."""
+    picked: ClassVar[str] = "the answer it picked"
+    """A reply that is one worker's answer, as this strategy picks it, in a sentence ("the majority's answer"):
+    serve's notes on the request's tools, and the note of the agent that writes the reply from it with them."""
 
     def cutoff(self) -> "Cutoff | None":
         """A rule that ends the workers' last round early once the outcome is settled (vote), or None."""
@@ -63,6 +67,11 @@ class Strategy(abc.ABC):
         """The details, for people, one line each (a heading, then its lines): the terminal prints them, serve's
         narration and `history show` say them. Empty: nothing to say."""
         return []
+
+    def reviewer_asked(self, answers: Sequence["AgentResult"]) -> tuple[str, str] | None:  # noqa: ARG002
+        """Why the reviewer is asked after all, said as it is asked (vote: no majority), and the warning the result
+        will carry for it (serve's narration says the one, and so not the other again); None: nothing to say."""
+        return None
 
     def plan_sentence(self, reviewer: str) -> str:
         """`plan` said of a fleet whose first reviewer is `reviewer` ('' for none)."""

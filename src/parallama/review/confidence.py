@@ -88,6 +88,7 @@ class Confidence(Strategy):
     wants_logprobs = True
     source_label = "confidence-weighted vote"
     source_note = "The reply is the surest answer of the weightiest group."
+    picked = "the answer the workers were surest of"
 
     @override
     def summary(self, details: Details) -> list[str]:

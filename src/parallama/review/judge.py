@@ -137,6 +137,9 @@ class Judge(Strategy):
     plan = "then {reviewer} scores their answers, and the best-scored one is the reply"
     reviewer_writes_reply = False
     reviewer_does = "is scoring the answers"
+    picked = "the answer the judge scored best"
+    source_label = "judged best: {agent}"
+    source_note = "The reply is {agent}'s answer, scored best."
 
     @override
     def summary(self, details: Details) -> list[str]:

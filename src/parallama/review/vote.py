@@ -58,6 +58,16 @@ def tally_lines(counts: Sequence[Any], note: Callable[[Any], str] | None = None)
                         for c in counts)] if counts else []
 
 
+def no_majority(counts: Sequence["VoteCount"]) -> str:
+    """Why there is no majority, in a few words."""
+    return ("no answer has a word or a number" if not counts else
+            "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie")
+
+
+def synthesized_warning(why: str) -> str:
+    return f"vote: no majority ({why}); the reviewer synthesized the answers"
+
+
 class SettledVote:
     """The early stop: once the leader has more votes than the runner-up could reach with every worker still
     running, the rest are cut."""
@@ -86,7 +96,16 @@ class Vote(Strategy):
     reviewer_writes_reply = False
     source_label = "majority vote"
     source_note = "The reply is the majority's answer."
+    picked = "the majority's answer"
     votes_over_samples = True
+
+    @override
+    def reviewer_asked(self, answers: Sequence["AgentResult"]) -> tuple[str, str] | None:
+        counts = tally(answers)
+        if winner(counts) is not None:
+            return None
+        why = no_majority(counts)
+        return f"No majority ({why}): the reviewer writes the final answer from theirs.", synthesized_warning(why)
 
     @override
     def plan_sentence(self, reviewer: str) -> str:
@@ -112,12 +131,11 @@ class Vote(Strategy):
             first = next(a for a in answers if vote_key(a.content, task) == chosen["answer"])
             return ReviewOutcome(final=first.content, final_source=FinalSource("vote"), details={"tally": counts},
                                  warnings=notes)
-        why = ("no answer has a word or a number" if not counts else
-               "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie")
+        why = no_majority(counts)
         if fleet.reviewers:
             outcome = await Synthesize().review(run, fleet, task, answers, until, rng)
             outcome.details["tally"] = counts
-            outcome.warnings[:0] = [f"vote: no majority ({why}); the reviewer synthesized the answers", *notes]
+            outcome.warnings[:0] = [synthesized_warning(why), *notes]
             return outcome
         first = next((a for a in answers if a.name not in silent), answers[0])
         return ReviewOutcome(final=first.content, final_source=FinalSource("worker", first.name),

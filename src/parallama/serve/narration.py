@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..events import RANKING, REVIEW, WORKERS, Cut, Delta, Failed, Finished, Ranked, RunEnded, Started, Thinking
 from ..redact import StreamMask
-from ..review.vote import tally
 from ..sampling import sampling_line
 from ..stages import reviewing
 from ..review import REGISTRY, VOTING, strategy_named, summary
@@ -161,7 +160,7 @@ class Narrator:
             elif event.stage.startswith("round "):
                 out.append(f"\n{event.stage.capitalize()}: each worker improves its answer with the others'.\n")
             elif event.stage == REVIEW:
-                out.append("\n" + self._no_majority())
+                out.append("\n" + self._reviewer_asked())
         agent = event.agent
         doing = "started"
         if event.stage == REVIEW:
@@ -211,11 +210,9 @@ class Narrator:
         if result.sampling:
             notes.append(f"\n{sampling_line(result.sampling)}\n")
         source = result.final_source
-        own = REGISTRY.get(source.kind) if source is not None and source.agent is None else None
-        if own is not None and own.source_note:
-            notes.append(f"\n{own.source_note}\n")
-        if source is not None and source.kind == "judge":
-            notes.append(f"\nThe reply is {source.agent}'s answer, scored best.\n")
+        own = REGISTRY.get(source.kind) if source is not None else None
+        if source is not None and own is not None and own.source_note:
+            notes.append(f"\n{own.source_note.format(agent=source.agent)}\n")
         notes += [f"\n⚠ {w}\n" for w in result.warnings if w not in self.fleet.warnings and w not in self._said]
         out: list[Piece] = [(REASONING, "".join(notes))] if notes else []
         final = result.reply
@@ -264,18 +261,17 @@ class Narrator:
                 lines.append(f"✓ {row.name} scored them in {row.result.elapsed_s:.1f} s\n")
         return self._out([(REASONING, "".join(lines))]) if lines else []
 
-    def _no_majority(self) -> str:
-        """vote: why its reviewer is asked (no majority), said as it is asked, not after the result."""
-        if self.strategy.name != "vote":
-            return ""
+    def _reviewer_asked(self) -> str:
+        """Why the reviewer is asked after all (vote: no majority), said as it is asked, not after the result."""
         answers = [row.result for row in self.tracker.rows.values()
                    if row.stage != REVIEW and row.stage != RANKING and row.result is not None and row.result.ok]
         last_stage = answers[-1].stage if answers else WORKERS
-        counts = tally([a for a in answers if a.stage == last_stage])
-        why = "all answers differ" if all(c["count"] == 1 for c in counts) else "a tie"
-        warning = f"vote: no majority ({why}); the reviewer synthesized the answers"
+        said = self.strategy.reviewer_asked([a for a in answers if a.stage == last_stage])
+        if said is None:
+            return ""
+        sentence, warning = said
         self._said.add(warning)
-        return f"No majority ({why}): the reviewer writes the final answer from theirs.\n"
+        return sentence + "\n"
 
     def _flush(self) -> list[Piece]:
         """What the masks held back (the start of what might be a secret), now that the reviewer is done."""

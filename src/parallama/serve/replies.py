@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 
 from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
 from ..redact import StreamMask
-from ..review import VOTING
+from ..result import REVIEW_SOURCE, WORKERS_SOURCE
+from ..review import VOTING, strategy_named
 from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
 from .feed import Feed, Serving
@@ -55,14 +56,12 @@ WRITER_NOTE = """A team of assistants has answered the user's latest message; {p
 
 The team's answer:
 {answer}"""
-PICKS = {"judge": "the answer a judge scored best", "vote": "the answer most of them gave",
-         "confidence": "the answer they were surest of, together"}
 
 
 def writer_messages(conversation: "Sequence[Message]", strategy: str, answer: str) -> "list[Message]":
     """The conversation as the writer takes it (tool calls kept), its system message led by the team's answer."""
     messages, _ = for_agent(conversation)
-    note = WRITER_NOTE.format(pick=PICKS.get(strategy, "their answer"), answer=answer)
+    note = WRITER_NOTE.format(pick=strategy_named(strategy).picked, answer=answer)
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": note + "\n\n" + messages[0]["content"]}, *messages[1:]]
     return [{"role": "system", "content": note}, *messages]
@@ -147,9 +146,9 @@ class Reply(Feed[Piece]):
         if type(event) is RunEnded:
             result = event.result
             writer = self.ask.writer
-            kind = result.final_source.kind if result is not None and result.final_source is not None else None
+            source = result.final_source if result is not None else None
             self._writer_follows = (writer is not None and result is not None and result.reply is not None
-                                    and kind in ("judge", "vote", "confidence", "worker"))
+                                    and source is not None and source not in (REVIEW_SOURCE, WORKERS_SOURCE))
             self.narrator.hold_reply = self._writer_follows
             self._keep_tool_turn(result)
             if self._writer_follows and result is not None:

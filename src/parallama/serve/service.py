@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar, Union
 from aiohttp import web
 
 from ..redact import Redactor
-from ..review import VOTING, reviewer_writes_reply
+from ..review import VOTING, reviewer_writes_reply, strategy_named
 from .alone import AgentAsk, AgentReply
 from .connections import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from .conversation import for_agent, split
@@ -225,7 +225,7 @@ class Service:
             elif not reviewer_writes_reply(strategy):  # the reply is a worker's answer: judge, vote, confidence
                 writer = fleet.tools_agent
                 voting = strategy in VOTING
-                pick = "the majority's answer" if voting else "the best-scored worker answer"
+                pick = strategy_named(strategy).picked
                 fallback = voting and bool(fleet.reviewers)  # with no majority, the reviewer writes, with the tools
                 if writer is not None:
                     notes.append(f"The request's tools go to {writer.name}, which writes the reply from {pick}"
