@@ -397,14 +397,14 @@ def test_serve_names_its_metrics_at_start_and_scrapes_leave_no_access_log_line(t
         assert found, banner
         url = found.group(1)
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(url + "/metrics", timeout=10)
+            urllib.request.urlopen(url + "/metrics", timeout=30)
         assert refused.value.code == 401
         request = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {key}"})
-        page = samples(urllib.request.urlopen(request, timeout=10).read().decode())
+        page = samples(urllib.request.urlopen(request, timeout=30).read().decode())
         assert value(page, "parallama_server_slots") == 3
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=15)
+        _, err = process.communicate(timeout=60)
     assert '"GET /metrics HTTP/1.1" 401' in err  # the refused scrape is logged, the answered one is not
     assert '"GET /metrics HTTP/1.1" 200' not in err
     assert key not in banner + err
