@@ -154,6 +154,12 @@ def echoed(text: str) -> list[str]:
     return [phrase for phrase in scaffolding() if phrase in text.lower()]
 
 
+def failures(data: dict) -> list:
+    """What went wrong in a run, for an assertion's message: each failed agent's error, and the warnings."""
+    agents = data["workers"] + [data["review"]] + data["review_attempts"]
+    return [f"{a['name']}: {a['status']}: {a['error']}" for a in agents if a and a["status"] != "ok"] + data["warnings"]
+
+
 def demo_run(question: str, cwd) -> dict:
     proc = subprocess.run([sys.executable, "-m", "parallama", "run", question, "--json"],
                           capture_output=True, text=True, timeout=300, cwd=cwd)
@@ -165,8 +171,8 @@ def demo_run(question: str, cwd) -> dict:
 def test_demo_answers_the_capital_of_france(tmp_path):
     """The README's first command on a factual question: the reviewer's answer, right, in its own words."""
     data = demo_run("What is the capital of France?", tmp_path)
-    assert [w["status"] for w in data["workers"]] == ["ok"] * 3
-    assert data["final_source"] == "review"
+    assert [w["status"] for w in data["workers"]] == ["ok"] * 3, failures(data)
+    assert data["final_source"] == "review", failures(data)
     assert "Paris" in data["final"]
     assert not echoed(data["final"]), data["final"]
 
