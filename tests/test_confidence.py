@@ -114,7 +114,8 @@ async def test_confidence_on_the_real_embedded_engine():
         config_fleet = type(fleet)(**{**fleet.__dict__, "strategy": "confidence", "reviewers": ()})
         async with FleetClient(config_fleet) as client:
             result = await client.run("What is the capital of France? Answer in one word.")
-    assert result.final_source == "confidence", result.warnings
+    failed = [f"{w.name}: {w.error}" for w in result.workers if not w.ok] + result.warnings
+    assert result.final_source == "confidence", failed
     weights = [w for c in result.tally for w in c["weights"]]
-    assert len(weights) == 3 and all(w is not None and 0 < w <= 1 for w in weights)
+    assert len(weights) == 3 and all(w is not None and 0 < w <= 1 for w in weights), (result.tally, failed)
     assert not [w for w in result.warnings if w.startswith("confidence:")]

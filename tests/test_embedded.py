@@ -60,8 +60,9 @@ def streaming(ports: list[str], within: float = 600, *, every: bool = True) -> N
     assert until(lambda: which(answering(log) for log in logs), within), f"no chat request in flight on {ports}"
 
 
-def started_servers(proc: subprocess.Popen, count: int, within: float = 120) -> list[psutil.Process]:
-    """The llama.cpp servers `proc` started, once there are `count` of them."""
+def started_servers(proc: subprocess.Popen, count: int, within: float = 600) -> list[psutil.Process]:
+    """The llama.cpp servers `proc` started, once there are `count` of them (`within` bounds only a run that never
+    starts one: a loaded machine takes its time to import and spawn)."""
     def servers() -> list[psutil.Process]:
         return [p for p in psutil.Process(proc.pid).children(recursive=True)
                 if LAUNCHER in " ".join(p.cmdline())]
@@ -160,9 +161,14 @@ def failures(data: dict) -> list:
     return [f"{a['name']}: {a['status']}: {a['error']}" for a in agents if a and a["status"] != "ok"] + data["warnings"]
 
 
+RUN_BOUND_S = 900
+"""How long a whole demo run may take before a test calls it hung: its start, then the workers and the reviewer each
+within the demo's own timeout (`embedded.TIMEOUT_S`). No speed claim: a loaded machine takes its time."""
+
+
 def demo_run(question: str, cwd) -> dict:
     proc = subprocess.run([sys.executable, "-m", "parallama", "run", question, "--json"],
-                          capture_output=True, text=True, timeout=300, cwd=cwd)
+                          capture_output=True, text=True, timeout=RUN_BOUND_S, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     assert "embedded demo fleet" in proc.stderr and "SmolLM2" in proc.stderr
     return json.loads(proc.stdout) | {"stderr": proc.stderr}
@@ -201,7 +207,7 @@ def test_demo_says_which_ports_it_used_when_the_default_is_busy(tmp_path):
         except OSError:
             pass  # already held by someone else: busy all the same
         proc = subprocess.run([sys.executable, "-m", "parallama", "run", "Say hi.", "-q"],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                              capture_output=True, text=True, timeout=RUN_BOUND_S, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"port {embedded.BASE_PORT} is in use by" in proc.stderr
     used = re.search(r"the demo fleet used ports ([\d, ]+) instead", proc.stderr)
@@ -219,7 +225,7 @@ def test_a_crashed_llama_cpp_server_is_named_with_what_to_do(tmp_path):
     port = port_of(server)
     streaming([port])
     server.send_signal(signal.SIGSEGV)
-    out, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=RUN_BOUND_S)
     assert proc.returncode == 1, err
     assert f"llama-cpp on port {port} crashed (SIGSEGV)" in err
     assert "--force-reinstall --no-deps xllamacpp" in err and f"llama-cpp-{port}.log" in err
@@ -254,10 +260,10 @@ def test_ctrl_c_during_embedded_run_stops_its_instances(tmp_path):
     started = [p.pid for p in servers]
     streaming([port_of(p) for p in servers], every=False)  # a request in flight: the run is under way
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=RUN_BOUND_S)  # stops at once; the bound is only for a hang
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert all(gone(pid) for pid in started)
+    assert until(lambda: all(gone(pid) for pid in started)), [p.pid for p in llama_servers()]
 
 
 def exact(api_url: str, tokens: int):
@@ -338,7 +344,7 @@ def test_the_demo_judge_gets_readable_scores(tmp_path):
     """The judge asks for JSON of its schema; llama.cpp binds the reply to it by a grammar, so even the tiny demo
     model's scores are read (no fallback to a worker's answer)."""
     proc = subprocess.run([sys.executable, "-m", "parallama", "run", "What is the capital of France?", "--strategy",
-                           "judge", "--json"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                           "judge", "--json"], capture_output=True, text=True, timeout=RUN_BOUND_S, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["final_source"].startswith("judge:"), (data["final_source"], data["review"])

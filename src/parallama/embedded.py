@@ -44,6 +44,11 @@ PERSONAS = [
 REVIEWER = Persona("Reviewer", "You are a helpful assistant.", 0.2, 3)
 WORKER_MAX_TOKENS = 256
 REVIEWER_MAX_TOKENS = 256
+TIMEOUT_S = 300
+"""Each demo agent's timeout: a whole answer (256 tokens) at one token a second, and its prompt. Measured on the
+2-core machine at load 26–31, the workers took 31–49 s and the reviewer 51 s (4–9 tok/s); the 90 s and 120 s this
+replaces left a machine two or three times as busy, or as slow, with a worker failed or the reviewer's answer lost.
+The server is this run's own, and its crash is seen at once: the timeout only has to catch one that hangs."""
 
 
 def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
@@ -57,8 +62,8 @@ def embedded_fleet(instances: list[Instance], *, seeded: bool = True) -> Fleet:
                 "timeout": timeout, "options": options}
 
     config = {
-        "reviewer_agent": agent(REVIEWER, instances[0], REVIEWER_MAX_TOKENS, 120),
-        "worker_agents": [agent(persona, slots[i % len(slots)], WORKER_MAX_TOKENS, 90)
+        "reviewer_agent": agent(REVIEWER, instances[0], REVIEWER_MAX_TOKENS, TIMEOUT_S),
+        "worker_agents": [agent(persona, slots[i % len(slots)], WORKER_MAX_TOKENS, TIMEOUT_S)
                           for i, persona in enumerate(PERSONAS)],
         "review": dict(SMALL_MODEL_REVIEW),
     }
