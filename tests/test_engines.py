@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -142,6 +143,27 @@ def test_health_timeout_names_the_log_and_leaves_nothing_running(stand_in, monke
     # `up` returns only once the process it stopped has ended (and is reaped): nothing to wait for here.
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert json.loads(invoke("status", "--json").stdout)["instances"] == []
+
+
+def test_a_port_taken_just_before_the_server_binds_it_is_passed_over(stand_in, monkeypatch):
+    """Another server takes the port between `up`'s look and its server's bind (two `up`s, or two demo runs, starting
+    at once): its answers on that port are not taken for ours, the port is said busy, and the server is started again
+    on the next free one; the other server is left alone."""
+    monkeypatch.setenv("STAND_IN_MODE", "lose-port")
+    port = base_port()
+    result = invoke("up", "--engine", "ollama", "-n", "1", "--base-port", str(port))
+    holder = json.loads((stand_in / "holder" / f"{port}.json").read_text())["pid"]
+    try:
+        assert result.exit_code == 0, result.stderr
+        assert f"port {port} is in use by" in result.stderr and f"pid {holder}" in result.stderr
+        assert result.stdout.strip() == f"http://127.0.0.1:{port + 1}/api/chat"
+        [instance] = json.loads(invoke("status", "--json").stdout)["instances"]
+        assert (instance["url"], instance["alive"]) == (f"http://127.0.0.1:{port + 1}", True)
+        assert instance["pid"] == json.loads((stand_in / f"{port + 1}.json").read_text())["pid"]
+        assert invoke("down", "--all").exit_code == 0
+        assert psutil.Process(holder).status() != psutil.STATUS_ZOMBIE  # not ours: still serving
+    finally:
+        os.kill(holder, signal.SIGTERM)
 
 
 def test_stale_pid_is_detected_and_cleaned():

@@ -125,27 +125,44 @@ def start_instances(
     threads = threads or default_threads(n)
     ports, skipped = pick_ports(n, base_port, host, strict=strict_ports)
     started: list[tuple[Instance, subprocess.Popen, LaunchSpec]] = []
+
+    def launch(port: int) -> tuple[Instance, subprocess.Popen, LaunchSpec]:
+        spec = engine.launch(host=host, port=port, model=model, threads=threads, parallel=parallel)
+        log = store.log_dir() / f"{engine.name}-{port}.log"
+        proc = spawn(spec, log, die_with_parent=ephemeral)
+        try:
+            started_proc = psutil.Process(proc.pid)
+            create_time, cmdline = started_proc.create_time(), command_line(started_proc, proc)
+        except psutil.Error:  # it died at once: wait_ready says so, naming the log
+            create_time, cmdline = 0.0, spec.argv
+        instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
+                            log=str(log), parallel=spec.parallel, threads=threads, create_time=create_time,
+                            cmdline=cmdline, extra={"health_path": spec.health_path, "ephemeral": ephemeral})
+        store.add(instance)
+        return instance, proc, spec
+
     try:
         for port in ports:
-            spec = engine.launch(host=host, port=port, model=model, threads=threads, parallel=parallel)
-            log = store.log_dir() / f"{engine.name}-{port}.log"
-            proc = spawn(spec, log, die_with_parent=ephemeral)
-            try:
-                started_proc = psutil.Process(proc.pid)
-                create_time, cmdline = started_proc.create_time(), command_line(started_proc, proc)
-            except psutil.Error:  # it died at once: wait_ready says so, naming the log
-                create_time, cmdline = 0.0, spec.argv
-            instance = Instance(engine=engine.name, pid=proc.pid, host=host, port=port, model=spec.model,
-                                log=str(log), parallel=spec.parallel, threads=threads, create_time=create_time,
-                                cmdline=cmdline,
-                                extra={"health_path": spec.health_path, "ephemeral": ephemeral})
-            store.add(instance)
-            started.append((instance, proc, spec))
+            started.append(launch(port))
         t0 = time.monotonic()
-        for instance, proc, spec in started:
-            wait_ready(instance, proc, spec, deadline=t0 + ready_timeout)
+        for index in range(len(started)):
+            for attempt in range(PORT_RACES + 1):
+                instance, proc, spec = started[index]
+                try:
+                    wait_ready(instance, proc, spec, deadline=t0 + ready_timeout)
+                    break
+                except StartError:
+                    if strict_ports or attempt == PORT_RACES or not lost_its_port(instance, proc):
+                        raise
+                # Another program took the port between our look and the server's bind (two `up`s or demo runs
+                # starting at once): said as a busy port, and the server started again on the next free one.
+                skipped.append(BusyPort(instance.port, port_holder(instance.port)))
+                store.remove({instance.port})
+                [port], more = pick_ports(1, max(i.port for i, _, _ in started) + 1, host, strict=False)
+                skipped.extend(more)
+                started[index] = launch(port)
             if on_ready:
-                on_ready(instance, time.monotonic() - t0)
+                on_ready(started[index][0], time.monotonic() - t0)
     except BaseException:
         stop_instances([i for i, _, _ in started], store=store)
         raise
@@ -201,7 +218,8 @@ def wait_ready(instance: Instance, proc: subprocess.Popen, spec: LaunchSpec, *, 
                              f"ready{hint}; see {instance.log}{_log_tail(instance.log)}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
+                # Ours only when our process holds the port: another server there answers too.
+                if response.status == 200 and listens_on(proc, instance.port):
                     return
         except (urllib.error.URLError, ConnectionError, OSError, TimeoutError):
             pass
@@ -209,6 +227,32 @@ def wait_ready(instance: Instance, proc: subprocess.Popen, spec: LaunchSpec, *, 
             raise StartError(f"{instance.engine} on port {instance.port} did not answer {url} in time; "
                              f"see {instance.log}{_log_tail(instance.log)}")
         time.sleep(0.2)
+
+
+PORT_RACES = 5
+"How many times one instance is started again because another program took its port just before it could bind."
+
+
+def listens_on(proc: subprocess.Popen, port: int) -> bool:
+    """Whether the process we started (or a child of it) listens on `port`."""
+    try:
+        started = psutil.Process(proc.pid)
+        family = [started] + started.children(recursive=True)
+    except psutil.Error:
+        return False
+    for member in family:
+        try:
+            if any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in member.net_connections(kind="inet")):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def lost_its_port(instance: Instance, proc: subprocess.Popen) -> bool:
+    """Whether a server that ended before it was ready did so because another program holds its port now."""
+    return proc.poll() is not None and not port_is_free(instance.port, instance.host)
 
 
 def _log_tail(path: str, lines: int = 3) -> str:
