@@ -410,6 +410,26 @@ async def test_the_progress_lists_a_worker_waiting_for_its_slot_before_the_first
     assert reasoning.count(waiting) == 1
 
 
+async def test_a_reviewer_queued_soon_after_the_workers_is_said_to_wait_for_its_slot_too(servers, serve):
+    a, b, c = servers
+    a.model("m", latency=0.05, text="Alpha says four.")
+    b.model("m", latency=0.05, text="Beta says 4.")
+    c.model("rev", latency=1.0, tokens=4, text="The answer is 4.")
+    running = await serve({"worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")],
+                           "reviewer_agent": worker(c, "rev", name="Rev")})
+    # Another client's request to the reviewer's model holds its server's one slot: the run's reviewer, queued a
+    # moment after its workers (less than the progress's first look at who waits), waits for it to end.
+    title = asyncio.create_task(ollama_client(running).chat("parallama/rev", messages=ASK))
+    while not c.requests:
+        await asyncio.sleep(0.01)
+    parts = [p async for p in await ollama_client(running).chat("parallama", messages=ASK, stream=True)]
+    await title
+    thinking = "".join(p.message.thinking or "" for p in parts)
+    waiting = f"◦ Rev (review) (rev) is waiting for a slot on localhost:{c.port}\n"
+    assert thinking.count(waiting) == 1, thinking
+    assert thinking.index("✓ B answered") < thinking.index(waiting) < thinking.index("▸ Rev (rev)"), thinking
+
+
 async def test_ignored_settings_are_named_once_in_the_progress_and_in_the_header(servers, serve):
     running = await serve(guide_fleet(servers))
     parts = [p async for p in await ollama_client(running).chat(

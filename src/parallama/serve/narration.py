@@ -150,6 +150,14 @@ class Narrator:
                 lines.append(f"◦ {agent.name}{stage} ({agent.model}) is waiting for a slot on {where}\n")
         return self._out([(REASONING, "".join(lines))]) if lines else []
 
+    def waiting_due(self, for_s: float) -> float | None:
+        """Seconds until the next request queued for a slot and not said to wait yet has waited `for_s` (0 when one
+        has already), or None when there is none."""
+        now = self.tracker.now()
+        due = [row.queued_at + for_s - now for row in self.tracker.waiting_for_slot()
+               if row.queued_at is not None and id(row) not in self._said_waiting]
+        return max(0.0, min(due)) if due else None
+
     # ---------------------------------------------------------------- the events
 
     def _started(self, event: Started, opens_stage: bool) -> list[Piece]:

@@ -156,10 +156,10 @@ class Reply(Feed[Piece]):
                 assert writer is not None
                 return self.narrator.feed(event) + self.narrator.say(
                     f"\n▸ {writer.name} ({writer.model}) writes the reply from it, with the request's tools\n")
-        if type(event) is Queued and not self._waiting_check:
-            # Said once it is clear that a request waits (not for one its server takes at once).
-            self._waiting_check = asyncio.get_running_loop().call_later(WAITING_AFTER_S, self._say_waiting)
-        return self.narrator.feed(event)
+        pieces = self.narrator.feed(event)
+        if type(event) is Queued:
+            self._check_waiting()
+        return pieces
 
     def _writer(self, event: "Event") -> list[Piece]:
         """The writer's events (stage `alone`): its text is the reply; its tool calls go to the client."""
@@ -196,9 +196,20 @@ class Reply(Feed[Piece]):
             self.service.tool_turns.remember(self.service.catalogue.canonical(self.ask.model), question, writer,
                                              result.continue_with)
 
+    def _check_waiting(self) -> None:
+        """Look again when the next request not said to wait yet has waited WAITING_AFTER_S: said once it is clear
+        that a request waits (not for one its server takes at once), each request at its own time (one queued a
+        moment after the request that set the last look is not missed)."""
+        if self._waiting_check is not None:
+            return
+        due = self.narrator.waiting_due(WAITING_AFTER_S)
+        if due is not None:
+            self._waiting_check = asyncio.get_running_loop().call_later(due, self._say_waiting)
+
     def _say_waiting(self) -> None:
         self._waiting_check = None
         self.push(self.narrator.waiting(WAITING_AFTER_S))
+        self._check_waiting()
 
     def crashed(self, message: str) -> list[Piece]:
         self.error_status = 500
