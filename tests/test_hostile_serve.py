@@ -513,23 +513,30 @@ def test_big_bodies_and_long_replays_do_not_stall_other_clients(tmp_path, server
         big = json.dumps({**ASK, "messages": [{"role": "user", "content": "word " * (3 * 2**20)},
                                               {"role": "assistant", "content": "no"}]}).encode()
         too_big = b'{"model": "parallama", "messages": [{"role": "user", "content": "' + b"x" * (40 * 2**20) + b'"}]}'
-        with Pinger(url) as quiet:
-            time.sleep(1.0)
         with Pinger(url) as busy:
+            took = {}
             started = time.perf_counter()
             status, reply = post_json(url + "/api/chat", big)
+            took["15 MiB body"] = time.perf_counter() - started
             assert status == 400 and "the last message must be the user's" in reply["error"]
+            started = time.perf_counter()
             status, reply = post_json(url + "/api/chat", too_big)
+            took["40 MiB body"] = time.perf_counter() - started
             assert status == 413 and "larger than 16 MiB" in reply["error"]
-            events = json.loads(urllib.request.urlopen(url + f"/ui/api/history/{latest['id']}", timeout=60)
+            started = time.perf_counter()
+            events = json.loads(urllib.request.urlopen(url + f"/ui/api/history/{latest['id']}", timeout=120)
                                 .read())["events"]
-            took = time.perf_counter() - started
+            took["replay"] = time.perf_counter() - started
         context = events[0]["context"]
         assert len(context) == 100_000
         rendered = [turn for turn in context if "html" in turn]
         assert len(rendered) == 20 and rendered[-1]["html"].startswith("<p><strong>answer</strong> 99999</p>")
     finally:
         stop(process)
-    print(f"pings: {len(quiet.waits)} quiet, longest {max(quiet.waits) * 1000:.0f} ms; {len(busy.waits)} during "
-          f"{took:.1f} s of big bodies and a long replay, longest {max(busy.waits) * 1000:.0f} ms")
-    assert max(busy.waits) < max(0.6, 20 * max(quiet.waits))  # was 4.6 s for a 50 MB body, 1.5 s for the replay
+    longest, slowest = max(busy.waits), max(took.values())
+    print(f"pings: {len(busy.waits)}, longest {longest * 1000:.0f} ms; "
+          + ", ".join(f"{what} {s:.2f} s" for what, s in took.items()))
+    # Done in the loop, a piece of this work would hold every other client for all of its time (it was 4.6 s for
+    # a 50 MB body, 1.5 s for the replay): a ping then waits about as long as the slowest piece takes. A ping
+    # waits well under half of that, measured in the same run (a loaded machine slows both), or under 0.6 s.
+    assert longest < max(0.6, slowest / 2), (longest, took)

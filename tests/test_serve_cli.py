@@ -33,7 +33,7 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subproce
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
     process.send_signal(sig)
-    _, err = process.communicate(timeout=15)
+    _, err = process.communicate(timeout=60)
     return err
 
 
