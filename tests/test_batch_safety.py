@@ -115,8 +115,9 @@ def test_lines_written_before_fingerprints_are_still_resumed(tmp_path, server):
 
 
 def test_a_second_batch_cannot_slip_in_while_a_resume_swaps_the_file(tmp_path):
-    """The first batch's rename is held up for 6 s (strace delays the syscall): meanwhile the second batch must be
-    refused, not write into the file that is about to be replaced."""
+    """The first batch's rename is held up (strace delays the syscall) for three times as long as a batch takes on
+    this machine at the moment (6 s at least): meanwhile the second batch must be refused, not write into the file
+    that is about to be replaced."""
     if shutil.which("strace") is None:
         pytest.fail("this test needs strace (apt-get install strace; .ci/run installs it)")
     with FakeServer() as fake:
@@ -126,23 +127,26 @@ def test_a_second_batch_cannot_slip_in_while_a_resume_swaps_the_file(tmp_path):
         write_jsonl(tmp_path / "other.jsonl", [{"id": f"x{i}", "prompt": f"other {i}"} for i in range(3)])
         assert invoke("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json").exit_code == 1  # b: no answer
         fake.model("m", latency=0.02, text="fine")
+        started = time.perf_counter()  # a whole batch as a process: a busy machine takes seconds to start one
+        assert run_process("batch", "other.jsonl", "-o", "alone.jsonl", "-c", "c.json").returncode == 0
+        held_s = max(6.0, 3 * (time.perf_counter() - started))
 
         out = tmp_path / "out.jsonl"
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         first = subprocess.Popen(
             ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2",
-             "-e", "inject=rename,renameat,renameat2:delay_enter=6000000",
+             "-e", f"inject=rename,renameat,renameat2:delay_enter={int(held_s * 1e6)}",
              sys.executable, "-m", "parallama", "batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.time() + 30
+            deadline = time.time() + 120
             while not list(tmp_path.glob(".out.jsonl.*.tmp")):  # the new file is written: its rename is next
                 assert time.time() < deadline and first.poll() is None, first.communicate()
                 time.sleep(0.01)
             time.sleep(0.3)
             second = run_process("batch", "other.jsonl", "-o", "out.jsonl", "-c", "c.json", "--resume")
             assert list(tmp_path.glob(".out.jsonl.*.tmp")), "the second batch ended after the swap: nothing tested"
-            assert first.wait(30) == 0, first.communicate()
+            assert first.wait(held_s + 60) == 0, first.communicate()
         finally:
             if first.poll() is None:
                 first.kill()
@@ -261,10 +265,10 @@ def test_a_catastrophic_regex_gives_up_on_that_answer_and_the_batch_goes_on(tmp_
         {"id": "worse", "prompt": "hostile 2", "expected": "(a|aa)+$", "match": "regex"},  # backtracks in any engine
         {"id": "fine", "prompt": "easy", "expected": r"\ba{3}$", "match": "regex"},
     ])
-    started = time.perf_counter()
-    proc = run_process("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", timeout=30)
+    # Frozen on "(a|aa)+$", the batch would backtrack for ever (trillions of ways to split the a's); given up after
+    # 0.1 s of matching, it ends. The bound only says "it ends": a loaded machine takes seconds to start a process.
+    proc = run_process("batch", "in.jsonl", "-o", "out.jsonl", "-c", "c.json", timeout=180)
     assert proc.returncode == 0, proc.stderr
-    assert time.perf_counter() - started < 15
     lines = by_id(tmp_path / "out.jsonl")
     assert lines["issue"]["score"]["workers"] == {"W": False} and "gave_up" not in lines["issue"]["score"]
     assert lines["worse"]["score"]["workers"] == {"W": False} and lines["worse"]["score"]["gave_up"] == ["W"]
@@ -284,21 +288,21 @@ def test_sigterm_stops_a_batch_whose_regexes_backtrack_without_end(tmp_path):
                                  "c.json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out = tmp_path / "out.jsonl"
         try:
-            deadline = time.time() + 30
+            deadline = time.time() + 120
             while not (out.exists() and out.read_bytes().count(b"\n") >= 2):
                 assert time.time() < deadline and proc.poll() is None, "no line written: the batch is frozen"
                 time.sleep(0.02)
             stopped = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=20)
+            _, err = proc.communicate(timeout=60)
             took = time.perf_counter() - stopped
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 130, err
-    # A batch that waited for its backtracking regexes would never stop (communicate's 20 s); one that stops
-    # takes 1-2 s, more on a loaded machine: the bound is generous.
-    assert took < 12, f"SIGTERM took {took:.1f} s to stop the batch"
+    # A batch that waited for its backtracking regexes would never stop (communicate's 60 s); one that stops
+    # takes 1-2 s, more on a loaded machine: the bound is generous (that it stopped early: fewer than 40 lines).
+    assert took < 30, f"SIGTERM took {took:.1f} s to stop the batch"
     lines = read_lines(out)
     assert 2 <= len(lines) < 40
     assert all(line["score"]["gave_up"] == ["A", "B"] for line in lines)
