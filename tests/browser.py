@@ -66,7 +66,7 @@ class ServeThread:
         from parallama.serve import start
 
         self._thread.start()
-        self.running = asyncio.run_coroutine_threadsafe(start(self.fleet, self.options, port=0), self.loop).result(10)
+        self.running = asyncio.run_coroutine_threadsafe(start(self.fleet, self.options, port=0), self.loop).result(60)
         return self
 
     @property
@@ -77,10 +77,10 @@ class ServeThread:
         """`fn()` in the server's loop (to look at its state without racing it)."""
         async def inside() -> Any:
             return fn()
-        return asyncio.run_coroutine_threadsafe(inside(), self.loop).result(10)
+        return asyncio.run_coroutine_threadsafe(inside(), self.loop).result(60)
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.running.close(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.running.close(), self.loop).result(60)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+        self._thread.join(60)
         self.loop.close()

@@ -96,6 +96,11 @@ class Behaviour:
     " older one ignores the field, as the real one does)."
     fault_on: str | None = None
     "When set, `fault` hits only the requests whose messages hold this text (a poison prompt); the rest are served."
+    hold: threading.Event | None = None
+    "When given, each request stops after `hold_after` pieces of its answer (its stream open, its slot held) until"
+    " the event is set, then goes on at its pace: a test looks at a run while the request is surely in flight."
+    hold_after: int = 0
+    "How many pieces a held request sends before it waits for `hold` (0: none)."
 
     def calls(self, body: dict) -> list[tuple[str, dict]]:
         if not body.get("tools") or self.tool_calls is None:
@@ -557,6 +562,11 @@ class FakeServer:
         fault = behaviour.fault
         first = behaviour.ttft if behaviour.ttft is not None else gap
         for i, (kind, piece) in enumerate(pieces):
+            if behaviour.hold is not None and i == behaviour.hold_after:
+                held = time.perf_counter()
+                while not behaviour.hold.is_set():  # set from the test's thread
+                    await asyncio.sleep(0.01)
+                started += time.perf_counter() - held  # the rest at its pace, from here
             # Against absolute times, so sleep overshoot does not pile up over many tokens.
             due = started + first + i * (behaviour.latency - first) / max(1, steps - 1) if steps > 1 else started + first
             await asyncio.sleep(max(0.0, due - time.perf_counter()))

@@ -232,7 +232,7 @@ def test_sigterm_marks_running_and_queued_runs_interrupted(tmp_path, servers):
     askers = [threading.Thread(target=ask, daemon=True) for _ in range(2)]  # one runs, one waits for the slots
     for asker in askers:
         asker.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(json.loads(invoke("history", "--json").stdout or "[]")) < 2:
         time.sleep(0.1)
     err = stop(process)
@@ -308,7 +308,8 @@ async def test_half_sent_requests_are_closed_in_time_and_cannot_lock_others_out(
     still_open = [r for r, _ in held if not r.at_eof()]
     assert len(still_open) <= 32
     # ... and those are closed once their headers are overdue.
-    assert all(await asyncio.gather(*(closed_within(r, 6.0) for r in still_open)))  # the timeout is 1 s
+    # The timeout is 1 s (30 s unless set): the bounds leave room for a loaded machine and still tell them apart.
+    assert all(await asyncio.gather(*(closed_within(r, 12.0) for r in still_open)))
     for _, writer in held:
         writer.close()
 
@@ -316,16 +317,16 @@ async def test_half_sent_requests_are_closed_in_time_and_cannot_lock_others_out(
     reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
     writer.write(HALF_SENT + b"Content-Length: 1000\r\n\r\n" + b'{"model": "parallama"')
     started = time.perf_counter()
-    answer = await asyncio.wait_for(reader.read(65536), 5)
+    answer = await asyncio.wait_for(reader.read(65536), 15)
     assert answer.startswith(b"HTTP/1.1 408 ") and b'{"error": "the request body stopped coming' in answer
-    assert 0.8 < time.perf_counter() - started < 6
+    assert 0.8 < time.perf_counter() - started < 12
     writer.close()
 
     # An idle keep-alive connection is closed after the idle timeout.
     reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
     writer.write(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
-    assert await closed_within(reader, 6.0)
+    assert await closed_within(reader, 12.0)
     writer.close()
 
 

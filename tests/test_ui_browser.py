@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -58,7 +59,7 @@ class Page:
         self.wait(lambda: self.visible("#app") or self.visible("#key-form"), "the page did not come up")
         return self
 
-    def wait(self, condition: Callable[[], Any], message: str, timeout: float = 15) -> Any:
+    def wait(self, condition: Callable[[], Any], message: str, timeout: float = 60) -> Any:
         from selenium.webdriver.support.ui import WebDriverWait
 
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda _: condition(), message)
@@ -97,7 +98,7 @@ class Page:
         box.send_keys(Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter sends
         self.wait(lambda: box.get_property("value") == "", "the run did not start")  # cleared once it has
 
-    def wait_until_done(self, timeout: float = 20) -> None:
+    def wait_until_done(self, timeout: float = 60) -> None:
         self.wait(lambda: self.text("#send") == "Send" and self.text("#final-source"), "the run did not end", timeout)
 
     def script(self, code: str, *args: Any) -> Any:
@@ -139,18 +140,24 @@ A, B, C, REVIEWER = "Worker A (Llama 3 8B)", "Worker B (Mistral)", "Worker C (De
 
 def test_a_prompt_fills_three_worker_cards_live_then_the_final_answer_appears(page, servers):
     a, b, c = servers
-    with ServeThread(guide_config(a, b, c, latency=1.5)) as served:
+    config = guide_config(a, b, c, latency=1.5)
+    held = threading.Event()  # A stops half-way through its answer until the test has looked
+    a.model("llama3:8b", **{**vars(a.models["llama3:8b"]), "hold": held, "hold_after": 10})
+    with ServeThread(config) as served:
         page.open(served)
         assert page.text("#fleet").startswith("3 workers: Worker A (Llama 3 8B), Worker B (Mistral)")
-        page.ask("Why is the sky blue?")
-        # While it runs: A and B stream, C waits for A's slot on the shared server, and the load says so.
-        shared = a.url.replace("http://127.0.0.1", "localhost")
-        page.wait(lambda: page.badge(A) == "running" and "Sunlight" in page.card(A), "A did not stream")
-        assert page.badge(C) == f"queued on {shared}" and "queued" in page.text(f'.card[data-agent="{C}"] .stats')
-        page.wait(lambda: "1/1 in flight · 1 waiting" in page.text(f'.server[data-server="{a.url.replace("127.0.0.1", "localhost")}"]'),
-                  "the load did not show the waiting request")
-        partial = page.card(A)
-        assert "every direction of the sky." not in partial  # live: the answer is still coming in
+        try:
+            page.ask("Why is the sky blue?")
+            # While it runs: A and B stream, C waits for A's slot on the shared server, and the load says so.
+            shared = a.url.replace("http://127.0.0.1", "localhost")
+            page.wait(lambda: page.badge(A) == "running" and "Sunlight" in page.card(A), "A did not stream")
+            assert page.badge(C) == f"queued on {shared}" and "queued" in page.text(f'.card[data-agent="{C}"] .stats')
+            page.wait(lambda: "1/1 in flight · 1 waiting" in page.text(f'.server[data-server="{a.url.replace("127.0.0.1", "localhost")}"]'),
+                      "the load did not show the waiting request")
+            partial = page.card(A)
+            assert "every direction of the sky." not in partial  # live: the answer is still coming in
+        finally:
+            held.set()
         page.wait(lambda: page.badge(C) == "running", "C never got the slot")
         page.wait_until_done()
         # Done: every card full, the final answer rendered from Markdown, with its source.
@@ -307,17 +314,22 @@ def test_the_council_shows_each_rankers_order_and_the_aggregate(page, servers):
 
     a.model("m", latency=0.1, respond=ranker("Alpha.", "1. Response A"))
     b.model("m", latency=0.1, respond=ranker("Beta.", "nothing readable"))
-    c.model("rev", latency=0.8, text="The council's answer.")
+    held = threading.Event()  # the reviewer writes nothing until the test has read the ranking
+    c.model("rev", latency=0.8, text="The council's answer.", hold=held)
     config = {"reviewer_agent": worker(c, "rev", name="Rev"),
               "worker_agents": [worker(a, "m", name="A"), worker(b, "m", name="B")]}
     with ServeThread(config) as served:
-        page.open(served).ask("Which?", strategy="council")
-        # The ranking is shown while the reviewer still writes.
-        page.wait(lambda: "Aggregate" in page.text("#verdict"), "no ranking shown")
-        assert page.badge("Rev", "review") in ("running", "queued on " + c.url.replace("http://127.0.0.1", "localhost"))
-        assert "B: left out" in page.text("#verdict") and "A: 1. B" in page.text("#verdict")
-        assert page.badge("A", "ranking") == "done" and page.badge("B", "ranking") == "unusable"
-        assert "ranking left out" in page.text('.card[data-stage="ranking"][data-agent="B"] .error-line')
+        try:
+            page.open(served).ask("Which?", strategy="council")
+            # The ranking is shown while the reviewer still writes.
+            page.wait(lambda: "Aggregate" in page.text("#verdict"), "no ranking shown")
+            assert page.badge("Rev", "review") in ("running",
+                                                   "queued on " + c.url.replace("http://127.0.0.1", "localhost"))
+            assert "B: left out" in page.text("#verdict") and "A: 1. B" in page.text("#verdict")
+            assert page.badge("A", "ranking") == "done" and page.badge("B", "ranking") == "unusable"
+            assert "ranking left out" in page.text('.card[data-stage="ranking"][data-agent="B"] .error-line')
+        finally:
+            held.set()
         page.wait_until_done()
         assert page.text("#final-body") == "The council's answer."
 
@@ -483,17 +495,22 @@ def test_the_page_fits_the_screen_and_a_finished_answer_is_in_view(page, screen,
             fake.model("rev", latency=0.2, tokens=8, text=LONG_LINE)
             page.ask("Show me a list")
             page.wait_until_done()
-            fake.model("rev", latency=1.2, tokens=25, text=REVIEWED)
-            page.ask("Why is the sky blue?")
-            page.wait(lambda: page.script("return document.getElementById('work').open") and page.all(
-                ".card.state-running"), "the work is not open while it runs")
-            shown = layout(page)
-            assert shown["scrollWidth"] <= shown["innerWidth"] and shown["threadScroll"] <= shown["threadWidth"], shown
-            assert not shown["wide"], shown
+            held = threading.Event()  # the reviewer runs, silent, until the test has looked at the running turn
+            fake.model("rev", latency=1.2, tokens=25, text=REVIEWED, hold=held)
+            try:
+                page.ask("Why is the sky blue?")
+                page.wait(lambda: page.script("return document.getElementById('work').open") and page.all(
+                    ".card.state-running"), "the work is not open while it runs")
+                shown = layout(page)
+                assert shown["scrollWidth"] <= shown["innerWidth"], shown
+                assert shown["threadScroll"] <= shown["threadWidth"], shown
+                assert not shown["wide"], shown
+            finally:
+                held.set()
             page.wait(lambda: "Rayleigh" in page.script("return document.getElementById('final-body').textContent"),
-                      "the run did not end", 20)
+                      "the run did not end")
             page.wait(lambda: page.script("return document.getElementById('send').textContent") == "Send", "no end")
-            time.sleep(0.3)
+            page.wait(lambda: not layout(page)["workOpen"], "the work did not fold when the run ended")
             shown = layout(page)
             assert shown["scrollWidth"] <= shown["innerWidth"] and shown["threadScroll"] <= shown["threadWidth"], shown
             assert not shown["wide"], shown
