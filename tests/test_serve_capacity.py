@@ -67,7 +67,9 @@ async def test_a_client_that_goes_away_frees_its_slot_and_the_next_run_starts(se
         async for line in first.content:  # read until the slow worker is at work
             if "▸ A (m) started" in json.loads(line)["message"].get("thinking", ""):
                 break
-        a.model("m", latency=0.1, text="Alpha says four.")  # the next run's request (the slow one is under way)
+        while not (a.requests and a.requests[0].started):  # the slow request is at the server, not only sent
+            await asyncio.sleep(0.01)
+        a.model("m", latency=0.1, text="Alpha says four.")  # for the next run's request
         second = asyncio.create_task(chat(session, running.url, "/v1/chat/completions", ASK))
         while len(running.service.runs) < 2:
             await asyncio.sleep(0.01)
