@@ -410,12 +410,14 @@ def test_an_endless_answer_fails_that_worker_too_long_and_serves_memory_stays_bo
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         # … while another asks the same and waits for the whole answer.
         started = time.perf_counter()
-        reply = ollama.Client(host=url, timeout=30).chat("parallama", messages=ASK["messages"], stream=False)
+        # Not cut, the endless answer would never end: the client's bound only says "it ends" (a loaded machine
+        # takes many seconds to stream and read a million characters).
+        reply = ollama.Client(host=url, timeout=180).chat("parallama", messages=ASK["messages"], stream=False)
         took = time.perf_counter() - started
         assert reply.message.content == "The answer is 4."
         assert "✗ A (" in reply.message.thinking and "ran past 1,000,000 characters" in reply.message.thinking
         assert "too_long" not in reply.message.thinking  # the kind is for --json; the words are for people
-        idle.settimeout(30)
+        idle.settimeout(120)
         received = b""
         while not received.endswith(b"0\r\n\r\n"):
             chunk = idle.recv(1 << 16)
@@ -429,7 +431,6 @@ def test_an_endless_answer_fails_that_worker_too_long_and_serves_memory_stays_bo
     grew = (max(peak) - peak[0]) / 2**20
     print(f"serve's RSS: {peak[0] / 2**20:.0f} MiB at start, {max(peak) / 2**20:.0f} MiB at most; run {took:.1f} s")
     assert grew < 150, f"serve grew by {grew:.0f} MiB"
-    assert took < 30
 
 
 def test_max_answer_chars_in_the_config_and_the_kind_in_json(tmp_path, servers):
