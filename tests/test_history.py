@@ -245,13 +245,16 @@ def test_concurrent_first_use_of_a_fresh_database_is_safe(tmp_path):
         procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(db), str(folder / f"ready{i}"), str(go)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for i in range(processes)]
-        deadline = time.time() + 60
+        # Bounds on hanging only: a machine starved of CPU (load 20 on 2 cores) has taken over a minute to start
+        # the 8 interpreters.
+        deadline = time.monotonic() + 600
         while len(list(folder.glob("ready*"))) < processes:
-            assert time.time() < deadline and all(p.poll() is None for p in procs)
+            assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs if p.poll() is not None]
+            assert time.monotonic() < deadline, f"trial {trial}: the processes were not ready after 600 s"
             time.sleep(0.01)
         go.touch()
         for proc in procs:
-            _, err = proc.communicate(timeout=60)
+            _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, f"trial {trial}: {err}"
         check = sqlite3.connect(db)
         assert check.execute("SELECT count(*) FROM runs").fetchone() == (processes,)

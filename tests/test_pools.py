@@ -140,7 +140,10 @@ async def test_three_hundred_sequential_requests_split_evenly_over_equal_replica
                 result = await client.ask_agent(agent, [Message(role="user", content="q")])
                 assert result.ok
     counts = [len(f.requests) for f in fakes]
-    assert all(90 <= c <= 110 for c in counts), counts
+    # Within 30 % of an even 100: on a machine starved of CPU one stalled answer (0.3 s where the others take
+    # milliseconds) counts a replica slower for the next 20 requests, as it should ([113, 78, 109] under load). A
+    # measurement that stuck would leave the first replica next to nothing.
+    assert all(70 <= c <= 130 for c in counts), counts
 
 
 async def test_ties_are_broken_at_random_not_by_list_order():
@@ -317,13 +320,18 @@ async def test_hedging_copies_a_late_request_onto_an_idle_replica_within_its_bud
 
     with ExitStack() as stack:
         late, quick = replicas(2, stack, latency=0.05, tokens=2)
-        # The model is loaded on the late one only: every request goes there first; its first token takes 0.3 s.
-        late.model("m", latency=0.32, tokens=2, ttft=0.3, loaded_bytes=5_000_000_000)
+        # The model is loaded on the late one only: every request goes there first; its first token takes 0.5 s,
+        # its last 0.8 s. A copy sent at 0.1 s answers first by 0.4 s, and the late request is closed 0.7 s before
+        # its end, even on a machine starved of CPU (with 0.3 s and 0.32 s a copy lost once under load).
+        late.model("m", latency=0.8, tokens=2, ttft=0.5, loaded_bytes=5_000_000_000)
         config = pooled([late, quick], hedge={"after_s": 0.1})
         async with FleetClient(config) as client:
             await ask(client, 1)  # the first look learns which replica has the model loaded
             await warmth_known([late, quick])
-            await asyncio.sleep(0.3)  # that first request's own copy, if any, has ended
+            deadline = time.monotonic() + 30
+            while late.in_flight or quick.in_flight:  # that first request's own copy, if any, has ended
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
             late.reset()
             quick.reset()
             results = [await client.run("q") for _ in range(30)]
