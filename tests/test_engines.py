@@ -368,8 +368,14 @@ def test_plain_workers_are_copies_and_need_write_config(tmp_path):
     assert "review" not in fleet_config(instances)  # a real model follows the default review template
     demo = [Instance(engine="llama-cpp", pid=1, host="127.0.0.1", port=p, model="/m/SmolLM2.gguf", log="x.log")
             for p in (8080, 8081)]
-    review = fleet_config(demo)["review"]  # the demo's tiny model gets numbered notes, no `### Answer from` headers
+    written = fleet_config(demo)
+    review = written["review"]  # the demo's tiny model gets numbered notes, no `### Answer from` headers
     assert "{answer_list}" in review["system"] and review["prompt"] == "{task}"
+    # On llama.cpp (the CPU), a whole capped answer at two tokens a second fits in its agent's timeout.
+    for agent in [*written["worker_agents"], written["reviewer_agent"]]:
+        assert agent["timeout"] >= agent["options"]["num_predict"] / 2, agent
+    assert all(w["timeout"] >= 256 for w in fleet_config(demo, plain=True)["worker_agents"])
+    assert "timeout" not in shaped[0] and fleet_config(instances)["reviewer_agent"]["timeout"] == 120  # Ollama's
     result = invoke("up", "--engine", "ollama", "--plain-workers")
     assert result.exit_code == 2 and "--plain-workers shapes the config --write-config writes" in result.stderr
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..personas import REVIEWER_MAX_TOKENS, SMALL_MODEL_REVIEW, WORKER_MAX_TOKENS, persona_for, persona_options
 from .state import Instance
+
+CPU_TIMEOUTS_S = {"worker": 300, "reviewer": 600}
+"""The timeouts written for agents on llama.cpp instances (which run on the CPU here): a whole capped answer (512
+worker tokens, 1,024 reviewer tokens) at about two tokens a second, where the defaults (60 s, 120 s) would fail a
+small model's long answer on a busy laptop. The timeout only has to catch a server that hangs."""
 
 
 def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: bool = False,
@@ -16,9 +22,13 @@ def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: boo
     every instance: one pool, each request to a free one."""
     urls = [inst.api_url for inst in instances]
 
-    def agent(instance: Instance, name: str) -> dict:
+    def agent(instance: Instance, name: str, role: str = "worker") -> dict:
         model = Path(instance.model).stem if instance.engine == "llama-cpp" else instance.model
-        return {"name": name, "api_url": list(urls) if pool and len(urls) > 1 else instance.api_url, "model": model}
+        written: dict[str, Any] = {"name": name, "api_url": list(urls) if pool and len(urls) > 1 else instance.api_url,
+                                   "model": model}
+        if instance.engine == "llama-cpp":
+            written["timeout"] = CPU_TIMEOUTS_S[role]
+        return written
 
     def worker(i: int, instance: Instance) -> dict:
         name = f"Worker {chr(ord('A') + i)}" if i < 26 else f"Worker {i + 1}"
@@ -30,7 +40,8 @@ def fleet_config(instances: list[Instance], *, reviewer: bool = True, plain: boo
 
     config: dict = {}
     if reviewer and instances:
-        config["reviewer_agent"] = agent(instances[0], "Reviewer") | {"timeout": 120}
+        config["reviewer_agent"] = agent(instances[0], "Reviewer", "reviewer")
+        config["reviewer_agent"].setdefault("timeout", 120)
         if not plain:
             config["reviewer_agent"]["options"] = {"temperature": 0.2, "num_predict": REVIEWER_MAX_TOKENS}
     slots = [inst for inst in instances for _ in range(max(1, inst.parallel))]
