@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
 
-from fakes import FakeServer
+from fakes import FakeServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+"In CI (`CI=true`) a test whose tool is missing fails; elsewhere it skips, saying what to install."
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI,
+                                 reason="needs redis-server: apt-get install redis-server (.ci/run installs it)")
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +37,55 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+class RedisServer:
+    """A real `redis-server` on a free port of 127.0.0.1, nothing saved to disk; `stop()` kills it."""
+
+    START_S = 30.0
+    "How long it may take to answer on its port: a bound on hanging, generous for a machine starved of CPU."
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        directory.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.START_S
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from exc
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real `redis-server` for this test, killed at its end."""
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def host_env(tmp_path: Path, name: str, store: str) -> dict[str, str]:
+    """A process that keeps its files apart, as on another host, with the slots in `store`."""
+    home = tmp_path / name
+    return {"PARALLAMA_HOME": str(home), "XDG_STATE_HOME": str(home / "xdg-state"), "PARALLAMA_SLOT_STORE": store}
 
 
 @pytest.fixture

@@ -16,21 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_lines, write_config, write_jsonl
-from fakes import FakeServer
-from test_shared_slots_redis import IN_CI, RedisServer, free_port
+from conftest import needs_redis, read_lines, write_config, write_jsonl
+from fakes import FakeServer, free_port
 
-pytestmark = pytest.mark.skipif(__import__("shutil").which("redis-server") is None and not IN_CI,
-                                reason="needs redis-server: apt-get install redis-server")
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = needs_redis
 
 
 class Host:

@@ -11,14 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from conftest import invoke, worker, write_config
-from fakes import FakeServer
+from conftest import RedisServer, invoke, worker, write_config
+from fakes import FakeServer, free_port
 from test_shared_slots import one_worker, parallama, start_serve, stop, wait_for
-from test_shared_slots_redis import RedisServer, free_port
 
 SECRET = "hunter2secret"
 
@@ -32,15 +30,6 @@ def two_workers_on_two_slots(tmp_path: Path, fake: FakeServer, name: str, timeou
 def run_two(config: str, store: str) -> subprocess.Popen[str]:
     return parallama("run", "q", "-c", config, "--no-review", "--json", "--no-history",
                      env={"PARALLAMA_SLOT_STORE": store})
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def redis_client(server: RedisServer):
@@ -249,12 +238,7 @@ def test_a_process_that_lost_redis_and_one_started_after_it_came_back_share_the_
             warm: list = []
             for thread in ask_in_threads(url_a, 1, warm, []):
                 thread.join(60)
-            back = RedisServer.__new__(RedisServer)
-            back.port = port
-            back.process = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_for(lambda: _answers(port), "redis-server back")
+            back = RedisServer(tmp_path / "redis-back", port=port)  # the same address, empty
             b, url_b = start_serve("-c", "c.json", env=env)
             try:
                 fake.max_in_flight = 0
@@ -270,16 +254,6 @@ def test_a_process_that_lost_redis_and_one_started_after_it_came_back_share_the_
             stop(a)
     assert len(warm) == 1 and not errors and len(replies) == 6
     assert fake.max_in_flight == 2
-
-
-def _answers(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_a_read_only_home_with_redis_disables_only_the_fallback(tmp_path, redis_server):

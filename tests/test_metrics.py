@@ -301,7 +301,7 @@ async def test_shared_gauges_count_the_other_process_on_the_same_slots(tmp_path,
     env = dict(os.environ)
     redis = None
     if store == "redis":
-        from test_shared_slots_redis import RedisServer, host_env
+        from conftest import RedisServer, host_env
 
         redis = RedisServer(tmp_path / "redis")
         env.update(host_env(tmp_path, "other-host", redis.url))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from conftest import host_env, needs_redis, write_config
 from fakes import FakeServer
-from test_shared_slots_redis import IN_CI, RedisServer, host_env
 
 DRIVER = """
 import asyncio, json, sys, time
@@ -103,14 +101,10 @@ def test_two_processes_share_a_pool_through_this_machines_slots(tmp_path, pool):
     check_one_queue(pool, runs, 6, LATENCY)
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI, reason="needs redis-server")
-def test_two_hosts_share_a_pool_through_redis(tmp_path, pool):
-    redis = RedisServer(tmp_path / "redis")
-    try:
-        runs = two_processes(tmp_path, pool, [host_env(tmp_path, "host1", redis.url),
-                                              host_env(tmp_path, "host2", redis.url)], 6)
-    finally:
-        redis.stop()
+@needs_redis
+def test_two_hosts_share_a_pool_through_redis(tmp_path, pool, redis_server):
+    runs = two_processes(tmp_path, pool, [host_env(tmp_path, "host1", redis_server.url),
+                                          host_env(tmp_path, "host2", redis_server.url)], 6)
     # Wider: each pooled request's first tickets are a few Redis round trips, which a machine starved of CPU
     # (load 25 on 2 cores) has stretched to half a round at the start.
     check_one_queue(pool, runs, 6, LATENCY, bound=1.5)
@@ -148,31 +142,27 @@ def test_serve_and_batch_share_a_pool(tmp_path, pool):
     assert sum(len(f.requests) for f in pool) == 27 and all(f.requests for f in pool)
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI, reason="needs redis-server")
-async def test_hedging_through_redis_copies_only_onto_a_free_slot_within_the_budget(tmp_path, monkeypatch):
+@needs_redis
+async def test_hedging_through_redis_copies_only_onto_a_free_slot_within_the_budget(monkeypatch, redis_server):
     from parallama import FleetClient
     from parallama.pools import stats_of
     from test_pools import warmth_known
 
-    redis = RedisServer(tmp_path / "redis")
-    monkeypatch.setenv("PARALLAMA_SLOT_STORE", redis.url)
-    try:
-        with ExitStack() as stack:
-            late, quick = [stack.enter_context(FakeServer(strict=True)) for _ in range(2)]
-            late.model("m", latency=0.32, tokens=2, ttft=0.3, loaded_bytes=5_000_000_000)  # preferred: warm
-            quick.model("m", latency=0.05, tokens=2)
-            config = {"worker_agents": [{"name": "P", "api_url": [late.url, quick.url], "model": "m",
-                                         "hedge": {"after_s": 0.1}}]}
-            async with FleetClient(config) as client:
-                (load,) = {url: s for url, s in client.load().items() if url.endswith(str(late.port))}.values()
-                assert load.shared == "redis"
-                await client.run("q")  # learns which replica has the model loaded
-                await warmth_known([late, quick])
-                await asyncio.sleep(0.3)
-                results = [await client.run("q") for _ in range(19)]
-                stats = stats_of(client.fleet.workers[0])
-    finally:
-        redis.stop()
+    monkeypatch.setenv("PARALLAMA_SLOT_STORE", redis_server.url)
+    with ExitStack() as stack:
+        late, quick = [stack.enter_context(FakeServer(strict=True)) for _ in range(2)]
+        late.model("m", latency=0.32, tokens=2, ttft=0.3, loaded_bytes=5_000_000_000)  # preferred: warm
+        quick.model("m", latency=0.05, tokens=2)
+        config = {"worker_agents": [{"name": "P", "api_url": [late.url, quick.url], "model": "m",
+                                     "hedge": {"after_s": 0.1}}]}
+        async with FleetClient(config) as client:
+            (load,) = {url: s for url, s in client.load().items() if url.endswith(str(late.port))}.values()
+            assert load.shared == "redis"
+            await client.run("q")  # learns which replica has the model loaded
+            await warmth_known([late, quick])
+            await asyncio.sleep(0.3)
+            results = [await client.run("q") for _ in range(19)]
+            stats = stats_of(client.fleet.workers[0])
     assert all(r.workers[0].ok for r in results)
     assert stats.requests == 20 and 1 <= stats.hedges <= 2  # some, and never past 10 % of 20
     assert late.max_in_flight == 1 and quick.max_in_flight == 1

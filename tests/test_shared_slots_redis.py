@@ -6,73 +6,16 @@ goes away mid-run leaves the run on this machine's slots. Outside CI these tests
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
-import pytest
-
-from conftest import worker, write_config
-from fakes import FakeServer
+from conftest import host_env, needs_redis, worker, write_config
+from fakes import FakeServer, free_port
 from test_shared_slots import get_json, parallama, post_json, start_serve, stop
 
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI,
-                                reason="needs redis-server: apt-get install redis-server (.ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        directory.mkdir(exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from exc
-                time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def host_env(tmp_path: Path, name: str, store: str) -> dict[str, str]:
-    """A process that keeps its files apart, as on another host, with the slots in `store`."""
-    home = tmp_path / name
-    return {"PARALLAMA_HOME": str(home), "XDG_STATE_HOME": str(home / "xdg-state"), "PARALLAMA_SLOT_STORE": store}
+pytestmark = needs_redis
 
 
 def two_slot_fleet(tmp_path: Path, fake: FakeServer, timeout: float) -> Path:
