@@ -58,7 +58,7 @@ class Host:
             self.process.wait(10)
 
 
-def wait_for(condition, what: str, timeout: float = 60.0, every: float = 0.05):
+def wait_for(condition, what: str, timeout: float = 120.0, every: float = 0.05):  # a bound on hanging
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
