@@ -154,10 +154,16 @@ class RedisStore(SlotStore):
         if self.lost is not None:
             return None
         try:
-            return await self._scripts[name](keys=keys, args=args)
+            reply = await self._scripts[name](keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self.give_up(exc)
             return None
+        # redis-py may hand back the reply to a task cancelled while it was reading it, the cancellation lost: a
+        # `run` told to stop (SIGTERM) just as its ticket was queued then waited for its slot, forever.
+        task = asyncio.current_task()
+        if task is not None and getattr(task, "cancelling", lambda: 0)():
+            raise asyncio.CancelledError
+        return reply
 
     def spawn(self, coro: Any) -> None:
         """Run `coro` in the background, kept alive until it ends."""
