@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from importlib import resources
 
 import aiohttp
@@ -32,6 +33,13 @@ async def start_run(url: str, body: dict, headers: dict | None = None) -> tuple[
             if response.content_type != "text/event-stream":
                 return response, [await response.json()]
             return response, [json.loads(line[6:]) async for line in response.content if line.startswith(b"data: ")]
+
+
+async def until(condition, timeout: float = 30.0) -> None:
+    """Wait until `condition()` holds (a bound for a hang, with room for a loaded machine; the caller asserts)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def by_type(views: list[dict], kind: str) -> list[dict]:
@@ -244,18 +252,12 @@ async def test_closing_the_stream_cancels_the_run_and_frees_its_slots(servers, s
             async for line in response.content:
                 if line.startswith(b"data: ") and json.loads(line[6:])["type"] == "started":
                     break
-            for _ in range(100):  # both requests being answered
-                if all(s.requests and s.requests[0].started for s in (a, b)):
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: all(s.requests and s.requests[0].started for s in (a, b)))  # both being answered
             load = await (await session.get(running.url + "/ui/api/load")).json()
             assert {s["server"]: s["in_flight"] for s in load["servers"]}[a.url.replace("127.0.0.1", "localhost")] == 1
             assert load["runs"] == 1
         # The page went away (closed its stream).
-        for _ in range(100):
-            if a.requests and a.requests[0].disconnected and b.requests and b.requests[0].disconnected:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: a.requests and a.requests[0].disconnected and b.requests and b.requests[0].disconnected)
         assert a.requests[0].disconnected and b.requests[0].disconnected and not c.requests
         load = await (await session.get(running.url + "/ui/api/load")).json()
         assert all(s["in_flight"] == 0 and s["waiting"] == 0 for s in load["servers"]) and load["runs"] == 0
@@ -263,18 +265,19 @@ async def test_closing_the_stream_cancels_the_run_and_frees_its_slots(servers, s
 
 async def test_the_load_shows_requests_in_flight_and_waiting_per_server(servers, serve):
     a, b, _ = servers
-    a.model("slow", latency=1.0)
+    held = threading.Event()  # A holds the one slot (C waits) until the test has read the load
+    a.model("slow", latency=1.0, hold=held)
     a.model("next", latency=0.1)
     config = {"worker_agents": [worker(a, "slow", name="A"), worker(a, "next", name="C")]}
     running = await serve(config)
     run = asyncio.create_task(start_run(running.url, {"prompt": "hi"}))
     server = a.url.replace("127.0.0.1", "localhost")
-    for _ in range(100):
+    try:
+        await until(lambda: a.requests and a.requests[0].started)
         _, body = await get(running.url + "/ui/api/load")
         load = {s["server"]: s for s in json.loads(body)["servers"]}
-        if load[server]["in_flight"]:
-            break
-        await asyncio.sleep(0.02)
+    finally:
+        held.set()
     assert load[server] == {"server": server, "slots": 1, "in_flight": 1, "waiting": 1,
                             "own_in_flight": 1, "own_waiting": 1, "shared": "local", "benched": None}
     _, views = await run
@@ -336,10 +339,7 @@ async def test_runs_beyond_the_queue_are_refused_before_the_stream_begins(server
     a.model("m", latency=2)
     running = await serve({"worker_agents": [worker(a, "m", name="A")]}, max_queue=0)
     first = asyncio.create_task(start_run(running.url, {"prompt": "one"}))
-    for _ in range(100):
-        if a.requests:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: a.requests)
     refused, [body] = await start_run(running.url, {"prompt": "two"})
     assert refused.status == 429 and "busy" in body["error"] and refused.headers["Retry-After"]
     first.cancel()
@@ -447,10 +447,7 @@ async def test_stop_ends_the_run_as_stopped_in_the_stream_and_the_history(server
         assert views[-1] == {"type": "error", "stopped": True, "message": "stopped: you pressed Stop; what had "
                                                                            "finished is kept in each agent's row "
                                                                            "(open one to read it)"}
-        for _ in range(100):  # the fake servers see their connections close
-            if b.requests[0].disconnected and c.requests[0].disconnected:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: b.requests[0].disconnected and c.requests[0].disconnected)  # the fakes see them close
         assert b.requests[0].disconnected and c.requests[0].disconnected
         history = await (await session.get(running.url + "/ui/api/history")).json()
         [run] = history["runs"]
