@@ -240,7 +240,7 @@ def test_run_metrics_port_shows_the_run_as_it_stands(tmp_path):
     with FakeServer(slots=1) as busy:
         busy.model("m", fault="hang", tokens=4)
         config = write_config(tmp_path / "c.json", {"worker_agents": [
-            worker(busy, "m", name="A", timeout=4), worker(busy, "m", name="B", timeout=4)]})
+            worker(busy, "m", name="A", timeout=10), worker(busy, "m", name="B", timeout=10)]})
         process = subprocess.Popen([sys.executable, "-m", "parallama", "run", "q", "-c", str(config), "--no-review",
                                     "--no-history", "--json", "--metrics-port", "0"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
