@@ -320,13 +320,14 @@ def test_one_instance_with_three_slots_serves_three_requests_at_once(tmp_path):
         one, [alone] = asyncio.run(timed(agent, 1))
         three, together = asyncio.run(timed(agent, 3))
         assert alone.completion_tokens == 64 and [r.completion_tokens for r in together] == [64] * 3
-        # Served at once: every one of the three has its first token while the others still run, long before one
-        # answer's time (a 1-slot server would start the third only after two whole answers). How much sooner all
-        # three end than three in turn depends on the CPU being free: printed, for the record.
+        # Served at once: every one of the three has its first token before any of them has ended (a 1-slot server
+        # would start the third only after two whole answers). How much sooner all three end than three in turn,
+        # and how long the three prompts take to read, depend on the CPU being free: printed, for the record (on a
+        # loaded machine the first tokens came at 1.1 s of a 1.8 s answer).
         first_tokens = [r.ttft_s for r in together]
         print(f"one 64-token answer {one:.2f} s; three at once {three:.2f} s ({three / one:.2f}× one), first tokens "
               f"after {', '.join(f'{t:.2f}' for t in first_tokens)} s")
-        assert max(first_tokens) < 0.5 * one, (first_tokens, one)
+        assert max(first_tokens) < min(r.elapsed_s for r in together), (first_tokens, [r.elapsed_s for r in together])
 
         _, [scored] = asyncio.run(timed(exact(url, 8), 1, logprobs=2))
         assert scored.logprobs is not None and len(scored.logprobs) == 8
