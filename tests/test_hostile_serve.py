@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -330,9 +331,40 @@ async def test_half_sent_requests_are_closed_in_time_and_cannot_lock_others_out(
     writer.close()
 
 
-def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_requests(tmp_path, servers):
-    import resource
+def flood(port: int, count: int) -> list:
+    """`count` connections to `port` opened all at once (none waits for another to be taken), each sending the
+    start of a request whose headers never end; those the server took stay open for the caller to close."""
+    import selectors
     import socket
+
+    selector = selectors.DefaultSelector()
+    opened = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        selector.register(sock, selectors.EVENT_WRITE)
+        opened.append(sock)
+    pending = len(opened)
+    while pending:
+        ready = selector.select(timeout=60)
+        assert ready, f"{pending} of {count} connections still not made after 60 s"
+        for key, _ in ready:
+            selector.unregister(key.fileobj)
+            pending -= 1
+            sock = key.fileobj
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:  # type: ignore[union-attr]
+                try:
+                    sock.send(HALF_SENT)  # type: ignore[union-attr]
+                except OSError:  # already closed by the server for room
+                    pass
+    selector.close()
+    return opened
+
+
+def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_requests(tmp_path, servers):
+    import re
+    import resource
 
     import ollama
 
@@ -350,16 +382,14 @@ def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_reque
         lines.append(line)
         if "Ctrl-C" in line:
             break
-    import re
-
     url = re.search(r"Ollama API  (http://127\.0\.0\.1:\d+)", "".join(lines)).group(1)  # type: ignore[union-attr]
-    port = int(url.rsplit(":", 1)[1])
     held = []
     try:
-        for _ in range(600):  # more than the whole file limit
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            sock.sendall(HALF_SENT)
-            held.append(sock)
+        # Four times the file limit, all at once: taken in bursts, they ran serve out of files before its cap
+        # could close any (asyncio's "socket.accept() out of system resource", a traceback a time).
+        held = flood(int(url.rsplit(":", 1)[1]), 1000)
+        files = len(os.listdir(f"/proc/{process.pid}/fd"))
+        assert files < 256 - 64, f"serve holds {files} files under a limit of 256 and a cap of 64 connections"
         client = ollama.Client(host=url, timeout=15)  # each answered in time, though the flood goes on
         for _ in range(3):
             assert client.chat("parallama", messages=[{"role": "user", "content": "2 + 2?"}]).message.content \
@@ -370,6 +400,49 @@ def test_a_serve_under_a_low_open_file_limit_outlasts_a_flood_of_half_sent_reque
         err = stop(process)
     assert process.returncode == 0
     assert "Too many open files" not in err and "Traceback" not in err, err[-2000:]
+
+
+SERVE_WITH_FEW_FILES = """
+import asyncio, json, logging, os, resource, signal, sys
+from parallama.config import as_fleet
+from parallama.serve import ServeOptions, start
+logging.basicConfig(format="%(message)s")
+async def main():
+    with open(sys.argv[1]) as file:
+        fleet = as_fleet(json.load(file))
+    # A cap set far above what the file limit allows: the process runs out of files before the cap is reached.
+    running = await start(fleet, ServeOptions(history=False, max_connections=4096), port=0)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    print(running.url, flush=True)
+    await stopped.wait()
+    await running.close()
+    print("closed", flush=True)
+asyncio.run(main())
+"""
+
+
+def test_a_serve_out_of_files_says_so_once_and_answers_again_when_they_close(tmp_path, servers):
+    import ollama
+
+    write_config(tmp_path / "c.json", guide_fleet(servers))
+    process = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FEW_FILES, str(tmp_path / "c.json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:"), process.communicate(timeout=60)
+    held = flood(int(url.rsplit(":", 1)[1]), 300)  # far more than the 40 files left
+    for sock in held:
+        sock.close()
+    reply = ollama.Client(host=url, timeout=30).chat("parallama", messages=[{"role": "user", "content": "2 + 2?"}])
+    assert reply.message.content == "The answer is 4."
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert err.count("serve cannot take a new connection (out of open files") == 1, err[-2000:]
+    assert "Traceback" not in err and "closed" in out, err[-2000:]
+
 
 
 # ---------------------------------------------------------------- 14. an answer that never ends, a client that does not read
