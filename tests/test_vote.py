@@ -65,6 +65,23 @@ async def test_a_settled_vote_returns_at_once_and_cuts_the_rest():
         assert all(r.disconnected for r in fake.requests if r.model in ("d", "e"))
 
 
+async def test_the_early_stop_reads_the_answers_by_the_question_as_the_vote_does():
+    # "The capital of Germany is Berlin." votes 'berlin' only when read with the question; the early stop once read
+    # it without, saw two different answers and waited 5 s for the third.
+    with FakeServer() as fake:
+        fake.model("a", latency=0.2, text="Berlin.")
+        fake.model("b", latency=0.3, text="The capital of Germany is Berlin.")
+        fake.model("c", latency=5.0, tokens=25, text="Bonn " * 5)
+        config = {"worker_agents": [worker(fake, m, name=m.upper()) for m in "abc"],
+                  "servers": {fake.url: {"parallel": 3}}, "review": {"strategy": "vote"}}
+        started = time.perf_counter()
+        async with FleetClient(config) as client:
+            result = await client.run("What is the capital of Germany?")
+        assert time.perf_counter() - started < 0.4 * 5.0
+        assert result.final == "Berlin." and result.cut == ["C"]
+        assert result.workers[2].error.startswith("cut: 2 of 3 agreed ('berlin')")
+
+
 async def test_no_majority_falls_back_to_the_reviewer_or_the_first_answer():
     with FakeServer() as fake:
         fake.model("a", latency=0.1, text="12")

@@ -68,7 +68,7 @@ async def orchestrate(run: "Run", fleet: "Fleet", prompt: str, *, deadline: floa
     until = started + deadline if deadline is not None else None
     task = task_text(prompt, context)
     reviewed = reviewing(fleet, strategy, review)
-    early_stop = strategy_named(reviewed).cutoff() if reviewed else None
+    early_stop = strategy_named(reviewed).cutoff(task) if reviewed else None
     logprobs = wanted_logprobs([reviewed] if reviewed else [])
     rounds = await worker_rounds(run, fleet, prompt, context, until, early_stop, logprobs)
     answers = reviewed_answers(rounds)
@@ -168,7 +168,8 @@ async def compare(run: "Run", review_run: Callable[[EventSink], "Run"], fleet: "
     started = time.perf_counter()
     until = started + deadline if deadline is not None else None
     usable = [name for name in strategies if reviewing(fleet, name, True)]
-    early_stop = strategy_named(usable[0]).cutoff() if len(usable) == 1 and len(strategies) == 1 else None
+    early_stop = (strategy_named(usable[0]).cutoff(prompt)
+                  if len(usable) == 1 and len(strategies) == 1 else None)
     logprobs = wanted_logprobs(usable)
     rounds = await worker_rounds(run, fleet, prompt, (), until, early_stop, logprobs)
     workers_s = time.perf_counter() - started

@@ -54,8 +54,9 @@ class Strategy(abc.ABC):
     """A reply that is one worker's answer, as this strategy picks it, in a sentence ("the majority's answer"):
     serve's notes on the request's tools, and the note of the agent that writes the reply from it with them."""
 
-    def cutoff(self) -> "Cutoff | None":
-        """A rule that ends the workers' last round early once the outcome is settled (vote), or None."""
+    def cutoff(self, question: str | None = None) -> "Cutoff | None":  # noqa: ARG002 - vote reads it
+        """A rule that ends the workers' last round early once the outcome is settled (vote), or None; `question`
+        is the task, which the rule reads the answers by as the strategy's review will."""
         return None
 
     @abc.abstractmethod
@@ -68,9 +69,11 @@ class Strategy(abc.ABC):
         narration and `history show` say them. Empty: nothing to say."""
         return []
 
-    def reviewer_asked(self, answers: Sequence["AgentResult"]) -> tuple[str, str] | None:  # noqa: ARG002
+    def reviewer_asked(self, answers: Sequence["AgentResult"],  # noqa: ARG002
+                       question: str | None = None) -> tuple[str, str] | None:  # noqa: ARG002
         """Why the reviewer is asked after all, said as it is asked (vote: no majority), and the warning the result
-        will carry for it (serve's narration says the one, and so not the other again); None: nothing to say."""
+        will carry for it (serve's narration says the one, and so not the other again); None: nothing to say.
+        `question` is the task, as the review read the answers by it."""
         return None
 
     def plan_sentence(self, reviewer: str) -> str:

@@ -8,6 +8,7 @@ answer is the final one; either way the result says so."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from typing_extensions import override
@@ -68,13 +69,17 @@ def synthesized_warning(why: str) -> str:
     return f"vote: no majority ({why}); the reviewer synthesized the answers"
 
 
+@dataclass(frozen=True)
 class SettledVote:
     """The early stop: once the leader has more votes than the runner-up could reach with every worker still
-    running, the rest are cut."""
+    running, the rest are cut. The answers are keyed by the `question` as the vote itself keys them, so
+    "The capital of Germany is Berlin." and "Berlin." count as one here too."""
+
+    question: str | None = None
 
     def cut_at(self, answers: Sequence["AgentResult"], running: int, total: int,
                now: float) -> tuple[float, str] | None:
-        counts = tally(answers)
+        counts = tally(answers, self.question)
         if running == 0 or not counts or counts[0]["count"] < 2:
             return None
         second = counts[1]["count"] if len(counts) > 1 else 0
@@ -100,8 +105,9 @@ class Vote(Strategy):
     votes_over_samples = True
 
     @override
-    def reviewer_asked(self, answers: Sequence["AgentResult"]) -> tuple[str, str] | None:
-        counts = tally(answers)
+    def reviewer_asked(self, answers: Sequence["AgentResult"],
+                       question: str | None = None) -> tuple[str, str] | None:
+        counts = tally(answers, question)
         if winner(counts) is not None:
             return None
         why = no_majority(counts)
@@ -113,8 +119,8 @@ class Vote(Strategy):
         return self.plan + fallback
 
     @override
-    def cutoff(self) -> SettledVote:
-        return SettledVote()
+    def cutoff(self, question: str | None = None) -> SettledVote:
+        return SettledVote(question)
 
     @override
     def summary(self, details: Details) -> list[str]:

@@ -37,8 +37,11 @@ class Narrator:
     """Renders one run's rows (its `RunTracker`, which `feed` folds each event into first) as pieces of reasoning
     and content; the tracker keeps what the final chunk reports (tokens, times)."""
 
-    def __init__(self, fleet: "Fleet", strategy: str, redact: "Redactor | None" = None) -> None:
+    def __init__(self, fleet: "Fleet", strategy: str, redact: "Redactor | None" = None,
+                 question: str | None = None) -> None:
         self.fleet = fleet
+        self.question = question
+        "The task as the review reads the answers by it (vote keys the short answers by the question)."
         self.strategy = strategy_named(strategy)
         self.reviewed = reviewing(fleet, strategy, True) is not None
         self.tracker = RunTracker(fleet, review=self.reviewed, tails=False)
@@ -274,7 +277,7 @@ class Narrator:
         answers = [row.result for row in self.tracker.rows.values()
                    if row.stage != REVIEW and row.stage != RANKING and row.result is not None and row.result.ok]
         last_stage = answers[-1].stage if answers else WORKERS
-        said = self.strategy.reviewer_asked([a for a in answers if a.stage == last_stage])
+        said = self.strategy.reviewer_asked([a for a in answers if a.stage == last_stage], self.question)
         if said is None:
             return ""
         sentence, warning = said

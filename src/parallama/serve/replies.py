@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
 from ..redact import StreamMask
 from ..result import REVIEW_SOURCE, WORKERS_SOURCE
+from ..stages import task_text
 from ..review import VOTING, strategy_named
 from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
@@ -80,7 +81,7 @@ class Reply(Feed[Piece]):
         super().__init__(service, ask.model)
         self.service: Serving = service
         self.ask = ask
-        self.narrator = Narrator(service.fleet, ask.strategy, service.redact)
+        self.narrator = Narrator(service.fleet, ask.strategy, service.redact, task_text(ask.prompt, ask.context))
         self.narrator.tools_offered = bool(ask.tools)
         self._think_open = False
         self._tags = TagGuard()
