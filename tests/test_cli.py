@@ -155,4 +155,7 @@ def test_every_help_stands_on_its_own_and_serve_names_its_models():
         assert shown.exit_code == 0, path
         assert "the guide" not in shown.stdout.lower(), path
     serve = invoke("serve", "--help").stdout
-    assert ":vote" in serve and "parallama/<agent>" in serve
+    from parallama.review import STRATEGIES
+
+    flat = " ".join(serve.split())
+    assert all(f":{name}" in flat for name in STRATEGIES) and "parallama/<agent>" in flat, flat

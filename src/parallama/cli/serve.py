@@ -40,8 +40,8 @@ DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here s
                                                  "behind the API key when there is one).")
 def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
           no_history: bool, allow_origins: tuple[str, ...], no_metrics: bool) -> None:
-    """Serve the fleet as one model, `parallama:latest` (and `:synthesize`, `:judge`, `:council`, `:vote`), and
-    each agent alone as `parallama/<agent>` (a task model for titles and tags), behind Ollama's API (/api/chat …)
+    """Serve the fleet as one model, `parallama:latest` (and one per strategy: `:synthesize`, `:judge`,
+    `:council`, `:vote`, `:confidence`), and each agent alone as `parallama/<agent>` (a task model for titles and tags), behind Ollama's API (/api/chat …)
     and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and openai clients, or curl. The
     workers' progress streams as thinking, the final answer as the reply; a request's tools go to the reviewer
     that writes it (config: "serve": {"tools": "review" | "agent" | "ignore"}). A web page at /ui/ shows every
