@@ -204,6 +204,23 @@ async def test_a_dead_replica_is_benched_its_requests_move_and_it_comes_back():
                 assert back.max_in_flight == 1
 
 
+async def test_a_replica_answering_500_or_503_before_its_first_token_is_benched_and_the_request_moves():
+    from parallama.pools import health_of
+
+    for fault in ("500", "503"):
+        with ExitStack() as stack:
+            fakes = replicas(3, stack, latency=0.3, tokens=3, ttft=0.25)
+            failing = fakes[1]
+            failing.model("m", fault=fault)
+            async with FleetClient(pooled(fakes)) as client:
+                results = await ask(client, 6)
+            assert all(r.ok for r in results), (fault, [r.error for r in results])
+            assert all(server_of(r.api_url) != server_of(failing.url) for r in results), fault
+            assert failing.requests, f"{fault}: the failing replica was tried"
+            health = health_of(server_of(failing.url))
+            assert health.benched == 1 and fault in health.why, (fault, health.why)
+
+
 async def test_plan_counts_the_memory_of_every_replica():
     from parallama.plan import make_plan
 
