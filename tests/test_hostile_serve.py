@@ -334,9 +334,15 @@ async def test_half_sent_requests_are_closed_in_time_and_cannot_lock_others_out(
 def flood(port: int, count: int) -> list:
     """`count` connections to `port` opened all at once (none waits for another to be taken), each sending the
     start of a request whose headers never end; those the server took stay open for the caller to close."""
+    import resource
     import selectors
     import socket
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256  # this process's own files besides
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard),
+                                                    hard))
     selector = selectors.DefaultSelector()
     opened = []
     for _ in range(count):
