@@ -41,11 +41,11 @@ DEFAULT_PORT = 11400  # the same as parallama.serve.DEFAULT_PORT, written here s
 def serve(config_path: str | None, host: str, port: int, api_key_env: str | None, max_queue: int, progress: str,
           no_history: bool, allow_origins: tuple[str, ...], no_metrics: bool) -> None:
     """Serve the fleet as one model, `parallama:latest` (and one per strategy: `:synthesize`, `:judge`,
-    `:council`, `:vote`, `:confidence`), and each agent alone as `parallama/<agent>` (a task model for titles and tags), behind Ollama's API (/api/chat …)
-    and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the ollama and openai clients, or curl. The
-    workers' progress streams as thinking, the final answer as the reply; a request's tools go to the reviewer
-    that writes it (config: "serve": {"tools": "review" | "agent" | "ignore"}). A web page at /ui/ shows every
-    worker live, the review, the final answer, the timeline and the history."""
+    `:council`, `:vote`, `:confidence`), and each agent alone as `parallama/<agent>` (a task model for titles and
+    tags), behind Ollama's API (/api/chat …) and OpenAI's (/v1/chat/completions …), for Open WebUI, Continue, the
+    ollama and openai clients, or curl. The workers' progress streams as thinking, the final answer as the reply; a
+    request's tools go to the reviewer that writes it (config: "serve": {"tools": "review" | "agent" | "ignore"}).
+    A web page at /ui/ shows every worker live, the review, the final answer, the timeline and the history."""
     with user_errors():
         import asyncio
 

@@ -27,7 +27,7 @@ import errno
 import logging
 import os
 import socket
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -112,10 +112,14 @@ class ConnectionCap:
         excess = len(still) + 1 - self.max_connections
         if excess <= 0:
             return True
-        idle = [c for c in still if not self._busy.get(c)][:excess]
+        idle = self._idle(still)[:excess]
         for connection in idle:
             close_now(connection)
         return len(idle) == excess
+
+    def _idle(self, connections: Iterable[Any]) -> list[Any]:
+        """Those of `connections` with no request in progress, in their order (oldest first)."""
+        return [c for c in connections if not self._busy.get(c)]
 
     async def _short_of(self, exc: OSError, server: web.Server) -> None:
         """The listening socket could not hand a connection over: out of files, or another fault of the system."""
@@ -128,7 +132,7 @@ class ConnectionCap:
                         self.max_connections,
                         " — raise the limit with `ulimit -n` or lower max_connections"
                         if exc.errno in OUT_OF_FILES else "")
-        idle = [c for c in server.connections if c.transport is not None and not self._busy.get(c)]
+        idle = self._idle(c for c in server.connections if c.transport is not None)
         if idle:
             close_now(idle[0])
             await asyncio.sleep(0)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 from ..events import ALONE, Delta, Failed, Finished, Queued, RunEnded
 from ..redact import StreamMask
 from ..result import REVIEW_SOURCE, WORKERS_SOURCE
-from ..stages import task_text
 from ..review import VOTING, strategy_named
+from ..stages import task_text
 from .conversation import TagGuard, for_agent
 from .errors import no_answer_note
 from .feed import Feed, Serving
